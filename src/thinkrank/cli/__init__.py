@@ -1,0 +1,27 @@
+"""The ``thinkrank`` command line. Each sub-command lives in its own module here and is
+registered below; heavy imports happen inside the commands so ``--help`` stays fast."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="thinkrank",
+    help="Reasoning rerankers: rerank, retrieve, evaluate, distill and train.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    # Each module defines `register(app)`; the order is the order in --help.
+    from thinkrank.cli import rerank
+
+    for module in (rerank,):
+        module.register(app)
+
+
+def main() -> None:
+    _register()
+    app()

@@ -1,0 +1,106 @@
+"""The one protocol every inference engine implements.
+
+An engine does two things, both on raw text prompts (templates are applied by callers):
+
+* ``generate``: continue prompts until a stop string or a token budget, and when asked, also
+  return the *exact* log-probabilities of a few given token ids at the position right after
+  the stop string (this is how a Rank1 chain's answer is scored in the same pass);
+* ``next_token_logprobs``: the exact log-probabilities of given token ids as the next token
+  after each prompt (reasoning off, forced answers, distillation filters).
+
+Exact means read from the full softmax over the vocabulary, never from a top-k list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+Progress = Callable[[int], None]
+"""Called with the number of requests just finished (for progress bars)."""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One prompt to continue.
+
+    ``answer_token_ids``: when a stop string ends the continuation, also return exact
+    log-probabilities of these ids at the next position (prompt + text + stop string).
+    ``seed`` makes sampling reproducible per request, whatever the batch.
+    """
+
+    prompt: str
+    max_tokens: int
+    stop: tuple[str, ...] = ()
+    temperature: float = 0.0
+    seed: int | None = None
+    answer_token_ids: tuple[int, ...] = ()
+
+
+@dataclass
+class Generation:
+    """What an engine wrote for one request.
+
+    ``text`` is the continuation up to, not including, the stop string. ``stop_reason`` is
+    ``"stop"`` (a stop string was written), ``"eos"`` (end-of-sequence token) or ``"length"``
+    (budget used up). ``answer_logprobs`` maps each requested answer id to its exact
+    log-probability after the stop string, or is None when the engine could not read it in
+    the same pass (the caller then asks ``next_token_logprobs``).
+    """
+
+    text: str
+    stop_reason: str
+    num_tokens: int
+    prompt_tokens: int = 0
+    token_ids: list[int] = field(default_factory=list)
+    answer_logprobs: dict[int, float] | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self.stop_reason == "stop"
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """The part of a tokenizer thinkrank needs: counting, cutting and single-token ids."""
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """An inference backend. See the module docstring for the contract."""
+
+    name: str
+    model_name: str
+
+    @property
+    def tokenizer(self) -> Tokenizer: ...
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], progress: Progress | None = None
+    ) -> list[Generation]: ...
+
+    def next_token_logprobs(
+        self, prompts: Sequence[str], token_ids: Sequence[int], progress: Progress | None = None
+    ) -> list[dict[int, float]]: ...
+
+    def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
+        """The model's chat template applied to ``messages``, ready for the assistant's turn."""
+        ...
+
+
+def single_token_id(tokenizer: Tokenizer, text: str) -> int:
+    """The id of ``text`` when it is exactly one token (e.g. ``" true"``), else an error."""
+    from thinkrank.errors import InvalidInputError
+
+    ids = tokenizer.encode(text)
+    if len(ids) != 1:
+        raise InvalidInputError(
+            f"{text!r} is {len(ids)} tokens for this tokenizer ({ids}); the answer must be a single "
+            "token to be scored exactly — pick answer words that are single tokens"
+        )
+    return ids[0]

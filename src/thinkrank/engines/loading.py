@@ -1,0 +1,112 @@
+"""Resolve a model reference (hub id, local directory, GGUF file, LoRA adapter) and load it
+with transformers, turning every failure into a :class:`ModelLoadError` that says what to do."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from thinkrank.errors import ModelLoadError, require
+
+DEFAULT_MODEL = "jhu-clsp/rank1-7b"
+"""The released Rank1 checkpoint used when no model is given (Qwen2.5-7B base + Rank1 SFT)."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Where a model comes from. ``source`` is a hub id or a directory; ``gguf_file`` a file in it;
+    ``adapter`` a PEFT adapter directory to apply on top of ``source``."""
+
+    source: str
+    gguf_file: str | None = None
+    adapter: str | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return Path(self.source).exists()
+
+    @property
+    def display(self) -> str:
+        name = f"{self.source}/{self.gguf_file}" if self.gguf_file else self.source
+        return f"{name}+{self.adapter}" if self.adapter else name
+
+
+def resolve_model(model: str | os.PathLike[str]) -> ModelRef:
+    """Classify ``model``: a ``.gguf`` file, a local model directory, a PEFT adapter directory
+    (its base read from ``adapter_config.json``), or a hub id.
+
+    Raises:
+        ModelLoadError: a path that looks local but does not exist, or is not a model.
+    """
+    text = str(model)
+    path = Path(text).expanduser()
+    if text.endswith(".gguf"):
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file not found: {path}")
+        return ModelRef(str(path.parent), gguf_file=path.name)
+    if path.is_dir():
+        adapter_cfg = path / "adapter_config.json"
+        if adapter_cfg.exists() and not (path / "config.json").exists():
+            base = json.loads(adapter_cfg.read_text()).get("base_model_name_or_path")
+            if not base:
+                raise ModelLoadError(f"{adapter_cfg} names no base_model_name_or_path; merge the adapter first")
+            return ModelRef(resolve_model(base).source, adapter=str(path))
+        if not (path / "config.json").exists():
+            ggufs = sorted(path.glob("*.gguf"))
+            if len(ggufs) == 1:
+                return ModelRef(str(path), gguf_file=ggufs[0].name)
+            raise ModelLoadError(
+                f"{path} is a directory without config.json (and not exactly one .gguf file); "
+                "point --model at a transformers model directory, a .gguf file or a hub id"
+            )
+        return ModelRef(str(path))
+    if text.startswith((".", "/", "~")) or os.sep in text.strip("/").replace("/", "", 1):
+        raise ModelLoadError(f"model path not found: {text}")
+    return ModelRef(text)
+
+
+def _hub_hint(ref: ModelRef, exc: Exception) -> ModelLoadError:
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    how = (
+        "HF_HUB_OFFLINE=1 is set and the model is not in the local cache"
+        if offline
+        else "the Hugging Face hub could not be reached or has no such model"
+    )
+    return ModelLoadError(
+        f"could not load model {ref.display!r}: {how} ({type(exc).__name__}: {exc}). "
+        "Pass a local model directory or .gguf file, or download it first on a machine with "
+        f"internet (`hf download {ref.source}`) and copy the cache."
+    )
+
+
+def load_tokenizer(ref: ModelRef) -> Any:
+    from transformers import AutoTokenizer
+
+    kwargs: dict[str, Any] = {"gguf_file": ref.gguf_file} if ref.gguf_file else {}
+    try:
+        tok = AutoTokenizer.from_pretrained(ref.source, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise _hub_hint(ref, exc) from exc
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_causal_lm(ref: ModelRef, *, device: str, dtype: Any) -> Any:
+    """Load the model for inference on ``device`` (weights in ``dtype``), adapter applied."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if ref.gguf_file:
+        kwargs["gguf_file"] = ref.gguf_file
+    try:
+        model = AutoModelForCausalLM.from_pretrained(ref.source, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise _hub_hint(ref, exc) from exc
+    if ref.adapter:
+        peft = require("peft", "train")
+        model = peft.PeftModel.from_pretrained(model, ref.adapter).merge_and_unload()
+    return model.to(device).eval()

@@ -1,0 +1,57 @@
+"""What every reranker offers: ``rerank`` for one query, ``rerank_many`` for many at once."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from thinkrank.errors import InvalidInputError
+from thinkrank.types import DocumentLike, Ranking
+
+
+@dataclass(frozen=True)
+class RerankRequest:
+    """One query to rerank: its text, candidates, and optional id and per-query instruction."""
+
+    query: str
+    documents: Sequence[DocumentLike]
+    query_id: str | None = None
+    instruction: str | None = None
+
+
+RequestLike = RerankRequest | tuple[str, Sequence[DocumentLike]]
+
+
+def as_request(item: RequestLike, position: int) -> RerankRequest:
+    if isinstance(item, RerankRequest):
+        return item
+    if isinstance(item, tuple) and len(item) == 2:
+        return RerankRequest(item[0], item[1])
+    raise InvalidInputError(
+        f"rerank_many item {position} must be (query, documents) or a RerankRequest, got {type(item).__name__}"
+    )
+
+
+class Reranker(ABC):
+    """Base of :class:`~thinkrank.Rank1` and :class:`~thinkrank.RankK`."""
+
+    def rerank(
+        self,
+        query: str,
+        documents: Sequence[DocumentLike],
+        top_n: int | None = None,
+        *,
+        query_id: str | None = None,
+        instruction: str | None = None,
+    ) -> Ranking:
+        """Rerank ``documents`` for ``query``; the best ``top_n`` (all when None), best first.
+
+        Raises:
+            InvalidInputError: an empty query, a bad document, or duplicate document ids.
+        """
+        return self.rerank_many([RerankRequest(query, documents, query_id, instruction)], top_n=top_n)[0]
+
+    @abstractmethod
+    def rerank_many(self, requests: Sequence[RequestLike], top_n: int | None = None) -> list[Ranking]:
+        """Rerank many queries at once (all their work batched together), one Ranking each."""

@@ -1,0 +1,204 @@
+"""The data every layer speaks: documents in, judgments and rankings out."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from thinkrank.errors import InvalidInputError
+
+
+@dataclass(frozen=True)
+class Document:
+    """A candidate passage. ``id`` is unique within one rerank call."""
+
+    id: str
+    text: str
+    title: str | None = None
+
+    @property
+    def passage(self) -> str:
+        """The text a model sees: ``"{title} {text}"`` when there is a title (as Rank1 does)."""
+        return f"{self.title} {self.text}" if self.title else self.text
+
+
+DocumentLike = str | Mapping[str, Any] | Document
+
+
+def as_documents(documents: Sequence[DocumentLike]) -> list[Document]:
+    """Validate and normalise user documents.
+
+    Strings get their position as id (``"0"``, ``"1"``, …). Mappings need ``text`` and may
+    carry ``id`` (or ``_id``/``docid``) and ``title``.
+
+    Raises:
+        InvalidInputError: a document that is not a string/mapping/Document, an empty or
+            non-string text, or two documents with the same id.
+    """
+    if isinstance(documents, (str, bytes)) or not isinstance(documents, Sequence):
+        raise InvalidInputError(
+            "documents must be a list of strings, mappings with 'text', or Documents; "
+            f"got {type(documents).__name__}"
+        )
+    out: list[Document] = []
+    seen: dict[str, int] = {}
+    for i, doc in enumerate(documents):
+        out.append(_as_document(doc, i))
+        prev = seen.setdefault(out[-1].id, i)
+        if prev != i:
+            raise InvalidInputError(
+                f"documents {prev} and {i} share the id {out[-1].id!r}; ids must be unique "
+                "within one call (drop the duplicate or give it another id)"
+            )
+    return out
+
+
+def _as_document(doc: DocumentLike, index: int) -> Document:
+    if isinstance(doc, Document):
+        text, doc_id, title = doc.text, doc.id, doc.title
+    elif isinstance(doc, str):
+        text, doc_id, title = doc, str(index), None
+    elif isinstance(doc, Mapping):
+        if "text" not in doc:
+            raise InvalidInputError(f"document {index} has no 'text' field (keys: {sorted(doc)})")
+        text = doc["text"]
+        raw_id = next((doc[k] for k in ("id", "_id", "docid") if doc.get(k) is not None), index)
+        doc_id = str(raw_id)
+        title = doc.get("title") or None
+        if title is not None and not isinstance(title, str):
+            raise InvalidInputError(f"document {index}: 'title' must be a string, got {type(title).__name__}")
+    else:
+        raise InvalidInputError(
+            f"document {index} is a {type(doc).__name__}; pass a string, a mapping with 'text', or a Document"
+        )
+    if not isinstance(text, str):
+        raise InvalidInputError(f"document {index}: text must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise InvalidInputError(f"document {index} (id {doc_id!r}) has empty text; remove it or give it text")
+    return Document(id=doc_id, text=text, title=title)
+
+
+def check_query(query: Any) -> str:
+    """Return ``query`` if it is a non-empty string, else raise :class:`InvalidInputError`."""
+    if not isinstance(query, str):
+        raise InvalidInputError(f"query must be a string, got {type(query).__name__}")
+    if not query.strip():
+        raise InvalidInputError("query is empty; pass the text you want documents ranked for")
+    return query
+
+
+@dataclass
+class Judgment:
+    """One document's verdict.
+
+    Attributes:
+        doc_id: the document's id; ``index``: its position in the input list.
+        score: relevance in [0, 1]. Pointwise: p(true)/(p(true)+p(false)) at the answer token.
+            Listwise: a rank-derived score (ties share it).
+        reasoning: the model's chain of thought ("" with reasoning off). Listwise: the chain of
+            the last window that placed this document.
+        answer: "true"/"false" (pointwise, the likelier answer) or None (listwise).
+        prompt_tokens / reasoning_tokens: token counts of the prompt and of the chain.
+        forced: the chain did not close within the budget, so it was cut to its last full
+            sentence, closed, and the answer was read from the two answer tokens.
+        truncated: the passage was cut to fit the passage token limit.
+    """
+
+    doc_id: str
+    index: int
+    score: float
+    reasoning: str = ""
+    answer: str | None = None
+    prompt_tokens: int = 0
+    reasoning_tokens: int = 0
+    forced: bool = False
+    truncated: bool = False
+    p_true: float | None = None
+    p_false: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class WindowTrace:
+    """One listwise call: which documents it saw (input indices, in window order) and what it said."""
+
+    step: int
+    start: int
+    end: int
+    indices: list[int]
+    reasoning: str
+    ordering: str
+    order: list[list[int]]
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    forced: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Ranking:
+    """Judgments for one query, best first. Ties keep their input order (stable)."""
+
+    query: str
+    judgments: list[Judgment]
+    query_id: str | None = None
+    windows: list[WindowTrace] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.judgments = sorted(self.judgments, key=lambda j: (-j.score, j.index))
+        self._by_id = {j.doc_id: j for j in self.judgments}
+
+    def __len__(self) -> int:
+        return len(self.judgments)
+
+    def __iter__(self) -> Iterator[Judgment]:
+        return iter(self.judgments)
+
+    def __getitem__(self, key: int | str) -> Judgment:
+        """``ranking[0]`` is the best judgment; ``ranking["doc-7"]`` looks a document up by id."""
+        if isinstance(key, str):
+            try:
+                return self._by_id[key]
+            except KeyError:
+                raise KeyError(f"no document with id {key!r} in this ranking") from None
+        return self.judgments[key]
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self._by_id
+
+    @property
+    def doc_ids(self) -> list[str]:
+        return [j.doc_id for j in self.judgments]
+
+    def top(self, k: int) -> list[Judgment]:
+        return self.judgments[: max(k, 0)]
+
+    def truncate(self, top_n: int | None) -> Ranking:
+        """A ranking with only the best ``top_n`` judgments (all when None)."""
+        if top_n is None:
+            return self
+        if top_n < 0:
+            raise InvalidInputError(f"top_n must be >= 0, got {top_n}")
+        return Ranking(self.query, self.judgments[:top_n], self.query_id, self.windows)
+
+    def to_trec(self, query_id: str | None = None, tag: str = "thinkrank") -> list[str]:
+        """TREC run lines ``qid Q0 docid rank score tag``, rank from 1."""
+        qid = query_id or self.query_id or "0"
+        return [f"{qid} Q0 {j.doc_id} {r} {j.score:.6f} {tag}" for r, j in enumerate(self.judgments, 1)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "query": self.query,
+            "query_id": self.query_id,
+            "results": [{"rank": r, **j.to_dict()} for r, j in enumerate(self.judgments, 1)],
+            "windows": [w.to_dict() for w in self.windows],
+        }
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, **kwargs)
