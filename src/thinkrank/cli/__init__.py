@@ -14,6 +14,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """Reasoning rerankers: rerank, retrieve, evaluate, distill and train."""
+
+
 def _register() -> None:
     # Each module defines `register(app)`; the order is the order in --help.
     from thinkrank.cli import rerank

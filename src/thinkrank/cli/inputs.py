@@ -1,0 +1,95 @@
+"""Reading queries and documents for the CLI: JSONL records or plain text, one per line."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from thinkrank.errors import InvalidInputError
+
+
+@dataclass
+class QueryInput:
+    text: str
+    id: str | None = None
+    instruction: str | None = None
+
+
+@dataclass
+class DocsInput:
+    """Documents from a file; ``by_query`` when records carry a ``qid`` (candidates per query)."""
+
+    shared: list[dict[str, Any]] = field(default_factory=list)
+    by_query: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def for_query(self, query: QueryInput) -> list[dict[str, Any]]:
+        if not self.by_query:
+            return self.shared
+        if query.id is None or query.id not in self.by_query:
+            raise InvalidInputError(
+                f"the docs file groups candidates by qid, but query {query.id or query.text!r} has none there; "
+                "give each query an id that matches the docs' qid"
+            )
+        return self.by_query[query.id]
+
+
+def _lines(path: Path) -> list[tuple[int, str]]:
+    if not path.exists():
+        raise InvalidInputError(f"file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    return [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+
+
+def _is_jsonl(path: Path, lines: list[tuple[int, str]]) -> bool:
+    return path.suffix in {".jsonl", ".json", ".ndjson"} or bool(lines and lines[0][1].lstrip().startswith("{"))
+
+
+def _record(path: Path, n: int, line: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"{path}:{n}: not valid JSON ({exc.msg}); expected one JSON object per line") from exc
+    if not isinstance(obj, dict):
+        raise InvalidInputError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def read_docs(path: Path) -> DocsInput:
+    """JSONL ``{"id", "text", "title"?, "qid"?}`` per line, or plain text (one document per line)."""
+    lines = _lines(path)
+    if not _is_jsonl(path, lines):
+        return DocsInput(shared=[{"id": str(i), "text": line} for i, (_, line) in enumerate(lines)])
+    out = DocsInput()
+    for n, line in lines:
+        rec = _record(path, n, line)
+        if "text" not in rec:
+            raise InvalidInputError(f"{path}:{n}: a document needs a 'text' field (got keys {sorted(rec)})")
+        doc = {"id": str(rec.get("id", rec.get("_id", rec.get("docid", len(out.shared))))), "text": rec["text"]}
+        if rec.get("title"):
+            doc["title"] = rec["title"]
+        qid = rec.get("qid", rec.get("query_id"))
+        if qid is None:
+            out.shared.append(doc)
+        else:
+            out.by_query.setdefault(str(qid), []).append(doc)
+    if out.shared and out.by_query:
+        raise InvalidInputError(f"{path}: some documents have a 'qid' and some do not; use one layout")
+    return out
+
+
+def read_queries(path: Path) -> list[QueryInput]:
+    """JSONL ``{"id"?, "text" | "query", "instruction"?}`` per line, or plain text lines."""
+    lines = _lines(path)
+    if not _is_jsonl(path, lines):
+        return [QueryInput(line, str(i)) for i, (_, line) in enumerate(lines)]
+    queries = []
+    for i, (n, line) in enumerate(lines):
+        rec = _record(path, n, line)
+        text = rec.get("text", rec.get("query"))
+        if not isinstance(text, str):
+            raise InvalidInputError(f"{path}:{n}: a query needs a 'text' (or 'query') string field")
+        qid = rec.get("id", rec.get("_id", rec.get("qid", i)))
+        queries.append(QueryInput(text, str(qid), rec.get("instruction")))
+    return queries

@@ -1,0 +1,197 @@
+"""``thinkrank rerank``: rerank documents for one or more queries and print the judgments."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from thinkrank.cli.common import fail, friendly_errors
+
+
+class Mode(str, Enum):
+    pointwise = "pointwise"
+    listwise = "listwise"
+
+
+class Switch(str, Enum):
+    on = "on"
+    off = "off"
+
+
+class Format(str, Enum):
+    table = "table"
+    jsonl = "jsonl"
+    trec = "trec"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("rerank", help=RERANK_HELP)(rerank)
+
+
+RERANK_HELP = """Rerank documents for a query with a reasoning reranker.
+
+Documents come from --docs: JSONL records {"id", "text", "title"?} (add "qid" to give each query its own candidates) or plain text, one document per line. Each document gets a score in [0, 1] and the model's reasoning. Examples:
+
+  thinkrank rerank --model jhu-clsp/rank1-7b --query "what is a cat" --docs docs.jsonl
+
+  thinkrank rerank --model ./model.gguf --queries queries.jsonl --docs docs.jsonl --format jsonl
+"""
+
+
+def rerank(
+    docs: Annotated[Path, typer.Option("--docs", help="JSONL {id,text,title?[,qid]} or plain text, one per line.")],
+    query: Annotated[str | None, typer.Option("--query", "-q", help="The query text.")] = None,
+    queries: Annotated[
+        Path | None, typer.Option("--queries", help="JSONL {id?, text, instruction?} or plain text, one per line.")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Hub id, local directory, .gguf file or adapter directory.  "
+                     "[default: jhu-clsp/rank1-7b; listwise: hltcoe/Rank-K-32B]"),
+    ] = None,
+    mode: Annotated[Mode, typer.Option(help="pointwise (Rank1) or listwise (Rank-K).")] = Mode.pointwise,
+    reasoning: Annotated[Switch, typer.Option(help="Pointwise: off scores in one forward pass, no chain.")] = Switch.on,
+    think_budget: Annotated[int, typer.Option(help="Pointwise: most reasoning tokens per document.")] = 1024,
+    prompt: Annotated[
+        str | None, typer.Option(help="Dataset template name (scifact, nfcorpus, bright-pony, …) or a template "
+                                 "containing FILL_QUERY_HERE.")
+    ] = None,
+    instruction: Annotated[str | None, typer.Option(help="Text appended to every query.")] = None,
+    top_n: Annotated[int | None, typer.Option("--top-n", "-k", help="Print only the best K per query.")] = None,
+    output_format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    engine: Annotated[str, typer.Option(help="auto, transformers, vllm or openai.")] = "auto",
+    base_url: Annotated[
+        str | None, typer.Option(help="openai engine: server URL, e.g. http://localhost:8000/v1 [env OPENAI_BASE_URL]")
+    ] = None,
+    api_key: Annotated[str | None, typer.Option(help="openai engine: API key [env OPENAI_API_KEY]")] = None,
+    max_passage_tokens: Annotated[int, typer.Option(help="Cut passages to this many tokens (flagged).")] = 2048,
+    temperature: Annotated[float, typer.Option(help="0 = greedy (default).")] = 0.0,
+    seed: Annotated[int | None, typer.Option(help="Seed for sampling (with --temperature > 0).")] = None,
+    window: Annotated[int, typer.Option(help="Listwise: passages per window.")] = 20,
+    stride: Annotated[int, typer.Option(help="Listwise: window stride.")] = 10,
+    depth: Annotated[int, typer.Option(help="Listwise: how many top candidates to rerank.")] = 100,
+    max_tokens: Annotated[int, typer.Option(help="Listwise: most tokens per window (reasoning + ordering).")] = 4096,
+    device: Annotated[str | None, typer.Option(help="transformers engine: cpu, cuda, cuda:1, …")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="transformers engine: sequences decoded together.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    _rerank(**locals())
+
+
+@friendly_errors
+def _rerank(**opts: Any) -> None:
+    from thinkrank.cli.inputs import QueryInput, read_docs, read_queries
+    from thinkrank.rerankers.base import RerankRequest
+
+    if (opts["query"] is None) == (opts["queries"] is None):
+        fail("give exactly one of --query TEXT or --queries FILE")
+    query_list = [QueryInput(opts["query"], "0")] if opts["query"] is not None else read_queries(opts["queries"])
+    docs = read_docs(opts["docs"])
+    requests = [RerankRequest(q.text, docs.for_query(q), q.id, q.instruction) for q in query_list]
+    with _progress(opts["quiet"]) as progress:
+        reranker = _build_reranker(opts, progress)
+        rankings = reranker.rerank_many(requests, top_n=opts["top_n"])
+    _print(rankings, opts["output_format"])
+
+
+def _engine_options(opts: dict[str, Any]) -> dict[str, Any]:
+    engine = opts["engine"]
+    if engine == "openai":
+        return {k: opts[k] for k in ("base_url", "api_key") if opts[k] is not None}
+    if engine in ("transformers", "auto"):
+        return {k: opts[k] for k in ("device", "batch_size") if opts[k] is not None}
+    return {}
+
+
+def _build_reranker(opts: dict[str, Any], progress: Any) -> Any:
+    common = dict(
+        engine=opts["engine"], max_passage_tokens=opts["max_passage_tokens"], temperature=opts["temperature"],
+        seed=opts["seed"], progress=progress, **_engine_options(opts),
+    )
+    if opts["mode"] == Mode.listwise:
+        from thinkrank.rerankers.listwise import DEFAULT_MODEL as LISTWISE_MODEL
+        from thinkrank.rerankers.listwise import RankK
+
+        return RankK(
+            opts["model"] or LISTWISE_MODEL, window=opts["window"], stride=opts["stride"], depth=opts["depth"],
+            max_tokens=opts["max_tokens"], **common,
+        )
+    from thinkrank.engines.loading import DEFAULT_MODEL
+    from thinkrank.rerankers.pointwise import Rank1
+
+    return Rank1(
+        opts["model"] or DEFAULT_MODEL, think_budget=opts["think_budget"], reasoning=opts["reasoning"] == Switch.on,
+        prompt=opts["prompt"], instruction=opts["instruction"], **common,
+    )
+
+
+class _progress:
+    """A rich progress bar on stderr, as a ``progress(done, total)`` callback."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> _progress:
+        if not self.quiet:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(
+                TextColumn("reranking"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                console=Console(stderr=True), transient=True,
+            )
+            self.bar.__enter__()
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            return
+        if self.task is None:
+            self.task = self.bar.add_task("rerank", total=total)
+        self.bar.update(self.task, completed=done, total=total)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+def _print(rankings: list[Any], fmt: Format) -> None:
+    out = sys.stdout
+    if fmt == Format.trec:
+        for ranking in rankings:
+            out.write("\n".join(ranking.to_trec()) + ("\n" if len(ranking) else ""))
+    elif fmt == Format.jsonl:
+        for ranking in rankings:
+            for rank, j in enumerate(ranking, 1):
+                record = {"query_id": ranking.query_id, "query": ranking.query, "rank": rank, "index": j.index,
+                          "id": j.doc_id, **{k: v for k, v in j.to_dict().items() if k not in ("doc_id", "index")}}
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            if ranking.windows:
+                for w in ranking.windows:
+                    out.write(json.dumps({"query_id": ranking.query_id, "window": w.to_dict()}, ensure_ascii=False) + "\n")
+    else:
+        _print_table(rankings)
+
+
+def _print_table(rankings: list[Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for ranking in rankings:
+        table = Table(title=f"{ranking.query_id or ''} {ranking.query}".strip(), show_lines=True)
+        for col in ("rank", "id", "score", "answer", "flags", "reasoning"):
+            table.add_column(col, overflow="fold")
+        for rank, j in enumerate(ranking, 1):
+            flags = ",".join(f for f in ("forced", "truncated") if getattr(j, f))
+            chain = " ".join(j.reasoning.split())
+            table.add_row(str(rank), j.doc_id, f"{j.score:.4f}", j.answer or "", flags,
+                          chain[:300] + ("…" if len(chain) > 300 else ""))
+        console.print(table)
