@@ -69,14 +69,14 @@ def resolve_model(model: str | os.PathLike[str]) -> ModelRef:
 
 
 def _hub_hint(ref: ModelRef, exc: Exception) -> ModelLoadError:
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     how = (
         "HF_HUB_OFFLINE=1 is set and the model is not in the local cache"
         if offline
         else "the Hugging Face hub could not be reached or has no such model"
     )
     return ModelLoadError(
-        f"could not load model {ref.display!r}: {how} ({type(exc).__name__}: {exc}). "
+        f"could not load model {ref.display!r}: {how} ({type(exc).__name__}: {' '.join(str(exc).split())}) "
         "Pass a local model directory or .gguf file, or download it first on a machine with "
         f"internet (`hf download {ref.source}`) and copy the cache."
     )

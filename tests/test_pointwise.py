@@ -1,0 +1,207 @@
+"""Rank1 scoring checked against plain forward passes of independently loaded models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from thinkrank import Rank1
+from thinkrank.errors import InvalidInputError
+from thinkrank.prompts.rank1 import build_rank1_prompt
+from thinkrank.testing import QWEN_FALSE_ID, QWEN_TRUE_ID
+
+# A few-shot query template: SmolLM2 copies the demonstrated pattern and closes its chain
+# with "</think>" by itself, which exercises the natural (unforced) path on a real model.
+FEW_SHOT = (
+    "FILL_QUERY_HERE\nPassage: Paris is the capital of France.\n<think>The passage names the capital.</think> true\n"
+    "Query: FILL_QUERY_HERE\nPassage: Bananas are yellow.\n<think>The passage is about fruit.</think> false\n"
+    "Query: FILL_QUERY_HERE"
+)
+QUERY = "what is the capital of france"
+DOCS = [
+    "The capital of France is Paris.",
+    "Dogs bark loudly at night when they hear strangers walking past the garden fence.",
+    {"id": "eu", "title": "Europe", "text": "France is a country in Europe."},
+]
+
+
+class Reference:
+    """An independently loaded model and tokenizer; scores by one plain, unpadded forward pass."""
+
+    def __init__(self, path):
+        self.tok = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        self.true_id = self.tok.encode(" true", add_special_tokens=False)[0]
+        self.false_id = self.tok.encode(" false", add_special_tokens=False)[0]
+
+    def score(self, text: str) -> float:
+        ids = self.tok(text, return_tensors="pt").input_ids
+        with torch.no_grad():
+            logprobs = torch.log_softmax(self.model(ids).logits[0, -1].float(), dim=-1)
+        p_true, p_false = logprobs[self.true_id].exp(), logprobs[self.false_id].exp()
+        return float(p_true / (p_true + p_false))
+
+
+@pytest.fixture(scope="module")
+def smol_ref(smollm2_path):
+    return Reference(smollm2_path)
+
+
+@pytest.fixture(scope="module")
+def qwen_ref(tiny_qwen_path):
+    return Reference(tiny_qwen_path)
+
+
+def _prompt(query, doc, template=None):
+    passage = doc if isinstance(doc, str) else f"{doc['title']} {doc['text']}"
+    return build_rank1_prompt(query, passage, template=template)
+
+
+def test_closed_chain_scores_equal_a_plain_forward_over_prompt_chain_and_close(smollm2_engine, smol_ref):
+    ranking = Rank1(engine=smollm2_engine, think_budget=40, prompt=FEW_SHOT).rerank(QUERY, DOCS)
+    assert len(ranking) == 3
+    for j in ranking:
+        assert not j.forced, j.reasoning
+        assert j.reasoning.strip() and "</think>" not in j.reasoning
+        doc = DOCS[j.index]
+        expected = smol_ref.score(_prompt(QUERY, doc, FEW_SHOT) + j.reasoning + "</think>")
+        assert j.score == pytest.approx(expected, abs=1e-4)
+        assert j.p_true / (j.p_true + j.p_false) == pytest.approx(j.score, abs=1e-9)
+        assert j.answer == ("true" if j.p_true >= j.p_false else "false")
+
+
+def _last_sentence(text: str) -> str:
+    ends = [i for i, ch in enumerate(text) if ch in ".!?" and (i + 1 == len(text) or text[i + 1].isspace())]
+    if ends:
+        return text[: ends[-1] + 1]
+    space = max(text.rfind(" "), text.rfind("\n"))
+    return text[:space] if space > 0 else ""
+
+
+def test_chain_over_budget_is_cut_to_a_sentence_closed_and_scored_on_the_two_answers(smollm2_engine, smol_ref):
+    from thinkrank.engines import GenerationRequest
+
+    # Without the few-shot pattern SmolLM2 never writes </think>: every answer must be forced.
+    ranking = Rank1(engine=smollm2_engine, think_budget=24).rerank(QUERY, DOCS)
+    raw = smollm2_engine.generate([GenerationRequest(_prompt(QUERY, d), 24, ("</think>",)) for d in DOCS])
+    for j in ranking:
+        assert j.forced
+        assert j.reasoning == _last_sentence(raw[j.index].text)
+        expected = smol_ref.score(_prompt(QUERY, DOCS[j.index]) + j.reasoning + "\n</think>")
+        assert j.score == pytest.approx(expected, abs=1e-4)
+        assert j.reasoning_tokens <= 24
+
+
+def test_forced_answers_on_the_qwen_tokenizer_use_the_exact_answer_ids(tiny_qwen_engine, qwen_ref):
+    assert (qwen_ref.true_id, qwen_ref.false_id) == (QWEN_TRUE_ID, QWEN_FALSE_ID)
+    reranker = Rank1(engine=tiny_qwen_engine, think_budget=6)
+    assert (reranker.true_id, reranker.false_id) == (830, 895)
+    ranking = reranker.rerank("capital of france", ["Paris is the capital.", "Bananas are yellow fruit."])
+    for j in ranking:
+        assert j.forced and j.reasoning_tokens == 6
+        expected = qwen_ref.score(_prompt("capital of france", ["Paris is the capital.", "Bananas are yellow fruit."][j.index]) + j.reasoning + "\n</think>")
+        assert j.score == pytest.approx(expected, abs=1e-4)
+
+
+def test_reasoning_off_is_one_forward_pass_per_pair(tiny_qwen_engine, qwen_ref):
+    docs = ["Paris is the capital.", "Bananas are yellow fruit.", "A third, somewhat longer passage about rivers."]
+    calls = []
+    hook = tiny_qwen_engine.model.register_forward_hook(lambda m, a, k, out: calls.append(1), with_kwargs=True)
+    try:
+        ranking = Rank1(engine=tiny_qwen_engine, reasoning=False).rerank("capital of france", docs)
+    finally:
+        hook.remove()
+    assert len(calls) == 1  # the three pairs share one batched forward pass
+    for j in ranking:
+        assert j.reasoning == "" and j.reasoning_tokens == 0 and not j.forced
+        expected = qwen_ref.score(_prompt("capital of france", docs[j.index]) + "\n</think>")
+        assert j.score == pytest.approx(expected, abs=1e-4)
+
+
+def test_batched_scores_equal_one_by_one(smollm2_engine):
+    reranker = Rank1(engine=smollm2_engine, think_budget=40, prompt=FEW_SHOT)
+    together = reranker.rerank(QUERY, DOCS)
+    for i, doc in enumerate(DOCS):
+        alone = reranker.rerank(QUERY, [doc])[0]
+        mine = together[alone.doc_id if i == 2 else str(i)]
+        assert alone.reasoning == mine.reasoning
+        assert alone.score == pytest.approx(mine.score, abs=1e-4)
+
+
+def test_rerank_many_batches_all_queries_into_one_generation_call(smollm2_engine):
+    calls = []
+    original = smollm2_engine.generate
+
+    def counting(requests, progress=None):
+        calls.append(len(requests))
+        return original(requests, progress)
+
+    smollm2_engine.generate = counting
+    try:
+        reranker = Rank1(engine=smollm2_engine, think_budget=12)
+        many = reranker.rerank_many([("capital of france", DOCS[:2]), ("dogs", DOCS[1:])])
+    finally:
+        del smollm2_engine.generate
+    assert calls == [4]
+    alone = reranker.rerank("dogs", DOCS[1:])
+    assert [(j.doc_id, round(j.score, 5)) for j in many[1]] == [(j.doc_id, round(j.score, 5)) for j in alone]
+
+
+def test_sampling_is_reproducible_with_a_seed(smollm2_engine):
+    a = Rank1(engine=smollm2_engine, think_budget=16, temperature=1.0, seed=3).rerank(QUERY, DOCS[:2])
+    b = Rank1(engine=smollm2_engine, think_budget=16, temperature=1.0, seed=3).rerank(QUERY, DOCS[:2])
+    greedy = Rank1(engine=smollm2_engine, think_budget=16).rerank(QUERY, DOCS[:2])
+    assert [j.reasoning for j in a] == [j.reasoning for j in b]
+    assert [j.reasoning for j in a] != [j.reasoning for j in greedy]
+
+
+def test_empty_document_list_gives_an_empty_ranking(tiny_qwen_engine):
+    assert len(Rank1(engine=tiny_qwen_engine).rerank("q", [])) == 0
+
+
+@pytest.mark.parametrize(
+    ("query", "docs", "message"),
+    [
+        ("", ["x"], "query is empty"),
+        ("q", ["x", ""], "document 1 .*empty text"),
+        ("q", ["x", 5], "document 1 is a int"),
+        ("q", [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}], "share the id 'a'"),
+    ],
+)
+def test_bad_input_is_rejected_before_any_work(tiny_qwen_engine, query, docs, message):
+    with pytest.raises(InvalidInputError, match=message):
+        Rank1(engine=tiny_qwen_engine, reasoning=False).rerank(query, docs)
+
+
+def test_a_100k_character_passage_is_cut_flagged_and_keeps_the_prompt_tail(tiny_qwen_engine, qwen_ref):
+    seen = []
+    original = tiny_qwen_engine.next_token_logprobs
+
+    def recording(prompts, token_ids, progress=None):
+        seen.extend(prompts)
+        return original(prompts, token_ids, progress)
+
+    tiny_qwen_engine.next_token_logprobs = recording
+    try:
+        huge = "word " * 20_000
+        ranking = Rank1(engine=tiny_qwen_engine, reasoning=False, max_passage_tokens=64).rerank("q", ["short", huge])
+    finally:
+        del tiny_qwen_engine.next_token_logprobs
+    assert ranking["1"].truncated and not ranking["0"].truncated
+    long_prompt = seen[1]
+    assert long_prompt.endswith("\n<think>\n</think>")
+    passage = long_prompt.split("Passage: ", 1)[1].rsplit("\n<think>", 1)[0]
+    assert len(qwen_ref.tok.encode(passage, add_special_tokens=False)) <= 64
+    assert ranking["1"].score == pytest.approx(qwen_ref.score(long_prompt), abs=1e-4)
+
+
+def test_top_n_and_invalid_settings(tiny_qwen_engine):
+    ranking = Rank1(engine=tiny_qwen_engine, reasoning=False).rerank("q", ["a b", "c d", "e f"], top_n=2)
+    assert len(ranking) == 2
+    with pytest.raises(InvalidInputError, match="think_budget"):
+        Rank1(engine=tiny_qwen_engine, think_budget=0)
+    with pytest.raises(InvalidInputError, match="unknown prompt"):
+        Rank1(engine=tiny_qwen_engine, prompt="nope")
+    with pytest.raises(InvalidInputError, match="single token"):
+        Rank1(engine=tiny_qwen_engine, true_token=" absolutely-relevant")
