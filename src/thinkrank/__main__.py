@@ -1,0 +1,3 @@
+from thinkrank.cli import main
+
+main()
