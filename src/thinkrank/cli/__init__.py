@@ -21,9 +21,9 @@ def _root() -> None:
 
 def _register() -> None:
     # Each module defines `register(app)`; the order is the order in --help.
-    from thinkrank.cli import rerank
+    from thinkrank.cli import rerank, retrieve
 
-    for module in (rerank,):
+    for module in (rerank, retrieve):
         module.register(app)
 
 
