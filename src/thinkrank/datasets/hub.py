@@ -60,13 +60,18 @@ def _from_mapping(source: Mapping[str, Any], config: str | None, split: str, dat
 
 def _from_folder(root: Path, config: str | None, split: str, dataset: str) -> Iterable[dict[str, Any]]:
     datasets = require("datasets", "datasets")
-    folder = root / config if config else root
-    patterns = [f"{split}-*", f"{split}.*", f"{split}/*", "*"] if config else [f"{split}-*", f"{split}.*", f"data/{split}-*"]
-    for pattern in patterns:
-        files = sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix in _FORMATS)
-        if files:
-            builder = _FORMATS[files[0].suffix]
-            return datasets.load_dataset(builder, data_files=[str(p) for p in files], split="train")
+    # Hub snapshots keep a config's files in <config>/ (the "default" config in data/), named
+    # <split>-00000-of-00001.parquet, <split>.jsonl, <split>/0000.parquet or <config>-*.parquet;
+    # a config-less dataset keeps <split>.jsonl at the top.
+    folders = ([root / config] + ([root / "data"] if config == "default" else [])) if config else [root]
+    patterns = [f"{split}-*", f"{split}.*", f"{split}/*"] + ([f"{config}-*", f"{config}.*"] if config else [f"data/{split}-*"])
+    for folder in folders:
+        for pattern in patterns:
+            files = sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix in _FORMATS)
+            if files:
+                builder = _FORMATS[files[0].suffix]
+                return datasets.load_dataset(builder, data_files=[str(p) for p in files], split="train")
+    folder = folders[0]
     raise MissingTableError(
         f"{dataset}: no data files for {'config ' + repr(config) + ', ' if config else ''}split {split!r} in {folder} "
         f"(looked for {', '.join(patterns)} with extensions {', '.join(_FORMATS)})"
