@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import datasets  # in the test extra, like ir_datasets
+import ir_datasets
 import pytest
 
 from thinkrank.datasets import (
@@ -15,8 +17,6 @@ from thinkrank.datasets import (
 )
 from thinkrank.errors import InvalidInputError, MissingExtraError
 from thinkrank.evaluation.metrics import evaluate_run, p_mrr
-
-datasets = pytest.importorskip("datasets")
 
 
 def _parquet(path, rows):
@@ -138,11 +138,10 @@ def test_changed_documents_are_relevant_before_and_not_after():
 
 
 def test_ir_datasets_dataset_object_from_local_files(tmp_path):
-    irds = pytest.importorskip("ir_datasets")
     (tmp_path / "docs.tsv").write_text("d1\tCats purr.\nd2\tDogs bark.\n")
     (tmp_path / "queries.tsv").write_text("q1\tcats\n")
     (tmp_path / "qrels.trec").write_text("q1 0 d1 2\nq1 0 d2 0\n")
-    ds = irds.create_dataset(docs_tsv=str(tmp_path / "docs.tsv"), queries_tsv=str(tmp_path / "queries.tsv"),
+    ds = ir_datasets.create_dataset(docs_tsv=str(tmp_path / "docs.tsv"), queries_tsv=str(tmp_path / "queries.tsv"),
                              qrels_trec=str(tmp_path / "qrels.trec"))
     col = load_ir_dataset(ds)
     assert {d: doc.text for d, doc in col.corpus.items()} == {"d1": "Cats purr.", "d2": "Dogs bark."}
