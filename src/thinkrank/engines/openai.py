@@ -1,0 +1,301 @@
+"""Engine over any OpenAI-compatible server (``vllm serve``, SGLang, llama.cpp server, …).
+
+Each prompt is one ``/v1/completions`` request (``/v1/chat/completions`` with ``chat=True``),
+sent ``concurrency`` at a time so the server can batch them. The official ``openai`` client
+retries 408/409/429/5xx answers and connection errors with exponential backoff (honouring
+``Retry-After``); what still fails becomes an :class:`~thinkrank.errors.EngineError` naming
+the server and what to do.
+
+Answer log-probabilities are read exactly by restricting the next token to the answer ids with
+``logit_bias`` (see :mod:`thinkrank.engines.restricted`), so ``next_token_logprobs`` returns
+log-probs **renormalised over the requested ids**. ``generate`` never scores answers in the
+same pass (``answer_logprobs`` is None); Rank1 then asks ``next_token_logprobs`` for
+prompt + chain + ``</think>``, which a prefix-caching server answers from its cache.
+
+A local tokenizer is needed to count and cut passages and to find single-token answer ids.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any, TypeVar
+
+from thinkrank.engines.base import Generation, GenerationRequest, Progress
+from thinkrank.engines.restricted import Reading, check_restricted, forced_value, missing, renormalise
+from thinkrank.errors import EngineError, InvalidInputError, ModelLoadError, require
+
+_BIAS = 100  # the largest logit_bias the OpenAI API accepts; makes the answer ids the only candidates
+_CHAT_MEMORY = 4096  # rendered chat prompts remembered for chat mode
+_TOKEN_ID = re.compile(r"token_id:(\d+)")  # vLLM's `return_tokens_as_token_ids` spelling
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class OpenAIEngine:
+    """Engine over an OpenAI-compatible HTTP server.
+
+    Args:
+        model: the model name the server serves (``--served-model-name`` for vLLM).
+        base_url: e.g. ``http://localhost:8000/v1`` (default: ``$OPENAI_BASE_URL``).
+        api_key: default ``$OPENAI_API_KEY``, else ``"EMPTY"`` (local servers ignore it).
+        tokenizer: a local tokenizer directory, hub id or loaded transformers tokenizer
+            (default: ``model`` as a hub id or directory).
+        concurrency: requests in flight at once.
+        max_retries / timeout: per request, passed to the ``openai`` client.
+        chat: send ``generate`` prompts to ``/v1/chat/completions`` (for servers without a
+            completions endpoint); prompts made by :meth:`apply_chat_template` go as their
+            messages, others as one user message. ``next_token_logprobs`` always uses
+            ``/v1/completions``.
+        extra_body: extra JSON fields sent with every request (server-specific sampling
+            options, e.g. ``{"skip_special_tokens": False}`` for vLLM).
+
+    Raises:
+        InvalidInputError: no base URL, or a bad option value.
+        ModelLoadError: the local tokenizer cannot be loaded.
+        MissingExtraError: the ``openai`` package is not installed (``thinkrank[openai]``).
+    """
+
+    name = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        tokenizer: Any = None,
+        concurrency: int = 8,
+        max_retries: int = 3,
+        timeout: float = 600.0,
+        chat: bool = False,
+        extra_body: dict[str, Any] | None = None,
+    ) -> None:
+        openai = require("openai", "openai")
+        base_url = base_url or os.environ.get("OPENAI_BASE_URL")
+        if not base_url:
+            raise InvalidInputError(
+                "the openai engine needs the server's URL: pass base_url= (CLI: --base-url) or set "
+                "OPENAI_BASE_URL, e.g. http://localhost:8000/v1"
+            )
+        if concurrency < 1:
+            raise InvalidInputError(f"concurrency must be >= 1, got {concurrency}")
+        if max_retries < 0 or timeout <= 0:
+            raise InvalidInputError(f"need max_retries >= 0 and timeout > 0, got {max_retries} and {timeout}")
+        self.model_name = str(model)
+        self.base_url = base_url.rstrip("/")
+        self.concurrency, self.max_retries, self.chat = concurrency, max_retries, chat
+        self.extra_body = dict(extra_body or {})
+        self._openai = openai
+        self.client = openai.OpenAI(
+            base_url=self.base_url,
+            api_key=api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",
+            max_retries=max_retries,
+            timeout=timeout,
+        )
+        self._tok = _local_tokenizer(tokenizer if tokenizer is not None else model)
+        self._chats: OrderedDict[str, list[dict[str, str]]] = OrderedDict()
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tok
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self.client.close()
+
+    def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
+        hf = self._tok.hf
+        if not getattr(hf, "chat_template", None):
+            raise InvalidInputError(
+                f"the tokenizer of {self.model_name!r} has no chat template; listwise reranking needs a chat model"
+            )
+        text = hf.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        if self.chat:  # remembered so generate() can send the messages themselves
+            self._chats[text] = [dict(m) for m in messages]
+            while len(self._chats) > _CHAT_MEMORY:
+                self._chats.popitem(last=False)
+        return text
+
+    # ---- generation -----------------------------------------------------------------------
+    def generate(
+        self, requests: Sequence[GenerationRequest], progress: Progress | None = None
+    ) -> list[Generation]:
+        for r in requests:
+            if r.max_tokens < 0:
+                raise InvalidInputError(f"max_tokens must be >= 0, got {r.max_tokens}")
+        return self._map(self._generate_one, requests, progress)
+
+    def _generate_one(self, req: GenerationRequest) -> Generation:
+        if req.max_tokens == 0:  # servers reject max_tokens=0; nothing to ask
+            return Generation("", "length", 0, len(self._tok.encode_prompt(req.prompt)))
+        options: dict[str, Any] = {"model": self.model_name, "max_tokens": req.max_tokens, "temperature": req.temperature}
+        if req.stop:
+            options["stop"] = list(req.stop)
+        if req.seed is not None:
+            options["seed"] = req.seed
+        if self.extra_body:
+            options["extra_body"] = self.extra_body
+        if self.chat:
+            messages = self._chats.get(req.prompt) or [{"role": "user", "content": req.prompt}]
+            resp = self._call(lambda: self.client.chat.completions.create(messages=messages, **options), "chat/completions")
+            choice = resp.choices[0]
+            text = choice.message.content or ""
+        else:
+            resp = self._call(lambda: self.client.completions.create(prompt=req.prompt, **options), "completions")
+            choice = resp.choices[0]
+            text = choice.text or ""
+        reason = _stop_reason(choice.finish_reason, choice.model_extra or {}, req.stop, self.base_url)
+        cut = [text.find(s) for s in req.stop if s in text]
+        if cut:  # the API promises text without the stop string; enforce it for every server
+            text, reason = text[: min(cut)], "stop"
+        usage = resp.usage
+        if usage is None:  # the server reports no counts: count with the local tokenizer
+            return Generation(text, reason, len(self._tok.encode(text)), len(self._tok.encode_prompt(req.prompt)))
+        return Generation(text, reason, usage.completion_tokens, usage.prompt_tokens)
+
+    # ---- next-token scoring ---------------------------------------------------------------
+    def next_token_logprobs(
+        self, prompts: Sequence[str], token_ids: Sequence[int], progress: Progress | None = None
+    ) -> list[dict[int, float]]:
+        """Log-probs of ``token_ids`` as the next token after each prompt, **renormalised over
+        those ids** (their differences are exact; see :mod:`thinkrank.engines.restricted`).
+
+        Raises:
+            EngineError: the server is unreachable, rejects ``logprobs``/``logit_bias``, or
+                ignored the restriction (then no score is invented).
+        """
+        ids = list(dict.fromkeys(int(t) for t in token_ids))
+        if not ids:
+            raise InvalidInputError("next_token_logprobs needs at least one token id")
+        names = _token_names(self._tok, ids)
+        return self._map(lambda p: self._answer(p, ids, names), prompts, progress)
+
+    def _answer(self, prompt: str, ids: list[int], names: dict[str, int]) -> dict[int, float]:
+        where = f"the server at {self.base_url}"
+        reading = self._restricted(prompt, ids, names)
+        check_restricted(reading, ids, where)
+        for t in missing(reading, ids):  # a raw-logprob server's top-k left it out: force it alone
+            reading.logprobs[t] = forced_value(self._restricted(prompt, [t], names), t, where)
+        return renormalise(reading.logprobs, ids, where)
+
+    def _restricted(self, prompt: str, allowed: list[int], names: dict[str, int]) -> Reading:
+        options: dict[str, Any] = {"extra_body": self.extra_body} if self.extra_body else {}
+        resp = self._call(
+            lambda: self.client.completions.create(
+                model=self.model_name, prompt=prompt, max_tokens=1, temperature=0.0, logprobs=len(allowed),
+                logit_bias={str(t): _BIAS for t in allowed}, **options,
+            ),
+            "completions (logprobs)",
+        )
+        lp = resp.choices[0].logprobs
+        if lp is None or not lp.tokens or not lp.token_logprobs:
+            raise EngineError(
+                f"the server at {self.base_url} returned no log-probabilities on /v1/completions; "
+                "the openai engine needs a server that supports `logprobs` there (vLLM, SGLang, llama.cpp server)"
+            )
+        sampled = _token_id(lp.tokens[0], names)
+        values: dict[int, float] = {}
+        top = (lp.top_logprobs or [None])[0] or {}
+        for token, value in top.items():
+            tid = _token_id(token, names)
+            if tid is not None and value is not None:
+                values[tid] = float(value)
+        if sampled is not None and lp.token_logprobs[0] is not None:
+            values[sampled] = float(lp.token_logprobs[0])
+        return Reading(sampled, values)
+
+    # ---- plumbing -------------------------------------------------------------------------
+    def _map(self, fn: Callable[[T], R], items: Sequence[T], progress: Progress | None) -> list[R]:
+        """``fn`` over ``items`` with at most ``concurrency`` in flight; results in input order.
+        The first failure cancels what has not started and is raised."""
+        results: list[Any] = [None] * len(items)
+        if not items:
+            return results
+        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(items)), thread_name_prefix="thinkrank-openai")
+        try:
+            futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                if progress:
+                    progress(1)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return results
+
+    def _call(self, send: Callable[[], Any], endpoint: str) -> Any:
+        openai = self._openai
+        try:
+            return send()
+        except openai.APIStatusError as exc:
+            raise EngineError(_status_message(exc, endpoint, self.base_url, self.model_name, self.max_retries)) from exc
+        except openai.APIConnectionError as exc:  # includes timeouts
+            kind = "timed out" if isinstance(exc, openai.APITimeoutError) else "could not be reached"
+            raise EngineError(
+                f"the OpenAI-compatible server at {self.base_url} {kind} (tried {self.max_retries + 1} times): "
+                f"{exc}. Start it (e.g. `vllm serve MODEL`) or fix --base-url / OPENAI_BASE_URL"
+            ) from exc
+
+
+def _local_tokenizer(source: Any) -> Any:
+    from thinkrank.engines.loading import load_tokenizer, resolve_model
+    from thinkrank.engines.transformers import HFTokenizer
+
+    if not isinstance(source, (str, os.PathLike)):
+        return HFTokenizer(source)
+    try:
+        return HFTokenizer(load_tokenizer(resolve_model(source)))
+    except ModelLoadError as exc:
+        raise ModelLoadError(
+            f"the openai engine needs the model's tokenizer locally (to count and cut passages and find "
+            f"single-token answers); pass tokenizer= (CLI: --tokenizer) a local directory or hub id. {exc}"
+        ) from exc
+
+
+def _token_names(tok: Any, ids: Sequence[int]) -> dict[str, int]:
+    """How a server spells each answer id in its log-prob lists (the token's decoded text)."""
+    names: dict[str, int] = {}
+    for t in ids:
+        text = tok.decode([t])
+        if text in names:
+            raise InvalidInputError(
+                f"token ids {names[text]} and {t} both read {text!r}; a server's log-prob lists cannot tell them apart"
+            )
+        names[text] = t
+    return names
+
+
+def _token_id(token: str, names: dict[str, int]) -> int | None:
+    match = _TOKEN_ID.fullmatch(token)
+    return int(match.group(1)) if match else names.get(token)
+
+
+def _stop_reason(finish: str | None, extra: dict[str, Any], stops: Sequence[str], base_url: str) -> str:
+    """Map the server's finish reason to ``stop``/``eos``/``length``. vLLM says which stop ended a
+    completion in ``stop_reason`` (the string, or None for end-of-sequence), SGLang in
+    ``matched_stop``; other servers only say "stop", read as a stop string when one was asked."""
+    if finish == "length":
+        return "length"
+    if finish != "stop":
+        raise EngineError(f"the server at {base_url} ended a completion with finish_reason={finish!r}")
+    for key in ("stop_reason", "matched_stop"):
+        if key in extra:
+            return "stop" if isinstance(extra[key], str) else "eos"
+    return "stop" if stops else "eos"
+
+
+def _status_message(exc: Any, endpoint: str, base_url: str, model: str, retries: int) -> str:
+    detail = " ".join(str(getattr(exc, "message", exc)).split())[:500]
+    head = f"the server at {base_url} answered HTTP {exc.status_code} to /{endpoint} for model {model!r}"
+    if exc.status_code == 404:
+        return (
+            f"{head}: {detail}. Check that --model is the name the server serves (GET {base_url}/models) "
+            "and that the base URL ends in /v1"
+        )
+    if exc.status_code in (408, 409, 429) or exc.status_code >= 500:
+        return f"{head} after {retries} retries: {detail}. The server is overloaded or failing; retry later"
+    return f"{head}: {detail}"

@@ -1,0 +1,209 @@
+"""Engine over vLLM's offline ``LLM`` (GPU), a thin adapter.
+
+All requests go to one ``LLM.generate`` call, so vLLM schedules and batches them itself.
+``generate`` stops at the stop strings and returns ``answer_logprobs=None``; Rank1 then asks
+``next_token_logprobs`` for prompt + chain + ``</think>``, which prefix caching (on by default
+here) serves from the KV cache of the chain just generated.
+
+``next_token_logprobs`` reads the answer ids exactly and returns them **renormalised over the
+requested ids** (their differences are what Rank1 uses, and are exact):
+
+* with vLLM's ``SamplingParams.logprob_token_ids`` (newer releases, feature-detected), one
+  one-token request per prompt returns the log-probs of exactly those ids;
+* otherwise the next token is restricted with ``allowed_token_ids`` and read as described in
+  :mod:`thinkrank.engines.restricted` (a second request per missing id when vLLM reports raw
+  log-probs whose top-k left one out).
+
+The parts that do not need vLLM (request conversion, output parsing) are plain functions.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from thinkrank.engines.base import Generation, GenerationRequest, Progress
+from thinkrank.engines.restricted import Reading, check_restricted, forced_value, missing, renormalise
+from thinkrank.errors import EngineError, InvalidInputError, ModelLoadError, require
+
+_WHERE = "vLLM"
+
+
+def sampling_fields(cls: Any) -> frozenset[str]:
+    """The keyword arguments ``cls`` (vLLM's ``SamplingParams``) accepts: its msgspec struct
+    fields (vLLM >= 0.6) or its constructor's parameters (older releases)."""
+    fields = getattr(cls, "__struct_fields__", None)
+    if fields is None:
+        fields = [p for p in inspect.signature(cls).parameters if p != "self"]
+    return frozenset(fields)
+
+
+def sampling_kwargs(request: GenerationRequest) -> dict[str, Any]:
+    """``SamplingParams`` keyword arguments for one generation request (``max_tokens`` >= 1).
+    Everything that would change greedy decoding is set explicitly, so a model's generation
+    config cannot slip penalties or top-k/top-p in."""
+    return {
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+        "top_p": 1.0,
+        "top_k": -1,
+        "repetition_penalty": 1.0,
+        "stop": list(request.stop),
+        "seed": request.seed if request.temperature > 0 else None,
+        "skip_special_tokens": False,  # as the transformers engine decodes
+        "include_stop_str_in_output": False,
+    }
+
+
+def scoring_kwargs(allowed: Sequence[int], fields: frozenset[str]) -> dict[str, Any]:
+    """``SamplingParams`` keyword arguments for one-token answer scoring: ``logprob_token_ids``
+    when this vLLM has it, else a restriction to ``allowed`` with ``len(allowed)`` log-probs."""
+    base: dict[str, Any] = {"max_tokens": 1, "temperature": 0.0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0}
+    if "logprob_token_ids" in fields:
+        return {**base, "logprobs": 0, "logprob_token_ids": list(allowed)}
+    return {**base, "logprobs": len(allowed), "allowed_token_ids": list(allowed)}
+
+
+def to_generation(output: Any) -> Generation:
+    """A vLLM ``RequestOutput`` (first completion) as a :class:`Generation`.
+
+    vLLM's ``stop_reason`` is the matched stop string, a stop token id, or None when the
+    end-of-sequence token ended the completion.
+    """
+    completion = output.outputs[0]
+    if completion.finish_reason == "length":
+        reason = "length"
+    elif completion.finish_reason == "stop":
+        reason = "stop" if isinstance(completion.stop_reason, str) else "eos"
+    else:
+        raise EngineError(f"vLLM ended a completion with finish_reason={completion.finish_reason!r}")
+    ids = list(completion.token_ids)
+    return Generation(completion.text, reason, len(ids), len(output.prompt_token_ids or []), ids)
+
+
+def to_reading(output: Any, ids: Sequence[int]) -> Reading:
+    """What a one-token scoring ``RequestOutput`` reported for the answer ``ids``."""
+    completion = output.outputs[0]
+    if not completion.token_ids or not completion.logprobs:
+        raise EngineError("vLLM returned no log-probabilities for a scoring request")
+    sampled = int(completion.token_ids[0])
+    step = completion.logprobs[0]
+    values = {t: float(step[t].logprob) for t in ids if t in step}
+    return Reading(sampled if sampled in ids else None, values)
+
+Run = Callable[[list[str], list[dict[str, Any]]], list[Any]]
+"""Runs prompts with one ``SamplingParams`` keyword dict each; returns ``RequestOutput``s."""
+
+
+def score_answers(run: Run, prompts: Sequence[str], token_ids: Sequence[int], fields: frozenset[str]) -> list[dict[int, float]]:
+    """The answer log-probs of every prompt, renormalised over ``token_ids``, in one batched
+    scoring pass plus, on restricted decoding, one pass for answers a raw top-k left out."""
+    ids = list(dict.fromkeys(int(t) for t in token_ids))
+    if not ids:
+        raise InvalidInputError("next_token_logprobs needs at least one token id")
+    outputs = run(list(prompts), [scoring_kwargs(ids, fields)] * len(prompts))
+    readings = [to_reading(out, ids) for out in outputs]
+    if "logprob_token_ids" not in fields:  # restricted decoding: check it held, then fill gaps
+        for reading in readings:
+            check_restricted(reading, ids, _WHERE)
+        follow = [(i, t) for i, r in enumerate(readings) for t in missing(r, ids)]
+        if follow:
+            forced = run([prompts[i] for i, _ in follow], [scoring_kwargs([t], frozenset()) for _, t in follow])
+            for (i, t), out in zip(follow, forced):
+                readings[i].logprobs[t] = forced_value(to_reading(out, [t]), t, _WHERE)
+    # With logprob_token_ids every id must be present; renormalise raises if one is not.
+    return [renormalise(r.logprobs, ids, _WHERE) for r in readings]
+
+
+class VLLMEngine:
+    """Engine over ``vllm.LLM``.
+
+    Args:
+        model: hub id, local directory or ``.gguf`` file (LoRA adapter directories: merge first).
+        tokenizer: a tokenizer directory or hub id when it differs from ``model`` (GGUF).
+        enable_prefix_caching: keep on; it makes scoring after ``</think>`` nearly free.
+        llm_kwargs: passed to ``vllm.LLM`` (``tensor_parallel_size``, ``gpu_memory_utilization``,
+            ``max_model_len``, ``dtype``, …).
+
+    Raises:
+        MissingExtraError: vLLM is not installed (``pip install "thinkrank[vllm]"``).
+        ModelLoadError: vLLM could not load the model.
+    """
+
+    name = "vllm"
+
+    def __init__(
+        self, model: Any, *, tokenizer: str | None = None, enable_prefix_caching: bool = True, **llm_kwargs: Any
+    ) -> None:
+        vllm = require("vllm", "vllm")
+        from thinkrank.engines.loading import resolve_model
+        from thinkrank.engines.transformers import HFTokenizer
+
+        ref = resolve_model(model)
+        if ref.adapter:
+            raise ModelLoadError(
+                f"the vLLM engine does not apply LoRA adapters ({ref.adapter}); merge it into its base "
+                "model first, or use --engine transformers"
+            )
+        source = str(Path(ref.source) / ref.gguf_file) if ref.gguf_file else ref.source
+        kwargs = {"model": source, "enable_prefix_caching": enable_prefix_caching, **llm_kwargs}
+        if tokenizer is not None:
+            kwargs["tokenizer"] = str(tokenizer)
+        try:
+            self.llm = vllm.LLM(**kwargs)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ModelLoadError(f"vLLM could not load {ref.display!r}: {' '.join(str(exc).split())[:500]}") from exc
+        self.model_name = ref.display
+        self._sampling_params = vllm.SamplingParams
+        self._fields = sampling_fields(vllm.SamplingParams)
+        self._tok = HFTokenizer(self.llm.get_tokenizer())
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tok
+
+    def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
+        hf = self._tok.hf
+        if not getattr(hf, "chat_template", None):
+            raise InvalidInputError(
+                f"model {self.model_name!r} has no chat template; listwise reranking needs a chat model"
+            )
+        return hf.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+
+    def _run(self, prompts: list[str], kwargs: list[dict[str, Any]]) -> list[Any]:
+        params = [self._sampling_params(**kw) for kw in kwargs]
+        return list(self.llm.generate(prompts, sampling_params=params, use_tqdm=False))
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], progress: Progress | None = None
+    ) -> list[Generation]:
+        for r in requests:
+            if r.max_tokens < 0:
+                raise InvalidInputError(f"max_tokens must be >= 0, got {r.max_tokens}")
+        results: list[Generation | None] = [None] * len(requests)
+        todo = [i for i, r in enumerate(requests) if r.max_tokens > 0]
+        for i, r in enumerate(requests):
+            if r.max_tokens == 0:  # vLLM needs max_tokens >= 1; nothing to generate
+                results[i] = Generation("", "length", 0, len(self._tok.encode_prompt(r.prompt)))
+        if todo:
+            outputs = self._run([requests[i].prompt for i in todo], [sampling_kwargs(requests[i]) for i in todo])
+            for i, out in zip(todo, outputs):
+                results[i] = to_generation(out)
+        if progress:
+            progress(len(requests))
+        return results  # type: ignore[return-value]
+
+    def next_token_logprobs(
+        self, prompts: Sequence[str], token_ids: Sequence[int], progress: Progress | None = None
+    ) -> list[dict[int, float]]:
+        """Log-probs of ``token_ids`` after each prompt, renormalised over those ids.
+
+        Raises:
+            EngineError: vLLM did not honour the restriction or left an id out.
+        """
+        results = score_answers(self._run, prompts, token_ids, self._fields)
+        if progress:
+            progress(len(prompts))
+        return results
