@@ -31,6 +31,8 @@ from thinkrank.errors import EngineError, InvalidInputError, ModelLoadError, req
 _BIAS = 100  # the largest logit_bias the OpenAI API accepts; makes the answer ids the only candidates
 _CHAT_MEMORY = 4096  # rendered chat prompts remembered for chat mode
 _TOKEN_ID = re.compile(r"token_id:(\d+)")  # vLLM's `return_tokens_as_token_ids` spelling
+# Sent with every request so a server's own defaults cannot truncate or penalise the distribution.
+_PLAIN = {"top_p": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.0}
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -133,7 +135,9 @@ class OpenAIEngine:
     def _generate_one(self, req: GenerationRequest) -> Generation:
         if req.max_tokens == 0:  # servers reject max_tokens=0; nothing to ask
             return Generation("", "length", 0, len(self._tok.encode_prompt(req.prompt)))
-        options: dict[str, Any] = {"model": self.model_name, "max_tokens": req.max_tokens, "temperature": req.temperature}
+        options: dict[str, Any] = {
+            "model": self.model_name, "max_tokens": req.max_tokens, "temperature": req.temperature, **_PLAIN,
+        }
         if req.stop:
             options["stop"] = list(req.stop)
         if req.seed is not None:
@@ -188,7 +192,7 @@ class OpenAIEngine:
         resp = self._call(
             lambda: self.client.completions.create(
                 model=self.model_name, prompt=prompt, max_tokens=1, temperature=0.0, logprobs=len(allowed),
-                logit_bias={str(t): _BIAS for t in allowed}, **options,
+                logit_bias={str(t): _BIAS for t in allowed}, **_PLAIN, **options,
             ),
             "completions (logprobs)",
         )
