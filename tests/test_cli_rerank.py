@@ -114,3 +114,22 @@ def test_gguf_model_file_works_from_the_cli(docs_file):
     out = run_cli("rerank", "--model", str(smollm2_gguf()), "--query", "what is a cat", "--docs", str(docs_file),
                   "--format", "jsonl", "--think-budget", "8", "--quiet").stdout
     assert len(out.splitlines()) == 3
+
+
+def test_openai_engine_from_the_cli_matches_the_in_process_scores(smollm2_engine, smollm2_path, docs_file):
+    from thinkrank import Rank1
+    from thinkrank.testing.server import EngineServer, serving
+
+    with serving(EngineServer(smollm2_engine, "smol").app) as url:
+        out = run_cli("rerank", "--engine", "openai", "--base-url", url, "--model", "smol", "--tokenizer",
+                      str(smollm2_path), "--concurrency", "2", "--query", "what is a cat", "--docs", str(docs_file),
+                      "--reasoning", "off", "--format", "jsonl", "--quiet").stdout
+    over_http = {r["id"]: r["score"] for r in map(json.loads, out.splitlines())}
+    local = Rank1(engine=smollm2_engine, reasoning=False).rerank("what is a cat", DOCS)
+    assert over_http == pytest.approx({j.doc_id: j.score for j in local}, abs=1e-4)
+
+
+def test_a_flag_of_another_engine_is_refused(smollm2_path, docs_file):
+    proc = run_cli("rerank", "--engine", "transformers", "--model", str(smollm2_path), "--query", "q", "--docs",
+                   str(docs_file), "--concurrency", "4", check=False)
+    assert proc.returncode == 2 and "--concurrency is an option of the openai engine" in proc.stderr

@@ -104,6 +104,10 @@ class Judgment:
         forced: the chain did not close within the budget, so it was cut to its last full
             sentence, closed, and the answer was read from the two answer tokens.
         truncated: the passage was cut to fit the passage token limit.
+        p_true / p_false: the probabilities of the two answer tokens as the engine reports them:
+            full-softmax values on ``transformers``; renormalised over the two answers on
+            ``openai``/``vllm`` (which restrict the vocabulary to read them exactly). ``score``
+            is the same on every engine.
     """
 
     doc_id: str

@@ -69,6 +69,17 @@ def rerank(
         str | None, typer.Option(help="openai engine: server URL, e.g. http://localhost:8000/v1 [env OPENAI_BASE_URL]")
     ] = None,
     api_key: Annotated[str | None, typer.Option(help="openai engine: API key [env OPENAI_API_KEY]")] = None,
+    tokenizer: Annotated[
+        str | None, typer.Option(help="openai/vllm engine: local tokenizer dir or hub id, when the served model "
+                                 "name is not loadable")
+    ] = None,
+    concurrency: Annotated[int | None, typer.Option(help="openai engine: requests in flight at once [default: 8]")] = None,
+    max_retries: Annotated[int | None, typer.Option(help="openai engine: retries per request [default: 3]")] = None,
+    timeout: Annotated[float | None, typer.Option(help="openai engine: seconds per request [default: 600]")] = None,
+    chat: Annotated[bool, typer.Option("--chat", help="openai engine: use /v1/chat/completions for generation")] = False,
+    tensor_parallel_size: Annotated[int | None, typer.Option(help="vllm engine: GPUs per model")] = None,
+    gpu_memory_utilization: Annotated[float | None, typer.Option(help="vllm engine: share of GPU memory to use")] = None,
+    max_model_len: Annotated[int | None, typer.Option(help="vllm engine: context length")] = None,
     max_passage_tokens: Annotated[int, typer.Option(help="Cut passages to this many tokens (flagged).")] = 2048,
     temperature: Annotated[float, typer.Option(help="0 = greedy (default).")] = 0.0,
     seed: Annotated[int | None, typer.Option(help="Seed for sampling (with --temperature > 0).")] = None,
@@ -99,13 +110,28 @@ def _rerank(**opts: Any) -> None:
     _print(rankings, opts["output_format"])
 
 
+_ENGINE_FLAGS = {
+    "openai": ("base_url", "api_key", "tokenizer", "concurrency", "max_retries", "timeout"),
+    "vllm": ("tokenizer", "tensor_parallel_size", "gpu_memory_utilization", "max_model_len"),
+    "transformers": ("device", "batch_size"),
+}
+
+
 def _engine_options(opts: dict[str, Any]) -> dict[str, Any]:
-    engine = opts["engine"]
-    if engine == "openai":
-        return {k: opts[k] for k in ("base_url", "api_key") if opts[k] is not None}
-    if engine in ("transformers", "auto"):
-        return {k: opts[k] for k in ("device", "batch_size") if opts[k] is not None}
-    return {}
+    """The flags meant for the engine that will run, by its resolved name; flags for another
+    engine are an error rather than silently ignored."""
+    from thinkrank.engines import resolve_engine_name
+
+    name = resolve_engine_name(opts["engine"])
+    mine = _ENGINE_FLAGS.get(name, ())
+    for other, flags in _ENGINE_FLAGS.items():
+        for flag in flags:
+            if flag not in mine and opts[flag] is not None:
+                fail(f"--{flag.replace('_', '-')} is an option of the {other} engine, but the engine is {name}")
+    options = {k: opts[k] for k in mine if opts[k] is not None}
+    if name == "openai" and opts["chat"]:
+        options["chat"] = True
+    return options
 
 
 def _build_reranker(opts: dict[str, Any], progress: Any) -> Any:

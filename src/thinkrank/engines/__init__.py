@@ -39,6 +39,11 @@ ENGINES: dict[str, Callable[..., Engine]] = {
 }
 
 
+def resolve_engine_name(engine: str) -> str:
+    """The concrete engine name ``engine`` stands for (``"auto"`` resolved for this machine)."""
+    return _auto() if engine == "auto" else engine
+
+
 def _auto() -> str:
     import importlib.util
 
@@ -61,10 +66,12 @@ def load_engine(model: Any, engine: str | Engine = "auto", **options: Any) -> En
     """
     if not isinstance(engine, str):
         return engine
-    name = _auto() if engine == "auto" else engine
+    name = resolve_engine_name(engine)
     if name not in ENGINES:
         raise InvalidInputError(f"unknown engine {engine!r}; choose one of: auto, {', '.join(ENGINES)}")
     return ENGINES[name](model, **options)
 
 
-__all__ = ["ENGINES", "Engine", "Generation", "GenerationRequest", "load_engine", "single_token_id"]
+__all__ = [
+    "ENGINES", "Engine", "Generation", "GenerationRequest", "load_engine", "resolve_engine_name", "single_token_id",
+]
