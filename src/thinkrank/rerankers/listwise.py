@@ -1,0 +1,253 @@
+"""Rank-K: a listwise reasoning reranker (sliding windows of passages, one chain per window).
+
+Each window's passages go to the model in the released Rank-K prompt (one user message,
+through the model's chat template); the model reasons, then writes an ordering such as
+``[3] > [2] > [4] = [1] > [5]``, read by :mod:`thinkrank.rerankers.parsing`. Windows slide
+from the bottom of the top ``depth`` candidates up, so the best passages bubble to the top.
+Windows of one query run one after another (each sees the previous one's result); the windows
+of different queries at the same step go to the engine as one batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from thinkrank.engines import Engine, Generation, GenerationRequest, load_engine
+from thinkrank.errors import InvalidInputError
+from thinkrank.prompts.rankk import build_rankk_prompt, check_template
+from thinkrank.rerankers.base import RequestLike, Reranker, RerankRequest, as_request
+from thinkrank.rerankers.parsing import THINK_OPEN, read_answer
+from thinkrank.rerankers.truncation import truncate_passage
+from thinkrank.types import Document, Judgment, Ranking, WindowTrace, as_documents, check_query
+
+DEFAULT_MODEL = "hltcoe/Rank-K-32B"
+"""The released Rank-K checkpoint (QwQ-32B fine-tuned on R1 listwise traces)."""
+
+
+def plan_windows(n: int, window: int = 20, stride: int = 10, depth: int | None = 100) -> list[tuple[int, int]]:
+    """The ``[start, end)`` spans, in the order they run, for ``n`` candidates.
+
+    As the reference: ends step down by ``stride``, ``start = end - window``, and the pass
+    stops once a window reaches the top; depth 100, window 20, stride 10 gives its 9 windows
+    ``[80, 100)`` … ``[0, 20)``. Two differences keep every window full and none empty: ends
+    start at ``min(depth, n)`` (the reference starts at ``depth``, so with fewer candidates its
+    first windows are short or empty), and the top window is ``[0, window)`` (the reference's
+    would be short, or with Python's negative slicing empty, leaving the top unranked).
+    Fewer than 2 candidates need no window.
+    """
+    top = n if depth is None else min(depth, n)
+    if top < 2:
+        return []
+    spans = []
+    for end in range(top, 0, -stride):
+        if end - window <= 0:
+            spans.append((0, min(window, top)))
+            break
+        spans.append((end - window, end))
+    return spans
+
+
+@dataclass
+class _Pass:
+    """One query's sliding pass: the current order (input indices) and which positions tie."""
+
+    request: RerankRequest
+    query: str
+    docs: list[Document]
+    passages: dict[int, tuple[str, bool]]  # input index -> (passage as shown, truncated)
+    spans: list[tuple[int, int]]
+    seed_base: int
+    order: list[int] = field(default_factory=list)
+    tied: list[bool] = field(default_factory=list)  # tied[p]: position p ties with p - 1
+    traces: list[WindowTrace] = field(default_factory=list)
+    chain_tokens: list[int] = field(default_factory=list)
+    placed_by: dict[int, int] = field(default_factory=dict)  # input index -> trace position
+
+
+class RankK(Reranker):
+    """Listwise reasoning reranker (Rank-K).
+
+    Args:
+        model: hub id (default: the released ``hltcoe/Rank-K-32B``), local directory or
+            ``.gguf`` file of a chat model; ignored when ``engine`` is an engine instance.
+        engine: ``"auto"``, ``"transformers"``, ``"vllm"``, ``"openai"`` or an Engine.
+        window / stride / depth: passages per call, the step between windows, and how many of
+            the top candidates are reranked (None: all). Documents below ``depth`` keep their
+            order after the reranked head.
+        max_tokens: budget per window for reasoning and ordering together. A window whose
+            budget runs out before an ordering keeps its order (its trace is ``forced``).
+        max_passage_tokens: each passage is cut to this many tokens (None: never), so the
+            passage numbers and the instructions always survive; cut ones are ``truncated``.
+        prompt: a custom template with ``{query}`` and ``{docs}`` (default: the released one);
+            ``instruction``: text appended to every query.
+        temperature / seed: greedy by default; with sampling, window ``k`` of a call (counted
+            over all its queries) uses seed ``seed + k``, so runs are reproducible.
+        progress: ``progress(done, total)`` over the windows of a call.
+        engine_options: passed to the engine's constructor.
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        engine: str | Engine = "auto",
+        *,
+        window: int = 20,
+        stride: int = 10,
+        depth: int | None = 100,
+        max_tokens: int = 4096,
+        max_passage_tokens: int | None = 512,
+        prompt: str | None = None,
+        instruction: str | None = None,
+        temperature: float = 0.0,
+        seed: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        **engine_options: Any,
+    ) -> None:
+        _check_settings(window, stride, depth, max_tokens, max_passage_tokens, temperature)
+        check_template(prompt)
+        self.engine = load_engine(model, engine, **engine_options)
+        self.window, self.stride, self.depth = window, stride, depth
+        self.max_tokens = max_tokens
+        self.max_passage_tokens = max_passage_tokens
+        self.prompt = prompt
+        self.instruction = instruction
+        self.temperature = temperature
+        self.seed = seed
+        self.progress = progress
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Everything that changes a ranking besides query and documents (for caches and logs)."""
+        return {
+            "mode": "listwise",
+            "model": self.engine.model_name,
+            "engine": self.engine.name,
+            "window": self.window,
+            "stride": self.stride,
+            "depth": self.depth,
+            "max_tokens": self.max_tokens,
+            "max_passage_tokens": self.max_passage_tokens,
+            "prompt": check_template(self.prompt),
+            "instruction": self.instruction,
+            "temperature": self.temperature,
+            "seed": self.seed if self.temperature > 0 else None,
+        }
+
+    # ---- public API -----------------------------------------------------------------------
+    def rerank_many(self, requests: Sequence[RequestLike], top_n: int | None = None) -> list[Ranking]:
+        """Rerank many queries; step ``k`` of every query runs in one engine batch.
+
+        Each Judgment's ``reasoning`` (and token counts, ``forced``) come from the last window
+        that placed the document; ``Ranking.windows`` holds every window's trace. Scores are
+        ``1 / (p + 1)`` for final position ``p`` (from 0); tied documents share the score of
+        their group's first position.
+
+        Raises:
+            InvalidInputError: an empty query, a bad document, or duplicate document ids.
+        """
+        passes: list[_Pass] = []
+        for i, item in enumerate(requests):
+            passes.append(self._start(as_request(item, i), sum(len(p.spans) for p in passes)))
+        tracker = _Tracker(self.progress, sum(len(p.spans) for p in passes))
+        for step in range(max((len(p.spans) for p in passes), default=0)):
+            active = [p for p in passes if step < len(p.spans)]
+            prompts = [self._window_prompt(p, step) for p in active]
+            gens = self.engine.generate([self._request(text, p, step) for p, text in zip(active, prompts)], tracker)
+            for p, text, gen in zip(active, prompts, gens):
+                self._apply(p, step, gen, _cut_inside_think(text, gen))
+        return [self._ranking(p).truncate(top_n) for p in passes]
+
+    # ---- internals ------------------------------------------------------------------------
+    def _start(self, req: RerankRequest, seed_base: int) -> _Pass:
+        query = check_query(req.query)
+        docs = as_documents(req.documents)
+        query = " ".join(x.strip() for x in (query, req.instruction, self.instruction) if x and x.strip())
+        spans = plan_windows(len(docs), self.window, self.stride, self.depth)
+        shown = range(max((end for _, end in spans), default=0))  # only these are ever in a window
+        tok = self.engine.tokenizer
+        passages = {i: truncate_passage(tok, docs[i].passage, self.max_passage_tokens) for i in shown}
+        return _Pass(req, query, docs, passages, spans, seed_base, list(range(len(docs))), [False] * len(docs))
+
+    def _window_prompt(self, p: _Pass, step: int) -> str:
+        start, end = p.spans[step]
+        content = build_rankk_prompt(p.query, [p.passages[i][0] for i in p.order[start:end]], self.prompt)
+        return self.engine.apply_chat_template([{"role": "user", "content": content}])
+
+    def _request(self, prompt: str, p: _Pass, step: int) -> GenerationRequest:
+        seed = None if self.seed is None else self.seed + p.seed_base + step
+        return GenerationRequest(prompt=prompt, max_tokens=self.max_tokens, temperature=self.temperature, seed=seed)
+
+    def _apply(self, p: _Pass, step: int, gen: Generation, opened: bool) -> None:
+        start, end = p.spans[step]
+        indices = p.order[start:end]
+        answer = read_answer(gen.text, len(indices), opened=opened)
+        groups = [[indices[k - 1] for k in group] for group in answer.groups]
+        p.order[start:end] = [i for group in groups for i in group]
+        p.tied[start:end] = [k > 0 for group in groups for k in range(len(group))]
+        if end < len(p.tied):
+            p.tied[end] = False  # the window below was placed by another call: no tie across
+        trace = WindowTrace(
+            step=step, start=start, end=end, indices=indices, reasoning=answer.reasoning,
+            ordering=answer.ordering, order=groups, prompt_tokens=gen.prompt_tokens,
+            completion_tokens=gen.num_tokens, forced=gen.stop_reason == "length" and not answer.found,
+        )
+        p.traces.append(trace)
+        p.chain_tokens.append(len(self.engine.tokenizer.encode(answer.reasoning)) if answer.reasoning else 0)
+        p.placed_by.update((i, len(p.traces) - 1) for i in indices)
+
+    def _ranking(self, p: _Pass) -> Ranking:
+        judgments, group_start = [], 0
+        for pos, index in enumerate(p.order):
+            if not p.tied[pos]:
+                group_start = pos
+            judgment = Judgment(doc_id=p.docs[index].id, index=index, score=1.0 / (group_start + 1))
+            if index in p.placed_by:
+                t = p.placed_by[index]
+                trace = p.traces[t]
+                judgment.reasoning, judgment.forced = trace.reasoning, trace.forced
+                judgment.prompt_tokens, judgment.reasoning_tokens = trace.prompt_tokens, p.chain_tokens[t]
+            judgment.truncated = p.passages.get(index, ("", False))[1]
+            judgments.append(judgment)
+        return Ranking(p.request.query, judgments, p.request.query_id, windows=p.traces)
+
+
+def _cut_inside_think(prompt: str, gen: Generation) -> bool:
+    """Whether the budget ran out inside a chain the chat template opened (QwQ's prompt ends in
+    ``<think>\\n``). Then the text, lacking ``</think>``, is an unfinished chain, not an answer.
+    A model that ended its turn did close its chain: a server that strips chains (vLLM's
+    reasoning parser in chat mode) returns just the answer, which is read as it is."""
+    return gen.stop_reason == "length" and prompt.rstrip().endswith(THINK_OPEN)
+
+
+def _check_settings(
+    window: int, stride: int, depth: int | None, max_tokens: int, max_passage_tokens: int | None, temperature: float
+) -> None:
+    if not isinstance(window, int) or window < 2:
+        raise InvalidInputError(f"window must be an int >= 2 (passages per call), got {window!r}")
+    if not isinstance(stride, int) or not 1 <= stride <= window:
+        raise InvalidInputError(
+            f"stride must be an int from 1 to window ({window}), got {stride!r}; a larger stride would "
+            "skip passages between windows"
+        )
+    if depth is not None and (not isinstance(depth, int) or depth < 1):
+        raise InvalidInputError(f"depth must be an int >= 1 or None (all candidates), got {depth!r}")
+    if not isinstance(max_tokens, int) or max_tokens < 1:
+        raise InvalidInputError(f"max_tokens must be an int >= 1, got {max_tokens!r}")
+    if max_passage_tokens is not None and max_passage_tokens < 1:
+        raise InvalidInputError(f"max_passage_tokens must be >= 1 or None, got {max_passage_tokens}")
+    if temperature < 0:
+        raise InvalidInputError(f"temperature must be >= 0, got {temperature}")
+
+
+class _Tracker:
+    """Adapts the engine's per-batch progress calls to ``progress(done, total)`` over windows."""
+
+    def __init__(self, callback: Callable[[int, int], None] | None, total: int) -> None:
+        self.callback, self.total, self.done = callback, total, 0
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        if self.callback:
+            self.callback(self.done, self.total)
