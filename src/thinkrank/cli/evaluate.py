@@ -1,0 +1,237 @@
+"""``thinkrank evaluate``: score a run on a collection, optionally reranked, resumable from a cache."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from thinkrank.cli.common import fail, friendly_errors
+from thinkrank.cli.rerank import Mode, Switch
+
+EVALUATE_HELP = """Evaluate a first-stage run on a collection, reranked by a reasoning reranker or as it is.
+
+--dataset is a collection folder (see thinkrank retrieve); --run is the name of one of its runs (runs/NAME.trec) or a run file. With --model, the top --top-k candidates of each query are reranked; every judgment goes to a SQLite cache (default: OUTPUT/judgments.sqlite) as it is made, so an interrupted evaluation rerun with the same arguments computes only what is missing. Writes first-stage.trec, reranked.trec, rankings.jsonl (scores with reasoning), metrics.json and report.html into --output, and prints first stage against reranked. Examples:
+
+  thinkrank evaluate --dataset data/dl19 --run bm25 --top-k 100 --model jhu-clsp/rank1-7b
+
+  thinkrank evaluate --dataset data/dl19 --run bm25 --queries 5 --model ./model.gguf --think-budget 256
+
+  thinkrank evaluate --dataset data/dl19 --run runs/my-run.trec
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate", help=EVALUATE_HELP)(evaluate)
+
+
+def evaluate(
+    dataset: Annotated[Path, typer.Option("--dataset", "-d", help="Collection folder.")],
+    run: Annotated[str, typer.Option("--run", "-r", help="A run of the collection (bm25, …) or a run file.")],
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Candidates per query to evaluate and rerank.")] = 100,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Reranker: hub id, local directory, .gguf or adapter. "
+                                 "Without it the run is evaluated as it is.")
+    ] = None,
+    mode: Annotated[Mode, typer.Option(help="pointwise (Rank1) or listwise (Rank-K).")] = Mode.pointwise,
+    reasoning: Annotated[Switch, typer.Option(help="Pointwise: off scores in one forward pass, no chain.")] = Switch.on,
+    think_budget: Annotated[int, typer.Option(help="Pointwise: most reasoning tokens per document.")] = 1024,
+    prompt: Annotated[str | None, typer.Option(help="Pointwise: dataset template name or a template with "
+                                               "FILL_QUERY_HERE. Listwise: a template with {query} and {docs}.")] = None,
+    instruction: Annotated[str | None, typer.Option(help="Text appended to every query.")] = None,
+    engine: Annotated[str, typer.Option(help="auto, transformers, vllm or openai.")] = "auto",
+    queries: Annotated[int | None, typer.Option("--queries", "-n", help="Only the first N queries.")] = None,
+    query_ids: Annotated[str | None, typer.Option(help="Only these query ids, comma-separated.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder.  "
+                                                "[default: runs/DATASET-RUN[-MODEL]]")] = None,
+    cache: Annotated[Path | None, typer.Option(help="Judgment cache file.  [default: OUTPUT/judgments.sqlite]")] = None,
+    chunk_size: Annotated[int | None, typer.Option(help="Judgments computed and saved together (a kill loses at "
+                                                   "most one chunk).  [default: 64 pairs; listwise 1 query]")] = None,
+    measures: Annotated[str | None, typer.Option(help="Comma-separated ir-measures names; the first is the main one. "
+                                                 "[default: nDCG@10,nDCG@20,AP,R@100,RR@10,Judged@10]")] = None,
+    split: Annotated[str, typer.Option(help="BEIR folders: which qrels/<split>.tsv to use.")] = "test",
+    max_passage_tokens: Annotated[int | None, typer.Option(help="Cut passages to this many tokens (flagged).  "
+                                                           "[default: 2048; listwise 512]")] = None,
+    temperature: Annotated[float, typer.Option(help="0 = greedy (default).")] = 0.0,
+    seed: Annotated[int | None, typer.Option(help="Seed for sampling (with --temperature > 0).")] = None,
+    window: Annotated[int, typer.Option(help="Listwise: passages per window.")] = 20,
+    stride: Annotated[int, typer.Option(help="Listwise: window stride.")] = 10,
+    depth: Annotated[int, typer.Option(help="Listwise: how many top candidates to rerank.")] = 100,
+    max_tokens: Annotated[int, typer.Option(help="Listwise: most tokens per window (reasoning + ordering).")] = 4096,
+    base_url: Annotated[str | None, typer.Option(help="openai engine: server URL [env OPENAI_BASE_URL]")] = None,
+    api_key: Annotated[str | None, typer.Option(help="openai engine: API key [env OPENAI_API_KEY]")] = None,
+    tokenizer: Annotated[str | None, typer.Option(help="openai/vllm engine: local tokenizer dir or hub id, when "
+                                                  "the served model name is not loadable")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="openai engine: requests in flight at once [default: 8]")] = None,
+    max_retries: Annotated[int | None, typer.Option(help="openai engine: retries per request [default: 3]")] = None,
+    timeout: Annotated[float | None, typer.Option(help="openai engine: seconds per request [default: 600]")] = None,
+    chat: Annotated[bool, typer.Option("--chat", help="openai engine: use /v1/chat/completions for generation")] = False,
+    tensor_parallel_size: Annotated[int | None, typer.Option(help="vllm engine: GPUs per model")] = None,
+    gpu_memory_utilization: Annotated[float | None, typer.Option(help="vllm engine: share of GPU memory to use")] = None,
+    max_model_len: Annotated[int | None, typer.Option(help="vllm engine: context length")] = None,
+    device: Annotated[str | None, typer.Option(help="transformers engine: cpu, cuda, cuda:1, …")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="transformers engine: sequences decoded together.")] = None,
+    report: Annotated[bool, typer.Option(help="Write report.html.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    _evaluate(**locals())
+
+
+@friendly_errors
+def _evaluate(**opts: Any) -> None:
+    from thinkrank.cache import JudgmentCache
+    from thinkrank.datasets import load_collection
+    from thinkrank.evaluation.metrics import DEFAULT_MEASURES, measure_name
+    from thinkrank.evaluation.runner import evaluate, select_queries, write_outputs
+
+    if opts["top_k"] < 1:
+        fail(f"--top-k must be >= 1, got {opts['top_k']}")
+    if opts["queries"] is not None and opts["query_ids"] is not None:
+        fail("give at most one of --queries N and --query-ids")
+    measures = [m.strip() for m in opts["measures"].split(",") if m.strip()] if opts["measures"] else DEFAULT_MEASURES
+    measures = [measure_name(m) for m in measures]  # fail on a bad name before loading a model
+    collection = load_collection(opts["dataset"], split=opts["split"])
+    first_stage = _load_run(opts["run"], collection)
+    ids = [q.strip() for q in opts["query_ids"].split(",") if q.strip()] if opts["query_ids"] else None
+    qids = select_queries(collection, first_stage, opts["queries"], ids)
+    output = opts["output"] or _default_output(collection.name, opts["run"], opts["model"])
+    say = _Say(opts["quiet"])
+    say(f"{collection.name}: {len(qids)} queries, top {opts['top_k']} of {first_stage.name}; output in {output}")
+    reranker, cache = None, None
+    progress = _progress(opts["quiet"])
+    try:
+        if opts["model"]:
+            cache = JudgmentCache(opts["cache"] or output / "judgments.sqlite")  # a bad file fails before the model loads
+            say(f"judgment cache {cache.path}: {len(cache)} entries")
+            reranker = _build_reranker(opts)
+        with progress:
+            result = evaluate(collection, first_stage, top_k=opts["top_k"], reranker=reranker, cache=cache, qids=qids,
+                              measures=measures, chunk_size=opts["chunk_size"], progress=progress)
+    except KeyboardInterrupt:
+        if cache is not None:
+            say(f"interrupted: {len(cache)} judgments are saved in {cache.path}; rerun the same command to resume")
+        raise
+    finally:
+        if cache is not None:
+            cache.close()
+    paths = write_outputs(result, output, report=opts["report"])
+    if reranker is not None:
+        say(f"{result.use.computed} judgments computed, {result.use.cached} read from the cache, "
+            f"{result.seconds:.1f}s")
+    _print_table(result)
+    for name, path in paths.items():
+        say(f"{name.replace('_', ' ')}: {path}")
+
+
+def _load_run(spec: str, collection: Any) -> Any:
+    from thinkrank.datasets import read_run
+
+    path = Path(spec)
+    if path.is_file():
+        return read_run(path, name=_strip_suffixes(path.name))
+    if spec in collection.runs:
+        return collection.run(spec)
+    from thinkrank.errors import InvalidInputError
+
+    raise InvalidInputError(
+        f"--run {spec!r} is neither a file nor a run of {collection.name!r} (its runs: {sorted(collection.runs) or 'none'})"
+    )
+
+
+def _strip_suffixes(name: str) -> str:
+    for suffix in (".gz", ".trec", ".txt", ".run", ".jsonl", ".json"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def _default_output(dataset: str, run: str, model: str | None) -> Path:
+    from thinkrank.evaluation.runner import run_tag
+
+    parts = [dataset.replace("/", "-"), run_tag(_strip_suffixes(Path(run).name))]
+    if model:
+        parts.append(run_tag(model))
+    return Path("runs") / "-".join(parts)
+
+
+def _build_reranker(opts: dict[str, Any]) -> Any:
+    # The engine flags and their checks are `thinkrank rerank`'s; flags it gains later and this
+    # command lacks count as not given.
+    from thinkrank.cli.rerank import _ENGINE_FLAGS, _engine_options
+
+    known = {flag: None for flags in _ENGINE_FLAGS.values() for flag in flags}
+    engine_options = _engine_options({**known, "chat": False, **opts})
+    common = dict(engine=opts["engine"], temperature=opts["temperature"], seed=opts["seed"], prompt=opts["prompt"],
+                  instruction=opts["instruction"], **engine_options)
+    if opts["max_passage_tokens"] is not None:
+        common["max_passage_tokens"] = opts["max_passage_tokens"]
+    if opts["mode"] == Mode.listwise:
+        from thinkrank.rerankers.listwise import RankK
+
+        return RankK(opts["model"], window=opts["window"], stride=opts["stride"], depth=opts["depth"],
+                     max_tokens=opts["max_tokens"], **common)
+    from thinkrank.rerankers.pointwise import Rank1
+
+    return Rank1(opts["model"], think_budget=opts["think_budget"], reasoning=opts["reasoning"] == Switch.on, **common)
+
+
+def _print_table(result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if result.first_metrics is None:
+        console.print(f"{result.dataset} has no relevance judgments: no metrics")
+        return
+    reranked = result.reranked_metrics
+    title = f"{result.dataset}: {result.run_name} top {result.top_k}" + (
+        f" → {result.reranked.name}" if reranked else "") + f" ({len(result.first_metrics.per_query)} judged queries)"
+    table = Table(title=title)
+    for col in ["measure", "first stage"] + (["reranked", "Δ", "p (t-test)"] if reranked else []):
+        table.add_column(col, justify="left" if col == "measure" else "right")
+    for m, before in result.first_metrics.aggregate.items():
+        row = [m, f"{before:.4f}"]
+        if reranked:
+            after, test = reranked.aggregate[m], result.tests.get(m)
+            colour = "green" if after > before else "red" if after < before else "white"
+            row += [f"{after:.4f}", f"[{colour}]{after - before:+.4f}[/]", f"{test.p_value:.3f}" if test else "–"]
+        table.add_row(*row)
+    console.print(table)
+
+
+class _progress:
+    """A rich progress bar over judgments on stderr, as a ``progress(done, total)`` callback."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet, self.bar, self.task = quiet, None, None
+
+    def __enter__(self) -> _progress:
+        if not self.quiet:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("judging"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                console=Console(stderr=True))
+            self.bar.__enter__()
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            return
+        if self.task is None:
+            self.task = self.bar.add_task("judging", total=total)
+        self.bar.update(self.task, completed=done, total=total)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+class _Say:
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def __call__(self, message: str) -> None:
+        if not self.quiet:
+            print(message, file=sys.stderr, flush=True)
