@@ -172,7 +172,7 @@ def test_budget_out_before_an_ordering_keeps_the_order(smollm2_engine, hf_tok):
 def test_sampling_is_reproducible_with_a_seed_and_seeds_differ_per_window(smollm2_engine):
     def run(seed):
         rec = Recorder(smollm2_engine)
-        ranker = RankK(engine=rec, window=4, stride=2, max_tokens=6, temperature=1.5, seed=seed)
+        ranker = RankK(engine=rec, window=4, stride=2, max_tokens=6, temperature=1.5, seed=seed, prompt="{query}\n{docs}")
         rankings = ranker.rerank_many([("cats", _docs(6, "a")), ("rain", _docs(6, "b"))])
         return [[r.seed for r in reqs] for reqs, _ in rec.calls], [w.to_dict() for r in rankings for w in r.windows]
 
