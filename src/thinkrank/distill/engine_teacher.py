@@ -1,0 +1,86 @@
+"""A teacher that is any local thinkrank engine (transformers, vLLM, …) through the Engine protocol.
+
+Each prompt is continued until ``</think>``; the answer is then read from the exact
+log-probabilities of ``" true"`` and ``" false"`` right after the close (in the same pass when
+the engine can, else with one more forward pass). A chain that does not close within the
+budget has no answer (``finish_reason="length"``) unless ``force_answer`` is set: then it is
+cut to its last full sentence, closed with ``"\\n</think>"`` and answered (``"forced"``), as
+Rank1 does at inference.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+from thinkrank.distill.records import Trace
+from thinkrank.distill.teacher import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, Job, TeacherSettings
+from thinkrank.engines.base import Engine, Generation, GenerationRequest, single_token_id
+from thinkrank.prompts.rank1 import THINK_CLOSE
+from thinkrank.rerankers.truncation import cut_to_last_sentence
+
+FORCED_CLOSE = "\n" + THINK_CLOSE
+
+
+class EngineTeacher:
+    """Generate traces with a local engine.
+
+    Args:
+        engine: any :class:`~thinkrank.engines.base.Engine`.
+        temperature / max_tokens: sampling temperature and the chain's token budget.
+        seed: base seed; each prompt gets its own seed derived from it and the prompt's key, so
+            a trace does not depend on which other prompts shared its batch.
+        force_answer: answer chains that ran out of budget (see the module docstring).
+        chunk_size: prompts per engine call; every finished chunk is stored before the next.
+    """
+
+    def __init__(self, engine: Engine, *, temperature: float = DEFAULT_TEMPERATURE,
+                 max_tokens: int = DEFAULT_MAX_TOKENS, seed: int | None = 0, force_answer: bool = False,
+                 chunk_size: int = 32, true_token: str = " true", false_token: str = " false") -> None:
+        self.engine = engine
+        self.force_answer = force_answer
+        self.chunk_size = max(1, chunk_size)
+        self.true_id = single_token_id(engine.tokenizer, true_token)
+        self.false_id = single_token_id(engine.tokenizer, false_token)
+        self.settings = TeacherSettings(
+            model=engine.model_name, api="engine", temperature=temperature, max_tokens=max_tokens, seed=seed,
+            extra={"engine": engine.name, "force_answer": force_answer, "answers": [true_token, false_token]},
+        )
+
+    def run(self, jobs: Sequence[Job]) -> Iterator[tuple[Job, Trace | Exception]]:
+        """Yield ``(job, trace)`` chunk by chunk, in input order."""
+        for start in range(0, len(jobs), self.chunk_size):
+            chunk = jobs[start:start + self.chunk_size]
+            gens = self.engine.generate([self._request(job) for job in chunk])
+            yield from zip(chunk, self._traces(chunk, gens))
+
+    def _request(self, job: Job) -> GenerationRequest:
+        s = self.settings
+        seed = (int(job.key[:8], 16) + (s.seed or 0)) % (2 ** 31)
+        return GenerationRequest(job.prompt, s.max_tokens, stop=(THINK_CLOSE,), temperature=s.temperature,
+                                 seed=seed, answer_token_ids=(self.true_id, self.false_id))
+
+    def _traces(self, chunk: Sequence[Job], gens: Sequence[Generation]) -> list[Trace]:
+        chains: list[str] = []
+        finish: list[str] = []
+        for gen in gens:
+            closed = gen.stopped
+            chains.append(gen.text if closed else cut_to_last_sentence(gen.text))
+            finish.append("stop" if closed else ("forced" if self.force_answer else ("length" if gen.stop_reason == "length" else gen.stop_reason)))
+        # Answers the engine could not read in the same pass come from one more batched pass.
+        # A forced answer always needs its own pass: it follows the cut chain and the forced close.
+        late_idx = [i for i, g in enumerate(gens)
+                    if finish[i] == "forced" or (finish[i] == "stop" and g.answer_logprobs is None)]
+        contexts = [chunk[i].prompt + chains[i] + (THINK_CLOSE if finish[i] == "stop" else FORCED_CLOSE) for i in late_idx]
+        late = dict(zip(late_idx, self.engine.next_token_logprobs(contexts, [self.true_id, self.false_id]))) if contexts else {}
+        out = []
+        for i, gen in enumerate(gens):
+            logprobs = late.get(i, gen.answer_logprobs if finish[i] == "stop" else None)
+            if finish[i] not in ("stop", "forced") or logprobs is None:
+                out.append(Trace(gen.text.strip(), "", finish[i], gen.prompt_tokens, gen.num_tokens))
+                continue
+            lt, lf = logprobs[self.true_id], logprobs[self.false_id]
+            p_true = 1.0 / (1.0 + math.exp(lf - lt)) if lf - lt < 700 else 0.0
+            out.append(Trace(chains[i].strip(), "true" if lt >= lf else "false", finish[i], gen.prompt_tokens,
+                             gen.num_tokens, {"p_true": p_true}))
+        return out
