@@ -86,8 +86,12 @@ def load_tokenizer(ref: ModelRef) -> Any:
     from transformers import AutoTokenizer
 
     kwargs: dict[str, Any] = {"gguf_file": ref.gguf_file} if ref.gguf_file else {}
+    # An adapter trained with added tokens (<think>, </think>) saves its tokenizer: use that one.
+    source = ref.adapter if ref.adapter and _has_tokenizer(Path(ref.adapter)) else ref.source
+    if source != ref.source:
+        kwargs = {}
     try:
-        tok = AutoTokenizer.from_pretrained(ref.source, **kwargs)
+        tok = AutoTokenizer.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
         raise _hub_hint(ref, exc) from exc
     if tok.pad_token_id is None:
@@ -108,5 +112,14 @@ def load_causal_lm(ref: ModelRef, *, device: str, dtype: Any) -> Any:
         raise _hub_hint(ref, exc) from exc
     if ref.adapter:
         peft = require("peft", "train")
+        if _has_tokenizer(Path(ref.adapter)):
+            # The adapter's vocabulary may be larger than the base's (added think tokens).
+            vocab = len(load_tokenizer(ref))
+            if vocab > model.get_input_embeddings().weight.shape[0]:
+                model.resize_token_embeddings(vocab, mean_resizing=False)
         model = peft.PeftModel.from_pretrained(model, ref.adapter).merge_and_unload()
     return model.to(device).eval()
+
+
+def _has_tokenizer(folder: Path) -> bool:
+    return (folder / "tokenizer_config.json").exists()

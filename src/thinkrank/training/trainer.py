@@ -1,0 +1,177 @@
+"""LoRA SFT of a causal LM on Rank1 traces, with the Hugging Face ``Trainer``.
+
+A run folder holds everything needed to continue or use the result::
+
+    output/
+      train_config.json   the TrainConfig of the run
+      checkpoints/        Trainer checkpoints (adapter, optimiser, scheduler, RNG); resume reads the latest
+      loss.jsonl          one line per logged step: step, epoch, loss, learning_rate, grad_norm
+      adapter/            the LoRA adapter + tokenizer: Rank1(model="output/adapter") loads base + adapter
+      model/              the merged model + tokenizer (config.merge): Rank1(model="output/model")
+      result.json         what the run did (examples used / left out, steps, final loss, seconds)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from thinkrank.errors import InvalidInputError, require
+from thinkrank.training.config import TrainConfig
+from thinkrank.training.data import PadCollator, read_sft, tokenize_all, without_reasoning
+from thinkrank.training.model import add_lora, load_base, precision
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    output: Path
+    adapter: Path
+    model: Path | None
+    examples: int
+    too_long: int
+    steps: int
+    final_loss: float | None
+    seconds: float
+    resumed_from: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("output", "adapter", "model"):
+            out[key] = str(out[key]) if out[key] is not None else None
+        return out
+
+
+def accumulation_steps(config: TrainConfig) -> int:
+    """Micro-batches per optimiser step, so ``micro_batch_size`` × this ≥ ``batch_size``."""
+    return max(1, math.ceil(config.batch_size / config.micro_batch_size))
+
+
+def latest_checkpoint(output: Path) -> str | None:
+    """The newest ``checkpoint-N`` folder under ``output/checkpoints``, if any."""
+    folder = output / "checkpoints"
+    found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return str(max(found, key=lambda p: int(p.name.split("-")[-1]))) if found else None
+
+
+def train(config: TrainConfig, *, resume: bool = True, progress: bool = True,
+          on_log: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    """Train a LoRA adapter on ``config.data`` and save it (and the merged model) under ``config.output``.
+
+    Args:
+        resume: continue from the latest checkpoint in ``output/checkpoints`` when there is one
+            (the same data and settings are required: the run's ``train_config.json`` is checked).
+        progress: show the Trainer's progress bar.
+        on_log: called with each loss-log record as it is written.
+
+    Raises:
+        InvalidInputError: a bad setting or data file, or a resume with different settings.
+        MissingExtraError: ``peft`` is missing (``pip install 'thinkrank[train]'``).
+        ModelLoadError: the base model cannot be loaded.
+    """
+    require("peft", "train")
+    import torch
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    config.validate()
+    started = time.monotonic()
+    output = config.output
+    checkpoint = latest_checkpoint(output) if resume else None
+    _check_same_run(config, output, checkpoint)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+
+    examples = read_sft(config.data)
+    if not config.reasoning:
+        examples = [without_reasoning(e) for e in examples]
+    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    prec = precision(config.dtype, on_gpu=device.startswith("cuda"))
+    model, tokenizer, think_ids = load_base(config, prec.load)
+    data = tokenize_all(tokenizer, examples, config.cutoff_len)
+    model = add_lora(model, config, think_ids)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+
+    log_path = output / "loss.jsonl"
+    if checkpoint is None and log_path.exists():
+        log_path.unlink()  # a fresh run starts a fresh log; a resumed one appends
+
+    class LossLog(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+            if not logs or "loss" not in logs:
+                return
+            record = {"step": state.global_step, "epoch": round(float(state.epoch or 0), 4),
+                      **{k: float(logs[k]) for k in ("loss", "learning_rate", "grad_norm") if k in logs}}
+            with log_path.open("a") as fh:
+                fh.write(json.dumps(record) + "\n")
+            if on_log is not None:
+                on_log(record)
+
+    args = TrainingArguments(
+        output_dir=str(output / "checkpoints"),
+        per_device_train_batch_size=config.micro_batch_size,
+        gradient_accumulation_steps=accumulation_steps(config),
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        warmup_steps=config.warmup_ratio,  # a float in [0, 1) is a share of all steps
+        lr_scheduler_type=config.scheduler,
+        logging_steps=config.logging_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        bf16=prec.bf16,
+        fp16=prec.fp16,
+        seed=config.seed,
+        data_seed=config.seed,
+        use_cpu=device == "cpu",
+        report_to=[],
+        remove_unused_columns=False,
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+        **config.extra,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=data.rows,
+                      data_collator=PadCollator(tokenizer.pad_token_id), callbacks=[LossLog()])
+    state = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(str(output / "checkpoints" / "last"))  # the final adapter, even between save_steps
+
+    adapter = output / "adapter"
+    model.save_pretrained(str(adapter))
+    tokenizer.save_pretrained(str(adapter))
+    merged_path = None
+    if config.merge:
+        merged_path = output / "model"
+        merged = model.merge_and_unload()
+        merged.save_pretrained(str(merged_path))
+        tokenizer.save_pretrained(str(merged_path))
+
+    losses = [json.loads(line)["loss"] for line in log_path.read_text().splitlines()] if log_path.exists() else []
+    result = TrainResult(output, adapter, merged_path, len(data.rows), data.too_long, int(state.global_step),
+                         losses[-1] if losses else None, time.monotonic() - started, checkpoint)
+    (output / "result.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    return result
+
+
+def _check_same_run(config: TrainConfig, output: Path, checkpoint: str | None) -> None:
+    """Resuming with other data or settings would silently mix two runs: refuse it."""
+    saved = output / "train_config.json"
+    if checkpoint is None or not saved.exists():
+        return
+    before = json.loads(saved.read_text())
+    now = config.to_dict()
+    # These may change between tries (a moved folder, another machine) without changing what is learned.
+    ignore = {"output", "save_steps", "save_total_limit", "logging_steps", "merge", "device", "gradient_checkpointing"}
+    changed = sorted(k for k in now if k not in ignore and before.get(k) != now[k])
+    if changed:
+        raise InvalidInputError(
+            f"{output} holds a run with other settings ({', '.join(changed)}); resuming would mix two runs. "
+            "Use a new --output, or --no-resume to start over in this folder"
+        )
