@@ -55,8 +55,8 @@ def sample(
     depth: Annotated[int, typer.Option(help="--bm25: documents retrieved per query.")] = 100,
     num_pairs: Annotated[int, typer.Option("--num-pairs", "-n", help="Pairs to draw in all.")] = 1000,
     share: Annotated[list[str] | None, typer.Option(
-        help="SOURCE=WEIGHT, repeatable; sources: positive, negative, hard:A-B.  "
-             "[default: positive=0.25 negative=0.25 hard:1-5=0.25 hard:6-10=0.25]")] = None,
+        help="SOURCE=WEIGHT, repeatable; sources: positive, negative, hard:A-B "
+             "(default: positive=0.25 negative=0.25 hard:1-5=0.25 hard:6-10=0.25).")] = None,
     negatives: Annotated[str, typer.Option(help="Sampled negatives: auto, random (corpus) or run (deep ranks).")] = "auto",
     deep_band: Annotated[str, typer.Option(help="Ranks of run-sampled negatives, A-B.")] = "11-100",
     min_grade: Annotated[int, typer.Option(help="Lowest qrels grade counted as relevant.")] = 1,
