@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from enum import Enum
 from functools import wraps
 from typing import Any
 
 import typer
 
 from thinkrank.errors import ThinkrankError
+
+
+class Switch(str, Enum):
+    """An on/off option (--reasoning on|off)."""
+
+    on = "on"
+    off = "off"
 
 
 def fail(message: str, code: int = 2) -> None:

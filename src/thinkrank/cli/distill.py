@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from thinkrank.cli.common import fail, friendly_errors
+from thinkrank.cli.common import Switch, fail, friendly_errors
 
 distill_app = typer.Typer(
     name="distill", no_args_is_help=True, add_completion=False,
@@ -31,11 +31,6 @@ class TeacherKind(str, Enum):
 class Api(str, Enum):
     chat = "chat"
     completions = "completions"
-
-
-class Switch(str, Enum):
-    on = "on"
-    off = "off"
 
 
 SAMPLE_HELP = """Draw labelled (query, passage) pairs in the paper's mix and write them as JSONL.

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from thinkrank.cli.common import fail, friendly_errors
-from thinkrank.cli.rerank import Mode, Switch
+from thinkrank.cli.common import Switch, fail, friendly_errors
+from thinkrank.cli.rerank import Mode
 
 EVALUATE_HELP = """Evaluate a first-stage run on a collection, reranked by a reasoning reranker or as it is.
 

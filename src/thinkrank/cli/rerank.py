@@ -10,17 +10,12 @@ from typing import Annotated, Any
 
 import typer
 
-from thinkrank.cli.common import fail, friendly_errors
+from thinkrank.cli.common import Switch, fail, friendly_errors
 
 
 class Mode(str, Enum):
     pointwise = "pointwise"
     listwise = "listwise"
-
-
-class Switch(str, Enum):
-    on = "on"
-    off = "off"
 
 
 class Format(str, Enum):

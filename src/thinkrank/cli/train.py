@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from thinkrank.cli.common import friendly_errors
-
-
-class Switch(str, Enum):
-    on = "on"
-    off = "off"
+from thinkrank.cli.common import Switch, friendly_errors
 
 
 TRAIN_HELP = """Fine-tune a causal LM into a Rank1 reranker with LoRA (needs the train extra).
