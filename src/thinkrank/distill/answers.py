@@ -16,8 +16,8 @@ from typing import Any
 
 from thinkrank.distill.records import Trace
 from thinkrank.errors import EngineError
+from thinkrank.prompts.rank1 import THINK_CLOSE, THINK_OPEN
 
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 _WORD = re.compile(r"(?<![a-z])(true|false)(?![a-z])")
 _MARKUP = re.compile(r"[*_`\"'\[\]{}()<>]|\\boxed|\\text")
 

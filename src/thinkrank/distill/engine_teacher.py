@@ -16,10 +16,8 @@ from collections.abc import Iterator, Sequence
 from thinkrank.distill.records import Trace
 from thinkrank.distill.teacher import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, Job, TeacherSettings
 from thinkrank.engines.base import Engine, Generation, GenerationRequest, single_token_id
-from thinkrank.prompts.rank1 import THINK_CLOSE
+from thinkrank.prompts.rank1 import FORCED_CLOSE, THINK_CLOSE
 from thinkrank.rerankers.truncation import cut_to_last_sentence
-
-FORCED_CLOSE = "\n" + THINK_CLOSE
 
 
 class EngineTeacher:

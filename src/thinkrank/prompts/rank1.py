@@ -17,7 +17,10 @@ RANK1_PROMPT = (
     "Passage: {passage}\n"
     "<think>"
 )
-THINK_CLOSE = "</think>"
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+# How a chain is closed when Rank1 closes it itself: after a chain cut at the budget, or at once
+# when reasoning is off. Teachers, training data and inference must all use the same bytes.
+FORCED_CLOSE = "\n" + THINK_CLOSE
 PLACEHOLDER = "FILL_QUERY_HERE"
 
 _SUPPORT_REFUTE = (

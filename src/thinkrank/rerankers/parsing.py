@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from thinkrank.errors import InvalidInputError
+from thinkrank.prompts.rank1 import THINK_CLOSE, THINK_OPEN
 
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 _BRACKETED = re.compile(r"\[\s*([0-9]+)\s*\]")
 _BARE = re.compile(r"[0-9]+")

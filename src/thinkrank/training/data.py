@@ -19,10 +19,9 @@ from typing import Any
 
 from thinkrank.datasets._io import iter_jsonl
 from thinkrank.errors import InvalidInputError
-from thinkrank.prompts.rank1 import THINK_CLOSE
+from thinkrank.prompts.rank1 import FORCED_CLOSE, THINK_CLOSE
 
 IGNORE = -100  # label of tokens without loss (PyTorch's cross-entropy ignore_index)
-NO_CHAIN = "\n" + THINK_CLOSE
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ def without_reasoning(example: SFTExample) -> SFTExample:
     """
     if example.answer not in ("true", "false"):
         raise InvalidInputError(f"--reasoning off needs completions ending in '</think> true|false'; got {example.completion[-60:]!r}")
-    return SFTExample(example.prompt, f"{NO_CHAIN} {example.answer}", example.answer)
+    return SFTExample(example.prompt, f"{FORCED_CLOSE} {example.answer}", example.answer)
 
 
 def tokenize(tokenizer: Any, example: SFTExample, add_eos: bool = True) -> dict[str, list[int]]:

@@ -6,10 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from thinkrank.errors import ModelLoadError, require
-from thinkrank.prompts.rank1 import THINK_CLOSE
+from thinkrank.prompts.rank1 import THINK_CLOSE, THINK_OPEN
 from thinkrank.training.config import TrainConfig
 
-THINK_OPEN = "<think>"
 THINK_TOKENS = (THINK_OPEN, THINK_CLOSE)
 
 
