@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from thinkrank._sqlite import select_in
 from thinkrank.errors import InvalidInputError
 from thinkrank.rerankers.base import RequestLike, Reranker, RerankRequest, as_request
 from thinkrank.rerankers.pointwise import Pair
@@ -128,13 +129,8 @@ class JudgmentCache:
     # ---- reading and writing ------------------------------------------------------------------
     def get(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
         """The stored values of those ``keys`` that are in the cache."""
-        keys = list(dict.fromkeys(keys))
-        found: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
-            part = keys[start : start + 500]
-            rows = self._db.execute(f"SELECT key, value FROM entries WHERE key IN ({','.join('?' * len(part))})", part)
-            found.update((k, json.loads(v)) for k, v in rows)
-        return found
+        rows = select_in(self._db, "SELECT key, value FROM entries WHERE key IN ({marks})", keys)
+        return {k: json.loads(v) for k, v in rows}
 
     def put(self, kind: str, settings: dict[str, Any], items: Sequence[tuple[str, dict[str, Any]]]) -> None:
         """Store ``(key, value)`` items and log their computation, all in one durable transaction.

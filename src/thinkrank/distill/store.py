@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from thinkrank._sqlite import select_in
 from thinkrank.distill.records import Trace
 from thinkrank.errors import InvalidInputError
 
@@ -99,28 +100,16 @@ class TraceStore:
 
     def existing(self, keys: Iterable[str]) -> set[str]:
         """The subset of ``keys`` already stored."""
-        found: set[str] = set()
-        keys = list(keys)
         with self._lock:
-            for start in range(0, len(keys), 500):
-                chunk = keys[start:start + 500]
-                marks = ",".join("?" * len(chunk))
-                found.update(r[0] for r in self._db.execute(f"SELECT key FROM traces WHERE key IN ({marks})", chunk))
-        return found
+            return {row[0] for row in select_in(self._db, "SELECT key FROM traces WHERE key IN ({marks})", keys)}
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Trace]:
         """The stored traces among ``keys``."""
-        out: dict[str, Trace] = {}
-        keys = list(keys)
+        query = ("SELECT key, reasoning, answer_text, finish_reason, prompt_tokens, completion_tokens, extra "
+                 "FROM traces WHERE key IN ({marks})")
         with self._lock:
-            for start in range(0, len(keys), 500):
-                chunk = keys[start:start + 500]
-                marks = ",".join("?" * len(chunk))
-                query = ("SELECT key, reasoning, answer_text, finish_reason, prompt_tokens, completion_tokens, extra "
-                         f"FROM traces WHERE key IN ({marks})")
-                for key, reasoning, answer, finish, pt, ct, extra in self._db.execute(query, chunk):
-                    out[key] = Trace(reasoning, answer, finish, pt, ct, json.loads(extra))
-        return out
+            return {key: Trace(reasoning, answer, finish, pt, ct, json.loads(extra))
+                    for key, reasoning, answer, finish, pt, ct, extra in select_in(self._db, query, keys)}
 
     def count(self, settings: str | None = None) -> int:
         """How many traces are stored (under one settings digest, when given)."""
