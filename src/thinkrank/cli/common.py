@@ -42,3 +42,40 @@ def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(130)
 
     return wrapper
+
+
+class ProgressBar:
+    """A rich progress bar on stderr, nothing when ``quiet``. Drive it as a ``progress(done, total)``
+    callback (what rerankers and the evaluation call) or with ``advance(n)`` against ``total``."""
+
+    def __init__(self, label: str, quiet: bool, *, total: int | None = None, transient: bool = False) -> None:
+        self.label, self.quiet, self.total, self.transient = label, quiet, total, transient
+        self.bar: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> ProgressBar:
+        if not self.quiet:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                console=Console(stderr=True), transient=self.transient)
+            self.bar.__enter__()
+            if self.total is not None:
+                self.task = self.bar.add_task(self.label, total=self.total)
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            return
+        if self.task is None:
+            self.task = self.bar.add_task(self.label, total=total)
+        self.bar.update(self.task, completed=done, total=total)
+
+    def advance(self, n: int = 1) -> None:
+        if self.bar is not None and self.task is not None:
+            self.bar.advance(self.task, n)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from thinkrank.cli.common import Switch, fail, friendly_errors
+from thinkrank.cli.common import ProgressBar, Switch, fail, friendly_errors
 
 distill_app = typer.Typer(
     name="distill", no_args_is_help=True, add_completion=False,
@@ -166,8 +166,8 @@ def _generate(**o: Any) -> None:
     with TraceStore(o["store"]) as store:
         report = None
         if o["teacher"] != TeacherKind.batch or o["batch_results"]:
-            with _progress(len(jobs), o["quiet"]) as advance:
-                report = generate_traces(jobs, teacher, store, progress=advance)
+            with ProgressBar("traces", o["quiet"], total=len(jobs)) as bar:
+                report = generate_traces(jobs, teacher, store, progress=bar.advance)
             _report_generation(report, teacher)
         if o["teacher"] == TeacherKind.batch and o["batch_requests"]:
             from thinkrank.distill.batch import write_batch_requests
@@ -307,26 +307,3 @@ def _table(title: str, header: list[str], rows: list[list[Any]]) -> None:
     for row in rows:
         table.add_row(*[f"{v:,}" if isinstance(v, int) else str(v) for v in row])
     Console(stderr=True).print(table)
-
-
-class _progress:
-    """A rich progress bar on stderr (nothing with --quiet); the context value advances it."""
-
-    def __init__(self, total: int, quiet: bool) -> None:
-        self.total, self.quiet, self.bar = total, quiet, None
-
-    def __enter__(self) -> Any:
-        if self.quiet:
-            return None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.bar = Progress(TextColumn("traces"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                            console=Console(stderr=True))
-        self.bar.start()
-        task = self.bar.add_task("traces", total=self.total)
-        return lambda n: self.bar.advance(task, n)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()

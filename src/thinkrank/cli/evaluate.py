@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from thinkrank.cli.common import Switch, fail, friendly_errors
+from thinkrank.cli.common import ProgressBar, Switch, fail, friendly_errors
 from thinkrank.cli.rerank import Mode
 
 EVALUATE_HELP = """Evaluate a first-stage run on a collection, reranked by a reasoning reranker or as it is.
@@ -100,7 +100,7 @@ def _evaluate(**opts: Any) -> None:
     say = _Say(opts["quiet"])
     say(f"{collection.name}: {len(qids)} queries, top {opts['top_k']} of {first_stage.name}; output in {output}")
     reranker, cache = None, None
-    progress = _progress(opts["quiet"])
+    progress = ProgressBar("judging", opts["quiet"])
     try:
         if opts["model"]:
             cache = JudgmentCache(opts["cache"] or output / "judgments.sqlite")  # a bad file fails before the model loads
@@ -198,34 +198,6 @@ def _print_table(result: Any) -> None:
             row += [f"{after:.4f}", f"[{colour}]{after - before:+.4f}[/]", f"{test.p_value:.3f}" if test else "–"]
         table.add_row(*row)
     console.print(table)
-
-
-class _progress:
-    """A rich progress bar over judgments on stderr, as a ``progress(done, total)`` callback."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet, self.bar, self.task = quiet, None, None
-
-    def __enter__(self) -> _progress:
-        if not self.quiet:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("judging"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                console=Console(stderr=True))
-            self.bar.__enter__()
-        return self
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.bar is None:
-            return
-        if self.task is None:
-            self.task = self.bar.add_task("judging", total=total)
-        self.bar.update(self.task, completed=done, total=total)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
 
 
 class _Say:

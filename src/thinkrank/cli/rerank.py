@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from thinkrank.cli.common import Switch, fail, friendly_errors
+from thinkrank.cli.common import ProgressBar, Switch, fail, friendly_errors
 
 
 class Mode(str, Enum):
@@ -99,7 +99,7 @@ def _rerank(**opts: Any) -> None:
     query_list = [QueryInput(opts["query"], "0")] if opts["query"] is not None else read_queries(opts["queries"])
     docs = read_docs(opts["docs"])
     requests = [RerankRequest(q.text, docs.for_query(q), q.id, q.instruction) for q in query_list]
-    with _progress(opts["quiet"]) as progress:
+    with ProgressBar("reranking", opts["quiet"], transient=True) as progress:
         reranker = _build_reranker(opts, progress)
         rankings = reranker.rerank_many(requests, top_n=opts["top_n"])
     _print(rankings, opts["output_format"])
@@ -149,38 +149,6 @@ def _build_reranker(opts: dict[str, Any], progress: Any) -> Any:
         opts["model"] or DEFAULT_MODEL, think_budget=opts["think_budget"], reasoning=opts["reasoning"] == Switch.on,
         prompt=opts["prompt"], instruction=opts["instruction"], **common,
     )
-
-
-class _progress:
-    """A rich progress bar on stderr, as a ``progress(done, total)`` callback."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.bar: Any = None
-        self.task: Any = None
-
-    def __enter__(self) -> _progress:
-        if not self.quiet:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(
-                TextColumn("reranking"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                console=Console(stderr=True), transient=True,
-            )
-            self.bar.__enter__()
-        return self
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.bar is None:
-            return
-        if self.task is None:
-            self.task = self.bar.add_task("rerank", total=total)
-        self.bar.update(self.task, completed=done, total=total)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
 
 
 def _print(rankings: list[Any], fmt: Format) -> None:
