@@ -141,7 +141,6 @@ def train(config: TrainConfig, *, resume: bool = True, progress: bool = True,
     trainer = Trainer(model=model, args=args, train_dataset=data.rows,
                       data_collator=PadCollator(tokenizer.pad_token_id), callbacks=[LossLog()])
     state = trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_model(str(output / "checkpoints" / "last"))  # the final adapter, even between save_steps
 
     adapter = output / "adapter"
     model.save_pretrained(str(adapter))
