@@ -57,19 +57,16 @@ def train(
 
 @friendly_errors
 def _train(**o: Any) -> None:
+    from dataclasses import fields
+
     from thinkrank.training import TrainConfig, train as run_training
 
+    # The options are named after TrainConfig's fields; only these two change form.
     targets = o["target_modules"]
-    config = TrainConfig(
-        model=o["model"], data=o["data"], output=o["output"], reasoning=o["reasoning"] == Switch.on,
-        lora_rank=o["lora_rank"], lora_alpha=o["lora_alpha"], lora_dropout=o["lora_dropout"],
-        target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()],
-        think_tokens=o["think_tokens"], learning_rate=o["learning_rate"], batch_size=o["batch_size"],
-        micro_batch_size=o["micro_batch_size"], epochs=o["epochs"], max_steps=o["max_steps"],
-        warmup_ratio=o["warmup_ratio"], scheduler=o["scheduler"], cutoff_len=o["cutoff_len"], dtype=o["dtype"],
-        gradient_checkpointing=o["gradient_checkpointing"], save_steps=o["save_steps"], seed=o["seed"],
-        merge=o["merge"], device=o["device"],
-    )
+    settings = {f.name: o[f.name] for f in fields(TrainConfig) if f.name in o}
+    settings["reasoning"] = o["reasoning"] == Switch.on
+    settings["target_modules"] = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
+    config = TrainConfig(**settings)
     result = run_training(config, resume=o["resume"], progress=not o["quiet"])
     say = lambda m: typer.echo(m, err=True)  # noqa: E731
     if result.resumed_from:

@@ -99,8 +99,11 @@ def load_tokenizer(ref: ModelRef) -> Any:
     return tok
 
 
-def load_causal_lm(ref: ModelRef, *, device: str, dtype: Any) -> Any:
-    """Load the model for inference on ``device`` (weights in ``dtype``), adapter applied."""
+def load_causal_lm(ref: ModelRef, *, device: str, dtype: Any, vocab_size: int | None = None) -> Any:
+    """Load the model for inference on ``device`` (weights in ``dtype``), adapter applied.
+
+    ``vocab_size``: the length of the tokenizer in use; an adapter trained with added tokens
+    needs the base's embedding table grown to it before the adapter loads."""
     from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = {"dtype": dtype}
@@ -112,11 +115,8 @@ def load_causal_lm(ref: ModelRef, *, device: str, dtype: Any) -> Any:
         raise _hub_hint(ref, exc) from exc
     if ref.adapter:
         peft = require("peft", "train")
-        if _has_tokenizer(Path(ref.adapter)):
-            # The adapter's vocabulary may be larger than the base's (added think tokens).
-            vocab = len(load_tokenizer(ref))
-            if vocab > model.get_input_embeddings().weight.shape[0]:
-                model.resize_token_embeddings(vocab, mean_resizing=False)
+        if vocab_size is not None and vocab_size > model.get_input_embeddings().weight.shape[0]:
+            model.resize_token_embeddings(vocab_size, mean_resizing=False)
         model = peft.PeftModel.from_pretrained(model, ref.adapter).merge_and_unload()
     return model.to(device).eval()
 

@@ -84,7 +84,7 @@ class TransformersEngine:
             ref: ModelRef = resolve_model(model)
             self.model_name = ref.display
             hf_tok = tokenizer or load_tokenizer(ref)
-            self.model = load_causal_lm(ref, device=self.device, dtype=torch_dtype)
+            self.model = load_causal_lm(ref, device=self.device, dtype=torch_dtype, vocab_size=len(hf_tok))
         else:
             if tokenizer is None:
                 raise InvalidInputError("a loaded model needs its tokenizer: TransformersEngine(model, tokenizer=tok)")
