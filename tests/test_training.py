@@ -246,3 +246,18 @@ def test_training_teaches_smollm2_a_held_out_relevance_task(smollm2_path, tmp_pa
     after = _accuracy(result.model, held_out)
     assert before <= 0.6, before  # measured: 0.50 (it answers false to everything)
     assert after >= 0.9, after  # measured: 1.00 after 24 steps (about a minute on 2 cores)
+
+
+# ---- the command line ---------------------------------------------------------------------------
+def test_train_cli_reports_bad_input_in_one_line(tmp_path, tiny_qwen_path):
+    from tests.test_cli_rerank import run_cli
+
+    missing = run_cli("train", "--model", str(tiny_qwen_path), "--data", str(tmp_path / "nope.jsonl"),
+                      "--output", str(tmp_path / "run"), check=False)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert "training data not found" in missing.stderr and "distill filter" in missing.stderr
+    bad = _write(tmp_path / "bad.jsonl", [{"prompt": "p"}])
+    proc = run_cli("train", "--model", str(tiny_qwen_path), "--data", str(bad), "--output", str(tmp_path / "run"),
+                   "--lora-rank", "0", check=False)
+    assert proc.returncode == 2 and "lora_rank must be >= 1" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()  # nothing started
