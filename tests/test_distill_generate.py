@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 
 from thinkrank.distill.api_teacher import APITeacher
 from thinkrank.distill.batch import BatchResults, write_batch_requests
-from thinkrank.distill.engine_teacher import FORCED_CLOSE, EngineTeacher
+from thinkrank.distill.engine_teacher import EngineTeacher
 from thinkrank.distill.generate import collect_traces, generate_traces, make_jobs
 from thinkrank.distill.records import LabeledPair, Trace
 from thinkrank.distill.store import TraceStore
@@ -24,7 +24,6 @@ from thinkrank.distill.teacher import TeacherSettings
 from thinkrank.engines.base import GenerationRequest
 from thinkrank.errors import EngineError, InvalidInputError
 from thinkrank.prompts.rank1 import build_rank1_prompt
-from thinkrank.rerankers.truncation import cut_to_last_sentence
 from thinkrank.testing.server import EngineServer, ServerOptions, serving
 
 MODEL = "teacher-test"
@@ -363,7 +362,12 @@ def test_the_engine_teacher_writes_traces_with_smollm2(smollm2_engine, tmp_path)
         if gen.stop_reason == "stop":
             context, finish = prompt + gen.text + "</think>", "stop"
         else:
-            context, finish = prompt + cut_to_last_sentence(gen.text) + FORCED_CLOSE, "forced"
+            # The released rule: strip, cut after the last . ! or ? unless it ends with one, strip.
+            chain = gen.text.rstrip()
+            last = max(chain.rfind("."), chain.rfind("!"), chain.rfind("?"))
+            if not chain.endswith((".", "!", "?")) and last != -1:
+                chain = chain[: last + 1]
+            context, finish = prompt + "\n" + chain.strip() + "\n</think>", "forced"
         lp = smollm2_engine.next_token_logprobs([context], [true_id, false_id])[0]
         assert record["finish_reason"] == finish
         assert record["answer_text"] == ("true" if lp[true_id] >= lp[false_id] else "false")

@@ -16,8 +16,7 @@ from collections.abc import Iterator, Sequence
 from thinkrank.distill.records import Trace
 from thinkrank.distill.teacher import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, Job, TeacherSettings
 from thinkrank.engines.base import Engine, Generation, GenerationRequest, single_token_id
-from thinkrank.prompts.rank1 import FORCED_CLOSE, THINK_CLOSE
-from thinkrank.rerankers.truncation import cut_to_last_sentence
+from thinkrank.prompts.rank1 import THINK_CLOSE, cut_forced_chain, forced_close
 
 
 class EngineTeacher:
@@ -63,13 +62,15 @@ class EngineTeacher:
         finish: list[str] = []
         for gen in gens:
             closed = gen.stopped
-            chains.append(gen.text if closed else cut_to_last_sentence(gen.text))
+            chains.append(gen.text if closed else cut_forced_chain(gen.text))
             finish.append("stop" if closed else ("forced" if self.force_answer else ("length" if gen.stop_reason == "length" else gen.stop_reason)))
         # Answers the engine could not read in the same pass come from one more batched pass.
         # A forced answer always needs its own pass: it follows the cut chain and the forced close.
         late_idx = [i for i, g in enumerate(gens)
                     if finish[i] == "forced" or (finish[i] == "stop" and g.answer_logprobs is None)]
-        contexts = [chunk[i].prompt + chains[i] + (THINK_CLOSE if finish[i] == "stop" else FORCED_CLOSE) for i in late_idx]
+        # The same forced answer as Rank1 (the released rule, in one function).
+        contexts = [chunk[i].prompt + (chains[i] + THINK_CLOSE if finish[i] == "stop" else forced_close(gens[i].text))
+                    for i in late_idx]
         late = dict(zip(late_idx, self.engine.next_token_logprobs(contexts, [self.true_id, self.false_id]))) if contexts else {}
         out = []
         for i, gen in enumerate(gens):

@@ -9,6 +9,11 @@ An engine does two things, both on raw text prompts (templates are applied by ca
   after each prompt (reasoning off, forced answers, distillation filters).
 
 Exact means read from the full softmax over the vocabulary, never from a top-k list.
+
+Stops: a ``GenerationRequest``'s stop strings end a continuation whether they are plain text or
+a single special token (the released Rank1 models' ``</think>``), and ``Generation.stop_reason``
+tells a matched stop (``"stop"``) from end-of-sequence (``"eos"``) and the budget (``"length"``).
+Every engine reports its ``context_length`` so prompts can be fitted to it.
 """
 
 from __future__ import annotations
@@ -79,6 +84,11 @@ class Engine(Protocol):
 
     @property
     def tokenizer(self) -> Tokenizer: ...
+
+    @property
+    def context_length(self) -> int | None:
+        """The most tokens (prompt plus generated) the model takes; None when unknown."""
+        ...
 
     def generate(
         self, requests: Sequence[GenerationRequest], progress: Progress | None = None

@@ -12,6 +12,17 @@ log-probs **renormalised over the requested ids**. ``generate`` never scores ans
 same pass (``answer_logprobs`` is None); Rank1 then asks ``next_token_logprobs`` for
 prompt + chain + ``</think>``, which a prefix-caching server answers from its cache.
 
+Think tokens and stops. In the released Rank1 models ``<think>``/``</think>`` are added
+*special* tokens, and vLLM/SGLang servers decode with special tokens skipped by default, so the
+stop string ``</think>`` would never appear and every chain would run to the budget. Generation
+requests therefore ask for ``skip_special_tokens: false`` (and no spaces inserted around special
+tokens) unless ``keep_special_tokens=False``. And a chain must be told apart from one the model
+ended with end-of-sequence: vLLM says which stop matched (``stop_reason``), SGLang too
+(``matched_stop``), but llama.cpp-style servers answer ``finish_reason: "stop"`` for both. So
+before the first generation with stop strings the engine sends one 1-token probe; when the
+server's answer carries neither field, stop strings are not sent at all and are found in the
+text here, so "stop" can only mean end-of-sequence (``server_stops`` forces either way).
+
 A local tokenizer is needed to count and cut passages and to find single-token answer ids.
 """
 
@@ -19,6 +30,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -33,6 +45,12 @@ _CHAT_MEMORY = 4096  # rendered chat prompts remembered for chat mode
 _TOKEN_ID = re.compile(r"token_id:(\d+)")  # vLLM's `return_tokens_as_token_ids` spelling
 # Sent with every request so a server's own defaults cannot truncate or penalise the distribution.
 _PLAIN = {"top_p": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.0}
+# vLLM/SGLang sampling fields that keep special tokens (the released <think>, </think>) in the text.
+_KEEP_SPECIAL = {"skip_special_tokens": False, "spaces_between_special_tokens": False}
+# Choice fields in which a server says which stop string ended a completion (None: end-of-sequence).
+_STOP_FIELDS = ("stop_reason", "matched_stop")
+# A tokenizer's model_max_length above this is transformers' "no limit" placeholder.
+_NO_LIMIT = 10**8
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -54,7 +72,15 @@ class OpenAIEngine:
             messages, others as one user message. ``next_token_logprobs`` always uses
             ``/v1/completions``.
         extra_body: extra JSON fields sent with every request (server-specific sampling
-            options, e.g. ``{"skip_special_tokens": False}`` for vLLM).
+            options, e.g. ``{"top_k": -1}``); they override the engine's own.
+        keep_special_tokens: ask generation requests for ``skip_special_tokens: false`` and
+            ``spaces_between_special_tokens: false`` (vLLM, SGLang), so a special ``</think>``
+            shows in the text and ends the chain.
+        server_stops: trust the server to say whether a stop string or end-of-sequence ended a
+            completion (True), or never send stop strings and find them in the text (False);
+            None: probe the server once (see the module docstring).
+        context_length: the served model's context in tokens; default: what ``GET /models``
+            reports (vLLM's ``max_model_len``), else the tokenizer's ``model_max_length``.
 
     Raises:
         InvalidInputError: no base URL, or a bad option value.
@@ -76,6 +102,9 @@ class OpenAIEngine:
         timeout: float = 600.0,
         chat: bool = False,
         extra_body: dict[str, Any] | None = None,
+        keep_special_tokens: bool = True,
+        server_stops: bool | None = None,
+        context_length: int | None = None,
     ) -> None:
         openai = require("openai", "openai")
         base_url = base_url or os.environ.get("OPENAI_BASE_URL")
@@ -92,6 +121,12 @@ class OpenAIEngine:
         self.base_url = base_url.rstrip("/")
         self.concurrency, self.max_retries, self.chat = concurrency, max_retries, chat
         self.extra_body = dict(extra_body or {})
+        self.keep_special_tokens = keep_special_tokens
+        if context_length is not None and context_length < 1:
+            raise InvalidInputError(f"context_length must be >= 1, got {context_length}")
+        self._context_length = context_length
+        self._server_stops = server_stops
+        self._probe_lock = threading.Lock()
         self._openai = openai
         self.client = openai.OpenAI(
             base_url=self.base_url,
@@ -105,6 +140,47 @@ class OpenAIEngine:
     @property
     def tokenizer(self) -> Any:
         return self._tok
+
+    @property
+    def context_length(self) -> int | None:
+        """The served model's context length in tokens (None when nothing reports it)."""
+        if self._context_length is None:
+            self._context_length = self._served_context() or _tokenizer_context(self._tok)
+        return self._context_length
+
+    def _served_context(self) -> int | None:
+        try:
+            models = self._call(lambda: self.client.models.list(), "models")
+        except EngineError:
+            return None
+        for entry in getattr(models, "data", []) or []:
+            if getattr(entry, "id", None) == self.model_name:
+                value = (entry.model_extra or {}).get("max_model_len")
+                return int(value) if isinstance(value, int) and value > 0 else None
+        return None
+
+    def server_reports_stops(self) -> bool:
+        """Whether the server says which stop ended a completion (vLLM's ``stop_reason``,
+        SGLang's ``matched_stop``); asked once with a 1-token probe, then remembered."""
+        with self._probe_lock:
+            if self._server_stops is None and self.chat:  # a chat-only server: no probe, stops found here
+                self._server_stops = False
+            if self._server_stops is None:
+                resp = self._call(
+                    lambda: self.client.completions.create(
+                        model=self.model_name, prompt="Hello", max_tokens=1, temperature=0.0, stop=["\n\n"],
+                        **_PLAIN, **self._extra({}),
+                    ),
+                    "completions (stop probe)",
+                )
+                extra = resp.choices[0].model_extra or {}
+                self._server_stops = any(key in extra for key in _STOP_FIELDS)
+            return self._server_stops
+
+    def _extra(self, own: dict[str, Any]) -> dict[str, Any]:
+        """``extra_body`` for a request: the engine's own fields, then the user's over them."""
+        body = {**own, **self.extra_body}
+        return {"extra_body": body} if body else {}
 
     def close(self) -> None:
         """Close the HTTP connections."""
@@ -138,12 +214,13 @@ class OpenAIEngine:
         options: dict[str, Any] = {
             "model": self.model_name, "max_tokens": req.max_tokens, "temperature": req.temperature, **_PLAIN,
         }
-        if req.stop:
+        # Stops go to the server only when it will say whether one of them ended the completion.
+        server_stops = bool(req.stop) and self.server_reports_stops()
+        if server_stops:
             options["stop"] = list(req.stop)
         if req.seed is not None:
             options["seed"] = req.seed
-        if self.extra_body:
-            options["extra_body"] = self.extra_body
+        options.update(self._extra(_KEEP_SPECIAL if self.keep_special_tokens else {}))
         if self.chat:
             messages = self._chats.get(req.prompt) or [{"role": "user", "content": req.prompt}]
             resp = self._call(lambda: self.client.chat.completions.create(messages=messages, **options), "chat/completions")
@@ -153,10 +230,11 @@ class OpenAIEngine:
             resp = self._call(lambda: self.client.completions.create(prompt=req.prompt, **options), "completions")
             choice = resp.choices[0]
             text = choice.text or ""
-        reason = _stop_reason(choice.finish_reason, choice.model_extra or {}, req.stop, self.base_url)
+        reason = _stop_reason(choice.finish_reason, choice.model_extra or {}, server_stops, self.base_url)
         cut = [text.find(s) for s in req.stop if s in text]
-        if cut:  # the API promises text without the stop string; enforce it for every server
+        if cut:  # stops found here (not sent, or a server that returned them): cut and count here
             text, reason = text[: min(cut)], "stop"
+            return Generation(text, reason, len(self._tok.encode(text)), len(self._tok.encode_prompt(req.prompt)))
         usage = resp.usage
         if usage is None:  # the server reports no counts: count with the local tokenizer
             return Generation(text, reason, len(self._tok.encode(text)), len(self._tok.encode_prompt(req.prompt)))
@@ -188,7 +266,7 @@ class OpenAIEngine:
         return renormalise(reading.logprobs, ids, where)
 
     def _restricted(self, prompt: str, allowed: list[int], names: dict[str, int]) -> Reading:
-        options: dict[str, Any] = {"extra_body": self.extra_body} if self.extra_body else {}
+        options = self._extra({})
         resp = self._call(
             lambda: self.client.completions.create(
                 model=self.model_name, prompt=prompt, max_tokens=1, temperature=0.0, logprobs=len(allowed),
@@ -278,18 +356,29 @@ def _token_id(token: str, names: dict[str, int]) -> int | None:
     return int(match.group(1)) if match else names.get(token)
 
 
-def _stop_reason(finish: str | None, extra: dict[str, Any], stops: Sequence[str], base_url: str) -> str:
+def _stop_reason(finish: str | None, extra: dict[str, Any], stops_sent: bool, base_url: str) -> str:
     """Map the server's finish reason to ``stop``/``eos``/``length``. vLLM says which stop ended a
     completion in ``stop_reason`` (the string, or None for end-of-sequence), SGLang in
-    ``matched_stop``; other servers only say "stop", read as a stop string when one was asked."""
+    ``matched_stop``. A server that says neither was sent no stop strings (see the module
+    docstring), so its "stop" is end-of-sequence."""
     if finish == "length":
         return "length"
     if finish != "stop":
         raise EngineError(f"the server at {base_url} ended a completion with finish_reason={finish!r}")
-    for key in ("stop_reason", "matched_stop"):
+    for key in _STOP_FIELDS:
         if key in extra:
             return "stop" if isinstance(extra[key], str) else "eos"
-    return "stop" if stops else "eos"
+    if stops_sent:
+        raise EngineError(
+            f"the server at {base_url} ended a completion with finish_reason='stop' without saying whether a stop "
+            "string or end-of-sequence ended it; pass server_stops=False so stops are found client-side"
+        )
+    return "eos"
+
+
+def _tokenizer_context(tok: Any) -> int | None:
+    value = getattr(tok.hf, "model_max_length", None)
+    return int(value) if isinstance(value, int) and 0 < value < _NO_LIMIT else None
 
 
 def _status_message(exc: Any, endpoint: str, base_url: str, model: str, retries: int) -> str:

@@ -19,6 +19,10 @@ from thinkrank.engines.loading import ModelRef, load_causal_lm, load_tokenizer, 
 from thinkrank.errors import InvalidInputError
 
 
+# Config fields that hold a model's context length, in the order transformers models use them.
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
+
 class HFTokenizer:
     """Adapter giving a transformers tokenizer the :class:`~thinkrank.engines.base.Tokenizer`
     protocol: ``encode`` never adds special tokens (prompts get them once, at the front)."""
@@ -59,6 +63,8 @@ class TransformersEngine:
         device: ``"cuda"``, ``"cpu"``, … (default: CUDA when available).
         dtype: torch dtype name; default bfloat16 on GPU, float32 on CPU.
         batch_size: most sequences decoded together; ``max_batch_tokens`` caps padded tokens.
+        context_length: the most tokens per sequence (default: the model config's
+            ``max_position_embeddings``).
     """
 
     name = "transformers"
@@ -72,6 +78,7 @@ class TransformersEngine:
         dtype: str | None = None,
         batch_size: int | None = None,
         max_batch_tokens: int = 32768,
+        context_length: int | None = None,
     ) -> None:
         import torch
 
@@ -98,6 +105,17 @@ class TransformersEngine:
         eos = self.model.generation_config.eos_token_id if self.model.generation_config else None
         eos = eos if isinstance(eos, list) else [eos]
         self._eos = {e for e in eos + [hf_tok.eos_token_id] if e is not None}
+        if context_length is not None and context_length < 1:
+            raise InvalidInputError(f"context_length must be >= 1, got {context_length}")
+        config = self.model.config
+        self._context_length = context_length or next(
+            (v for k in _CONTEXT_KEYS if isinstance(v := getattr(config, k, None), int) and v > 0), None
+        )
+
+    @property
+    def context_length(self) -> int | None:
+        """The most tokens (prompt plus generated) per sequence."""
+        return self._context_length
 
     @property
     def tokenizer(self) -> HFTokenizer:

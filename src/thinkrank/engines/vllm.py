@@ -52,7 +52,10 @@ def sampling_kwargs(request: GenerationRequest) -> dict[str, Any]:
         "repetition_penalty": 1.0,
         "stop": list(request.stop),
         "seed": request.seed if request.temperature > 0 else None,
-        "skip_special_tokens": False,  # as the transformers engine decodes
+        # The released Rank1 models' </think> is a special token: keep it in the text (as the
+        # transformers engine decodes) so the stop string can match it, with no spaces around it.
+        "skip_special_tokens": False,
+        "spaces_between_special_tokens": False,
         "include_stop_str_in_output": False,
     }
 
@@ -163,6 +166,13 @@ class VLLMEngine:
     @property
     def tokenizer(self) -> Any:
         return self._tok
+
+    @property
+    def context_length(self) -> int | None:
+        """vLLM's ``max_model_len`` for the loaded model."""
+        config = getattr(getattr(self.llm, "llm_engine", None), "model_config", None)
+        value = getattr(config, "max_model_len", None)
+        return int(value) if isinstance(value, int) else None
 
     def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
         hf = self._tok.hf

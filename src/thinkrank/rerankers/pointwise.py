@@ -2,9 +2,14 @@
 
 For each pair the model continues the Rank1 prompt (ending in ``<think>``) until ``</think>``;
 the score is p(" true") / (p(" true") + p(" false")) from the exact log-probabilities of those
-two tokens right after ``</think>``. A chain that does not close within ``think_budget`` is cut
-to its last full sentence, closed with ``"\\n</think>"`` and scored the same way (``forced``).
-With ``reasoning=False`` the prompt is closed at once (``<think>\\n</think>``): one forward pass.
+two tokens right after ``</think>``. A chain that does not close by itself (the budget ran out,
+or the model ended it with end-of-sequence) gets the released code's forced answer
+(:func:`~thinkrank.prompts.rank1.forced_close`): cut after its last ``.``/``!``/``?``, scored
+after ``prompt + "\\n" + chain + "\\n</think>"`` (``forced``). With ``reasoning=False`` the
+prompt is closed at once with ``reasoning_close`` (default ``"\\n</think>"``): one forward pass.
+
+Prompts are fitted to the engine's context: the passage is cut so that prompt, budget and the
+forced answer fit (``truncated``); a query and template that alone do not fit are an error.
 """
 
 from __future__ import annotations
@@ -17,9 +22,20 @@ from typing import Any
 from thinkrank.engines import Engine, GenerationRequest, load_engine, single_token_id
 from thinkrank.engines.loading import DEFAULT_MODEL
 from thinkrank.errors import InvalidInputError
-from thinkrank.prompts.rank1 import FORCED_CLOSE, THINK_CLOSE, Rank1Prompt, resolve_template
+from thinkrank.prompts.rank1 import (
+    THINK_CLOSE,
+    Rank1Prompt,
+    cut_forced_chain,
+    forced_close,
+    resolve_reasoning_close,
+    resolve_template,
+)
 from thinkrank.rerankers.base import RequestLike, Reranker, as_request
-from thinkrank.rerankers.truncation import cut_to_last_sentence, truncate_passage
+from thinkrank.rerankers.truncation import truncate_passage
+
+# Tokens kept free beyond prompt and budget: the forced answer's "\n", "\n</think>" and the
+# answer token, plus slack for tokens merging differently at the passage's edges.
+_CONTEXT_RESERVE = 8
 from thinkrank.types import Document, Judgment, Ranking, as_documents, check_query
 
 
@@ -55,6 +71,10 @@ class Rank1(Reranker):
             flagged ``truncated``.
         temperature / seed: greedy by default; sampling is reproducible with a seed.
         true_token / false_token: the answer words (single tokens, with their leading space).
+        reasoning_close: with reasoning off, the bytes that close the empty think block:
+            ``"newline"`` (``"\\n</think>"``, default), ``"bare"`` (``"</think>"``),
+            ``"empty-chain"`` (``"\\n\\n</think>"``) or the literal text. The released code has no
+            reasoning-off mode, and the choice changes scores.
         engine_options: passed to the engine's constructor.
     """
 
@@ -72,6 +92,7 @@ class Rank1(Reranker):
         seed: int | None = None,
         true_token: str = " true",
         false_token: str = " false",
+        reasoning_close: str = "newline",
         progress: Callable[[int, int], None] | None = None,
         **engine_options: Any,
     ) -> None:
@@ -82,6 +103,7 @@ class Rank1(Reranker):
         if temperature < 0:
             raise InvalidInputError(f"temperature must be >= 0, got {temperature}")
         resolve_template(prompt)  # fail early on an unknown dataset name
+        self.reasoning_close = resolve_reasoning_close(reasoning_close)
         self.engine = load_engine(model, engine, **engine_options)
         self.think_budget = think_budget
         self.reasoning = reasoning
@@ -104,6 +126,8 @@ class Rank1(Reranker):
             "engine": self.engine.name,
             "think_budget": self.think_budget if self.reasoning else 0,
             "reasoning": self.reasoning,
+            **({} if self.reasoning else {"reasoning_close": self.reasoning_close}),
+            "forced_answer": "reference",
             "prompt": resolve_template(self.prompt),
             "instruction": self.instruction,
             "max_passage_tokens": self.max_passage_tokens,
@@ -133,25 +157,26 @@ class Rank1(Reranker):
             return []
         tracker = _Tracker(self.progress, len(work))
         if not self.reasoning:
-            closed = [w.prompt + FORCED_CLOSE for w in work]
+            closed = [w.prompt + self.reasoning_close for w in work]
             answers = self.engine.next_token_logprobs(closed, [self.true_id, self.false_id], tracker)
             counts = [len(self.engine.tokenizer.encode(w.prompt)) for w in work]
             return [self._judgment(w, lp, "", n, 0, False) for w, lp, n in zip(work, answers, counts)]
         gens = self.engine.generate([self._request(w, i) for i, w in enumerate(work)], tracker)
         # Chains that did not close (or whose close was not scored in the same pass) are
-        # scored together in one restricted next-token pass.
-        pending: dict[int, tuple[str, bool]] = {}
+        # scored together in one restricted next-token pass. Only a matched </think> closes a
+        # chain; end-of-sequence and the budget both get the reference's forced answer.
+        pending: dict[int, tuple[str, bool, str]] = {}
         for i, (w, g) in enumerate(zip(work, gens)):
-            if g.answer_logprobs is None:
-                chain = g.text if g.stopped else cut_to_last_sentence(g.text)
-                pending[i] = (chain, not g.stopped)
-        contexts = [
-            work[i].prompt + chain + (FORCED_CLOSE if forced else THINK_CLOSE) for i, (chain, forced) in pending.items()
-        ]
+            if g.answer_logprobs is None or not g.stopped:
+                if g.stopped:
+                    pending[i] = (g.text, False, w.prompt + g.text + THINK_CLOSE)
+                else:
+                    pending[i] = (cut_forced_chain(g.text), True, w.prompt + forced_close(g.text))
+        contexts = [context for _, _, context in pending.values()]
         late = dict(zip(pending, self.engine.next_token_logprobs(contexts, [self.true_id, self.false_id])))
         out = []
         for i, (w, g) in enumerate(zip(work, gens)):
-            chain, forced = pending.get(i, (g.text, False))
+            chain, forced, _ = pending.get(i, (g.text, False, ""))
             out.append(self._judgment(w, late.get(i, g.answer_logprobs), chain, g.prompt_tokens, g.num_tokens, forced))
         return out
 
@@ -159,8 +184,31 @@ class Rank1(Reranker):
     def _prepare(self, pair: Pair) -> _Work:
         instruction = " ".join(x for x in (pair.instruction, self.instruction) if x) or None
         template = Rank1Prompt.create(pair.query, self.prompt, instruction)
-        passage, truncated = truncate_passage(self.engine.tokenizer, pair.document.passage, self.max_passage_tokens)
+        limit = self._passage_limit(template)
+        passage, truncated = truncate_passage(self.engine.tokenizer, pair.document.passage, limit)
         return _Work(pair, template.render(passage), truncated)
+
+    def _passage_limit(self, template: Rank1Prompt) -> int | None:
+        """The most passage tokens that fit: ``max_passage_tokens``, lowered so that prompt,
+        budget and forced answer fit the engine's context.
+
+        Raises:
+            InvalidInputError: the query and template alone leave no room for a passage.
+        """
+        context = getattr(self.engine, "context_length", None)
+        if context is None:
+            return self.max_passage_tokens
+        tok = self.engine.tokenizer
+        frame = len(tok.encode(template.head)) + len(tok.encode(template.tail)) + 1  # +1: a BOS token
+        budget = self.think_budget if self.reasoning else 0
+        room = context - frame - budget - _CONTEXT_RESERVE
+        if room < 1:
+            raise InvalidInputError(
+                f"the query and template take {frame} tokens; with think_budget {budget} and {_CONTEXT_RESERVE} tokens "
+                f"for the answer they leave no room for a passage in the model's context of {context} tokens: "
+                "shorten the query or template, or lower think_budget"
+            )
+        return room if self.max_passage_tokens is None else min(room, self.max_passage_tokens)
 
     def _request(self, work: _Work, position: int) -> GenerationRequest:
         seed = None if self.seed is None else self.seed + position

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import re
-
 from thinkrank.engines.base import Tokenizer
-
-_SENTENCE_END = re.compile(r"[.!?。！？][\"')\]]*(?=\s|$)")
 
 
 def truncate_passage(tokenizer: Tokenizer, passage: str, max_tokens: int | None) -> tuple[str, bool]:
@@ -24,16 +20,3 @@ def truncate_passage(tokenizer: Tokenizer, passage: str, max_tokens: int | None)
     if len(ids) <= max_tokens and len(head) == len(passage):
         return passage, False
     return tokenizer.decode(ids[:max_tokens]).rstrip("\ufffd"), True
-
-
-def cut_to_last_sentence(text: str) -> str:
-    """``text`` up to its last complete sentence; with no sentence end, up to its last whole word.
-
-    Used when a chain runs out of budget: the paper closes such a chain after its last full
-    sentence before asking for the answer.
-    """
-    ends = list(_SENTENCE_END.finditer(text))
-    if ends:
-        return text[: ends[-1].end()]
-    space = max(text.rfind(" "), text.rfind("\n"))
-    return text[:space] if space > 0 else ""

@@ -121,3 +121,84 @@ def tiny_qwen_dir(
     if not target.exists():
         tmp.replace(target)
     return target
+
+
+QWEN_THINK_TOKENS = ("<think>", "</think>")
+
+
+def qwen_think_tokenizer():
+    """The Qwen2.5 tokenizer with ``<think>`` and ``</think>`` added as *special* tokens, as the
+    released Rank1 models have them (their training config: ``new_special_tokens:
+    "<think>,</think>"`` with ``resize_vocab: true``). A decoder that skips special tokens drops
+    them from its text."""
+    tok = qwen_tokenizer()
+    tok.add_tokens(list(QWEN_THINK_TOKENS), special_tokens=True)
+    return tok
+
+
+def tiny_qwen_think_dir(
+    writes: tuple[str, ...],
+    cache_dir: Path | None = None,
+    *,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    seed: int = 0,
+) -> Path:
+    """A random-weight Qwen2-shaped model over :func:`qwen_think_tokenizer` whose greedy chain
+    after ``<think>`` is exactly the tokens ``writes`` (each a single token, all distinct), e.g.
+    ``(" The", " passage", ".", "</think>")`` or ending in ``"<|endoftext|>"``.
+
+    How: the embedding of ``<think>`` and of each written token but the last is set to one of a
+    set of orthonormal directions, and the output row of the token that must follow it to the
+    same direction (embeddings and output layer untied). At random initialisation the layers add
+    little to the residual stream, so after such a token the last hidden state points along its
+    direction and the designed successor wins the argmax by a wide margin. Every other weight
+    stays random, so everything else, including the answer distribution after ``</think>``,
+    depends on the whole context as in any model.
+    """
+    import hashlib
+
+    key = hashlib.sha256("\x00".join(writes).encode()).hexdigest()[:10]
+    target = (cache_dir or default_cache_dir()) / f"tiny-qwen2-think-h{hidden_size}-l{num_layers}-s{seed}-{key}"
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tok = qwen_think_tokenizer()
+    chain = [QWEN_THINK_TOKENS[0], *writes]
+    ids = []
+    for piece in chain:
+        encoded = tok.encode(piece, add_special_tokens=False)
+        if len(encoded) != 1:
+            raise ValueError(f"{piece!r} is {len(encoded)} tokens for the Qwen2.5 tokenizer; each written piece must be one token")
+        ids.append(encoded[0])
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"the written tokens must be distinct, got {writes}")
+    config = Qwen2Config(
+        vocab_size=151936,
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 4,
+        num_hidden_layers=num_layers,
+        num_attention_heads=max(hidden_size // 32, 2),
+        num_key_value_heads=max(hidden_size // 64, 1),
+        max_position_embeddings=32768,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=151643,
+        pad_token_id=151643,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    generator = torch.Generator().manual_seed(seed)
+    directions = torch.linalg.qr(torch.randn(hidden_size, len(ids) - 1, generator=generator))[0].T
+    with torch.no_grad():
+        for k in range(len(ids) - 1):
+            model.model.embed_tokens.weight[ids[k]] = directions[k]
+            model.lm_head.weight[ids[k + 1]] = 2.0 * directions[k]
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    if not target.exists():
+        tmp.replace(target)
+    return target

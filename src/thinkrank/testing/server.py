@@ -8,12 +8,15 @@ cannot exercise exact answer scoring. This server runs real generation and real 
 * ``logprobs`` and ``logit_bias`` on one-token completions (the scoring requests thinkrank
   sends); longer completions with them are refused with HTTP 400 rather than half-served.
 * vLLM's extras: ``stop_reason`` in each choice (the matched stop string, None for
-  end-of-sequence).
+  end-of-sequence); ``max_model_len`` in ``/v1/models``; ``skip_special_tokens`` (default
+  true, as vLLM's): special tokens are left out of the text, and a stop string can only match
+  the text without them, so a special ``</think>`` never ends a completion unless the request
+  asks for ``skip_special_tokens: false``.
 
 Test knobs (:class:`ServerOptions`): fail the first N requests with a status code; report
 log-probs after ``logit_bias`` (``"processed"``, the OpenAI API's semantics) or before it
 (``"raw"``, vLLM V1's default); ignore ``logit_bias`` altogether (a server that cannot
-restrict). :class:`ServerStats` counts requests and the most in flight at once.
+restrict); leave ``stop_reason`` out (llama.cpp's servers only say ``"stop"``). :class:`ServerStats` counts requests and the most in flight at once.
 
 Run one: ``python -m thinkrank.testing.server MODEL_DIR --port 8000``.
 """
@@ -44,6 +47,7 @@ class ServerOptions:
     retry_after_ms: int | None = 20
     logprobs_mode: str = "processed"
     honour_logit_bias: bool = True
+    report_stop_reason: bool = True  # False: like llama.cpp, "stop" for a stop string and for end-of-sequence alike
 
 
 @dataclass
@@ -106,7 +110,10 @@ class EngineServer:
 
         @app.get("/v1/models")
         def models() -> dict[str, Any]:
-            return {"object": "list", "data": [{"id": self.model_name, "object": "model", "created": 0, "owned_by": "thinkrank"}]}
+            card = {"id": self.model_name, "object": "model", "created": 0, "owned_by": "thinkrank"}
+            if self.engine.context_length is not None:
+                card["max_model_len"] = self.engine.context_length
+            return {"object": "list", "data": [card]}
 
         @app.post("/v1/completions")
         def completions(body: dict[str, Any] = fastapi.Body(...)) -> dict[str, Any]:
@@ -115,6 +122,8 @@ class EngineServer:
             if not isinstance(prompt, str):
                 raise _Refused(400, "this test server takes one string prompt per request")
             choice, usage = self._complete(prompt, body)
+            if not self.options.report_stop_reason:
+                choice.pop("stop_reason")
             return _envelope("text_completion", self.model_name, choice, usage)
 
         @app.post("/v1/chat/completions")
@@ -150,6 +159,8 @@ class EngineServer:
             if max_tokens != 1:
                 raise _Refused(400, "this test server supports logprobs/logit_bias on one-token completions only")
             return self._one_token(prompt, body, stop, temperature, seed)
+        if body.get("skip_special_tokens", True):
+            return self._complete_skipping(prompt, max_tokens, stop, temperature, seed)
         request = GenerationRequest(prompt, max_tokens, tuple(stop), temperature, seed)
         with self._lock:
             gen = self.engine.generate([request])[0]
@@ -161,6 +172,25 @@ class EngineServer:
             "index": 0, "text": gen.text, "logprobs": None,
             "finish_reason": "length" if gen.stop_reason == "length" else "stop", "stop_reason": matched,
         }
+        return choice, _usage(gen.prompt_tokens, gen.num_tokens)
+
+    def _complete_skipping(
+        self, prompt: str, max_tokens: int, stop: list[str], temperature: float, seed: int | None
+    ) -> tuple[dict[str, Any], dict[str, int]]:
+        """vLLM's default: the text leaves special tokens out and stop strings are matched in
+        that text. Stops that hold a special token can never match there, so the engine gets
+        only the others; the text is then cut where the first stop shows."""
+        specials = [t.content for t in self.engine.tokenizer.hf.added_tokens_decoder.values() if t.special]
+        plain = tuple(s for s in stop if not any(t in s for t in specials))
+        with self._lock:
+            gen = self.engine.generate([GenerationRequest(prompt, max_tokens, plain, temperature, seed)])[0]
+        text = self.engine.tokenizer.hf.decode(gen.token_ids, skip_special_tokens=True)
+        finish, matched = ("length" if gen.stop_reason == "length" else "stop"), None
+        found = [(text.find(s), s) for s in stop if s in text]
+        if found:
+            cut, matched = min(found)
+            text, finish = text[:cut], "stop"
+        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish, "stop_reason": matched}
         return choice, _usage(gen.prompt_tokens, gen.num_tokens)
 
     def _one_token(
