@@ -61,7 +61,8 @@ def test_generation_requests_become_explicit_sampling_params():
     greedy = sampling_kwargs(GenerationRequest("p", 64, ("</think>",), seed=5))
     assert greedy == {
         "max_tokens": 64, "temperature": 0.0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0,
-        "stop": ["</think>"], "seed": None, "skip_special_tokens": False, "include_stop_str_in_output": False,
+        "stop": ["</think>"], "seed": None, "skip_special_tokens": False, "spaces_between_special_tokens": False,
+        "include_stop_str_in_output": False,
     }
     sampled = sampling_kwargs(GenerationRequest("p", 8, temperature=0.7, seed=5))
     assert (sampled["temperature"], sampled["seed"], sampled["stop"]) == (0.7, 5, [])

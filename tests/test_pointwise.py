@@ -7,6 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from thinkrank import Rank1
+from thinkrank.engines import GenerationRequest
 from thinkrank.errors import InvalidInputError
 from thinkrank.prompts.rank1 import build_rank1_prompt
 from thinkrank.testing import QWEN_FALSE_ID, QWEN_TRUE_ID
@@ -71,12 +72,16 @@ def test_closed_chain_scores_equal_a_plain_forward_over_prompt_chain_and_close(s
         assert j.answer == ("true" if j.p_true >= j.p_false else "false")
 
 
-def _last_sentence(text: str) -> str:
-    ends = [i for i, ch in enumerate(text) if ch in ".!?" and (i + 1 == len(text) or text[i + 1].isspace())]
-    if ends:
-        return text[: ends[-1] + 1]
-    space = max(text.rfind(" "), text.rfind("\n"))
-    return text[:space] if space > 0 else ""
+def _released_forced(prompt: str, chain: str) -> tuple[str, str]:
+    """The released forced answer (orionw/rank1 rank1.py), restated: strip the chain's end;
+    unless it ends with . ! or ?, cut after the last of them (whole when none); strip; score
+    ``prompt + "\\n" + chain + "\\n</think>"``. Returns (cut chain, scored text)."""
+    text = chain.rstrip()
+    if not text.endswith((".", "!", "?")):
+        last = max(text.rfind("."), text.rfind("!"), text.rfind("?"))
+        if last != -1:
+            text = text[: last + 1]
+    return text.strip(), f"{prompt}\n{text.strip()}\n</think>"
 
 
 def test_chain_over_budget_is_cut_to_a_sentence_closed_and_scored_on_the_two_answers(smollm2_engine, smol_ref):
@@ -87,9 +92,9 @@ def test_chain_over_budget_is_cut_to_a_sentence_closed_and_scored_on_the_two_ans
     raw = smollm2_engine.generate([GenerationRequest(_prompt(QUERY, d), 24, ("</think>",)) for d in DOCS])
     for j in ranking:
         assert j.forced
-        assert j.reasoning == _last_sentence(raw[j.index].text)
-        expected = smol_ref.score(_prompt(QUERY, DOCS[j.index]) + j.reasoning + "\n</think>")
-        assert j.score == pytest.approx(expected, abs=1e-4)
+        cut, text = _released_forced(_prompt(QUERY, DOCS[j.index]), raw[j.index].text)
+        assert j.reasoning == cut
+        assert j.score == pytest.approx(smol_ref.score(text), abs=1e-4)
         assert j.reasoning_tokens <= 24
 
 
@@ -100,8 +105,11 @@ def test_forced_answers_on_the_qwen_tokenizer_use_the_exact_answer_ids(tiny_qwen
     ranking = reranker.rerank("capital of france", ["Paris is the capital.", "Bananas are yellow fruit."])
     for j in ranking:
         assert j.forced and j.reasoning_tokens == 6
-        expected = qwen_ref.score(_prompt("capital of france", ["Paris is the capital.", "Bananas are yellow fruit."][j.index]) + j.reasoning + "\n</think>")
-        assert j.score == pytest.approx(expected, abs=1e-4)
+        prompt = _prompt("capital of france", ["Paris is the capital.", "Bananas are yellow fruit."][j.index])
+        raw = tiny_qwen_engine.generate([GenerationRequest(prompt, 6, ("</think>",))])[0].text
+        cut, text = _released_forced(prompt, raw)
+        assert j.reasoning == cut
+        assert j.score == pytest.approx(qwen_ref.score(text), abs=1e-4)
 
 
 def test_reasoning_off_is_one_forward_pass_per_pair(tiny_qwen_engine, qwen_ref):
