@@ -33,6 +33,7 @@ from thinkrank.errors import InvalidInputError
 from thinkrank.rerankers.base import RequestLike, Reranker, RerankRequest, as_request
 from thinkrank.rerankers.pointwise import Pair
 from thinkrank.types import Judgment, Ranking, WindowTrace, as_documents, check_query
+from thinkrank.validation import check_top_n
 
 FORMAT = "thinkrank-judgment-cache"
 VERSION = 1
@@ -282,6 +283,7 @@ class CachedReranker(Reranker):
         return self.reranker.settings
 
     def rerank_many(self, requests: Sequence[RequestLike], top_n: int | None = None) -> list[Ranking]:
+        check_top_n(top_n)
         if not self.pointwise:
             rankings = rerank_with_cache(self.reranker, requests, self.cache, chunk_size=self.chunk_size,
                                          progress=self.progress, use=self.use)

@@ -73,6 +73,11 @@ class TransformersEngine:
         batch_size: int | None = None,
         max_batch_tokens: int = 32768,
     ) -> None:
+        from thinkrank.validation import check_int
+
+        # Checked before the model loads: a bad batch size must not cost a model load.
+        check_int("batch_size", batch_size, minimum=1, optional=True)
+        check_int("max_batch_tokens", max_batch_tokens, minimum=1)
         import torch
 
         self._torch = torch
