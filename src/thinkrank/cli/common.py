@@ -62,6 +62,32 @@ def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def quiet_libraries(quiet: bool) -> None:
+    """With ``--quiet``, silence what libraries print on their own: tqdm bars (transformers'
+    "Loading weights", the GGUF conversion, sentence-transformers, bm25s), hub download bars,
+    and their warnings and info logs. Call it before those libraries are imported: tqdm reads
+    ``TQDM_DISABLE`` once, at import. Errors still reach the user as exceptions."""
+    if not quiet:
+        return
+    import logging
+    import warnings
+
+    os.environ["TQDM_DISABLE"] = "1"
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+    os.environ["TOKENIZERS_PARALLELISM"] = os.environ.get("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    for name in ("transformers", "sentence_transformers", "huggingface_hub", "bm25s", "accelerate", "peft"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if "transformers" in sys.modules:  # already imported (e.g. in a test process): switch its bars off too
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+
+
 def given_options() -> set[str] | None:
     """The options the user typed (or set through the environment) in the running command; None
     outside a command (library use), so callers can tell "given" from "left at its default"."""

@@ -87,8 +87,9 @@ def _evaluate(**opts: Any) -> None:
     from thinkrank.evaluation.runner import evaluate, prepare_output, select_queries, write_outputs
 
     from thinkrank.cli.checks import check_applicable, check_needs_model, check_numbers
-    from thinkrank.cli.common import given_options
+    from thinkrank.cli.common import given_options, quiet_libraries
 
+    quiet_libraries(opts["quiet"])
     check_numbers(opts, {"queries": "queries_limit"})
     given = given_options()
     check_needs_model(given, bool(opts["model"]))

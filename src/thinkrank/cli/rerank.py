@@ -92,10 +92,11 @@ def rerank(
 @friendly_errors
 def _rerank(**opts: Any) -> None:
     from thinkrank.cli.checks import check_applicable, check_numbers
-    from thinkrank.cli.common import given_options
+    from thinkrank.cli.common import given_options, quiet_libraries
     from thinkrank.cli.inputs import QueryInput, check_requests, read_docs, read_queries
     from thinkrank.rerankers.base import RerankRequest
 
+    quiet_libraries(opts["quiet"])
     if (opts["query"] is None) == (opts["queries"] is None):
         fail("give exactly one of --query TEXT or --queries FILE")
     check_numbers(opts, {"queries": "queries_file"})

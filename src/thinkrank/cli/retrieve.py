@@ -57,8 +57,9 @@ def _retrieve(**opts: Any) -> None:
     from thinkrank.datasets import load_collection
 
     from thinkrank.cli.checks import check_method_options, check_numbers
-    from thinkrank.cli.common import check_output_file, given_options
+    from thinkrank.cli.common import check_output_file, given_options, quiet_libraries
 
+    quiet_libraries(opts["quiet"])
     check_numbers(opts)
     check_method_options(given_options(), opts["method"].value)
     if opts["method"] == Method.dense and not opts["model"]:

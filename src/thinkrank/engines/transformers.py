@@ -9,6 +9,7 @@ left-padded; finished rows leave the batch (and the cache) so long chains don't 
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -100,6 +101,10 @@ class TransformersEngine:
         self._tok = HFTokenizer(hf_tok)
         self.batch_size = batch_size or (32 if self.device.startswith("cuda") else 8)
         self.max_batch_tokens = max_batch_tokens
+        # transformers >= 5.2x names the KV cache argument `cache` and warns on every call that
+        # passes the old `past_key_values`; older releases only know the old name.
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
         eos = self.model.generation_config.eos_token_id if self.model.generation_config else None
         eos = eos if isinstance(eos, list) else [eos]
         self._eos = {e for e in eos + [hf_tok.eos_token_id] if e is not None}
@@ -144,7 +149,7 @@ class TransformersEngine:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1]:]
         out = self.model(
             input_ids=ids, attention_mask=mask, position_ids=positions,
-            past_key_values=cache, use_cache=cache is not None, logits_to_keep=1,
+            **{self._cache_arg: cache}, use_cache=cache is not None, logits_to_keep=1,
         )
         return out.logits[:, -1, :].float()
 
