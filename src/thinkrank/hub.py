@@ -58,24 +58,20 @@ def local_files_only(repo_id: str, *, what: str = "model", filename: str = "conf
         ModelLoadError: the hub cannot be used (offline mode, or unreachable) and the model is
             not in the cache.
     """
+    fix = ("Pass a local model directory or .gguf file, or download it first on a machine with internet "
+           f"(`hf download {repo_id}`) and copy the cache.")
     if offline_mode():
         if is_cached(repo_id, filename):
             return True
-        raise ModelLoadError(
-            f"{what} {repo_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 is set; pass a local "
-            f"model directory (or .gguf file), or download it first where the hub is reachable (`hf download "
-            f"{repo_id}`) and copy the cache"
-        )
+        raise ModelLoadError(f"could not load {what} {repo_id!r}: HF_HUB_OFFLINE=1 is set and it is not in the local "
+                             f"Hugging Face cache. {fix}")
     if hub_reachable():
         return False
     if is_cached(repo_id, filename):
         return True
-    raise ModelLoadError(
-        f"{what} {repo_id!r} is not in the local Hugging Face cache and the hub "
-        f"({os.environ.get('HF_ENDPOINT') or 'huggingface.co'}) cannot be reached from this machine; pass a local "
-        f"model directory (or .gguf file), or download it first where the hub is reachable (`hf download {repo_id}`) "
-        "and copy the cache"
-    )
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname
+    raise ModelLoadError(f"could not load {what} {repo_id!r}: the Hugging Face hub ({host}) cannot be reached from "
+                         f"this machine and it is not in the local cache. {fix}")
 
 
 def describe_local(path: Path) -> str | None:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from thinkrank.engines import gguf_cache
 from thinkrank.engines.base import Generation, GenerationRequest, Progress
 from thinkrank.engines.loading import ModelRef, load_causal_lm, load_tokenizer, resolve_model
 from thinkrank.errors import InvalidInputError
@@ -88,7 +89,8 @@ class TransformersEngine:
         )
         if isinstance(model, (str, os.PathLike)):
             ref: ModelRef = resolve_model(model)
-            self.model_name = ref.display
+            self.model_name = ref.display  # the GGUF file's name, also when its converted copy is loaded
+            ref = gguf_cache.converted(ref, torch_dtype)
             hf_tok = tokenizer or load_tokenizer(ref)
             self.model = load_causal_lm(ref, device=self.device, dtype=torch_dtype, vocab_size=len(hf_tok))
         else:
