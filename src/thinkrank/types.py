@@ -77,6 +77,9 @@ def _as_document(doc: DocumentLike, index: int) -> Document:
         raise InvalidInputError(f"document {index}: text must be a string, got {type(text).__name__}")
     if not text.strip():
         raise InvalidInputError(f"document {index} (id {doc_id!r}) has empty text; remove it or give it text")
+    check_encodable(text, f"document {index} (id {doc_id!r}) text")
+    if title is not None:
+        check_encodable(title, f"document {index} (id {doc_id!r}) title")
     return Document(id=doc_id, text=text, title=title)
 
 
@@ -86,7 +89,20 @@ def check_query(query: Any) -> str:
         raise InvalidInputError(f"query must be a string, got {type(query).__name__}")
     if not query.strip():
         raise InvalidInputError("query is empty; pass the text you want documents ranked for")
+    check_encodable(query, "query")
     return query
+
+
+def check_encodable(text: str, what: str) -> None:
+    """Refuse text that is not valid Unicode (a lone surrogate, e.g. from a JSON ``"\\udc00"``
+    escape or a badly decoded file): tokenizers and output files would fail on it much later."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(
+            f"{what} holds a lone surrogate {text[exc.start]!r} at character {exc.start}, which is not valid "
+            "Unicode; fix the text's encoding"
+        ) from None
 
 
 @dataclass
@@ -185,10 +201,10 @@ class Ranking:
 
     def truncate(self, top_n: int | None) -> Ranking:
         """A ranking with only the best ``top_n`` judgments (all when None)."""
-        if top_n is None:
+        from thinkrank.validation import check_top_n
+
+        if check_top_n(top_n) is None:
             return self
-        if top_n < 0:
-            raise InvalidInputError(f"top_n must be >= 0, got {top_n}")
         return Ranking(self.query, self.judgments[:top_n], self.query_id, self.windows)
 
     def to_trec(self, query_id: str | None = None, tag: str = "thinkrank") -> list[str]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from enum import Enum
 from functools import wraps
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -37,11 +39,100 @@ def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             fail(str(exc))
         except FileNotFoundError as exc:
             fail(f"file not found: {exc.filename}")
+        except IsADirectoryError as exc:
+            fail(f"{exc.filename} is a folder; give a file path")
+        except PermissionError as exc:
+            fail(f"permission denied: {exc.filename}; choose a path you can write to")
+        except UnicodeDecodeError as exc:
+            fail(f"input is not UTF-8 text ({exc.reason} at byte {exc.start}); save the file as UTF-8")
+        except OSError as exc:
+            fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else f"{type(exc).__name__}: {exc}")
         except KeyboardInterrupt:
             typer.secho("interrupted", err=True)
             sys.exit(130)
+        except (typer.Exit, typer.Abort, typer.BadParameter):
+            raise
+        except Exception as exc:
+            # A bug, not bad input: still one line (exit 1), with the traceback on request.
+            if os.environ.get("THINKRANK_DEBUG"):
+                raise
+            fail(f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())} (a bug in thinkrank; "
+                 "THINKRANK_DEBUG=1 shows the traceback)", code=1)
 
     return wrapper
+
+
+def quiet_libraries(quiet: bool) -> None:
+    """With ``--quiet``, silence what libraries print on their own: tqdm bars (transformers'
+    "Loading weights", the GGUF conversion, sentence-transformers, bm25s), hub download bars,
+    and their warnings and info logs. Call it before those libraries are imported: tqdm reads
+    ``TQDM_DISABLE`` once, at import. Errors still reach the user as exceptions."""
+    if not quiet:
+        return
+    import logging
+    import warnings
+
+    os.environ["TQDM_DISABLE"] = "1"
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+    os.environ["TOKENIZERS_PARALLELISM"] = os.environ.get("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    for name in ("transformers", "sentence_transformers", "huggingface_hub", "bm25s", "accelerate", "peft"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if "transformers" in sys.modules:  # already imported (e.g. in a test process): switch its bars off too
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+
+
+def given_options() -> set[str] | None:
+    """The options the user typed (or set through the environment) in the running command; None
+    outside a command (library use), so callers can tell "given" from "left at its default"."""
+    try:  # typer >= 0.20 carries its own copy of click
+        from typer._click.globals import get_current_context
+        from typer._click.core import ParameterSource
+    except ImportError:
+        from click import get_current_context
+        from click.core import ParameterSource
+
+    ctx = get_current_context(silent=True)
+    if ctx is None:
+        return None
+    user = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    return {name for name in ctx.params if ctx.get_parameter_source(name) in user}
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """Fail before any work when ``path`` cannot be written: a folder, or an unwritable place."""
+    from thinkrank.errors import InvalidInputError
+
+    if path.is_dir():
+        raise InvalidInputError(f"{option} {path} is a folder; give a file path such as {path / 'run.trec'}")
+    check_writable_dir(path.parent, option)
+
+
+def check_writable_dir(folder: Path, option: str) -> None:
+    """Fail before any work when files cannot be created in ``folder``: make it (as the run
+    would) and create and remove a probe file there."""
+    from thinkrank.errors import InvalidInputError
+
+    for parent in (folder, *folder.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise InvalidInputError(f"{option}: {parent} is a file, not a folder; choose another path")
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".thinkrank-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise InvalidInputError(
+            f"{option}: cannot write in {folder} ({exc.strerror or type(exc).__name__}); choose another path"
+        ) from None
 
 
 class ProgressBar:

@@ -84,10 +84,16 @@ def _evaluate(**opts: Any) -> None:
     from thinkrank.cache import JudgmentCache
     from thinkrank.datasets import load_collection
     from thinkrank.evaluation.metrics import DEFAULT_MEASURES, measure_name
-    from thinkrank.evaluation.runner import evaluate, select_queries, write_outputs
+    from thinkrank.evaluation.runner import evaluate, prepare_output, select_queries, write_outputs
 
-    if opts["top_k"] < 1:
-        fail(f"--top-k must be >= 1, got {opts['top_k']}")
+    from thinkrank.cli.checks import check_applicable, check_needs_model, check_numbers
+    from thinkrank.cli.common import given_options, quiet_libraries
+
+    quiet_libraries(opts["quiet"])
+    check_numbers(opts, {"queries": "queries_limit"})
+    given = given_options()
+    check_needs_model(given, bool(opts["model"]))
+    check_applicable(opts, given, listwise=opts["mode"] == Mode.listwise)
     if opts["queries"] is not None and opts["query_ids"] is not None:
         fail("give at most one of --queries N and --query-ids")
     measures = [m.strip() for m in opts["measures"].split(",") if m.strip()] if opts["measures"] else DEFAULT_MEASURES
@@ -98,6 +104,9 @@ def _evaluate(**opts: Any) -> None:
     qids = select_queries(collection, first_stage, opts["queries"], ids)
     output = opts["output"] or _default_output(collection.name, opts["run"], opts["model"])
     say = _Say(opts["quiet"])
+    stale = prepare_output(output)  # unwritable folder: fail now, not after judging
+    if stale:
+        say(f"removed the previous run's {', '.join(stale)} from {output}")
     say(f"{collection.name}: {len(qids)} queries, top {opts['top_k']} of {first_stage.name}; output in {output}")
     reranker, cache = None, None
     progress = ProgressBar("judging", opts["quiet"])

@@ -38,8 +38,37 @@ class DocsInput:
 def _lines(path: Path) -> list[tuple[int, str]]:
     if not path.exists():
         raise InvalidInputError(f"file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    if path.is_dir():
+        raise InvalidInputError(f"{path} is a folder; give a file (JSONL or plain text, one record per line)")
+    text = read_utf8(path)
     return [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+
+
+def read_utf8(path: Path) -> str:
+    """The file's text; a byte that is not UTF-8 is reported with its line, not as a traceback."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InvalidInputError(
+            f"{path}:{line}: not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start}); "
+            "save the file as UTF-8"
+        ) from None
+
+
+def check_requests(requests: list[Any]) -> None:
+    """Every query and document of ``requests`` (RerankRequests) usable, before a model loads:
+    the same checks the rerankers make, but in milliseconds instead of after loading."""
+    from thinkrank.types import as_documents, check_query
+
+    for req in requests:
+        where = f"query {req.query_id!r}" if req.query_id is not None else "the query"
+        try:
+            check_query(req.query)
+            as_documents(req.documents)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{where}: {exc}") from None
 
 
 def _is_jsonl(path: Path, lines: list[tuple[int, str]]) -> bool:
@@ -66,6 +95,8 @@ def read_docs(path: Path) -> DocsInput:
         rec = _record(path, n, line)
         if "text" not in rec:
             raise InvalidInputError(f"{path}:{n}: a document needs a 'text' field (got keys {sorted(rec)})")
+        if not isinstance(rec["text"], str):
+            raise InvalidInputError(f"{path}:{n}: 'text' must be a string, got {type(rec['text']).__name__}")
         doc = {"id": str(rec.get("id", rec.get("_id", rec.get("docid", len(out.shared))))), "text": rec["text"]}
         if rec.get("title"):
             doc["title"] = rec["title"]

@@ -91,14 +91,20 @@ def rerank(
 
 @friendly_errors
 def _rerank(**opts: Any) -> None:
-    from thinkrank.cli.inputs import QueryInput, read_docs, read_queries
+    from thinkrank.cli.checks import check_applicable, check_numbers
+    from thinkrank.cli.common import given_options, quiet_libraries
+    from thinkrank.cli.inputs import QueryInput, check_requests, read_docs, read_queries
     from thinkrank.rerankers.base import RerankRequest
 
+    quiet_libraries(opts["quiet"])
     if (opts["query"] is None) == (opts["queries"] is None):
         fail("give exactly one of --query TEXT or --queries FILE")
+    check_numbers(opts, {"queries": "queries_file"})
+    check_applicable(opts, given_options(), listwise=opts["mode"] == Mode.listwise)
     query_list = [QueryInput(opts["query"], "0")] if opts["query"] is not None else read_queries(opts["queries"])
     docs = read_docs(opts["docs"])
     requests = [RerankRequest(q.text, docs.for_query(q), q.id, q.instruction) for q in query_list]
+    check_requests(requests)  # before the model loads
     with ProgressBar("reranking", opts["quiet"], transient=True) as progress:
         reranker = _build_reranker(opts, progress)
         rankings = reranker.rerank_many(requests, top_n=opts["top_n"])
@@ -124,6 +130,8 @@ def _engine_options(opts: dict[str, Any]) -> dict[str, Any]:
             if flag not in mine and opts[flag] is not None:
                 fail(f"--{flag.replace('_', '-')} is an option of the {other} engine, but the engine is {name}")
     options = {k: opts[k] for k in mine if opts[k] is not None}
+    if opts["chat"] and name != "openai":
+        fail(f"--chat is an option of the openai engine, but the engine is {name}")
     if name == "openai" and opts["chat"]:
         options["chat"] = True
     return options

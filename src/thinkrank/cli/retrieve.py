@@ -56,10 +56,15 @@ def retrieve(
 def _retrieve(**opts: Any) -> None:
     from thinkrank.datasets import load_collection
 
-    if opts["top_k"] < 1:
-        fail(f"--top-k must be >= 1, got {opts['top_k']}")
+    from thinkrank.cli.checks import check_method_options, check_numbers
+    from thinkrank.cli.common import check_output_file, given_options, quiet_libraries
+
+    quiet_libraries(opts["quiet"])
+    check_numbers(opts)
+    check_method_options(given_options(), opts["method"].value)
     if opts["method"] == Method.dense and not opts["model"]:
         fail("--method dense needs --model (a sentence-transformers folder or Hub id)")
+    check_output_file(opts["output"], "--output")  # before indexing, not after
     say = _Say(opts["quiet"])
     collection = load_collection(opts["dataset"], split=opts["split"])
     selected = collection if opts["all_queries"] or not collection.qrels else collection.judged()

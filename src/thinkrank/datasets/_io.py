@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -19,19 +20,79 @@ def open_text(path: str | Path, mode: str = "r") -> IO[str]:
     """
     path = Path(path)
     if "r" in mode and not path.is_file():
+        if path.is_dir():
+            raise InvalidInputError(f"{path} is a folder; give a file")
         raise InvalidInputError(f"file not found: {path}")
+    if "w" in mode:
+        return AtomicWriter(path)  # type: ignore[return-value]
+    return _open(path, mode)
+
+
+def _open(path: Path, mode: str) -> IO[str]:
     if path.suffix == ".gz":
         return gzip.open(path, mode + "t", encoding="utf-8")  # type: ignore[return-value]
     return open(path, mode, encoding="utf-8", newline="\n" if "w" in mode else None)
 
 
+class AtomicWriter:
+    """A text file written under a temporary name and renamed over ``path`` when closed without
+    an error: a reader (or a killed run) sees the old file or the complete new one, never half.
+    On an error the temporary file is removed and ``path`` is left as it was."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self._handle = _open(self.tmp, "w")
+        self.closed = False
+
+    def write(self, text: str) -> int:
+        return self._handle.write(text)
+
+    def writelines(self, lines: Any) -> None:
+        self._handle.writelines(lines)
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+    def close(self, *, commit: bool = True) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._handle.close()
+        if commit:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> AtomicWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        self.close(commit=exc_type is None)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (see :class:`AtomicWriter`); returns the path."""
+    with AtomicWriter(path) as out:
+        out.write(text)
+    return Path(path)
+
+
 def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, stripped_line)`` for each non-blank line, numbered from 1."""
+    number = 0
     with open_text(path) as handle:
-        for number, line in enumerate(handle, 1):
-            line = line.strip()
-            if line:
-                yield number, line
+        try:
+            for number, line in enumerate(handle, 1):
+                line = line.strip()
+                if line:
+                    yield number, line
+        except UnicodeDecodeError as exc:
+            raise InvalidInputError(
+                f"{path}: not UTF-8 text near line {number + 1} ({exc.reason}); save the file as UTF-8"
+            ) from None
+        except (OSError, EOFError) as exc:  # a damaged .gz file
+            raise InvalidInputError(f"{path}:{number + 1}: cannot be read ({exc}); is the file complete?") from None
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:

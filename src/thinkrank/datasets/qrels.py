@@ -69,5 +69,5 @@ def write_trec_qrels(qrels: Mapping[str, Mapping[str, int]], path: str | Path) -
 def _grade(text: str, where: str) -> int:
     try:
         return int(float(text)) if "." in text else int(text)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: "1e400"-sized grades become inf
         raise InvalidInputError(f"{where}: relevance grade {text!r} is not an integer") from None

@@ -134,11 +134,15 @@ def read_json_run(path: str | Path, name: str | None = None) -> Run:
     Raises:
         InvalidInputError: not JSON, or not an object of objects of numbers.
     """
-    with open_text(path) as handle:
-        try:
+    try:
+        with open_text(path) as handle:
             data = json.load(handle)
-        except json.JSONDecodeError as exc:
-            raise InvalidInputError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+    except (OSError, EOFError) as exc:  # a damaged .gz file
+        raise InvalidInputError(f"{path}: cannot be read ({exc}); is the file complete?") from None
     if not isinstance(data, dict):
         raise InvalidInputError(f"{path}: a run JSON is an object {{qid: {{docid: score}}}}, got {type(data).__name__}")
     rankings = {}
@@ -146,7 +150,7 @@ def read_json_run(path: str | Path, name: str | None = None) -> Run:
         if not isinstance(docs, dict):
             raise InvalidInputError(f"{path}: query {qid!r} maps to {type(docs).__name__}, expected {{docid: score}}")
         for docid, score in docs.items():
-            if isinstance(score, bool) or not isinstance(score, (int, float)):
+            if isinstance(score, bool) or not isinstance(score, (int, float)) or math.isnan(score):
                 raise InvalidInputError(f"{path}: query {qid!r} document {docid!r} has score {score!r}, expected a number")
         rankings[qid] = list(docs.items())
     return Run(rankings, name or Path(path).stem)

@@ -22,6 +22,8 @@ SelfJudge = Callable[[Sequence[Record]], list[str]]
 """Answers ("true"/"false") of a trained model for trace records, in order."""
 
 _REQUIRED = ("qid", "docid", "query", "passage", "label", "prompt", "reasoning", "answer_text")
+_TEXT = ("query", "passage", "prompt")
+_OPTIONAL_TEXT = ("reasoning", "answer_text")
 
 
 @dataclass
@@ -71,11 +73,17 @@ def validate_records(records: Sequence[Record]) -> None:
     """Raises :class:`InvalidInputError` naming the first record that is not a trace."""
     for record in records:
         missing = [k for k in _REQUIRED if k not in record]
+        where = f"line {record['_line']}" if "_line" in record else "a record"
         if missing:
-            where = f"line {record['_line']}" if "_line" in record else "a record"
             raise InvalidInputError(
                 f"{where} is not a trace record: missing {', '.join(missing)} (make traces with `thinkrank distill generate`)"
             )
+        for key in _TEXT:
+            if not isinstance(record[key], str) or not record[key].strip():
+                raise InvalidInputError(f"{where}: {key!r} must be non-empty text, got {record[key]!r}")
+        for key in _OPTIONAL_TEXT:  # null: the teacher wrote nothing there (an empty chain is dropped later)
+            if record[key] is not None and not isinstance(record[key], str):
+                raise InvalidInputError(f"{where}: {key!r} must be text or null, got {type(record[key]).__name__}")
 
 
 def filter_traces(records: Sequence[Record], config: FilterConfig, self_judge: SelfJudge | None = None) -> FilterResult:
@@ -89,7 +97,8 @@ def filter_traces(records: Sequence[Record], config: FilterConfig, self_judge: S
         raise InvalidInputError(f"balance is negatives per positive and must be > 0, got {config.balance}")
     current = []
     for record in records:
-        current.append({**record, "label": parse_label(record["label"], f"line {record.get('_line', '?')}")})
+        current.append({**record, "label": parse_label(record["label"], f"line {record.get('_line', '?')}"),
+                        "reasoning": record["reasoning"] or "", "answer_text": record["answer_text"] or ""})
     stages = [_stage("input", current, 0)]
 
     def step(name: str, keep: Callable[[Record], bool]) -> None:

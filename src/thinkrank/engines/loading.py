@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from thinkrank.errors import ModelLoadError, require
+from thinkrank.hub import describe_local, local_files_only, looks_like_path
 
 DEFAULT_MODEL = "jhu-clsp/rank1-7b"
 """The released Rank1 checkpoint used when no model is given (Qwen2.5-7B base + Rank1 SFT)."""
@@ -62,13 +63,32 @@ def resolve_model(model: str | os.PathLike[str]) -> ModelRef:
                 f"{path} is a directory without config.json (and not exactly one .gguf file); "
                 "point --model at a transformers model directory, a .gguf file or a hub id"
             )
+        problem = describe_local(path)
+        if problem:
+            raise ModelLoadError(f"model directory {path} cannot be loaded: {problem}")
         return ModelRef(str(path))
-    if text.startswith((".", "/", "~")) or os.sep in text.strip("/").replace("/", "", 1):
+    if path.is_file():
+        raise ModelLoadError(
+            f"{path} is a file but not a .gguf model; point --model at a model directory (with config.json), "
+            "a .gguf file or a hub id"
+        )
+    if looks_like_path(text):
         raise ModelLoadError(f"model path not found: {text}")
     return ModelRef(text)
 
 
+def _hub_options(ref: ModelRef) -> dict[str, Any]:
+    """``local_files_only`` for a hub id the hub cannot serve now (fails fast when not cached)."""
+    if ref.is_local:
+        return {}
+    return {"local_files_only": True} if local_files_only(ref.source) else {}
+
+
 def _hub_hint(ref: ModelRef, exc: Exception) -> ModelLoadError:
+    detail = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+    if ref.is_local:
+        return ModelLoadError(f"could not load the local model {ref.display!r} ({detail}); check that it is a "
+                              "complete transformers model directory or a .gguf file")
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     how = (
         "HF_HUB_OFFLINE=1 is set and the model is not in the local cache"
@@ -76,7 +96,7 @@ def _hub_hint(ref: ModelRef, exc: Exception) -> ModelLoadError:
         else "the Hugging Face hub could not be reached or has no such model"
     )
     return ModelLoadError(
-        f"could not load model {ref.display!r}: {how} ({type(exc).__name__}: {' '.join(str(exc).split())}) "
+        f"could not load model {ref.display!r}: {how} ({detail}) "
         "Pass a local model directory or .gguf file, or download it first on a machine with "
         f"internet (`hf download {ref.source}`) and copy the cache."
     )
@@ -90,6 +110,8 @@ def load_tokenizer(ref: ModelRef) -> Any:
     source = ref.adapter if ref.adapter and _has_tokenizer(Path(ref.adapter)) else ref.source
     if source != ref.source:
         kwargs = {}
+    else:
+        kwargs.update(_hub_options(ref))
     try:
         tok = AutoTokenizer.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
@@ -109,6 +131,7 @@ def load_causal_lm(ref: ModelRef, *, device: str, dtype: Any, vocab_size: int | 
     kwargs: dict[str, Any] = {"dtype": dtype}
     if ref.gguf_file:
         kwargs["gguf_file"] = ref.gguf_file
+    kwargs.update(_hub_options(ref))
     try:
         model = AutoModelForCausalLM.from_pretrained(ref.source, **kwargs)
     except (OSError, ValueError) as exc:

@@ -9,11 +9,13 @@ left-padded; finished rows leave the batch (and the cache) so long chains don't 
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from thinkrank.engines import gguf_cache
 from thinkrank.engines.base import Generation, GenerationRequest, Progress
 from thinkrank.engines.loading import ModelRef, load_causal_lm, load_tokenizer, resolve_model
 from thinkrank.errors import InvalidInputError
@@ -80,6 +82,11 @@ class TransformersEngine:
         max_batch_tokens: int = 32768,
         context_length: int | None = None,
     ) -> None:
+        from thinkrank.validation import check_int
+
+        # Checked before the model loads: a bad batch size must not cost a model load.
+        check_int("batch_size", batch_size, minimum=1, optional=True)
+        check_int("max_batch_tokens", max_batch_tokens, minimum=1)
         import torch
 
         self._torch = torch
@@ -89,7 +96,8 @@ class TransformersEngine:
         )
         if isinstance(model, (str, os.PathLike)):
             ref: ModelRef = resolve_model(model)
-            self.model_name = ref.display
+            self.model_name = ref.display  # the GGUF file's name, also when its converted copy is loaded
+            ref = gguf_cache.converted(ref, torch_dtype)
             hf_tok = tokenizer or load_tokenizer(ref)
             self.model = load_causal_lm(ref, device=self.device, dtype=torch_dtype, vocab_size=len(hf_tok))
         else:
@@ -102,6 +110,10 @@ class TransformersEngine:
         self._tok = HFTokenizer(hf_tok)
         self.batch_size = batch_size or (32 if self.device.startswith("cuda") else 8)
         self.max_batch_tokens = max_batch_tokens
+        # transformers >= 5.2x names the KV cache argument `cache` and warns on every call that
+        # passes the old `past_key_values`; older releases only know the old name.
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
         eos = self.model.generation_config.eos_token_id if self.model.generation_config else None
         eos = eos if isinstance(eos, list) else [eos]
         self._eos = {e for e in eos + [hf_tok.eos_token_id] if e is not None}
@@ -157,7 +169,7 @@ class TransformersEngine:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1]:]
         out = self.model(
             input_ids=ids, attention_mask=mask, position_ids=positions,
-            past_key_values=cache, use_cache=cache is not None, logits_to_keep=1,
+            **{self._cache_arg: cache}, use_cache=cache is not None, logits_to_keep=1,
         )
         return out.logits[:, -1, :].float()
 

@@ -12,6 +12,8 @@ lets only the report's own script run (by its hash), so injected markup stays in
 
 from __future__ import annotations
 
+from thinkrank.datasets._io import write_text_atomic
+
 import base64
 import hashlib
 import json
@@ -69,7 +71,7 @@ def write_report(result: Evaluation, path: str | Path) -> Path:
     """Render ``result`` as a self-contained HTML page at ``path``; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_report(result), encoding="utf-8")
+    write_text_atomic(path, render_report(result))
     return path
 
 

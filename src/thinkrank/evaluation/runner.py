@@ -13,6 +13,7 @@ rerun with the same cache computes only what is missing.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from thinkrank.cache import CachedReranker, CacheUse, JudgmentCache
+from thinkrank.datasets._io import AtomicWriter, write_text_atomic
 from thinkrank.datasets.collection import Collection
 from thinkrank.datasets.runs import Run, write_trec_run
 from thinkrank.errors import InvalidInputError
@@ -173,22 +175,54 @@ def metrics_dict(result: Evaluation) -> dict[str, Any]:
     }
 
 
+RESULT_FILES = ("first-stage.trec", "reranked.trec", "rankings.jsonl", "metrics.json", "report.html")
+"""What :func:`write_outputs` writes; a folder's previous copies are stale once a new run starts."""
+
+
+def prepare_output(output: str | Path) -> list[str]:
+    """Make the output folder, check it is writable, and remove the previous run's results
+    (:data:`RESULT_FILES`), so a run that is killed never leaves an older ``metrics.json`` that
+    looks current. The judgment cache and any other file stay. Returns the names removed.
+
+    Raises:
+        InvalidInputError: the folder cannot be made or written to (before any judging).
+    """
+    out = Path(output)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise InvalidInputError(
+            f"cannot write the results into {out} ({exc.strerror or exc}); choose another --output folder"
+        ) from None
+    removed = []
+    for name in RESULT_FILES:
+        if (out / name).is_file():
+            (out / name).unlink()
+            removed.append(name)
+    return removed
+
+
 def write_outputs(result: Evaluation, output: str | Path, *, report: bool = True) -> dict[str, Path]:
     """Write ``first-stage.trec``, ``reranked.trec`` and ``rankings.jsonl`` (with a reranker),
-    ``metrics.json`` and ``report.html`` into ``output``; returns name -> path."""
+    ``report.html`` and, last, ``metrics.json`` into ``output``; returns name -> path. Each file
+    is written under a temporary name and renamed into place, so none is ever half-written,
+    and ``metrics.json`` exists only once every other result is complete."""
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"first_stage": write_trec_run(result.first_stage, out / "first-stage.trec", tag=run_tag(result.run_name))}
     if result.reranked is not None:
         paths["reranked"] = write_trec_run(result.reranked, out / "reranked.trec")
         paths["rankings"] = out / "rankings.jsonl"
-        with paths["rankings"].open("w", encoding="utf-8") as handle:
+        with AtomicWriter(paths["rankings"]) as handle:
             for qid, ranking in result.rankings.items():
                 handle.write(json.dumps({"query_id": qid, **ranking.to_dict()}, ensure_ascii=False) + "\n")
-    paths["metrics"] = out / "metrics.json"
-    paths["metrics"].write_text(json.dumps(metrics_dict(result), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if report:
         from thinkrank.evaluation.report import write_report
 
         paths["report"] = write_report(result, out / "report.html")
+    paths["metrics"] = write_text_atomic(out / "metrics.json",
+                                         json.dumps(metrics_dict(result), indent=2, ensure_ascii=False) + "\n")
     return paths

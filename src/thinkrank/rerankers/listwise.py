@@ -21,6 +21,7 @@ from thinkrank.rerankers.base import RequestLike, Reranker, RerankRequest, as_re
 from thinkrank.rerankers.parsing import THINK_OPEN, read_answer
 from thinkrank.rerankers.truncation import truncate_passage
 from thinkrank.types import Document, Judgment, Ranking, WindowTrace, as_documents, check_query
+from thinkrank.validation import check_int, check_optional_str, check_sampling, check_top_n
 
 DEFAULT_MODEL = "hltcoe/Rank-K-32B"
 """The released Rank-K checkpoint (QwQ-32B fine-tuned on R1 listwise traces)."""
@@ -106,6 +107,9 @@ class RankK(Reranker):
         **engine_options: Any,
     ) -> None:
         _check_settings(window, stride, depth, max_tokens, max_passage_tokens, temperature)
+        check_sampling(temperature, seed)
+        check_optional_str("prompt", prompt)
+        check_optional_str("instruction", instruction)
         check_template(prompt)
         self.engine = load_engine(model, engine, **engine_options)
         self.window, self.stride, self.depth = window, stride, depth
@@ -145,8 +149,9 @@ class RankK(Reranker):
         their group's first position.
 
         Raises:
-            InvalidInputError: an empty query, a bad document, or duplicate document ids.
+            InvalidInputError: an empty query, a bad document, duplicate document ids or a bad top_n.
         """
+        check_top_n(top_n)  # before any window runs, not after
         passes: list[_Pass] = []
         for i, item in enumerate(requests):
             passes.append(self._start(as_request(item, i), sum(len(p.spans) for p in passes)))
@@ -235,10 +240,7 @@ def _check_settings(
         raise InvalidInputError(f"depth must be an int >= 1 or None (all candidates), got {depth!r}")
     if not isinstance(max_tokens, int) or max_tokens < 1:
         raise InvalidInputError(f"max_tokens must be an int >= 1, got {max_tokens!r}")
-    if max_passage_tokens is not None and max_passage_tokens < 1:
-        raise InvalidInputError(f"max_passage_tokens must be >= 1 or None, got {max_passage_tokens}")
-    if temperature < 0:
-        raise InvalidInputError(f"temperature must be >= 0, got {temperature}")
+    check_int("max_passage_tokens", max_passage_tokens, minimum=1, optional=True)
 
 
 class _Tracker:

@@ -37,6 +37,7 @@ from thinkrank.rerankers.truncation import truncate_passage
 # answer token, plus slack for tokens merging differently at the passage's edges.
 _CONTEXT_RESERVE = 8
 from thinkrank.types import Document, Judgment, Ranking, as_documents, check_query
+from thinkrank.validation import check_bool, check_int, check_optional_str, check_sampling, check_top_n
 
 
 @dataclass(frozen=True)
@@ -96,12 +97,12 @@ class Rank1(Reranker):
         progress: Callable[[int, int], None] | None = None,
         **engine_options: Any,
     ) -> None:
-        if think_budget < 1 and reasoning:
-            raise InvalidInputError(f"think_budget must be >= 1 token, got {think_budget}")
-        if max_passage_tokens is not None and max_passage_tokens < 1:
-            raise InvalidInputError(f"max_passage_tokens must be >= 1 or None, got {max_passage_tokens}")
-        if temperature < 0:
-            raise InvalidInputError(f"temperature must be >= 0, got {temperature}")
+        check_bool("reasoning", reasoning)
+        check_int("think_budget", think_budget, minimum=1 if reasoning else 0)
+        check_int("max_passage_tokens", max_passage_tokens, minimum=1, optional=True)
+        check_sampling(temperature, seed)
+        check_optional_str("prompt", prompt)
+        check_optional_str("instruction", instruction)
         resolve_template(prompt)  # fail early on an unknown dataset name
         self.reasoning_close = resolve_reasoning_close(reasoning_close)
         self.engine = load_engine(model, engine, **engine_options)
@@ -138,6 +139,7 @@ class Rank1(Reranker):
 
     # ---- public API -----------------------------------------------------------------------
     def rerank_many(self, requests: Sequence[RequestLike], top_n: int | None = None) -> list[Ranking]:
+        check_top_n(top_n)  # before any judging, not after
         reqs = [as_request(r, i) for i, r in enumerate(requests)]
         per_query: list[list[Pair]] = []
         for req in reqs:

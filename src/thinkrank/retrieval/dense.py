@@ -59,9 +59,20 @@ class DenseRetriever:
 def _load(model: str | Path | Any, device: str | None) -> Any:
     if not isinstance(model, (str, Path)):
         return model
+    from thinkrank.hub import local_files_only, looks_like_path
+
+    text = str(model)
+    options: dict[str, Any] = {}
+    if Path(text).expanduser().exists():
+        if not Path(text).expanduser().is_dir():
+            raise ModelLoadError(f"dense model {text} is a file; pass a sentence-transformers model folder or hub id")
+    elif looks_like_path(text):
+        raise ModelLoadError(f"dense model folder not found: {text}")
+    elif local_files_only(text, what="dense model"):
+        options["local_files_only"] = True
     st = require("sentence_transformers", "eval")
     try:
-        return st.SentenceTransformer(str(model), device=device)
+        return st.SentenceTransformer(text, device=device, **options)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(
             f"could not load the sentence-transformers model {str(model)!r}: {exc}. Pass a local model folder, "
