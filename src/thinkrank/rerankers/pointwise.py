@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from thinkrank.engines import Engine, GenerationRequest, load_engine, single_token_id
+from thinkrank.engines import Engine, Generation, GenerationRequest, load_engine, single_token_id
 from thinkrank.engines.loading import DEFAULT_MODEL
 from thinkrank.errors import InvalidInputError
 from thinkrank.prompts.rank1 import FORCED_CLOSE, THINK_CLOSE, Rank1Prompt, resolve_template
@@ -38,6 +38,7 @@ class _Work:
     pair: Pair
     prompt: str
     truncated: bool
+    head: str = ""  # instruction + query: the same for every candidate of a query
 
 
 class Rank1(Reranker):
@@ -138,20 +139,14 @@ class Rank1(Reranker):
             counts = [len(self.engine.tokenizer.encode(w.prompt)) for w in work]
             return [self._judgment(w, lp, "", n, 0, False) for w, lp, n in zip(work, answers, counts)]
         gens = self.engine.generate([self._request(w, i) for i, w in enumerate(work)], tracker)
-        # Chains that did not close (or whose close was not scored in the same pass) are
-        # scored together in one restricted next-token pass.
-        pending: dict[int, tuple[str, bool]] = {}
-        for i, (w, g) in enumerate(zip(work, gens)):
-            if g.answer_logprobs is None:
-                chain = g.text if g.stopped else cut_to_last_sentence(g.text)
-                pending[i] = (chain, not g.stopped)
-        contexts = [
-            work[i].prompt + chain + (FORCED_CLOSE if forced else THINK_CLOSE) for i, (chain, forced) in pending.items()
-        ]
-        late = dict(zip(pending, self.engine.next_token_logprobs(contexts, [self.true_id, self.false_id])))
+        # Engines that do not honour ``close`` (vLLM, openai) leave the answer of chains that
+        # did not close for one batched next-token pass over the closed text.
+        pending = [i for i, g in enumerate(gens) if g.answer_logprobs is None]
+        contexts = [work[i].prompt + close_chain(gens[i]) for i in pending]
+        late = dict(zip(pending, self.engine.next_token_logprobs(contexts, [self.true_id, self.false_id]))) if pending else {}
         out = []
         for i, (w, g) in enumerate(zip(work, gens)):
-            chain, forced = pending.get(i, (g.text, False))
+            chain, forced = closed_chain(g)
             out.append(self._judgment(w, late.get(i, g.answer_logprobs), chain, g.prompt_tokens, g.num_tokens, forced))
         return out
 
@@ -160,7 +155,7 @@ class Rank1(Reranker):
         instruction = " ".join(x for x in (pair.instruction, self.instruction) if x) or None
         template = Rank1Prompt.create(pair.query, self.prompt, instruction)
         passage, truncated = truncate_passage(self.engine.tokenizer, pair.document.passage, self.max_passage_tokens)
-        return _Work(pair, template.render(passage), truncated)
+        return _Work(pair, template.render(passage), truncated, template.head)
 
     def _request(self, work: _Work, position: int) -> GenerationRequest:
         seed = None if self.seed is None else self.seed + position
@@ -171,6 +166,8 @@ class Rank1(Reranker):
             temperature=self.temperature,
             seed=seed,
             answer_token_ids=(self.true_id, self.false_id),
+            close=close_chain,
+            shared_prefix=work.head,
         )
 
     def _judgment(
@@ -194,6 +191,20 @@ class Rank1(Reranker):
             p_true=math.exp(lt),
             p_false=math.exp(lf),
         )
+
+
+def closed_chain(generation: Generation) -> tuple[str, bool]:
+    """The chain as Rank1 scores it, and whether Rank1 had to close it (``forced``): a chain
+    that wrote ``</think>`` is kept whole; any other is cut to its last full sentence."""
+    if generation.stopped:
+        return generation.text, False
+    return cut_to_last_sentence(generation.text), True
+
+
+def close_chain(generation: Generation) -> str:
+    """The text after the prompt at which Rank1 reads the answer of ``generation``."""
+    chain, forced = closed_chain(generation)
+    return chain + (FORCED_CLOSE if forced else THINK_CLOSE)
 
 
 def _sigmoid(x: float) -> float:
