@@ -19,6 +19,7 @@ from thinkrank.engines.loading import DEFAULT_MODEL
 from thinkrank.errors import InvalidInputError
 from thinkrank.prompts.rank1 import FORCED_CLOSE, THINK_CLOSE, Rank1Prompt, resolve_template
 from thinkrank.rerankers.base import RequestLike, Reranker, as_request
+from thinkrank.rerankers.cascade import Cascade, combine
 from thinkrank.rerankers.truncation import cut_to_last_sentence, truncate_passage
 from thinkrank.types import Document, Judgment, Ranking, as_documents, check_query
 
@@ -56,6 +57,9 @@ class Rank1(Reranker):
             flagged ``truncated``.
         temperature / seed: greedy by default; sampling is reproducible with a seed.
         true_token / false_token: the answer words (single tokens, with their leading space).
+        cascade: reason only where it can change the top of each query's ranking (see
+            :mod:`thinkrank.rerankers.cascade`): a :class:`Cascade`, ``top_m`` as an int, or a
+            spec such as ``"top=20"`` / ``"band=0.2:0.8"``. Needs ``reasoning=True``.
         engine_options: passed to the engine's constructor.
     """
 
@@ -74,6 +78,7 @@ class Rank1(Reranker):
         true_token: str = " true",
         false_token: str = " false",
         progress: Callable[[int, int], None] | None = None,
+        cascade: Cascade | int | str | None = None,
         **engine_options: Any,
     ) -> None:
         if think_budget < 1 and reasoning:
@@ -83,6 +88,9 @@ class Rank1(Reranker):
         if temperature < 0:
             raise InvalidInputError(f"temperature must be >= 0, got {temperature}")
         resolve_template(prompt)  # fail early on an unknown dataset name
+        self.cascade = None if cascade is None else Cascade.parse(cascade)
+        if self.cascade is not None and not reasoning:
+            raise InvalidInputError("cascade needs reasoning on: it reasons about the candidates it selects")
         self.engine = load_engine(model, engine, **engine_options)
         self.think_budget = think_budget
         self.reasoning = reasoning
@@ -111,6 +119,7 @@ class Rank1(Reranker):
             "temperature": self.temperature,
             "seed": self.seed if self.temperature > 0 else None,
             "answer_ids": [self.true_id, self.false_id],
+            **({"cascade": self.cascade.settings} if self.cascade else {}),
         }
 
     # ---- public API -----------------------------------------------------------------------
@@ -121,6 +130,8 @@ class Rank1(Reranker):
             query = check_query(req.query)
             docs = as_documents(req.documents)
             per_query.append([Pair(query, d, i, req.instruction) for i, d in enumerate(docs)])
+        if self.cascade is not None:
+            return [Ranking(req.query, js, req.query_id).truncate(top_n) for req, js in zip(reqs, self._cascade(per_query))]
         judgments = iter(self.judge([p for pairs in per_query for p in pairs]))
         return [
             Ranking(req.query, [next(judgments) for _ in pairs], req.query_id).truncate(top_n)
@@ -128,16 +139,38 @@ class Rank1(Reranker):
         ]
 
     def judge(self, pairs: Sequence[Pair]) -> list[Judgment]:
-        """Judge each pair (in one batched pass over the engine); judgments in input order."""
+        """Judge each pair (in one batched pass over the engine); judgments in input order.
+        Every pair is judged as configured (with reasoning unless it is off); the cascade
+        works per query, in :meth:`rerank_many`."""
         work = [self._prepare(p) for p in pairs]
         if not work:
             return []
         tracker = _Tracker(self.progress, len(work))
-        if not self.reasoning:
+        return self._judge(work, self.reasoning, tracker)
+
+    def _cascade(self, per_query: list[list[Pair]]) -> list[list[Judgment]]:
+        """Stage 1 for every pair, stage 2 (reasoning) for the selected ones, all queries batched."""
+        assert self.cascade is not None
+        work = [[self._prepare(p) for p in pairs] for pairs in per_query]
+        flat = [w for ws in work for w in ws]
+        tracker = _Tracker(self.progress, len(flat))
+        quick = iter(self._judge(flat, False, tracker))
+        quick_per_query = [[next(quick) for _ in ws] for ws in work]
+        chosen = [self.cascade.select([j.score for j in js]) for js in quick_per_query]
+        tracker.total += sum(len(c) for c in chosen)
+        reasoned = iter(self._judge([ws[i] for ws, picks in zip(work, chosen) for i in picks], True, tracker))
+        return [
+            combine(js, {i: next(reasoned) for i in picks}) for js, picks in zip(quick_per_query, chosen)
+        ]
+
+    def _judge(self, work: list[_Work], reasoning: bool, tracker: _Tracker) -> list[Judgment]:
+        if not work:
+            return []
+        if not reasoning:
             closed = [w.prompt + FORCED_CLOSE for w in work]
             answers = self.engine.next_token_logprobs(closed, [self.true_id, self.false_id], tracker)
             counts = [len(self.engine.tokenizer.encode(w.prompt)) for w in work]
-            return [self._judgment(w, lp, "", n, 0, False) for w, lp, n in zip(work, answers, counts)]
+            return [self._judgment(w, lp, "", n, 0, False, False) for w, lp, n in zip(work, answers, counts)]
         gens = self.engine.generate([self._request(w, i) for i, w in enumerate(work)], tracker)
         # Engines that do not honour ``close`` (vLLM, openai) leave the answer of chains that
         # did not close for one batched next-token pass over the closed text.
@@ -147,7 +180,8 @@ class Rank1(Reranker):
         out = []
         for i, (w, g) in enumerate(zip(work, gens)):
             chain, forced = closed_chain(g)
-            out.append(self._judgment(w, late.get(i, g.answer_logprobs), chain, g.prompt_tokens, g.num_tokens, forced))
+            out.append(self._judgment(w, late.get(i, g.answer_logprobs), chain, g.prompt_tokens, g.num_tokens, forced,
+                                      True))
         return out
 
     # ---- internals ------------------------------------------------------------------------
@@ -172,7 +206,7 @@ class Rank1(Reranker):
 
     def _judgment(
         self, work: _Work, logprobs: dict[int, float] | None, chain: str, prompt_tokens: int, chain_tokens: int,
-        forced: bool,
+        forced: bool, reasoned: bool,
     ) -> Judgment:
         if logprobs is None:  # an engine broke its contract; never invent a score
             raise RuntimeError(f"engine {self.engine.name} returned no answer log-probabilities")
@@ -190,6 +224,7 @@ class Rank1(Reranker):
             truncated=work.truncated,
             p_true=math.exp(lt),
             p_false=math.exp(lf),
+            reasoned=reasoned,
         )
 
 
