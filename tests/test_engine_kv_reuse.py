@@ -110,3 +110,20 @@ def test_shared_prefix_gives_the_same_chains_and_answers_as_full_prefills(smollm
     for a, b in zip(plain, shared):
         assert (a.token_ids, a.text, a.stop_reason, a.prompt_tokens) == (b.token_ids, b.text, b.stop_reason, b.prompt_tokens)
         assert [a.answer_logprobs[t] for t in ids] == pytest.approx([b.answer_logprobs[t] for t in ids], abs=1e-4)
+
+
+@pytest.mark.parametrize("stop", ["</think>", "sea.", "e", " the"])
+def test_stop_strings_checked_on_token_ids_end_where_the_decoded_text_first_holds_them(smollm2_engine, smollm2, stop):
+    tok, model = smollm2
+    prompt = "Write two sentences about the sea and what lives in it.\n<think>"
+    gen = smollm2_engine.generate([GenerationRequest(prompt, 40, (stop,))])[0]
+    ids = tok(prompt, return_tensors="pt").input_ids
+    ref_ids = model.generate(ids, max_new_tokens=40, do_sample=False)[0, ids.shape[1]:].tolist()
+    # Reference: the shortest greedy prefix whose decoded text contains the stop string.
+    for n in range(1, len(ref_ids) + 1):
+        text = tok.decode(ref_ids[:n])
+        if stop in text:
+            assert (gen.stop_reason, gen.text, gen.num_tokens) == ("stop", text[: text.find(stop)], n)
+            break
+    else:
+        assert gen.stop_reason in ("length", "eos") and stop not in gen.text

@@ -128,6 +128,7 @@ class TransformersEngine:
         eos = self.model.generation_config.eos_token_id if self.model.generation_config else None
         eos = eos if isinstance(eos, list) else [eos]
         self._eos = {e for e in eos + [hf_tok.eos_token_id] if e is not None}
+        self._triggers: dict[tuple[str, ...], frozenset[int] | None] = {}
 
     @property
     def tokenizer(self) -> HFTokenizer:
@@ -334,6 +335,9 @@ class TransformersEngine:
             return
         if not req.stop:
             return
+        triggers = self._stop_triggers(req.stop)
+        if triggers is not None and token not in triggers:
+            return  # this token cannot have completed a stop string: no decoding this step
         tail = self._tok.decode(row.out[-row.window:])
         if not any(s in tail for s in req.stop):
             return
@@ -345,6 +349,22 @@ class TransformersEngine:
             row.result = None
             row.awaiting_answer = True
             row.stop_at = cut
+
+    def _stop_triggers(self, stops: tuple[str, ...]) -> frozenset[int] | None:
+        """Ids of the tokens that can complete one of ``stops``: those whose text holds a stop
+        string's last character, or part of a multi-byte character. A stop string can only
+        appear when such a token is written, so other steps skip decoding. None (check every
+        step) when a stop string ends in whitespace, which some tokenizers drop from a lone token."""
+        if stops not in self._triggers:
+            last = {s[-1] for s in stops if s}
+            if not last or any(c.isspace() for c in last):
+                self._triggers[stops] = None
+            else:
+                pieces = self._tok.hf.batch_decode([[i] for i in range(len(self._tok.hf))], skip_special_tokens=False)
+                self._triggers[stops] = frozenset(
+                    i for i, p in enumerate(pieces) if "\ufffd" in p or any(c in p for c in last)
+                )
+        return self._triggers[stops]
 
     def _read_answer(self, row: _Row, logits: Any) -> None:
         logprobs = self._torch.log_softmax(logits, dim=-1)
