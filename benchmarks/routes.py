@@ -107,8 +107,10 @@ def _chain(tok: Any, ids: list[int], eos: set[int]) -> Generation:
 
 def generate_route(
     model: Any, tok: Any, prompts: Sequence[str], budget: int, batch: int, true_id: int, false_id: int,
-    *, static: bool = False, stop: bool = True, device: str = "cpu",
+    *, static: bool = False, stop: bool = True, device: str = "cpu", pad_to: int | None = None,
 ) -> RouteResult:
+    """``pad_to``: pad every batch to this many prompt tokens (fixed shapes, so a compiled
+    static-cache decode step is not recompiled per batch)."""
     tok.padding_side = "left"
     eos = {tok.eos_token_id, *([model.generation_config.eos_token_id] if isinstance(
         model.generation_config.eos_token_id, int) else (model.generation_config.eos_token_id or []))}
@@ -120,7 +122,8 @@ def generate_route(
     with torch.inference_mode():
         for b in range(0, len(order), batch):
             idx = order[b : b + batch]
-            enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)
+            padding = {"padding": "max_length", "max_length": pad_to} if pad_to else {"padding": True}
+            enc = tok([prompts[i] for i in idx], return_tensors="pt", **padding).to(device)
             extra: dict[str, Any] = {"cache_implementation": "static"} if static else {}
             if stop:
                 extra.update(stop_strings=[STOP], tokenizer=tok)

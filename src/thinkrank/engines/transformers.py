@@ -263,6 +263,7 @@ class TransformersEngine:
         cache, mask, logits = self._prefill(rows, prefixes)
         live = list(range(len(rows)))  # batch position -> index into rows
         while live:
+            greedy = logits.argmax(dim=-1).tolist()  # one device sync per step, not one per row
             for pos, idx in enumerate(live):
                 row = rows[idx]
                 if row.awaiting_answer:
@@ -271,7 +272,7 @@ class TransformersEngine:
                 if row.request.max_tokens == 0:
                     self._finish(row, "length")
                     continue
-                token = self._pick(logits[pos], row)
+                token = greedy[pos] if row.generator is None else self._pick(logits[pos], row)
                 row.out.append(token)
                 self._check_stop(row, token)
                 if row.result is None and not row.awaiting_answer and len(row.out) >= row.request.max_tokens:
