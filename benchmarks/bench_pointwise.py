@@ -1,14 +1,18 @@
-"""Throughput of Rank1 pointwise reranking on the transformers engine.
+"""Rank1 pointwise throughput, side by side, on the transformers engine (CPU or one GPU).
 
-Compares thinkrank's batched decode loop (length-sorted, left-padded, finished rows leave the
-batch, answer read in the same pass) with the naive route of the reference code run on plain
-transformers: ``model.generate`` one pair at a time, then a second forward pass over
-prompt + chain for the answer. Both use the same model and the same real DL19 passages.
+In one run, on the same real DL19 candidates (BM25 top-k), with the same prompts, budget,
+greedy decoding and answer rule, compares thinkrank against what a capable user writes on
+plain transformers (see ``routes.py``): (a) ``generate`` batched with left padding plus one
+scoring pass, and (b) the same with a static KV cache. Routes run interleaved and repeated
+(the order rotates each repetition), after one small warm-up call each, so a noisy shared
+machine hits all of them alike; the table gives the median and every repetition.
 
-    python benchmarks/bench_pointwise.py --pairs 32 --budget 64 --hidden 256 --layers 4
+    python benchmarks/bench_pointwise.py --shape smollm2 --pairs 32 --budget 64 --batch 16 --reps 3
+    python benchmarks/bench_pointwise.py --shape qwen --hidden 256 --layers 4
 
-The model is Qwen2-shaped with random weights and the real Qwen2.5 tokenizer (see
-``thinkrank.testing``): right for speed, meaningless for quality. On a GPU pass ``--device cuda``.
+Random weights (``--shape``) never write ``</think>`` or end-of-sequence, so every chain runs
+to the budget and all routes generate the same number of tokens: right for speed, meaningless
+for quality. ``--shape smollm2-real`` uses the real SmolLM2-135M-Instruct weights.
 """
 
 from __future__ import annotations
@@ -16,74 +20,102 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
+import statistics
+import sys
 from pathlib import Path
 
 import torch
 
-from thinkrank import Rank1
-from thinkrank.engines.transformers import TransformersEngine
-from thinkrank.prompts.rank1 import build_rank1_prompt
-from thinkrank.testing import tiny_qwen_dir
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from routes import (  # noqa: E402
+    agreement, dl19_requests, generate_route, prompts_of, thinkrank_route,
+)
+
+from thinkrank.engines.transformers import TransformersEngine  # noqa: E402
+from thinkrank.testing import smollm2_dir, tiny_qwen_dir  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dl19"
 
 
-def load_pairs(n: int) -> tuple[str, list[str]]:
-    query = json.loads((DATA / "queries.jsonl").read_text().splitlines()[0])["text"]
-    passages = [json.loads(line)["text"] for line in (DATA / "corpus.jsonl").read_text().splitlines()[:n]]
-    return query, passages
+def build(shape: str, hidden: int, layers: int, device: str):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-
-def naive(engine: TransformersEngine, query: str, passages: list[str], budget: int) -> float:
-    tok, model = engine.tokenizer.hf, engine.model
-    start = time.perf_counter()
-    with torch.inference_mode():
-        for passage in passages:
-            ids = tok(build_rank1_prompt(query, passage), return_tensors="pt").input_ids.to(engine.device)
-            out = model.generate(ids, max_new_tokens=budget, do_sample=False, pad_token_id=tok.pad_token_id)
-            close = tok("\n</think>", return_tensors="pt", add_special_tokens=False).input_ids.to(engine.device)
-            model(torch.cat([out, close], dim=1)).logits[0, -1].float().log_softmax(-1)[[830, 895]]
-    return time.perf_counter() - start
-
-
-def thinkrank_batched(engine: TransformersEngine, query: str, passages: list[str], budget: int) -> float:
-    reranker = Rank1(engine=engine, think_budget=budget)
-    start = time.perf_counter()
-    reranker.rerank(query, passages)
-    return time.perf_counter() - start
+    if shape == "qwen":
+        path = tiny_qwen_dir(hidden_size=hidden, num_layers=layers)
+        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), AutoTokenizer.from_pretrained(path)
+    path = smollm2_dir()
+    tok = AutoTokenizer.from_pretrained(path)
+    if shape == "smollm2-real":
+        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), tok
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path)), tok
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--pairs", type=int, default=32)
-    ap.add_argument("--budget", type=int, default=64)
+    ap.add_argument("--shape", choices=["smollm2", "smollm2-real", "qwen"], default="smollm2")
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--queries", type=int, default=1)
+    ap.add_argument("--pairs", type=int, default=32, help="candidates per query")
+    ap.add_argument("--budget", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--routes", default="thinkrank,generate,generate-nostop,static")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--batch-sizes", default="8,16")
+    ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
-    model_dir = tiny_qwen_dir(hidden_size=args.hidden, num_layers=args.layers)
-    query, passages = load_pairs(args.pairs)
-    rows = []
-    engine = TransformersEngine(str(model_dir), device=args.device)
-    # Random weights rarely emit EOS, so every chain runs to the budget: tokens = pairs * budget.
-    tokens = args.pairs * args.budget
-    seconds = naive(engine, query, passages, args.budget)
-    rows.append(("transformers generate, one by one", seconds))
-    for bs in [int(b) for b in args.batch_sizes.split(",")]:
-        engine.batch_size = bs
-        rows.append((f"thinkrank batched (batch {bs})", thinkrank_batched(engine, query, passages, args.budget)))
+    model, tok = build(args.shape, args.hidden, args.layers, args.device)
+    model = model.to(args.device).eval()
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    engine = TransformersEngine(model, tokenizer=tok, device=args.device, batch_size=args.batch)
+    engine.max_batch_tokens = 10**9  # batch size is the only cap, as in the generate routes
+    true_id, false_id = tok.encode(" true", add_special_tokens=False)[0], tok.encode(" false", add_special_tokens=False)[0]
+    requests = dl19_requests(DATA, args.queries, args.pairs)
+    prompts = prompts_of(requests)
 
-    print(f"# {args.pairs} pairs, budget {args.budget}, Qwen2 h={args.hidden} l={args.layers}, "
-          f"{args.device}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads")
-    print("| method | seconds | pairs/s | chain tokens/s | speed-up |")
-    print("|---|---|---|---|---|")
-    base = rows[0][1]
-    for name, sec in rows:
-        print(f"| {name} | {sec:.1f} | {args.pairs / sec:.2f} | {tokens / sec:.0f} | {base / sec:.1f}x |")
+    def run(route: str, reqs, budget: int):
+        if route == "thinkrank":
+            return thinkrank_route(engine, reqs, budget)
+        return generate_route(model, tok, prompts_of(reqs), budget, args.batch, true_id, false_id,
+                              static=route.startswith("static"), stop=not route.endswith("-nostop"), device=args.device)
+
+    routes = args.routes.split(",")
+    for route in routes:  # warm-up: one-time costs (allocator, stop-token table, compilation)
+        run(route, [(requests[0][0], requests[0][1][:2])], 4)
+    results: dict[str, list] = {r: [] for r in routes}
+    for rep in range(args.reps):
+        for route in routes[rep % len(routes):] + routes[: rep % len(routes)]:
+            results[route].append(run(route, requests, args.budget))
+            print(f"rep {rep} {route}: {results[route][-1].seconds:.1f}s", file=sys.stderr)
+
+    machine = (f"{args.device}, torch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} threads")
+    print(f"# {len(prompts)} pairs ({args.queries} DL19 quer{'y' if args.queries == 1 else 'ies'}), budget "
+          f"{args.budget}, batch {args.batch}, shape {args.shape}"
+          f"{f' h={args.hidden} l={args.layers}' if args.shape == 'qwen' else ''}, {machine}, {args.reps} reps")
+    print("| route | seconds (median) | all reps | docs/s | chain tok/s | s per 100-candidate query "
+          "| speed-up vs generate | max score diff vs generate |")
+    print("|---|---|---|---|---|---|---|---|")
+    base = statistics.median(r.seconds for r in results["generate"]) if "generate" in results else None
+    rows = []
+    for route in routes:
+        runs = results[route]
+        med = statistics.median(r.seconds for r in runs)
+        r0 = runs[0]
+        diff = agreement(r0, results["generate"][0]) if "generate" in results else float("nan")
+        row = {"route": route, "seconds": med, "reps": [r.seconds for r in runs], "docs_per_s": r0.docs / med,
+               "tok_per_s": r0.chain_tokens / med, "s_per_100": 100 * med / r0.docs,
+               "speedup": base / med if base else None, "max_score_diff": diff, "chain_tokens": r0.chain_tokens}
+        rows.append(row)
+        reps = " / ".join(f"{s:.1f}" for s in row["reps"])
+        speedup = f"{base / med:.2f}x" if base else "-"
+        print(f"| {route} | {med:.1f} | {reps} | {r0.docs / med:.2f} | {r0.chain_tokens / med:.0f} "
+              f"| {100 * med / r0.docs:.0f} | {speedup} | {diff:.1e} |")
+    if args.json:
+        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "machine": machine,
+                                         "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -120,9 +120,12 @@ class Sampler:
         self.calls.append(len(prompts))
         return [self._one(p, kw) for p, kw in zip(prompts, params)]
 
-    def _one(self, prompt: str, kw: dict[str, Any]) -> RequestOutput:
+    def _one(self, prompt: Any, kw: dict[str, Any]) -> RequestOutput:
         assert kw["max_tokens"] == 1 and kw["temperature"] == 0.0
-        ids = self.tok(prompt, return_tensors="pt").input_ids
+        if isinstance(prompt, dict):  # a TokensPrompt: scored on exactly these ids
+            ids = torch.tensor([prompt["prompt_token_ids"]])
+        else:
+            ids = self.tok(prompt, return_tensors="pt").input_ids
         with torch.no_grad():
             logits = self.model(ids).logits[0, -1].float()
         raw = torch.log_softmax(logits, -1)

@@ -296,8 +296,9 @@ class CachedReranker(Reranker):
                  progress: Progress | None = None) -> None:
         self.reranker = reranker
         self.cache = cache if isinstance(cache, JudgmentCache) else JudgmentCache(cache)
-        self.pointwise = callable(getattr(reranker, "judge", None))
-        self.chunk_size = chunk_size or default_chunk_size(reranker)
+        # A cascade's judgments depend on the query's other candidates: cache whole rankings.
+        self.pointwise = callable(getattr(reranker, "judge", None)) and getattr(reranker, "cascade", None) is None
+        self.chunk_size = chunk_size or (default_chunk_size(reranker) if self.pointwise else 1)
         self.progress = progress
         self.use = CacheUse()
 

@@ -124,6 +124,9 @@ class Judgment:
             full-softmax values on ``transformers``; renormalised over the two answers on
             ``openai``/``vllm`` (which restrict the vocabulary to read them exactly). ``score``
             is the same on every engine.
+        reasoned: pointwise: whether a reasoning chain produced this judgment (False with
+            reasoning off, and for candidates a cascade did not reason about); None: not recorded.
+        quick_score: in a cascade, the candidate's no-reasoning (stage-1) score.
     """
 
     doc_id: str
@@ -137,6 +140,8 @@ class Judgment:
     truncated: bool = False
     p_true: float | None = None
     p_false: float | None = None
+    reasoned: bool | None = None
+    quick_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -52,6 +52,11 @@ def rerank(
     mode: Annotated[Mode, typer.Option(help="pointwise (Rank1) or listwise (Rank-K).")] = Mode.pointwise,
     reasoning: Annotated[Switch, typer.Option(help="Pointwise: off scores in one forward pass, no chain.")] = Switch.on,
     think_budget: Annotated[int, typer.Option(help="Pointwise: most reasoning tokens per document.")] = 1024,
+    cascade: Annotated[
+        str | None,
+        typer.Option(help="Pointwise: score all without reasoning, reason only about the top M and/or a score band: "
+                     "'top=20', 'band=0.2:0.8' or 'top=10,band=0.3:0.7'."),
+    ] = None,
     prompt: Annotated[
         str | None, typer.Option(help="Dataset template name (scifact, nfcorpus, bright-pony, …) or a template "
                                  "containing FILL_QUERY_HERE.")
@@ -102,13 +107,30 @@ def _rerank(**opts: Any) -> None:
     check_numbers(opts, {"queries": "queries_file"})
     check_applicable(opts, given_options(), listwise=opts["mode"] == Mode.listwise)
     query_list = [QueryInput(opts["query"], "0")] if opts["query"] is not None else read_queries(opts["queries"])
+    if opts["cascade"] is not None:
+        from thinkrank.rerankers.cascade import Cascade
+
+        if opts["mode"] == Mode.listwise:
+            fail("--cascade is a pointwise option (Rank1); drop it or use --mode pointwise")
+        opts["cascade"] = Cascade.parse(opts["cascade"])
     docs = read_docs(opts["docs"])
     requests = [RerankRequest(q.text, docs.for_query(q), q.id, q.instruction) for q in query_list]
     check_requests(requests)  # before the model loads
     with ProgressBar("reranking", opts["quiet"], transient=True) as progress:
         reranker = _build_reranker(opts, progress)
-        rankings = reranker.rerank_many(requests, top_n=opts["top_n"])
-    _print(rankings, opts["output_format"])
+        rankings = reranker.rerank_many(requests)
+    if opts["cascade"] is not None and not opts["quiet"]:
+        _report_cascade(rankings)
+    _print([r.truncate(opts["top_n"]) for r in rankings], opts["output_format"])
+
+
+def _report_cascade(rankings: list[Any]) -> None:
+    from thinkrank.rerankers.cascade import cascade_stats
+
+    for ranking in rankings:
+        s = cascade_stats(ranking)
+        print(f"cascade: query {ranking.query_id}: {s.chains} of {s.candidates} candidates reasoned, "
+              f"{s.chain_tokens} chain tokens, ~{s.tokens_saved} saved", file=sys.stderr)
 
 
 _ENGINE_FLAGS = {
@@ -155,7 +177,7 @@ def _build_reranker(opts: dict[str, Any], progress: Any) -> Any:
 
     return Rank1(
         opts["model"] or DEFAULT_MODEL, think_budget=opts["think_budget"], reasoning=opts["reasoning"] == Switch.on,
-        prompt=opts["prompt"], instruction=opts["instruction"], **common,
+        prompt=opts["prompt"], instruction=opts["instruction"], cascade=opts["cascade"], **common,
     )
 
 
@@ -187,7 +209,8 @@ def _print_table(rankings: list[Any]) -> None:
         for col in ("rank", "id", "score", "answer", "flags", "reasoning"):
             table.add_column(col, overflow="fold")
         for rank, j in enumerate(ranking, 1):
-            flags = ",".join(f for f in ("forced", "truncated") if getattr(j, f))
+            flags = ",".join([f for f in ("forced", "truncated") if getattr(j, f)]
+                             + (["unreasoned"] if j.reasoned is False and j.quick_score is not None else []))
             chain = " ".join(j.reasoning.split())
             table.add_row(str(rank), j.doc_id, f"{j.score:.4f}", j.answer or "", flags,
                           chain[:300] + ("…" if len(chain) > 300 else ""))

@@ -33,6 +33,14 @@ class GenerationRequest:
     ``answer_token_ids``: when a stop string ends the continuation, also return exact
     log-probabilities of these ids at the next position (prompt + text + stop string).
     ``seed`` makes sampling reproducible per request, whatever the batch.
+
+    ``close``: for a continuation whose answer could not be read right after a stop string
+    (budget used up, end-of-sequence, a stop string inside a token), the text to follow the
+    prompt when the answer ids are scored; an engine that honours it fills ``answer_logprobs``
+    with the values ``next_token_logprobs([prompt + close(generation)])`` would give (the
+    transformers engine reads them from the chain's KV cache). ``shared_prefix``: text that
+    starts this prompt and others of the same call (e.g. instruction + query), a hint that
+    their common tokens may be prefilled once.
     """
 
     prompt: str
@@ -41,6 +49,8 @@ class GenerationRequest:
     temperature: float = 0.0
     seed: int | None = None
     answer_token_ids: tuple[int, ...] = ()
+    close: Callable[[Generation], str] | None = None
+    shared_prefix: str = ""
 
 
 @dataclass

@@ -5,6 +5,11 @@ one thing ``generate`` does not give: the exact answer distribution at the posit
 ``</think>``. The loop keeps a finished row for one more step, so that distribution comes from
 the KV cache instead of a second pass over prompt and chain. Requests are sorted by length and
 left-padded; finished rows leave the batch (and the cache) so long chains don't drag short ones.
+
+Nothing is prefilled twice (see :mod:`thinkrank.engines.kv`): a chain that ends without its
+answer read (budget, end-of-sequence) is closed from its own cache, rolled back to the longest
+common token prefix with the text to score; and prompts that declare a ``shared_prefix`` (a
+Rank1 query's instruction and query) have their common tokens prefilled once per call.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from thinkrank.engines import gguf_cache
+from thinkrank.engines import gguf_cache, kv
 from thinkrank.engines.base import Generation, GenerationRequest, Progress
 from thinkrank.engines.loading import ModelRef, load_causal_lm, load_tokenizer, resolve_model
 from thinkrank.errors import InvalidInputError
@@ -54,6 +59,30 @@ class _Row:
     result: Generation | None = None
     awaiting_answer: bool = False  # stop string ended on a token boundary: read the next step's logits
     stop_at: int = -1  # character offset of the stop string in the decoded continuation
+    prefix: int = 0  # leading prompt tokens shared with its group, prefilled once
+
+
+_CLOSE_CHUNK = 32  # rows closed together: bounds the keys/values copied out of a batch cache
+
+
+def _share_prefixes(rows: list[_Row]) -> list[int]:
+    """Set each row's shared-prefix length (the common tokens of the prompts that declare the
+    same ``shared_prefix``, leaving at least one token to feed) and return a group rank per
+    row (first appearance order) so batching keeps groups together."""
+    members: dict[str, list[_Row]] = {}
+    for row in rows:
+        if row.request.shared_prefix:
+            members.setdefault(row.request.shared_prefix, []).append(row)
+    for group in members.values():
+        if len(group) < 2:
+            continue
+        first = group[0].prompt_ids
+        shared = min(kv.common_prefix(first, r.prompt_ids) for r in group[1:])
+        shared = min(shared, min(len(r.prompt_ids) for r in group) - 1)
+        for r in group:
+            r.prefix = max(shared, 0)
+    rank = {key: i + 1 for i, key in enumerate(members)}
+    return [rank.get(r.request.shared_prefix, 0) for r in rows]
 
 
 class TransformersEngine:
@@ -117,6 +146,7 @@ class TransformersEngine:
         eos = self.model.generation_config.eos_token_id if self.model.generation_config else None
         eos = eos if isinstance(eos, list) else [eos]
         self._eos = {e for e in eos + [hf_tok.eos_token_id] if e is not None}
+        self._triggers: dict[tuple[str, ...], frozenset[int] | None] = {}
         if context_length is not None and context_length < 1:
             raise InvalidInputError(f"context_length must be >= 1, got {context_length}")
         config = self.model.config
@@ -141,17 +171,25 @@ class TransformersEngine:
         return self._tok.hf.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
 
     # ---- batching -------------------------------------------------------------------------
-    def _batches(self, lengths: Sequence[int], budget_extra: Sequence[int]) -> list[list[int]]:
-        """Indices grouped longest-first so rows in a batch pad little, within both caps."""
-        order = sorted(range(len(lengths)), key=lambda i: -(lengths[i] + budget_extra[i]))
+    def _batches(
+        self, lengths: Sequence[int], budget_extra: Sequence[int], groups: Sequence[int] | None = None
+    ) -> list[list[int]]:
+        """Indices grouped longest-first so rows in a batch pad little, within both caps; rows
+        of one prefix group (``groups``) stay together so their shared prefix is reused."""
+        need = [n + e for n, e in zip(lengths, budget_extra)]
+        rank = groups or [0] * len(lengths)
+        order = sorted(range(len(lengths)), key=lambda i: (rank[i], -need[i]))
         batches: list[list[int]] = []
+        width = 0
         for i in order:
             cur = batches[-1] if batches else None
-            width = lengths[cur[0]] + budget_extra[cur[0]] if cur else 0
-            if cur and len(cur) < self.batch_size and width * (len(cur) + 1) <= self.max_batch_tokens:
+            grown = max(width, need[i])
+            if cur and len(cur) < self.batch_size and grown * (len(cur) + 1) <= self.max_batch_tokens:
                 cur.append(i)
+                width = grown
             else:
                 batches.append([i])
+                width = need[i]
         return batches
 
     def _left_pad(self, seqs: Sequence[Sequence[int]]) -> tuple[Any, Any]:
@@ -197,9 +235,12 @@ class TransformersEngine:
     ) -> list[Generation]:
         torch = self._torch
         rows = [self._new_row(r) for r in requests]
+        groups = _share_prefixes(rows)
+        prefixes: dict[str, kv.KV] = {}  # shared prefix -> its keys/values, for this call
         with torch.inference_mode():
-            for batch in self._batches([len(r.prompt_ids) for r in rows], [r.request.max_tokens for r in rows]):
-                self._decode_batch([rows[i] for i in batch])
+            lengths, budgets = [len(r.prompt_ids) for r in rows], [r.request.max_tokens for r in rows]
+            for batch in self._batches(lengths, budgets, groups):
+                self._decode_batch([rows[i] for i in batch], prefixes)
                 if progress:
                     progress(len(batch))
         return [r.result for r in rows]  # type: ignore[misc]
@@ -214,15 +255,44 @@ class TransformersEngine:
         window = max((len(self._tok.encode(s)) for s in request.stop), default=0) + 2
         return _Row(request, self._tok.encode_prompt(request.prompt), generator, window)
 
-    def _decode_batch(self, rows: list[_Row]) -> None:
+    def _prefill(self, rows: list[_Row], prefixes: dict[str, kv.KV]) -> tuple[Any, Any, Any]:
+        """The batch's cache, mask and next-token logits after its prompts; shared prefixes
+        come from ``prefixes`` (computed on first use) and only the rest of each row is fed."""
         from transformers import DynamicCache
 
         torch = self._torch
-        ids, mask = self._left_pad([r.prompt_ids for r in rows])
-        cache = DynamicCache()
-        logits = self._forward(ids, mask, cache)
+        for row in rows:
+            key = row.request.shared_prefix
+            if row.prefix and key not in prefixes:
+                cache = DynamicCache()
+                self._forward(torch.tensor([row.prompt_ids[: row.prefix]], device=self.device),
+                              torch.ones((1, row.prefix), dtype=torch.long, device=self.device), cache)
+                if not kv.reusable(cache):  # e.g. sliding-window layers: prefill whole prompts
+                    for r in rows:
+                        r.prefix = 0
+                    break
+                prefixes[key] = kv.layers_of(cache)
+        if not any(r.prefix for r in rows):
+            ids, mask = self._left_pad([r.prompt_ids for r in rows])
+            cache = DynamicCache()
+            return cache, mask, self._forward(ids, mask, cache)
+        some = next(prefixes[r.request.shared_prefix] for r in rows if r.prefix)
+        ones = torch.ones(max(r.prefix for r in rows), dtype=torch.long, device=self.device)
+        segments = [
+            kv.Segment(prefixes[r.request.shared_prefix] if r.prefix else some, 0, r.prefix, ones[: r.prefix])
+            for r in rows
+        ]
+        cache, head_mask = kv.stack(segments, self.device)
+        ids, rest_mask = kv.right_align([r.prompt_ids[r.prefix:] for r in rows], self._tok.hf.pad_token_id, self.device)
+        mask = torch.cat([head_mask, rest_mask], dim=1)
+        return cache, mask, self._forward(ids, mask, cache)
+
+    def _decode_batch(self, rows: list[_Row], prefixes: dict[str, kv.KV]) -> None:
+        torch = self._torch
+        cache, mask, logits = self._prefill(rows, prefixes)
         live = list(range(len(rows)))  # batch position -> index into rows
         while live:
+            greedy = logits.argmax(dim=-1).tolist()  # one device sync per step, not one per row
             for pos, idx in enumerate(live):
                 row = rows[idx]
                 if row.awaiting_answer:
@@ -231,11 +301,12 @@ class TransformersEngine:
                 if row.request.max_tokens == 0:
                     self._finish(row, "length")
                     continue
-                token = self._pick(logits[pos], row)
+                token = greedy[pos] if row.generator is None else self._pick(logits[pos], row)
                 row.out.append(token)
                 self._check_stop(row, token)
                 if row.result is None and not row.awaiting_answer and len(row.out) >= row.request.max_tokens:
                     self._finish(row, "length")
+            self._close_from_cache(rows, live, cache, mask)
             keep = [pos for pos, idx in enumerate(live) if rows[idx].result is None]
             if not keep:
                 break
@@ -247,6 +318,38 @@ class TransformersEngine:
             step = torch.tensor([[rows[i].out[-1]] for i in live], device=self.device)
             mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
             logits = self._forward(step, mask, cache)
+
+    def _close_from_cache(self, rows: list[_Row], live: list[int], cache: Any, mask: Any) -> None:
+        """Score the rows that just ended without their answer (budget, end-of-sequence, a stop
+        string inside a token) at ``prompt + close(generation)``, from their own cache."""
+        todo = [
+            (pos, rows[idx]) for pos, idx in enumerate(live)
+            if (g := rows[idx].result) is not None and g.answer_logprobs is None
+            and rows[idx].request.close is not None and rows[idx].request.answer_token_ids
+        ]
+        if not todo:
+            return
+        if not kv.reusable(cache):  # cannot cut this cache: score the closed text from scratch
+            for _, row in todo:
+                text = row.request.prompt + row.request.close(row.result)  # type: ignore[arg-type,misc]
+                row.result.answer_logprobs = self.next_token_logprobs([text], row.request.answer_token_ids)[0]  # type: ignore[union-attr]
+            return
+        layers = kv.layers_of(cache)
+        for start in range(0, len(todo), _CLOSE_CHUNK):  # bounds the copied keys/values
+            segments, rests = [], []
+            for pos, row in todo[start : start + _CLOSE_CHUNK]:
+                target = self._tok.encode_prompt(row.request.prompt + row.request.close(row.result))  # type: ignore[arg-type,misc]
+                held = row.prompt_ids + row.out[: max(len(row.out) - 1, 0)]  # the last pick was never fed
+                keep = min(kv.common_prefix(held, target), len(target) - 1)
+                segments.append(kv.cut_row(layers, mask, pos, keep))
+                rests.append(target[keep:])
+            sub_cache, head_mask = kv.stack(segments, self.device)
+            ids, rest_mask = kv.right_align(rests, self._tok.hf.pad_token_id, self.device)
+            logits = self._forward(ids, self._torch.cat([head_mask, rest_mask], dim=1), sub_cache)
+            logprobs = self._torch.log_softmax(logits, dim=-1).cpu()
+            for r, (_, row) in enumerate(todo[start : start + _CLOSE_CHUNK]):
+                answer_ids = row.request.answer_token_ids
+                row.result.answer_logprobs = {t: float(logprobs[r, t]) for t in answer_ids}  # type: ignore[union-attr]
 
     def _pick(self, logits: Any, row: _Row) -> int:
         torch = self._torch
@@ -262,6 +365,9 @@ class TransformersEngine:
             return
         if not req.stop:
             return
+        triggers = self._stop_triggers(req.stop)
+        if triggers is not None and token not in triggers:
+            return  # this token cannot have completed a stop string: no decoding this step
         tail = self._tok.decode(row.out[-row.window:])
         if not any(s in tail for s in req.stop):
             return
@@ -273,6 +379,22 @@ class TransformersEngine:
             row.result = None
             row.awaiting_answer = True
             row.stop_at = cut
+
+    def _stop_triggers(self, stops: tuple[str, ...]) -> frozenset[int] | None:
+        """Ids of the tokens that can complete one of ``stops``: those whose text holds a stop
+        string's last character, or part of a multi-byte character. A stop string can only
+        appear when such a token is written, so other steps skip decoding. None (check every
+        step) when a stop string ends in whitespace, which some tokenizers drop from a lone token."""
+        if stops not in self._triggers:
+            last = {s[-1] for s in stops if s}
+            if not last or any(c.isspace() for c in last):
+                self._triggers[stops] = None
+            else:
+                pieces = self._tok.hf.batch_decode([[i] for i in range(len(self._tok.hf))], skip_special_tokens=False)
+                self._triggers[stops] = frozenset(
+                    i for i, p in enumerate(pieces) if "\ufffd" in p or any(c in p for c in last)
+                )
+        return self._triggers[stops]
 
     def _read_answer(self, row: _Row, logits: Any) -> None:
         logprobs = self._torch.log_softmax(logits, dim=-1)

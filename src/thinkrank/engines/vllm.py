@@ -1,9 +1,11 @@
 """Engine over vLLM's offline ``LLM`` (GPU), a thin adapter.
 
 All requests go to one ``LLM.generate`` call, so vLLM schedules and batches them itself.
-``generate`` stops at the stop strings and returns ``answer_logprobs=None``; Rank1 then asks
-``next_token_logprobs`` for prompt + chain + ``</think>``, which prefix caching (on by default
-here) serves from the KV cache of the chain just generated.
+``generate`` stops at the stop strings. For requests with a ``close`` rule it then scores the
+answer ids in one more batched pass whose prompts are **token ids**: the prompt's ids and the
+chain's generated ids (as far as their text is a prefix of the closed text), then the tokens of
+the rest. So prefix caching (on by default here) serves prompt and chain from the KV cache of
+the generation just run, and the model is scored on exactly the tokens it wrote.
 
 ``next_token_logprobs`` reads the answer ids exactly and returns them **renormalised over the
 requested ids** (their differences are what Rank1 uses, and are exact):
@@ -96,11 +98,28 @@ def to_reading(output: Any, ids: Sequence[int]) -> Reading:
     values = {t: float(step[t].logprob) for t in ids if t in step}
     return Reading(sampled if sampled in ids else None, values)
 
-Run = Callable[[list[str], list[dict[str, Any]]], list[Any]]
+def scoring_ids(tokenizer: Any, prompt_ids: Sequence[int], generated: Sequence[int], closed: str) -> list[int]:
+    """Token ids for scoring after ``prompt + closed``: ``prompt_ids``, the longest run of
+    ``generated`` ids whose text is a prefix of ``closed`` (a prefix-cache hit, and the model's
+    own tokens), then the rest of ``closed`` tokenised."""
+    lo, hi = 0, len(generated)
+    while lo < hi:  # the largest k with decode(generated[:k]) a prefix of closed
+        mid = (lo + hi + 1) // 2
+        if closed.startswith(tokenizer.decode(generated[:mid])):
+            lo = mid
+        else:
+            hi = mid - 1
+    kept = tokenizer.decode(generated[:lo]) if lo else ""
+    if not closed.startswith(kept):  # a partial character at the cut: keep none rather than guess
+        lo, kept = 0, ""
+    return [*prompt_ids, *generated[:lo], *tokenizer.encode(closed[len(kept):])]
+
+
+Run = Callable[[list[Any], list[dict[str, Any]]], list[Any]]
 """Runs prompts with one ``SamplingParams`` keyword dict each; returns ``RequestOutput``s."""
 
 
-def score_answers(run: Run, prompts: Sequence[str], token_ids: Sequence[int], fields: frozenset[str]) -> list[dict[int, float]]:
+def score_answers(run: Run, prompts: Sequence[Any], token_ids: Sequence[int], fields: frozenset[str]) -> list[dict[int, float]]:
     """The answer log-probs of every prompt, renormalised over ``token_ids``, in one batched
     scoring pass plus, on restricted decoding, one pass for answers a raw top-k left out."""
     ids = list(dict.fromkeys(int(t) for t in token_ids))
@@ -182,7 +201,7 @@ class VLLMEngine:
             )
         return hf.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
 
-    def _run(self, prompts: list[str], kwargs: list[dict[str, Any]]) -> list[Any]:
+    def _run(self, prompts: list[Any], kwargs: list[dict[str, Any]]) -> list[Any]:
         params = [self._sampling_params(**kw) for kw in kwargs]
         return list(self.llm.generate(prompts, sampling_params=params, use_tqdm=False))
 
@@ -201,9 +220,28 @@ class VLLMEngine:
             outputs = self._run([requests[i].prompt for i in todo], [sampling_kwargs(requests[i]) for i in todo])
             for i, out in zip(todo, outputs):
                 results[i] = to_generation(out)
+        self._close(requests, results, [out.prompt_token_ids for out in outputs] if todo else [], todo)
         if progress:
             progress(len(requests))
         return results  # type: ignore[return-value]
+
+    def _close(self, requests: Sequence[GenerationRequest], results: list[Any], prompt_ids: list[Any],
+               generated: list[int]) -> None:
+        """Fill ``answer_logprobs`` of the requests with a ``close`` rule, grouped by answer ids."""
+        ids_of = dict(zip(generated, prompt_ids))
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, r in enumerate(requests):
+            if r.close is not None and r.answer_token_ids:
+                groups.setdefault(tuple(r.answer_token_ids), []).append(i)
+        for answer_ids, members in groups.items():
+            prompts = [
+                {"prompt_token_ids": scoring_ids(
+                    self._tok, ids_of.get(i) or self._tok.encode_prompt(requests[i].prompt), results[i].token_ids,
+                    requests[i].close(results[i]))}  # type: ignore[misc]
+                for i in members
+            ]
+            for i, lp in zip(members, score_answers(self._run, prompts, answer_ids, self._fields)):
+                results[i].answer_logprobs = lp
 
     def next_token_logprobs(
         self, prompts: Sequence[str], token_ids: Sequence[int], progress: Progress | None = None

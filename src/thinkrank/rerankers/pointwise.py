@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from thinkrank.engines import Engine, GenerationRequest, load_engine, single_token_id
+from thinkrank.engines import Engine, Generation, GenerationRequest, load_engine, single_token_id
 from thinkrank.engines.loading import DEFAULT_MODEL
 from thinkrank.errors import InvalidInputError
 from thinkrank.prompts.rank1 import (
@@ -31,6 +31,7 @@ from thinkrank.prompts.rank1 import (
     resolve_template,
 )
 from thinkrank.rerankers.base import RequestLike, Reranker, as_request
+from thinkrank.rerankers.cascade import Cascade, combine
 from thinkrank.rerankers.truncation import truncate_passage
 
 # Tokens kept free beyond prompt and budget: the forced answer's "\n", "\n</think>" and the
@@ -55,6 +56,7 @@ class _Work:
     pair: Pair
     prompt: str
     truncated: bool
+    head: str = ""  # instruction + query: the same for every candidate of a query
 
 
 class Rank1(Reranker):
@@ -76,6 +78,9 @@ class Rank1(Reranker):
             ``"newline"`` (``"\\n</think>"``, default), ``"bare"`` (``"</think>"``),
             ``"empty-chain"`` (``"\\n\\n</think>"``) or the literal text. The released code has no
             reasoning-off mode, and the choice changes scores.
+        cascade: reason only where it can change the top of each query's ranking (see
+            :mod:`thinkrank.rerankers.cascade`): a :class:`Cascade`, ``top_m`` as an int, or a
+            spec such as ``"top=20"`` / ``"band=0.2:0.8"``. Needs ``reasoning=True``.
         engine_options: passed to the engine's constructor.
     """
 
@@ -95,6 +100,7 @@ class Rank1(Reranker):
         false_token: str = " false",
         reasoning_close: str = "newline",
         progress: Callable[[int, int], None] | None = None,
+        cascade: Cascade | int | str | None = None,
         **engine_options: Any,
     ) -> None:
         check_bool("reasoning", reasoning)
@@ -105,6 +111,9 @@ class Rank1(Reranker):
         check_optional_str("instruction", instruction)
         resolve_template(prompt)  # fail early on an unknown dataset name
         self.reasoning_close = resolve_reasoning_close(reasoning_close)
+        self.cascade = None if cascade is None else Cascade.parse(cascade)
+        if self.cascade is not None and not reasoning:
+            raise InvalidInputError("cascade needs reasoning on: it reasons about the candidates it selects")
         self.engine = load_engine(model, engine, **engine_options)
         self.think_budget = think_budget
         self.reasoning = reasoning
@@ -135,6 +144,7 @@ class Rank1(Reranker):
             "temperature": self.temperature,
             "seed": self.seed if self.temperature > 0 else None,
             "answer_ids": [self.true_id, self.false_id],
+            **({"cascade": self.cascade.settings} if self.cascade else {}),
         }
 
     # ---- public API -----------------------------------------------------------------------
@@ -146,6 +156,8 @@ class Rank1(Reranker):
             query = check_query(req.query)
             docs = as_documents(req.documents)
             per_query.append([Pair(query, d, i, req.instruction) for i, d in enumerate(docs)])
+        if self.cascade is not None:
+            return [Ranking(req.query, js, req.query_id).truncate(top_n) for req, js in zip(reqs, self._cascade(per_query))]
         judgments = iter(self.judge([p for pairs in per_query for p in pairs]))
         return [
             Ranking(req.query, [next(judgments) for _ in pairs], req.query_id).truncate(top_n)
@@ -153,33 +165,49 @@ class Rank1(Reranker):
         ]
 
     def judge(self, pairs: Sequence[Pair]) -> list[Judgment]:
-        """Judge each pair (in one batched pass over the engine); judgments in input order."""
+        """Judge each pair (in one batched pass over the engine); judgments in input order.
+        Every pair is judged as configured (with reasoning unless it is off); the cascade
+        works per query, in :meth:`rerank_many`."""
         work = [self._prepare(p) for p in pairs]
         if not work:
             return []
         tracker = _Tracker(self.progress, len(work))
-        if not self.reasoning:
+        return self._judge(work, self.reasoning, tracker)
+
+    def _cascade(self, per_query: list[list[Pair]]) -> list[list[Judgment]]:
+        """Stage 1 for every pair, stage 2 (reasoning) for the selected ones, all queries batched."""
+        assert self.cascade is not None
+        work = [[self._prepare(p) for p in pairs] for pairs in per_query]
+        flat = [w for ws in work for w in ws]
+        tracker = _Tracker(self.progress, len(flat))
+        quick = iter(self._judge(flat, False, tracker))
+        quick_per_query = [[next(quick) for _ in ws] for ws in work]
+        chosen = [self.cascade.select([j.score for j in js]) for js in quick_per_query]
+        tracker.total += sum(len(c) for c in chosen)
+        reasoned = iter(self._judge([ws[i] for ws, picks in zip(work, chosen) for i in picks], True, tracker))
+        return [
+            combine(js, {i: next(reasoned) for i in picks}) for js, picks in zip(quick_per_query, chosen)
+        ]
+
+    def _judge(self, work: list[_Work], reasoning: bool, tracker: _Tracker) -> list[Judgment]:
+        if not work:
+            return []
+        if not reasoning:
             closed = [w.prompt + self.reasoning_close for w in work]
             answers = self.engine.next_token_logprobs(closed, [self.true_id, self.false_id], tracker)
             counts = [len(self.engine.tokenizer.encode(w.prompt)) for w in work]
-            return [self._judgment(w, lp, "", n, 0, False) for w, lp, n in zip(work, answers, counts)]
+            return [self._judgment(w, lp, "", n, 0, False, False) for w, lp, n in zip(work, answers, counts)]
         gens = self.engine.generate([self._request(w, i) for i, w in enumerate(work)], tracker)
-        # Chains that did not close (or whose close was not scored in the same pass) are
-        # scored together in one restricted next-token pass. Only a matched </think> closes a
-        # chain; end-of-sequence and the budget both get the reference's forced answer.
-        pending: dict[int, tuple[str, bool, str]] = {}
-        for i, (w, g) in enumerate(zip(work, gens)):
-            if g.answer_logprobs is None or not g.stopped:
-                if g.stopped:
-                    pending[i] = (g.text, False, w.prompt + g.text + THINK_CLOSE)
-                else:
-                    pending[i] = (cut_forced_chain(g.text), True, w.prompt + forced_close(g.text))
-        contexts = [context for _, _, context in pending.values()]
-        late = dict(zip(pending, self.engine.next_token_logprobs(contexts, [self.true_id, self.false_id])))
+        # Engines that do not honour ``close`` (vLLM, openai) leave the answer of chains that
+        # did not close for one batched next-token pass over the closed text.
+        pending = [i for i, g in enumerate(gens) if g.answer_logprobs is None]
+        contexts = [work[i].prompt + close_chain(gens[i]) for i in pending]
+        late = dict(zip(pending, self.engine.next_token_logprobs(contexts, [self.true_id, self.false_id]))) if pending else {}
         out = []
         for i, (w, g) in enumerate(zip(work, gens)):
-            chain, forced, _ = pending.get(i, (g.text, False, ""))
-            out.append(self._judgment(w, late.get(i, g.answer_logprobs), chain, g.prompt_tokens, g.num_tokens, forced))
+            chain, forced = closed_chain(g)
+            out.append(self._judgment(w, late.get(i, g.answer_logprobs), chain, g.prompt_tokens, g.num_tokens, forced,
+                                      True))
         return out
 
     # ---- internals ------------------------------------------------------------------------
@@ -188,7 +216,7 @@ class Rank1(Reranker):
         template = Rank1Prompt.create(pair.query, self.prompt, instruction)
         limit = self._passage_limit(template)
         passage, truncated = truncate_passage(self.engine.tokenizer, pair.document.passage, limit)
-        return _Work(pair, template.render(passage), truncated)
+        return _Work(pair, template.render(passage), truncated, template.head)
 
     def _passage_limit(self, template: Rank1Prompt) -> int | None:
         """The most passage tokens that fit: ``max_passage_tokens``, lowered so that prompt,
@@ -221,11 +249,13 @@ class Rank1(Reranker):
             temperature=self.temperature,
             seed=seed,
             answer_token_ids=(self.true_id, self.false_id),
+            close=close_chain,
+            shared_prefix=work.head,
         )
 
     def _judgment(
         self, work: _Work, logprobs: dict[int, float] | None, chain: str, prompt_tokens: int, chain_tokens: int,
-        forced: bool,
+        forced: bool, reasoned: bool,
     ) -> Judgment:
         if logprobs is None:  # an engine broke its contract; never invent a score
             raise RuntimeError(f"engine {self.engine.name} returned no answer log-probabilities")
@@ -243,7 +273,24 @@ class Rank1(Reranker):
             truncated=work.truncated,
             p_true=math.exp(lt),
             p_false=math.exp(lf),
+            reasoned=reasoned,
         )
+
+
+def closed_chain(generation: Generation) -> tuple[str, bool]:
+    """The chain as Rank1 scores it, and whether Rank1 had to close it (``forced``): a chain
+    that wrote ``</think>`` is kept whole; any other (budget, end-of-sequence) is cut as the
+    released code cuts it (:func:`~thinkrank.prompts.rank1.cut_forced_chain`)."""
+    if generation.stopped:
+        return generation.text, False
+    return cut_forced_chain(generation.text), True
+
+
+def close_chain(generation: Generation) -> str:
+    """The text after the prompt at which Rank1 reads the answer of ``generation``."""
+    if generation.stopped:
+        return generation.text + THINK_CLOSE
+    return forced_close(generation.text)
 
 
 def _sigmoid(x: float) -> float:

@@ -1,0 +1,160 @@
+"""The compared routes for Rank1 pointwise scoring, shared by the CPU and GPU speed benchmarks.
+
+Every route gets the same prompts (``build_rank1_prompt``), the same think budget, the same
+greedy decoding and the same answer rule (``close_chain``: a chain that wrote ``</think>`` is
+scored right after it; any other is cut to its last full sentence and closed with
+``"\\n</think>"``), and returns one score per prompt plus the chain tokens it generated.
+
+* ``thinkrank``: ``Rank1`` on the transformers engine.
+* ``generate``: what a capable user writes on plain transformers: prompts sorted by length,
+  ``model.generate`` batched with left padding and ``stop_strings=["</think>"]``, then one
+  batched scoring forward pass over prompt + closed chain.
+* ``static``: the same with ``cache_implementation="static"`` (on CUDA, transformers then
+  compiles the decode step).
+* ``-nostop`` variants leave ``stop_strings`` out: the fastest plain route when chains never
+  write ``</think>`` (random weights), though a real Rank1 model needs the stop.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from thinkrank import Rank1
+from thinkrank.engines import Generation
+from thinkrank.prompts.rank1 import build_rank1_prompt
+from thinkrank.rerankers.pointwise import close_chain
+
+STOP = "</think>"
+
+
+@dataclass
+class RouteResult:
+    route: str
+    seconds: float
+    docs: int
+    chain_tokens: int
+    scores: list[float]
+
+    @property
+    def docs_per_s(self) -> float:
+        return self.docs / self.seconds
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.chain_tokens / self.seconds
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+Requests = list[tuple[str, list[str]]]
+"""(query, candidate passages) per query."""
+
+
+def dl19_requests(data_dir: Path, queries: int, per_query: int) -> Requests:
+    """The first ``queries`` DL19 queries with their top ``per_query`` BM25 candidates (real text)."""
+    qtext = {q["_id"]: q["text"] for q in map(json.loads, (data_dir / "queries.jsonl").read_text().splitlines())}
+    ranked: dict[str, list[str]] = {}
+    for line in (data_dir / "runs" / "bm25.trec").read_text().splitlines():
+        qid, _, doc, *_ = line.split()
+        ranked.setdefault(qid, []).append(doc)
+    wanted = [q for q in ranked if q in qtext][:queries]
+    need = {d for q in wanted for d in ranked[q][:per_query]}
+    corpus = {}
+    for line in (data_dir / "corpus.jsonl").read_text().splitlines():
+        d = json.loads(line)
+        if d["_id"] in need:
+            corpus[d["_id"]] = f"{d['title']} {d['text']}" if d.get("title") else d["text"]
+    return [(qtext[q], [corpus[d] for d in ranked[q][:per_query] if d in corpus]) for q in wanted]
+
+
+def prompts_of(requests: Requests) -> list[str]:
+    return [build_rank1_prompt(q, p) for q, ps in requests for p in ps]
+
+
+def thinkrank_route(engine: Any, requests: Requests, budget: int) -> RouteResult:
+    reranker = Rank1(engine=engine, think_budget=budget, max_passage_tokens=None)
+    _sync(engine.device)
+    start = time.perf_counter()
+    rankings = reranker.rerank_many(requests)
+    _sync(engine.device)
+    seconds = time.perf_counter() - start
+    judged = [j for r in rankings for j in sorted(r, key=lambda j: j.index)]
+    return RouteResult("thinkrank", seconds, len(judged), sum(j.reasoning_tokens for j in judged),
+                       [j.score for j in judged])
+
+
+def _chain(tok: Any, ids: list[int], eos: set[int]) -> Generation:
+    """A ``generate`` row (padding stripped) as a Generation: stopped at ``</think>``, ended by
+    end-of-sequence, or cut at the budget."""
+    n = next((i for i, t in enumerate(ids) if t in eos), None)
+    body = ids if n is None else ids[:n]
+    text = tok.decode(body, skip_special_tokens=False)
+    if STOP in text:
+        return Generation(text[: text.find(STOP)], "stop", len(body))
+    return Generation(text, "length" if n is None else "eos", len(body) + (n is not None))
+
+
+def generate_route(
+    model: Any, tok: Any, prompts: Sequence[str], budget: int, batch: int, true_id: int, false_id: int,
+    *, static: bool = False, stop: bool = True, device: str = "cpu", pad_to: int | None = None,
+) -> RouteResult:
+    """``pad_to``: pad every batch to this many prompt tokens (fixed shapes, so a compiled
+    static-cache decode step is not recompiled per batch)."""
+    tok.padding_side = "left"
+    eos = {tok.eos_token_id, *([model.generation_config.eos_token_id] if isinstance(
+        model.generation_config.eos_token_id, int) else (model.generation_config.eos_token_id or []))}
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    closed: dict[int, str] = {}
+    tokens = 0
+    _sync(device)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for b in range(0, len(order), batch):
+            idx = order[b : b + batch]
+            padding = {"padding": "max_length", "max_length": pad_to} if pad_to else {"padding": True}
+            enc = tok([prompts[i] for i in idx], return_tensors="pt", **padding).to(device)
+            extra: dict[str, Any] = {"cache_implementation": "static"} if static else {}
+            if stop:
+                extra.update(stop_strings=[STOP], tokenizer=tok)
+            out = model.generate(**enc, max_new_tokens=budget, do_sample=False, pad_token_id=tok.pad_token_id,
+                                 temperature=None, top_p=None, top_k=None, **extra)
+            for r, i in enumerate(idx):
+                gen = _chain(tok, out[r, enc.input_ids.shape[1]:].tolist(), eos)
+                tokens += gen.num_tokens
+                closed[i] = prompts[i] + close_chain(gen)
+        scores = _score(model, tok, [closed[i] for i in order], batch, true_id, false_id, device)
+    _sync(device)
+    seconds = time.perf_counter() - start
+    by_input = dict(zip(order, scores))
+    name = ("static" if static else "generate") + ("" if stop else "-nostop")
+    return RouteResult(name, seconds, len(prompts), tokens,
+                       [by_input[i] for i in range(len(prompts))])
+
+
+def _score(model: Any, tok: Any, texts: list[str], batch: int, true_id: int, false_id: int, device: str) -> list[float]:
+    """One batched forward pass per batch: the answer after each closed text."""
+    scores: list[float] = []
+    for b in range(0, len(texts), batch):
+        enc = tok(texts[b : b + batch], return_tensors="pt", padding=True).to(device)
+        positions = (enc.attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
+        logits = model(**enc, position_ids=positions, logits_to_keep=1).logits[:, -1].float()
+        lp = torch.log_softmax(logits, dim=-1)
+        diff = (lp[:, true_id] - lp[:, false_id]).tolist()
+        scores += [1.0 / (1.0 + math.exp(-d)) for d in diff]
+    return scores
+
+
+def agreement(a: RouteResult, b: RouteResult) -> float:
+    """Largest score difference between two routes over the same prompts."""
+    return max(abs(x - y) for x, y in zip(a.scores, b.scores))

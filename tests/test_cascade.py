@@ -1,0 +1,97 @@
+"""The Rank1 cascade against plain Rank1 (full reasoning, and reasoning off) on the same model."""
+
+from __future__ import annotations
+
+import pytest
+
+from thinkrank import Rank1
+from thinkrank.errors import InvalidInputError
+from thinkrank.rerankers.cascade import Cascade, cascade_stats
+
+QUERY = "what do cats eat"
+DOCS = [
+    "Cats eat mice and fish.",
+    "The stock market fell sharply on Monday after the news.",
+    "Dogs bark.",
+    "Kittens drink milk from their mother.",
+    "A recipe for bread: flour, water, salt and yeast.",
+    "Lions hunt zebras on the savanna.",
+    "Cat food contains taurine, which cats need.",
+]
+BUDGET = 20  # SmolLM2 writes sentences, so cut chains keep text and reasoning changes the scores
+
+
+@pytest.fixture(scope="module")
+def plain(smollm2_engine):
+    full = Rank1(engine=smollm2_engine, think_budget=BUDGET).rerank(QUERY, DOCS)
+    quick = Rank1(engine=smollm2_engine, reasoning=False).rerank(QUERY, DOCS)
+    return {j.index: j for j in full}, {j.index: j for j in quick}
+
+
+def _band(quick: dict, first: int, last: int) -> str:
+    """A band spec holding exactly the no-reasoning ranks first..last (0-based)."""
+    scores = sorted((j.score for j in quick.values()), reverse=True)
+    return f"{scores[last] - 1e-7:.9f}:{scores[first] + 1e-7:.9f}"
+
+
+def _expected_order(quick: dict, full: dict, chosen: set[int]) -> list[int]:
+    # The documented rule, written out: walk the no-reasoning order; each run of consecutive
+    # chosen documents is re-sorted by its reasoned score; everything else stays put.
+    order = sorted(quick, key=lambda i: (-quick[i].score, i))
+    out, run = [], []
+    for i in order + [None]:
+        if i is not None and i in chosen:
+            run.append(i)
+            continue
+        out += sorted(run, key=lambda k: (-full[k].score, k))
+        run = []
+        if i is not None:
+            out.append(i)
+    return out
+
+
+@pytest.mark.parametrize("mode", ["top", "band", "top+band"])
+def test_cascade_reasons_like_plain_rank1_on_the_documents_it_selects(smollm2_engine, plain, mode):
+    full, quick = plain
+    spec = {"top": "top=3", "band": f"band={_band(quick, 1, 4)}",
+            "top+band": f"top=2,band={_band(quick, 4, 5)}"}[mode]  # two separate blocks
+    cascade = Cascade.parse(spec)
+    ranking = Rank1(engine=smollm2_engine, think_budget=BUDGET, cascade=spec).rerank(QUERY, DOCS)
+    by_score = sorted(quick, key=lambda i: (-quick[i].score, i))
+    chosen = set(by_score[: cascade.top_m or 0])
+    if cascade.band:
+        chosen |= {i for i, j in quick.items() if cascade.band[0] <= j.score <= cascade.band[1]}
+    assert {j.index for j in ranking if j.reasoned} == chosen and len(chosen) == {"top": 3, "band": 4, "top+band": 4}[mode]
+    for j in ranking:
+        assert j.quick_score == pytest.approx(quick[j.index].score, abs=1e-6)
+        if j.reasoned:  # exactly the judgment full reasoning gives this document
+            ref = full[j.index]
+            assert (j.reasoning, j.answer, j.forced, j.reasoning_tokens) == (ref.reasoning, ref.answer, ref.forced,
+                                                                             ref.reasoning_tokens)
+            assert (j.p_true, j.p_false) == pytest.approx((ref.p_true, ref.p_false), rel=1e-4)
+        else:
+            assert (j.score, j.reasoning, j.reasoning_tokens) == (pytest.approx(quick[j.index].score, abs=1e-6), "", 0)
+    assert [j.index for j in ranking] == _expected_order(quick, full, chosen)
+    stats = cascade_stats(ranking)
+    assert (stats.candidates, stats.chains) == (len(DOCS), len(chosen))
+    assert stats.chain_tokens == sum(full[i].reasoning_tokens for i in chosen)
+
+
+def test_cascade_covering_every_candidate_ranks_like_full_reasoning(smollm2_engine, plain):
+    full, quick = plain
+    assert [j.index for j in full.values()] != sorted(quick, key=lambda i: (-quick[i].score, i))  # reasoning reorders
+    ranking = Rank1(engine=smollm2_engine, think_budget=BUDGET, cascade=len(DOCS)).rerank(QUERY, DOCS)
+    assert [j.index for j in ranking] == sorted(full, key=lambda i: (-full[i].score, i))
+    assert cascade_stats(ranking).tokens_saved == 0
+
+
+def test_cascade_specs_parse_or_fail_clearly(tiny_qwen_engine):
+    assert Cascade.parse("20") == Cascade(top_m=20)
+    assert Cascade.parse(" top = 10 , band=0.3:0.7") == Cascade(top_m=10, band=(0.3, 0.7))
+    assert Cascade.parse("band=0.2:0.8") == Cascade(top_m=None, band=(0.2, 0.8))
+    for bad, match in [("top=0", "top_m"), ("band=0.8:0.2", "band"), ("best=3", "cannot read cascade")]:
+        with pytest.raises(InvalidInputError, match=match):
+            Cascade.parse(bad)
+    with pytest.raises(InvalidInputError, match="needs reasoning on"):
+        Rank1(engine=tiny_qwen_engine, reasoning=False, cascade=5)
+    assert Rank1(engine=tiny_qwen_engine, cascade="top=5").settings["cascade"] == {"top_m": 5, "band": None}
