@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from thinkrank.cli.common import ProgressBar, Switch, fail, friendly_errors
+from thinkrank.cli.common import ProgressBar, Switch, fail, friendly_errors, reranker_spec
 
 
 class Mode(str, Enum):
@@ -93,62 +93,18 @@ def rerank(
 def _rerank(**opts: Any) -> None:
     from thinkrank.cli.inputs import QueryInput, read_docs, read_queries
     from thinkrank.rerankers.base import RerankRequest
+    from thinkrank.rerankers.spec import build_reranker
 
     if (opts["query"] is None) == (opts["queries"] is None):
         fail("give exactly one of --query TEXT or --queries FILE")
+    spec = reranker_spec(opts)  # every setting checked before files are read or a model loads
     query_list = [QueryInput(opts["query"], "0")] if opts["query"] is not None else read_queries(opts["queries"])
     docs = read_docs(opts["docs"])
     requests = [RerankRequest(q.text, docs.for_query(q), q.id, q.instruction) for q in query_list]
     with ProgressBar("reranking", opts["quiet"], transient=True) as progress:
-        reranker = _build_reranker(opts, progress)
+        reranker = build_reranker(spec, progress=progress)
         rankings = reranker.rerank_many(requests, top_n=opts["top_n"])
     _print(rankings, opts["output_format"])
-
-
-_ENGINE_FLAGS = {
-    "openai": ("base_url", "api_key", "tokenizer", "concurrency", "max_retries", "timeout"),
-    "vllm": ("tokenizer", "tensor_parallel_size", "gpu_memory_utilization", "max_model_len"),
-    "transformers": ("device", "batch_size"),
-}
-
-
-def _engine_options(opts: dict[str, Any]) -> dict[str, Any]:
-    """The flags meant for the engine that will run, by its resolved name; flags for another
-    engine are an error rather than silently ignored."""
-    from thinkrank.engines import resolve_engine_name
-
-    name = resolve_engine_name(opts["engine"])
-    mine = _ENGINE_FLAGS.get(name, ())
-    for other, flags in _ENGINE_FLAGS.items():
-        for flag in flags:
-            if flag not in mine and opts[flag] is not None:
-                fail(f"--{flag.replace('_', '-')} is an option of the {other} engine, but the engine is {name}")
-    options = {k: opts[k] for k in mine if opts[k] is not None}
-    if name == "openai" and opts["chat"]:
-        options["chat"] = True
-    return options
-
-
-def _build_reranker(opts: dict[str, Any], progress: Any) -> Any:
-    common = dict(
-        engine=opts["engine"], max_passage_tokens=opts["max_passage_tokens"], temperature=opts["temperature"],
-        seed=opts["seed"], progress=progress, **_engine_options(opts),
-    )
-    if opts["mode"] == Mode.listwise:
-        from thinkrank.rerankers.listwise import DEFAULT_MODEL as LISTWISE_MODEL
-        from thinkrank.rerankers.listwise import RankK
-
-        return RankK(
-            opts["model"] or LISTWISE_MODEL, window=opts["window"], stride=opts["stride"], depth=opts["depth"],
-            max_tokens=opts["max_tokens"], **common,
-        )
-    from thinkrank.engines.loading import DEFAULT_MODEL
-    from thinkrank.rerankers.pointwise import Rank1
-
-    return Rank1(
-        opts["model"] or DEFAULT_MODEL, think_budget=opts["think_budget"], reasoning=opts["reasoning"] == Switch.on,
-        prompt=opts["prompt"], instruction=opts["instruction"], **common,
-    )
 
 
 def _print(rankings: list[Any], fmt: Format) -> None:

@@ -75,13 +75,7 @@ class Rank1(Reranker):
         progress: Callable[[int, int], None] | None = None,
         **engine_options: Any,
     ) -> None:
-        if think_budget < 1 and reasoning:
-            raise InvalidInputError(f"think_budget must be >= 1 token, got {think_budget}")
-        if max_passage_tokens is not None and max_passage_tokens < 1:
-            raise InvalidInputError(f"max_passage_tokens must be >= 1 or None, got {max_passage_tokens}")
-        if temperature < 0:
-            raise InvalidInputError(f"temperature must be >= 0, got {temperature}")
-        resolve_template(prompt)  # fail early on an unknown dataset name
+        check_settings(think_budget, reasoning, max_passage_tokens, temperature, prompt)
         self.engine = load_engine(model, engine, **engine_options)
         self.think_budget = think_budget
         self.reasoning = reasoning
@@ -194,6 +188,23 @@ class Rank1(Reranker):
             p_true=math.exp(lt),
             p_false=math.exp(lf),
         )
+
+
+def check_settings(
+    think_budget: int, reasoning: bool, max_passage_tokens: int | None, temperature: float, prompt: str | None
+) -> None:
+    """Rank1's rules for its settings, checked before any model loads.
+
+    Raises:
+        InvalidInputError: a setting out of range, or an unknown dataset template name.
+    """
+    if think_budget < 1 and reasoning:
+        raise InvalidInputError(f"think_budget must be >= 1 token, got {think_budget}")
+    if max_passage_tokens is not None and max_passage_tokens < 1:
+        raise InvalidInputError(f"max_passage_tokens must be >= 1 or None, got {max_passage_tokens}")
+    if temperature < 0:
+        raise InvalidInputError(f"temperature must be >= 0, got {temperature}")
+    resolve_template(prompt)  # fail early on an unknown dataset name
 
 
 def _sigmoid(x: float) -> float:
