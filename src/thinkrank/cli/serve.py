@@ -127,8 +127,9 @@ def _serve(**opts: Any) -> None:
     app = create_app(spec, settings, reranker=reranker)
     config = uvicorn.Config(app, log_level=opts["log_level"], timeout_graceful_shutdown=int(settings.request_timeout) + 5)
     host, port = sock.getsockname()[:2]
-    say("serving %r on http://%s:%d (OpenAPI docs at /docs%s)", app.state.service.model_name, host, port,
-        "; API key required" if settings.api_key else "")
+    # Printed whatever the log level: scripts read the address from it (--port 0 picks a free one).
+    typer.echo(f"thinkrank serve: serving {app.state.service.model_name!r} on http://{host}:{port} (OpenAPI docs "
+               f"at /docs{'; API key required' if settings.api_key else ''})", err=True)
     _run(config, sock)
     say("stopped")
 

@@ -94,10 +94,6 @@ class RerankService:
         else:
             log.info("reranker ready: %s", self.model_name)
 
-    async def wait_ready(self) -> None:
-        if self._loading is not None:
-            await asyncio.shield(self._loading)
-
     def info(self) -> dict[str, Any]:
         return dict(self.base.settings) if self.base is not None else {}
 

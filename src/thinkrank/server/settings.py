@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from thinkrank.errors import InvalidInputError
@@ -71,8 +71,3 @@ class ServerSettings:
             raise InvalidInputError("served_model_name is empty")
         if self.cache is not None:
             object.__setattr__(self, "cache", Path(self.cache))
-
-    def public(self) -> dict[str, object]:
-        """The settings without the API key, for logs and ``/v1/models``."""
-        return {f.name: (str(v) if isinstance(v := getattr(self, f.name), Path) else v)
-                for f in fields(self) if f.name != "api_key"}
