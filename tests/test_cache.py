@@ -12,7 +12,8 @@ import textwrap
 
 import pytest
 
-from thinkrank.cache import CachedReranker, CacheUse, JudgmentCache, judge_with_cache, pair_key, request_key
+from thinkrank.cache import JudgmentCache
+from thinkrank.rerankers.cached import CachedReranker, CacheUse, judge_with_cache, pair_key, request_key
 from thinkrank.errors import InvalidInputError
 from thinkrank.rerankers.base import RerankRequest
 from thinkrank.rerankers.pointwise import Pair, Rank1

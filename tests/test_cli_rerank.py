@@ -118,7 +118,7 @@ def test_gguf_model_file_works_from_the_cli(docs_file):
 
 def test_openai_engine_from_the_cli_matches_the_in_process_scores(smollm2_engine, smollm2_path, docs_file):
     from thinkrank import Rank1
-    from thinkrank.testing.server import EngineServer, serving
+    from thinkrank.testing.openai_server import EngineServer, serving
 
     with serving(EngineServer(smollm2_engine, "smol").app) as url:
         out = run_cli("rerank", "--engine", "openai", "--base-url", url, "--model", "smol", "--tokenizer",

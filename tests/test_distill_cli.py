@@ -18,7 +18,7 @@ from thinkrank.datasets import load_collection
 from thinkrank.datasets.runs import write_trec_run
 from thinkrank.distill.records import read_pairs
 from thinkrank.prompts.rank1 import build_rank1_prompt
-from thinkrank.testing.server import serving
+from thinkrank.testing.openai_server import serving
 
 
 def cli(*args: str):

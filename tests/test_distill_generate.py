@@ -24,7 +24,7 @@ from thinkrank.distill.teacher import TeacherSettings
 from thinkrank.engines.base import GenerationRequest
 from thinkrank.errors import EngineError, InvalidInputError
 from thinkrank.prompts.rank1 import build_rank1_prompt
-from thinkrank.testing.server import EngineServer, ServerOptions, serving
+from thinkrank.testing.openai_server import EngineServer, ServerOptions, serving
 
 MODEL = "teacher-test"
 PAIRS = [

@@ -16,7 +16,7 @@ from thinkrank import Rank1
 from thinkrank.engines import GenerationRequest, load_engine
 from thinkrank.engines.openai import OpenAIEngine
 from thinkrank.errors import EngineError, InvalidInputError, MissingExtraError, ModelLoadError
-from thinkrank.testing.server import EngineServer, ServerOptions, serving
+from thinkrank.testing.openai_server import EngineServer, ServerOptions, serving
 
 MODEL = "smollm2-test"
 FEW_SHOT = "Q: capital of Italy?\n<think>Rome.</think>\nQ: capital of Spain?\n<think>Madrid.</think>\nQ: capital of France?\n<think>"

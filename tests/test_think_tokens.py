@@ -23,7 +23,7 @@ from thinkrank.engines.openai import OpenAIEngine
 from thinkrank.engines.transformers import TransformersEngine
 from thinkrank.engines.vllm import sampling_kwargs, to_generation
 from thinkrank.testing.models import tiny_qwen_think_dir
-from thinkrank.testing.server import EngineServer, ServerOptions, serving
+from thinkrank.testing.openai_server import EngineServer, ServerOptions, serving
 
 CLOSES = (" The", " passage", " fits", ".", " Yes", "</think>")  # 6 tokens, then the chain is closed
 ENDS = (" The", " passage", " ends", ".", "<|endoftext|>")  # ends with end-of-sequence instead

@@ -7,7 +7,7 @@ import typer
 
 app = typer.Typer(
     name="thinkrank",
-    help="Reasoning rerankers: rerank, retrieve, evaluate, distill and train.",
+    help="Reasoning rerankers: rerank, retrieve, evaluate, distill, train and serve.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -16,14 +16,14 @@ app = typer.Typer(
 
 @app.callback()
 def _root() -> None:
-    """Reasoning rerankers: rerank, retrieve, evaluate, distill and train."""
+    """Reasoning rerankers: rerank, retrieve, evaluate, distill, train and serve."""
 
 
 def _register() -> None:
     # Each module defines `register(app)`; the order is the order in --help.
-    from thinkrank.cli import cache, distill, evaluate, rerank, retrieve, train
+    from thinkrank.cli import cache, distill, evaluate, rerank, retrieve, serve, train
 
-    for module in (rerank, retrieve, evaluate, distill, train, cache):
+    for module in (rerank, retrieve, evaluate, distill, train, serve, cache):
         module.register(app)
 
 

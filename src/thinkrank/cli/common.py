@@ -135,6 +135,24 @@ def check_writable_dir(folder: Path, option: str) -> None:
         ) from None
 
 
+def reranker_spec(opts: dict[str, Any]) -> Any:
+    """The :class:`~thinkrank.rerankers.spec.RerankerSpec` a command's options describe.
+
+    The reranker options are the flags named as the spec's fields; the engine's are the flags
+    named as options some engine declares (``None`` or an unset ``--chat`` is not given), and
+    the spec refuses any the chosen engine does not take."""
+    from thinkrank.engines import engine_option_names
+    from thinkrank.rerankers.spec import RerankerSpec
+
+    engine_options = {name: opts[name] for name in engine_option_names() if opts.get(name) not in (None, False)}
+    fields = ("model", "think_budget", "prompt", "instruction", "max_passage_tokens", "temperature", "seed", "window",
+              "stride", "depth", "max_tokens", "reasoning_close", "cascade")
+    return RerankerSpec(
+        mode=str(getattr(opts["mode"], "value", opts["mode"])), engine=opts["engine"], engine_options=engine_options,
+        reasoning=opts["reasoning"] == Switch.on, **{name: opts[name] for name in fields if name in opts},
+    )
+
+
 class ProgressBar:
     """A rich progress bar on stderr, nothing when ``quiet``. Drive it as a ``progress(done, total)``
     callback (what rerankers and the evaluation call) or with ``advance(n)`` against ``total``."""

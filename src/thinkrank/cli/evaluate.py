@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from thinkrank.cli.common import ProgressBar, Switch, fail, friendly_errors
+from thinkrank.cli.common import ProgressBar, Switch, fail, friendly_errors, reranker_spec
 from thinkrank.cli.rerank import Mode
 
 EVALUATE_HELP = """Evaluate a first-stage run on a collection, reranked by a reasoning reranker or as it is.
@@ -85,6 +85,7 @@ def _evaluate(**opts: Any) -> None:
     from thinkrank.datasets import load_collection
     from thinkrank.evaluation.metrics import DEFAULT_MEASURES, measure_name
     from thinkrank.evaluation.runner import evaluate, prepare_output, select_queries, write_outputs
+    from thinkrank.rerankers.spec import build_reranker
 
     from thinkrank.cli.checks import check_applicable, check_needs_model, check_numbers
     from thinkrank.cli.common import given_options, quiet_libraries
@@ -98,6 +99,7 @@ def _evaluate(**opts: Any) -> None:
         fail("give at most one of --queries N and --query-ids")
     measures = [m.strip() for m in opts["measures"].split(",") if m.strip()] if opts["measures"] else DEFAULT_MEASURES
     measures = [measure_name(m) for m in measures]  # fail on a bad name before loading a model
+    spec = reranker_spec(opts) if opts["model"] else None
     collection = load_collection(opts["dataset"], split=opts["split"])
     first_stage = _load_run(opts["run"], collection)
     ids = [q.strip() for q in opts["query_ids"].split(",") if q.strip()] if opts["query_ids"] else None
@@ -114,7 +116,7 @@ def _evaluate(**opts: Any) -> None:
         if opts["model"]:
             cache = JudgmentCache(opts["cache"] or output / "judgments.sqlite")  # a bad file fails before the model loads
             say(f"judgment cache {cache.path}: {len(cache)} entries")
-            reranker = _build_reranker(opts)
+            reranker = build_reranker(spec)
         with progress:
             result = evaluate(collection, first_stage, top_k=opts["top_k"], reranker=reranker, cache=cache, qids=qids,
                               measures=measures, chunk_size=opts["chunk_size"], progress=progress)
@@ -162,27 +164,6 @@ def _default_output(dataset: str, run: str, model: str | None) -> Path:
     if model:
         parts.append(run_tag(model))
     return Path("runs") / "-".join(parts)
-
-
-def _build_reranker(opts: dict[str, Any]) -> Any:
-    # The engine flags and their checks are `thinkrank rerank`'s; flags it gains later and this
-    # command lacks count as not given.
-    from thinkrank.cli.rerank import _ENGINE_FLAGS, _engine_options
-
-    known = {flag: None for flags in _ENGINE_FLAGS.values() for flag in flags}
-    engine_options = _engine_options({**known, "chat": False, **opts})
-    common = dict(engine=opts["engine"], temperature=opts["temperature"], seed=opts["seed"], prompt=opts["prompt"],
-                  instruction=opts["instruction"], **engine_options)
-    if opts["max_passage_tokens"] is not None:
-        common["max_passage_tokens"] = opts["max_passage_tokens"]
-    if opts["mode"] == Mode.listwise:
-        from thinkrank.rerankers.listwise import RankK
-
-        return RankK(opts["model"], window=opts["window"], stride=opts["stride"], depth=opts["depth"],
-                     max_tokens=opts["max_tokens"], **common)
-    from thinkrank.rerankers.pointwise import Rank1
-
-    return Rank1(opts["model"], think_budget=opts["think_budget"], reasoning=opts["reasoning"] == Switch.on, **common)
 
 
 def _print_table(result: Any) -> None:

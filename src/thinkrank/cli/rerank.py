@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from thinkrank.cli.common import ProgressBar, Switch, fail, friendly_errors
+from thinkrank.cli.common import ProgressBar, Switch, fail, friendly_errors, reranker_spec
 
 
 class Mode(str, Enum):
@@ -100,24 +100,22 @@ def _rerank(**opts: Any) -> None:
     from thinkrank.cli.common import given_options, quiet_libraries
     from thinkrank.cli.inputs import QueryInput, check_requests, read_docs, read_queries
     from thinkrank.rerankers.base import RerankRequest
+    from thinkrank.rerankers.spec import build_reranker
 
     quiet_libraries(opts["quiet"])
     if (opts["query"] is None) == (opts["queries"] is None):
         fail("give exactly one of --query TEXT or --queries FILE")
     check_numbers(opts, {"queries": "queries_file"})
     check_applicable(opts, given_options(), listwise=opts["mode"] == Mode.listwise)
+    if opts["cascade"] is not None and opts["mode"] == Mode.listwise:
+        fail("--cascade is a pointwise option (Rank1); drop it or use --mode pointwise")
+    spec = reranker_spec(opts)  # every setting checked before files are read or a model loads
     query_list = [QueryInput(opts["query"], "0")] if opts["query"] is not None else read_queries(opts["queries"])
-    if opts["cascade"] is not None:
-        from thinkrank.rerankers.cascade import Cascade
-
-        if opts["mode"] == Mode.listwise:
-            fail("--cascade is a pointwise option (Rank1); drop it or use --mode pointwise")
-        opts["cascade"] = Cascade.parse(opts["cascade"])
     docs = read_docs(opts["docs"])
     requests = [RerankRequest(q.text, docs.for_query(q), q.id, q.instruction) for q in query_list]
     check_requests(requests)  # before the model loads
     with ProgressBar("reranking", opts["quiet"], transient=True) as progress:
-        reranker = _build_reranker(opts, progress)
+        reranker = build_reranker(spec, progress=progress)
         rankings = reranker.rerank_many(requests)
     if opts["cascade"] is not None and not opts["quiet"]:
         _report_cascade(rankings)
@@ -131,54 +129,6 @@ def _report_cascade(rankings: list[Any]) -> None:
         s = cascade_stats(ranking)
         print(f"cascade: query {ranking.query_id}: {s.chains} of {s.candidates} candidates reasoned, "
               f"{s.chain_tokens} chain tokens, ~{s.tokens_saved} saved", file=sys.stderr)
-
-
-_ENGINE_FLAGS = {
-    "openai": ("base_url", "api_key", "tokenizer", "concurrency", "max_retries", "timeout"),
-    "vllm": ("tokenizer", "tensor_parallel_size", "gpu_memory_utilization", "max_model_len"),
-    "transformers": ("device", "batch_size"),
-}
-
-
-def _engine_options(opts: dict[str, Any]) -> dict[str, Any]:
-    """The flags meant for the engine that will run, by its resolved name; flags for another
-    engine are an error rather than silently ignored."""
-    from thinkrank.engines import resolve_engine_name
-
-    name = resolve_engine_name(opts["engine"])
-    mine = _ENGINE_FLAGS.get(name, ())
-    for other, flags in _ENGINE_FLAGS.items():
-        for flag in flags:
-            if flag not in mine and opts[flag] is not None:
-                fail(f"--{flag.replace('_', '-')} is an option of the {other} engine, but the engine is {name}")
-    options = {k: opts[k] for k in mine if opts[k] is not None}
-    if opts["chat"] and name != "openai":
-        fail(f"--chat is an option of the openai engine, but the engine is {name}")
-    if name == "openai" and opts["chat"]:
-        options["chat"] = True
-    return options
-
-
-def _build_reranker(opts: dict[str, Any], progress: Any) -> Any:
-    common = dict(
-        engine=opts["engine"], max_passage_tokens=opts["max_passage_tokens"], temperature=opts["temperature"],
-        seed=opts["seed"], progress=progress, **_engine_options(opts),
-    )
-    if opts["mode"] == Mode.listwise:
-        from thinkrank.rerankers.listwise import DEFAULT_MODEL as LISTWISE_MODEL
-        from thinkrank.rerankers.listwise import RankK
-
-        return RankK(
-            opts["model"] or LISTWISE_MODEL, window=opts["window"], stride=opts["stride"], depth=opts["depth"],
-            max_tokens=opts["max_tokens"], **common,
-        )
-    from thinkrank.engines.loading import DEFAULT_MODEL
-    from thinkrank.rerankers.pointwise import Rank1
-
-    return Rank1(
-        opts["model"] or DEFAULT_MODEL, think_budget=opts["think_budget"], reasoning=opts["reasoning"] == Switch.on,
-        prompt=opts["prompt"], instruction=opts["instruction"], cascade=opts["cascade"], **common,
-    )
 
 
 def _print(rankings: list[Any], fmt: Format) -> None:

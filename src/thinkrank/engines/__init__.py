@@ -8,6 +8,7 @@ in a registry keyed by name, never by sniffing the model name.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from thinkrank.engines.base import Engine, Generation, GenerationRequest, single_token_id
@@ -37,6 +38,60 @@ ENGINES: dict[str, Callable[..., Engine]] = {
     "vllm": _vllm,
     "openai": _openai,
 }
+
+
+@dataclass(frozen=True)
+class EngineOption:
+    """One constructor option an engine takes by name (CLI flag ``--name-with-dashes``).
+
+    ``kind`` is the value's type; ``valid`` says whether a value is in range and ``rule`` says
+    in words what is (for the error message)."""
+
+    name: str
+    kind: type
+    help: str
+    valid: Callable[[Any], bool] = lambda value: True
+    rule: str = ""
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def _at_least(low: float) -> Callable[[Any], bool]:
+    return lambda value: value >= low
+
+
+_TOKENIZER = EngineOption("tokenizer", str, "local tokenizer dir or hub id, when the served model name is not loadable")
+ENGINE_OPTIONS: dict[str, tuple[EngineOption, ...]] = {
+    "openai": (
+        EngineOption("base_url", str, "server URL, e.g. http://localhost:8000/v1 [env OPENAI_BASE_URL]"),
+        EngineOption("api_key", str, "API key [env OPENAI_API_KEY]"),
+        _TOKENIZER,
+        EngineOption("concurrency", int, "requests in flight at once [default: 8]", _at_least(1), ">= 1"),
+        EngineOption("max_retries", int, "retries per request [default: 3]", _at_least(0), ">= 0"),
+        EngineOption("timeout", float, "seconds per request [default: 600]", lambda v: v > 0, "> 0"),
+        EngineOption("chat", bool, "use /v1/chat/completions for generation"),
+    ),
+    "vllm": (
+        _TOKENIZER,
+        EngineOption("tensor_parallel_size", int, "GPUs per model", _at_least(1), ">= 1"),
+        EngineOption("gpu_memory_utilization", float, "share of GPU memory to use", lambda v: 0 < v <= 1, "in (0, 1]"),
+        EngineOption("max_model_len", int, "context length", _at_least(1), ">= 1"),
+    ),
+    "transformers": (
+        EngineOption("device", str, "cpu, cuda, cuda:1, …"),
+        EngineOption("batch_size", int, "sequences decoded together", _at_least(1), ">= 1"),
+    ),
+}
+"""The options each engine declares, by engine name: what a :class:`~thinkrank.rerankers.spec.RerankerSpec`
+may carry for it and what the CLI offers as flags. An engine registered in :data:`ENGINES` without
+an entry here takes no options through a spec."""
+
+
+def engine_option_names() -> list[str]:
+    """Every option name any engine declares, each once."""
+    return list(dict.fromkeys(o.name for options in ENGINE_OPTIONS.values() for o in options))
 
 
 def resolve_engine_name(engine: str) -> str:
@@ -73,5 +128,5 @@ def load_engine(model: Any, engine: str | Engine = "auto", **options: Any) -> En
 
 
 __all__ = [
-    "ENGINES", "Engine", "Generation", "GenerationRequest", "load_engine", "resolve_engine_name", "single_token_id",
+    "ENGINES", "ENGINE_OPTIONS", "Engine", "EngineOption", "engine_option_names", "Generation", "GenerationRequest", "load_engine", "resolve_engine_name", "single_token_id",
 ]

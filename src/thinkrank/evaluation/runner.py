@@ -6,7 +6,7 @@
     ...     result = evaluate(dl19, dl19.run("bm25"), top_k=100, reranker=Rank1(...), cache=cache)
     >>> write_outputs(result, "runs/dl19")
 
-Reranking goes through :class:`~thinkrank.cache.CachedReranker`, so an interrupted evaluation
+Reranking goes through :class:`~thinkrank.rerankers.cached.CachedReranker`, so an interrupted evaluation
 rerun with the same cache computes only what is missing.
 """
 
@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from thinkrank.cache import CachedReranker, CacheUse, JudgmentCache
+from thinkrank.cache import JudgmentCache
 from thinkrank.datasets._io import AtomicWriter, write_text_atomic
 from thinkrank.datasets.collection import Collection
 from thinkrank.datasets.runs import Run, write_trec_run
 from thinkrank.errors import InvalidInputError
 from thinkrank.evaluation.metrics import DEFAULT_MEASURES, PairedTest, RunMetrics, evaluate_run, paired_test
 from thinkrank.rerankers.base import Reranker, RerankRequest
+from thinkrank.rerankers.cached import CachedReranker, CacheUse
 from thinkrank.types import Document, Ranking
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from thinkrank.errors import InvalidInputError
 from thinkrank.types import DocumentLike, Ranking
@@ -35,6 +36,13 @@ def as_request(item: RequestLike, position: int) -> RerankRequest:
 
 class Reranker(ABC):
     """Base of :class:`~thinkrank.Rank1` and :class:`~thinkrank.RankK`."""
+
+    @property
+    @abstractmethod
+    def settings(self) -> dict[str, Any]:
+        """Everything besides the query and documents that changes a result, as plain JSON
+        values: ``mode`` (``"pointwise"`` or ``"listwise"``), ``model``, ``engine``, prompt,
+        budgets, …. Caches key results by it; reports and logs show it."""
 
     def rerank(
         self,

@@ -106,7 +106,7 @@ class RankK(Reranker):
         progress: Callable[[int, int], None] | None = None,
         **engine_options: Any,
     ) -> None:
-        _check_settings(window, stride, depth, max_tokens, max_passage_tokens, temperature)
+        check_settings(window, stride, depth, max_tokens, max_passage_tokens, temperature)
         check_sampling(temperature, seed)
         check_optional_str("prompt", prompt)
         check_optional_str("instruction", instruction)
@@ -226,9 +226,10 @@ def _cut_inside_think(prompt: str, gen: Generation) -> bool:
     return gen.stop_reason == "length" and prompt.rstrip().endswith(THINK_OPEN)
 
 
-def _check_settings(
+def check_settings(
     window: int, stride: int, depth: int | None, max_tokens: int, max_passage_tokens: int | None, temperature: float
 ) -> None:
+    """Rank-K's rules for its settings, checked before any model loads (raises InvalidInputError)."""
     if not isinstance(window, int) or window < 2:
         raise InvalidInputError(f"window must be an int >= 2 (passages per call), got {window!r}")
     if not isinstance(stride, int) or not 1 <= stride <= window:

@@ -103,17 +103,9 @@ class Rank1(Reranker):
         cascade: Cascade | int | str | None = None,
         **engine_options: Any,
     ) -> None:
-        check_bool("reasoning", reasoning)
-        check_int("think_budget", think_budget, minimum=1 if reasoning else 0)
-        check_int("max_passage_tokens", max_passage_tokens, minimum=1, optional=True)
-        check_sampling(temperature, seed)
-        check_optional_str("prompt", prompt)
-        check_optional_str("instruction", instruction)
-        resolve_template(prompt)  # fail early on an unknown dataset name
+        check_settings(think_budget, reasoning, max_passage_tokens, temperature, prompt, seed, instruction)
         self.reasoning_close = resolve_reasoning_close(reasoning_close)
-        self.cascade = None if cascade is None else Cascade.parse(cascade)
-        if self.cascade is not None and not reasoning:
-            raise InvalidInputError("cascade needs reasoning on: it reasons about the candidates it selects")
+        self.cascade = check_cascade(cascade, reasoning)
         self.engine = load_engine(model, engine, **engine_options)
         self.think_budget = think_budget
         self.reasoning = reasoning
@@ -291,6 +283,38 @@ def close_chain(generation: Generation) -> str:
     if generation.stopped:
         return generation.text + THINK_CLOSE
     return forced_close(generation.text)
+
+
+def check_settings(
+    think_budget: int, reasoning: bool, max_passage_tokens: int | None, temperature: float, prompt: str | None,
+    seed: int | None = None, instruction: str | None = None,
+) -> None:
+    """Rank1's rules for its settings, checked before any model loads.
+
+    Raises:
+        InvalidInputError: a setting of the wrong type or out of range (named), or an unknown
+            dataset template name.
+    """
+    check_bool("reasoning", reasoning)
+    check_int("think_budget", think_budget, minimum=1 if reasoning else 0)
+    check_int("max_passage_tokens", max_passage_tokens, minimum=1, optional=True)
+    check_sampling(temperature, seed)
+    check_optional_str("prompt", prompt)
+    check_optional_str("instruction", instruction)
+    resolve_template(prompt)  # fail early on an unknown dataset name
+
+
+def check_cascade(cascade: Cascade | int | str | None, reasoning: bool) -> Cascade | None:
+    """The cascade ``cascade`` describes (None: no cascade).
+
+    Raises:
+        InvalidInputError: a malformed cascade, or one asked for with reasoning off.
+    """
+    if cascade is None:
+        return None
+    if not reasoning:
+        raise InvalidInputError("cascade needs reasoning on: it reasons about the candidates it selects")
+    return Cascade.parse(cascade)
 
 
 def _sigmoid(x: float) -> float:

@@ -18,7 +18,7 @@ log-probs after ``logit_bias`` (``"processed"``, the OpenAI API's semantics) or 
 (``"raw"``, vLLM V1's default); ignore ``logit_bias`` altogether (a server that cannot
 restrict); leave ``stop_reason`` out (llama.cpp's servers only say ``"stop"``). :class:`ServerStats` counts requests and the most in flight at once.
 
-Run one: ``python -m thinkrank.testing.server MODEL_DIR --port 8000``.
+Run one: ``python -m thinkrank.testing.openai_server MODEL_DIR --port 8000``.
 """
 
 from __future__ import annotations
@@ -275,7 +275,7 @@ def serving(app: Any, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m thinkrank.testing.server", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m thinkrank.testing.openai_server", description=__doc__.splitlines()[0])
     parser.add_argument("model", help="transformers model directory, .gguf file or hub id")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)

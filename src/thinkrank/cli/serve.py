@@ -1,0 +1,166 @@
+"""``thinkrank serve``: run a reasoning reranker as a Cohere/Jina/TEI-compatible HTTP service."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from thinkrank.cli.common import Switch, fail, friendly_errors, reranker_spec
+from thinkrank.cli.rerank import Mode
+
+SERVE_HELP = """Serve a reasoning reranker over HTTP, compatible with the Cohere (v1, v2), Jina and TEI rerank APIs.
+
+Routes: POST /v1/rerank, /v2/rerank, /rerank; GET /v1/models, /healthz, /readyz, /metrics; OpenAPI at /docs. Concurrent requests share engine calls; a full queue answers 429 with Retry-After. SIGTERM stops accepting, finishes the requests in flight and exits 0. Examples:
+
+  thinkrank serve --model jhu-clsp/rank1-7b --port 8000
+
+  thinkrank serve --model ./model.gguf --reasoning off --api-key "$KEY" --cache judgments.sqlite
+
+Then: cohere.ClientV2(base_url="http://127.0.0.1:8000", api_key="KEY").rerank(model=..., query=..., documents=[...])
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve", help=SERVE_HELP)(serve)
+
+
+def serve(
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Hub id, local directory, .gguf file or adapter directory.  "
+                     "[default: jhu-clsp/rank1-7b; listwise: hltcoe/Rank-K-32B]"),
+    ] = None,
+    mode: Annotated[Mode, typer.Option(help="pointwise (Rank1) or listwise (Rank-K).")] = Mode.pointwise,
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port, printed at start).")] = 8000,
+    served_model_name: Annotated[
+        str | None, typer.Option(help="The model name requests must use.  [default: --model as given]")
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="THINKRANK_API_KEY", help="Require 'Authorization: Bearer KEY' on every "
+                                 "route but /healthz and /readyz. [env THINKRANK_API_KEY]", show_default=False)
+    ] = None,
+    cache: Annotated[Path | None, typer.Option(help="SQLite judgment cache shared by all requests.")] = None,
+    reasoning: Annotated[Switch, typer.Option(help="Pointwise default: off scores in one forward pass "
+                                              "(requests may override).")] = Switch.on,
+    think_budget: Annotated[int, typer.Option(help="Pointwise default: most reasoning tokens per document.")] = 1024,
+    max_think_budget: Annotated[int, typer.Option(help="Largest think_budget a request may ask for.")] = 8192,
+    prompt: Annotated[str | None, typer.Option(help="Dataset template name or a template with FILL_QUERY_HERE "
+                                               "(listwise: {query} and {docs}).")] = None,
+    instruction: Annotated[str | None, typer.Option(help="Text appended to every query.")] = None,
+    max_passage_tokens: Annotated[int | None, typer.Option(help="Cut documents to this many tokens.  "
+                                                           "[default: 2048; listwise 512]")] = None,
+    temperature: Annotated[float, typer.Option(help="0 = greedy (default).")] = 0.0,
+    seed: Annotated[int | None, typer.Option(help="Seed for sampling (with --temperature > 0).")] = None,
+    window: Annotated[int, typer.Option(help="Listwise: passages per window.")] = 20,
+    stride: Annotated[int, typer.Option(help="Listwise: window stride.")] = 10,
+    depth: Annotated[int, typer.Option(help="Listwise: how many top candidates to rerank.")] = 100,
+    max_tokens: Annotated[int, typer.Option(help="Listwise: most tokens per window (reasoning + ordering).")] = 4096,
+    max_batch_size: Annotated[int, typer.Option(help="Most documents judged in one engine call.")] = 32,
+    max_batch_requests: Annotated[int, typer.Option(help="Most requests sharing one engine call (1: no "
+                                                    "batching across requests).")] = 64,
+    max_wait_ms: Annotated[float, typer.Option(help="How long an idle server waits to batch requests.")] = 5.0,
+    max_queue: Annotated[int, typer.Option(help="Most documents waiting or in progress (then 429).")] = 1024,
+    max_documents: Annotated[int, typer.Option(help="Most documents per request (then 413).")] = 1000,
+    max_query_chars: Annotated[int, typer.Option(help="Longest query in characters (then 413).")] = 8192,
+    max_document_chars: Annotated[int, typer.Option(help="Longest document in characters (then 413).")] = 65536,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body (then 413).")] = 16 * 1024 * 1024,
+    request_timeout: Annotated[float, typer.Option(help="Seconds a request may take (then 504).")] = 600.0,
+    log_text: Annotated[bool, typer.Option("--log-text", help="Log queries and documents (off: only sizes).")] = False,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    engine: Annotated[str, typer.Option(help="auto, transformers, vllm or openai.")] = "auto",
+    base_url: Annotated[str | None, typer.Option(help="openai engine: server URL [env OPENAI_BASE_URL]")] = None,
+    engine_api_key: Annotated[str | None, typer.Option("--engine-api-key", help="openai engine: API key "
+                                                       "[env OPENAI_API_KEY]")] = None,
+    tokenizer: Annotated[str | None, typer.Option(help="openai/vllm engine: local tokenizer dir or hub id, when "
+                                                  "the served model name is not loadable")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="openai engine: requests in flight at once [default: 8]")] = None,
+    max_retries: Annotated[int | None, typer.Option(help="openai engine: retries per request [default: 3]")] = None,
+    timeout: Annotated[float | None, typer.Option(help="openai engine: seconds per request [default: 600]")] = None,
+    chat: Annotated[bool, typer.Option("--chat", help="openai engine: use /v1/chat/completions for generation")] = False,
+    tensor_parallel_size: Annotated[int | None, typer.Option(help="vllm engine: GPUs per model")] = None,
+    gpu_memory_utilization: Annotated[float | None, typer.Option(help="vllm engine: share of GPU memory to use")] = None,
+    max_model_len: Annotated[int | None, typer.Option(help="vllm engine: context length")] = None,
+    device: Annotated[str | None, typer.Option(help="transformers engine: cpu, cuda, cuda:1, …")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="transformers engine: sequences decoded together.")] = None,
+) -> None:
+    _serve(**locals())
+
+
+@friendly_errors
+def _serve(**opts: Any) -> None:
+    from thinkrank.errors import require
+    from thinkrank.rerankers.spec import build_reranker
+    from thinkrank.server.settings import ServerSettings
+
+    if not 0 <= opts["port"] <= 65535:
+        fail(f"--port must be from 0 to 65535, got {opts['port']}")
+    if opts["log_level"] not in ("debug", "info", "warning", "error"):
+        fail(f"--log-level must be debug, info, warning or error, got {opts['log_level']!r}")
+    # The server's --api-key guards this server; the openai engine's key is --engine-api-key.
+    spec = reranker_spec({**opts, "api_key": opts["engine_api_key"]})
+    settings = ServerSettings(**{name: opts[name] for name in (
+        "served_model_name", "api_key", "log_text", "max_batch_size", "max_batch_requests", "max_wait_ms", "cache",
+        "max_queue", "max_documents", "max_query_chars", "max_document_chars", "max_body_bytes", "request_timeout",
+        "max_think_budget")})
+    uvicorn = require("uvicorn", "server")
+    from thinkrank.server import create_app
+
+    logging.basicConfig(level=opts["log_level"].upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sock = _bind(opts["host"], opts["port"])  # before the model loads: a taken port fails at once
+    say = logging.getLogger("thinkrank.server").info
+    say("loading %s (%s, %s engine)", spec.model_name, spec.mode, spec.engine_name)
+    reranker = build_reranker(spec)
+    if opts["cache"] is not None:
+        from thinkrank.cache import JudgmentCache
+
+        JudgmentCache(opts["cache"]).close()  # a bad cache file fails here, with exit 2
+    app = create_app(spec, settings, reranker=reranker)
+    config = uvicorn.Config(app, log_level=opts["log_level"], timeout_graceful_shutdown=int(settings.request_timeout) + 5)
+    host, port = sock.getsockname()[:2]
+    # Printed whatever the log level: scripts read the address from it (--port 0 picks a free one).
+    typer.echo(f"thinkrank serve: serving {app.state.service.model_name!r} on http://{host}:{port} (OpenAPI docs "
+               f"at /docs{'; API key required' if settings.api_key else ''})", err=True)
+    _run(config, sock)
+    say("stopped")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        fail(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port or --host")
+    sock.set_inheritable(True)
+    return sock
+
+
+def _run(config: Any, sock: socket.socket) -> None:
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        """uvicorn's server, except that after a graceful stop on SIGTERM/SIGINT the process exits
+        0 (uvicorn re-raises the signal afterwards, which kills the process with status 143)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    GracefulServer(config).run(sockets=[sock])

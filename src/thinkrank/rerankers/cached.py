@@ -1,0 +1,220 @@
+"""Rerankers in front of a :class:`~thinkrank.cache.JudgmentCache`: nothing is computed twice.
+
+Pointwise judgments are cached per (query, document) pair; listwise rankings, which depend on
+the whole candidate list, per (query, ordered candidates). A key is the SHA-256 of the
+reranker's ``settings`` (model, engine, prompt template, budgets, …), the query, its
+instruction and the document title and text, so a change to any of them is a miss.
+
+:func:`judge_with_cache` judges only the missing pairs, in fixed chunks, and commits each chunk
+as it finishes: a killed process loses at most the chunk in progress, and a rerun judges
+exactly what is missing, in the same chunks (so greedy results are identical to an
+uninterrupted run).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from thinkrank.cache import JudgmentCache, digest
+from thinkrank.errors import InvalidInputError
+from thinkrank.rerankers.base import RequestLike, Reranker, RerankRequest, as_request
+from thinkrank.rerankers.pointwise import Pair
+from thinkrank.types import Judgment, Ranking, WindowTrace, as_documents, check_query
+from thinkrank.validation import check_top_n
+
+Progress = Callable[[int, int], None]
+
+
+def pair_key(settings: dict[str, Any], pair: Pair) -> str:
+    """The cache key of one pointwise judgment."""
+    doc = pair.document
+    return digest(["pointwise", settings, pair.query, pair.instruction, doc.title, doc.text])
+
+
+def request_key(settings: dict[str, Any], request: RerankRequest) -> str:
+    """The cache key of one listwise ranking: the query and its candidates, in order."""
+    docs = [[d.title, d.text] for d in as_documents(request.documents)]
+    return digest(["listwise", settings, request.query, request.instruction, docs])
+
+
+
+
+@dataclass
+class CacheUse:
+    """How calls used the cache: results ``cached`` before the call, and ``computed`` now."""
+
+    cached: int = 0
+    computed: int = 0
+
+
+def judge_with_cache(reranker: Any, pairs: Sequence[Pair], cache: JudgmentCache, *, chunk_size: int = 64,
+                     progress: Progress | None = None, use: CacheUse | None = None) -> list[Judgment]:
+    """Judge ``pairs`` with a pointwise reranker (``.judge``, ``.settings``), computing only the
+    pairs not in ``cache``; judgments in input order.
+
+    The pairs are cut into fixed chunks of ``chunk_size``; the missing pairs of each chunk are
+    judged together and committed before the next chunk starts. ``progress(done, total)``
+    counts pairs; ``use`` (when given) is increased by what was cached and computed.
+    """
+    _check_chunk_size(chunk_size)
+    settings = reranker.settings
+    keys = [pair_key(settings, p) for p in pairs]
+    found = cache.get(keys)
+    use = use if use is not None else CacheUse()
+    use.cached += sum(k in found for k in keys)
+    done = sum(k in found for k in keys)
+    if progress:
+        progress(done, len(pairs))
+    for start in range(0, len(pairs), chunk_size):
+        missing = [i for i in range(start, min(start + chunk_size, len(pairs))) if keys[i] not in found]
+        todo = _first_of_each(missing, keys)
+        if todo:
+            with _offset_progress(reranker, progress, done, len(pairs)):
+                judged = reranker.judge([pairs[i] for i in todo])
+            items = [(keys[i], _judgment_value(j)) for i, j in zip(todo, judged)]
+            cache.put("pointwise", settings, items)
+            found.update(items)
+            use.computed += len(items)
+        done += len(missing)
+        if progress and missing:
+            progress(done, len(pairs))
+    return [_judgment(found[k], p.document.id, p.index) for k, p in zip(keys, pairs)]
+
+
+def rerank_with_cache(reranker: Reranker, requests: Sequence[RequestLike], cache: JudgmentCache, *,
+                      chunk_size: int = 1, progress: Progress | None = None,
+                      use: CacheUse | None = None) -> list[Ranking]:
+    """Rerank with a listwise reranker, one cached ranking per (query, ordered candidates).
+
+    Missing queries are reranked ``chunk_size`` at a time (their windows batched together)
+    and committed per chunk; ``progress(done, total)`` counts queries. Rankings are whole
+    (no ``top_n``), in request order.
+    """
+    _check_chunk_size(chunk_size)
+    reqs = [as_request(r, i) for i, r in enumerate(requests)]
+    for req in reqs:
+        check_query(req.query)
+    settings = reranker.settings
+    keys = [request_key(settings, r) for r in reqs]
+    found = cache.get(keys)
+    use = use if use is not None else CacheUse()
+    use.cached += sum(k in found for k in keys)
+    missing = _first_of_each((i for i, k in enumerate(keys) if k not in found), keys)
+    if progress:
+        progress(len(reqs) - len(missing), len(reqs))
+    for start in range(0, len(missing), chunk_size):
+        todo = missing[start : start + chunk_size]
+        rankings = reranker.rerank_many([reqs[i] for i in todo])
+        items = [(keys[i], _ranking_value(r)) for i, r in zip(todo, rankings)]
+        cache.put("listwise", settings, items)
+        found.update(items)
+        use.computed += len(items)
+        if progress:
+            resolved = sum(k in found for k in keys)
+            progress(resolved, len(reqs))
+    return [_ranking(found[k], r) for k, r in zip(keys, reqs)]
+
+
+class CachedReranker(Reranker):
+    """A reranker with a :class:`JudgmentCache` in front: pointwise rerankers are cached per
+    pair, listwise ones per query. ``use`` counts cached and computed results over all calls.
+
+        >>> cached = CachedReranker(Rank1("jhu-clsp/rank1-7b"), "judgments.sqlite")
+        >>> cached.rerank("what is a cat", docs)  # a rerun reads every judgment back
+    """
+
+    def __init__(self, reranker: Reranker, cache: JudgmentCache | str | Path, *, chunk_size: int | None = None,
+                 progress: Progress | None = None) -> None:
+        self.reranker = reranker
+        self.cache = cache if isinstance(cache, JudgmentCache) else JudgmentCache(cache)
+        # The reranker says what it is; a pointwise one judges pairs (``judge``). A cascade's
+        # judgments depend on the query's other candidates: it is cached per query, as listwise.
+        self.pointwise = reranker.settings.get("mode") == "pointwise" and getattr(reranker, "cascade", None) is None
+        self.chunk_size = chunk_size or (default_chunk_size(reranker) if self.pointwise else 1)
+        self.progress = progress
+        self.use = CacheUse()
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.reranker.settings
+
+    def rerank_many(self, requests: Sequence[RequestLike], top_n: int | None = None) -> list[Ranking]:
+        check_top_n(top_n)
+        if not self.pointwise:
+            rankings = rerank_with_cache(self.reranker, requests, self.cache, chunk_size=self.chunk_size,
+                                         progress=self.progress, use=self.use)
+            return [r.truncate(top_n) for r in rankings]
+        reqs = [as_request(r, i) for i, r in enumerate(requests)]
+        per_query = [
+            [Pair(check_query(q.query), d, i, q.instruction) for i, d in enumerate(as_documents(q.documents))]
+            for q in reqs
+        ]
+        judged = iter(judge_with_cache(self.reranker, [p for ps in per_query for p in ps], self.cache,
+                                       chunk_size=self.chunk_size, progress=self.progress, use=self.use))
+        return [Ranking(q.query, [next(judged) for _ in ps], q.query_id).truncate(top_n) for q, ps in zip(reqs, per_query)]
+
+
+def default_chunk_size(reranker: Any) -> int:
+    """How many results are computed and committed together by default: listwise, one query;
+    pointwise, one batch of the engine (its ``batch_size``: transformers decodes 8 sequences
+    together on CPU, 32 on GPU), so a kill loses at most the batch in flight. Engines without a
+    batch size (vllm, openai, which gain from many requests at once) get 64 pairs."""
+    if not callable(getattr(reranker, "judge", None)):
+        return 1
+    batch = getattr(getattr(reranker, "engine", None), "batch_size", None)
+    return batch if isinstance(batch, int) and batch >= 1 else 64
+
+
+def _check_chunk_size(chunk_size: int) -> None:
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise InvalidInputError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
+
+
+_JUDGMENT_FIELDS = set(Judgment.__dataclass_fields__) - {"doc_id", "index"}
+
+
+def _judgment_value(judgment: Judgment) -> dict[str, Any]:
+    return {k: v for k, v in judgment.to_dict().items() if k in _JUDGMENT_FIELDS}
+
+
+def _judgment(value: dict[str, Any], doc_id: str, index: int) -> Judgment:
+    # Fields a newer Judgment added get their defaults; ones it dropped are ignored.
+    return Judgment(doc_id=doc_id, index=index, **{k: v for k, v in value.items() if k in _JUDGMENT_FIELDS})
+
+
+def _ranking_value(ranking: Ranking) -> dict[str, Any]:
+    return {
+        "judgments": [{"index": j.index, **_judgment_value(j)} for j in ranking.judgments],
+        "windows": [w.to_dict() for w in ranking.windows],
+    }
+
+
+def _ranking(value: dict[str, Any], request: RerankRequest) -> Ranking:
+    docs = as_documents(request.documents)
+    judgments = [_judgment(v, docs[v["index"]].id, v["index"]) for v in value["judgments"]]
+    return Ranking(request.query, judgments, request.query_id, [WindowTrace(**w) for w in value["windows"]])
+
+
+@contextmanager
+def _offset_progress(reranker: Any, progress: Progress | None, base: int, total: int) -> Iterator[None]:
+    """Point the reranker's own progress callback, which counts within one call, at the count
+    within the whole job while one chunk runs; restore it afterwards."""
+    if progress is None or not hasattr(reranker, "progress"):
+        yield
+        return
+    saved = reranker.progress
+    reranker.progress = lambda done, _total: progress(base + done, total)
+    try:
+        yield
+    finally:
+        reranker.progress = saved
+
+
+def _first_of_each(indices: Iterable[int], keys: Sequence[str]) -> list[int]:
+    """The first index of each distinct key, in order: one computation per key."""
+    seen: set[str] = set()
+    return [i for i in indices if not (keys[i] in seen or seen.add(keys[i]))]

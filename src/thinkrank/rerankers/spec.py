@@ -1,0 +1,205 @@
+"""One way to build a reranker: a frozen, validated :class:`RerankerSpec` and :func:`build_reranker`.
+
+``thinkrank rerank``, ``thinkrank evaluate`` and ``thinkrank serve`` all describe the reranker
+they want as a spec and build it here, so a flag means the same thing everywhere and every
+setting is checked once, on construction, before a model loads. Engine options are checked
+against what each engine declares in :data:`thinkrank.engines.ENGINE_OPTIONS`.
+
+    >>> spec = RerankerSpec(model="./rank1-7b", engine="openai",
+    ...                     engine_options={"base_url": "http://localhost:8000/v1"}, think_budget=512)
+    >>> reranker = build_reranker(spec)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from thinkrank.engines import ENGINE_OPTIONS, ENGINES, Engine, EngineOption, resolve_engine_name
+from thinkrank.errors import InvalidInputError
+from thinkrank.rerankers.base import Reranker
+
+MODES = ("pointwise", "listwise")
+
+# Field -> the types its value may have (checked before any range rule).
+_TYPES: dict[str, tuple[type, ...]] = {
+    "think_budget": (int,), "reasoning": (bool,), "prompt": (str, type(None)), "instruction": (str, type(None)),
+    "max_passage_tokens": (int, type(None)), "temperature": (int, float), "seed": (int, type(None)),
+    "window": (int,), "stride": (int,), "depth": (int, type(None)), "max_tokens": (int,),
+    "reasoning_close": (str,), "cascade": (str, int, type(None)),
+}
+
+
+@dataclass(frozen=True)
+class RerankerSpec:
+    """Everything needed to build a reranker, validated on construction.
+
+    Args:
+        mode: ``"pointwise"`` (Rank1) or ``"listwise"`` (Rank-K).
+        model: hub id, local directory, ``.gguf`` file or adapter directory; None: the mode's
+            released model (``jhu-clsp/rank1-7b``, ``hltcoe/Rank-K-32B``).
+        engine: ``"auto"`` or a registered engine name; ``engine_options`` its constructor
+            options, each one the engine declares (a None value counts as not given).
+        think_budget / reasoning: pointwise budget per chain, and reasoning on or off.
+        prompt / instruction: a template (pointwise: dataset name or ``FILL_QUERY_HERE``;
+            listwise: ``{query}``/``{docs}``) and text appended to every query.
+        max_passage_tokens: passages are cut to this many tokens; None: the mode's default
+            (pointwise 2048, listwise 512).
+        temperature / seed: 0 is greedy; sampling is reproducible with a seed.
+        window / stride / depth / max_tokens: listwise windows and the token budget per window.
+        reasoning_close: pointwise with reasoning off, the bytes that close the empty think
+            block (see :class:`~thinkrank.Rank1`). cascade: pointwise, reason only where it can
+            change the top (``"top=20"``, ``"band=0.2:0.8"``; see :mod:`thinkrank.rerankers.cascade`).
+
+    Options of the other mode are kept but not checked or used.
+
+    Raises:
+        InvalidInputError: an unknown mode or engine, an option the engine does not take, or a
+            value of the wrong type or out of range (the message names the field).
+    """
+
+    mode: str = "pointwise"
+    model: str | None = None
+    engine: str = "auto"
+    engine_options: Mapping[str, Any] = field(default_factory=dict)
+    think_budget: int = 1024
+    reasoning: bool = True
+    prompt: str | None = None
+    instruction: str | None = None
+    max_passage_tokens: int | None = None
+    temperature: float = 0.0
+    seed: int | None = None
+    window: int = 20
+    stride: int = 10
+    depth: int | None = 100
+    max_tokens: int = 4096
+    reasoning_close: str = "newline"
+    cascade: str | int | None = None
+    engine_name: str = field(init=False, compare=False)
+    """The engine that will run: ``engine`` with ``"auto"`` resolved for this machine."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InvalidInputError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if isinstance(self.model, os.PathLike):
+            object.__setattr__(self, "model", os.fspath(self.model))
+        if self.model is not None and (not isinstance(self.model, str) or not self.model.strip()):
+            raise InvalidInputError(f"model must be a non-empty string (hub id or path) or None, got {self.model!r}")
+        if not isinstance(self.engine, str) or (self.engine != "auto" and self.engine not in ENGINES):
+            raise InvalidInputError(f"unknown engine {self.engine!r}; choose one of: auto, {', '.join(ENGINES)}")
+        object.__setattr__(self, "engine_name", resolve_engine_name(self.engine))
+        object.__setattr__(self, "engine_options", MappingProxyType(_check_engine_options(
+            self.engine_name, dict(self.engine_options or {}))))
+        self._check_reranker_options()
+
+    def _check_reranker_options(self) -> None:
+        mine = ("temperature", "seed", "prompt", "instruction", "max_passage_tokens") + (
+            ("think_budget", "reasoning", "reasoning_close", "cascade") if self.mode == "pointwise" else ("window", "stride", "depth", "max_tokens"))
+        for name in mine:
+            value = getattr(self, name)
+            if not isinstance(value, _TYPES[name]) or (isinstance(value, bool) and bool not in _TYPES[name]):
+                kinds = " or ".join("None" if t is type(None) else t.__name__ for t in _TYPES[name])
+                raise InvalidInputError(f"{name} must be {kinds}, got {value!r}")
+        if self.mode == "pointwise":
+            from thinkrank.prompts.rank1 import resolve_reasoning_close
+            from thinkrank.rerankers.pointwise import check_cascade, check_settings
+
+            check_settings(self.think_budget, self.reasoning, self.max_passage_tokens, self.temperature, self.prompt,
+                           self.seed, self.instruction)
+            resolve_reasoning_close(self.reasoning_close)
+            check_cascade(self.cascade, self.reasoning)
+        else:
+            from thinkrank.prompts.rankk import check_template
+            from thinkrank.rerankers.listwise import check_settings as check_listwise
+
+            check_listwise(self.window, self.stride, self.depth, self.max_tokens, self.max_passage_tokens,
+                           self.temperature)
+            check_template(self.prompt)
+
+    @property
+    def model_name(self) -> str:
+        """The model that will load: ``model``, or the mode's released default."""
+        if self.model is not None:
+            return self.model
+        if self.mode == "listwise":
+            from thinkrank.rerankers.listwise import DEFAULT_MODEL as LISTWISE_MODEL
+
+            return LISTWISE_MODEL
+        from thinkrank.engines.loading import DEFAULT_MODEL
+
+        return DEFAULT_MODEL
+
+    def replace(self, **changes: Any) -> RerankerSpec:
+        """A copy with ``changes`` applied, validated again."""
+        return dataclasses.replace(self, **changes)
+
+
+def _check_engine_options(engine: str, options: dict[str, Any]) -> dict[str, Any]:
+    declared = {o.name: o for o in ENGINE_OPTIONS.get(engine, ())}
+    checked: dict[str, Any] = {}
+    for name, value in options.items():
+        if value is None:
+            continue
+        if name not in declared:
+            raise InvalidInputError(_not_an_option(name, engine, declared))
+        checked[name] = _check_option(declared[name], value)
+    return checked
+
+
+def _not_an_option(name: str, engine: str, declared: Mapping[str, EngineOption]) -> str:
+    owners = [e for e, options in ENGINE_OPTIONS.items() if any(o.name == name for o in options)]
+    takes = ", ".join(declared) or "no options"
+    if owners:
+        flag = "--" + name.replace("_", "-")
+        return (f"engine option {name}: {flag} is an option of the {' and '.join(owners)} engine, but the engine is "
+                f"{engine} (which takes: {takes})")
+    return f"unknown engine option {name!r}; the {engine} engine takes: {takes}"
+
+
+def _check_option(option: EngineOption, value: Any) -> Any:
+    if option.kind is str and isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    kinds: tuple[type, ...] = (int, float) if option.kind is float else (option.kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and option.kind is not bool):
+        raise InvalidInputError(f"engine option {option.name} ({option.flag}) must be {option.kind.__name__}, "
+                                f"got {value!r}")
+    if not option.valid(value):
+        raise InvalidInputError(f"engine option {option.name} ({option.flag}) must be {option.rule}, got {value!r}")
+    return value
+
+
+def build_reranker(spec: RerankerSpec, *, engine: Engine | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> Reranker:
+    """The reranker ``spec`` describes: a :class:`~thinkrank.Rank1` or :class:`~thinkrank.RankK`.
+
+    ``engine``: an engine already loaded for ``spec.model`` to use instead of loading one
+    (``spec.engine`` and ``spec.engine_options`` are then not used); several rerankers with
+    different settings can share one engine this way. ``progress(done, total)`` is the
+    reranker's progress callback.
+
+    Raises:
+        MissingExtraError / ModelLoadError: the engine's extra is missing or the model does not load.
+    """
+    common: dict[str, Any] = dict(
+        prompt=spec.prompt, instruction=spec.instruction, temperature=spec.temperature, seed=spec.seed,
+        progress=progress,
+    )
+    if spec.max_passage_tokens is not None:
+        common["max_passage_tokens"] = spec.max_passage_tokens
+    if engine is not None:
+        common["engine"] = engine
+    else:
+        common.update(engine=spec.engine, **spec.engine_options)
+    if spec.mode == "listwise":
+        from thinkrank.rerankers.listwise import RankK
+
+        return RankK(spec.model_name, window=spec.window, stride=spec.stride, depth=spec.depth,
+                     max_tokens=spec.max_tokens, **common)
+    from thinkrank.rerankers.pointwise import Rank1
+
+    return Rank1(spec.model_name, think_budget=spec.think_budget, reasoning=spec.reasoning,
+                 reasoning_close=spec.reasoning_close, cascade=spec.cascade, **common)

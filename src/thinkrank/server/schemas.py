@@ -1,0 +1,141 @@
+"""Request and response bodies at the HTTP edge (pydantic), as the OpenAPI schema shows them.
+
+One request model serves every rerank route: it is the union of Cohere v1/v2, Jina and TEI's
+fields plus thinkrank's (``reasoning``, ``think_budget``, ``instruction``, ``return_reasoning``,
+``stream``). Values are strict (``0`` is not ``false``, ``"3"`` not ``3``). Unknown fields are
+ignored, as the hosted APIs do, so a client that sends a field thinkrank does not use (Cohere's
+``priority``, TEI's ``truncate``) still works.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from thinkrank.errors import require
+
+require("pydantic", "server")
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field  # noqa: E402
+
+
+def _integral(value: Any) -> Any:
+    # JSON has one number type: 3.0 is the integer 3 (JSON Schema says so too); 3.5 stays invalid.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Integer = Annotated[int, BeforeValidator(_integral)]
+
+
+class DocumentIn(BaseModel):
+    """A document given as an object (Cohere v1 and Jina accept these beside plain strings)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    text: str = Field(description="The document's text.")
+    title: str | None = Field(None, description="Shown to the model before the text (`{title} {text}`).")
+    id: str | None = Field(None, description="Your id for the document; unique within the request.")
+
+
+class RerankBody(BaseModel):
+    """A rerank request. Give ``documents`` (Cohere/Jina shape) or ``texts`` (TEI shape)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    model: str | None = Field(None, description="The served model name; any other name is a 404. May be left out.")
+    query: str = Field(description="The search query.")
+    documents: list[str | DocumentIn] | None = Field(
+        None, description="Strings or {text, title?, id?} objects. The response uses the Cohere/Jina shape.")
+    texts: list[str] | None = Field(None, description="TEI: strings; the response is TEI's bare list.")
+    top_n: Integer | None = Field(None, ge=1, description="Return only the best N results (all when absent).")
+    return_documents: bool | None = Field(None, description="Include each document's text (default false).")
+    return_text: bool | None = Field(None, description="TEI: include each text (default false).")
+    max_tokens_per_doc: Integer | None = Field(
+        None, ge=1, description="Cut each document to this many tokens (never above the server's limit).")
+    reasoning: bool | None = Field(
+        None, description="thinkrank: reason before judging (true) or judge in one forward pass (false). "
+        "Default: the server's setting. Pointwise only.")
+    think_budget: Integer | None = Field(
+        None, ge=1, description="thinkrank: most reasoning tokens per document (at most the server's "
+        "max_think_budget). Pointwise only.")
+    instruction: str | None = Field(None, description="thinkrank: text appended to the query.")
+    return_reasoning: bool = Field(
+        False, description="thinkrank: add `reasoning`, `answer`, `forced` and `truncated` to each result.")
+    stream: bool = Field(False, description="thinkrank: answer with Server-Sent Events, one per judged document, "
+                         "then the ranking.")
+
+
+class ResultDocument(BaseModel):
+    text: str
+
+
+class RerankResult(BaseModel):
+    """One ranked document. ``reasoning``/``answer``/``forced``/``truncated`` only with ``return_reasoning``."""
+
+    index: int = Field(description="The document's position in the request.")
+    relevance_score: float = Field(description="Relevance in [0, 1], as the library computes it.")
+    document: ResultDocument | None = None
+    id: str | None = Field(None, description="The document's id, when the request gave one.")
+    reasoning: str | None = None
+    answer: str | None = None
+    forced: bool | None = None
+    truncated: bool | None = None
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ApiVersion(BaseModel):
+    version: str
+
+
+class BilledUnits(BaseModel):
+    search_units: int
+
+
+class Meta(BaseModel):
+    api_version: ApiVersion
+    billed_units: BilledUnits
+
+
+class RerankResponse(BaseModel):
+    """Cohere v1/v2 and Jina's response shape, sorted by score (ties keep input order)."""
+
+    id: str
+    model: str
+    results: list[RerankResult]
+    usage: Usage
+    meta: Meta
+
+
+class TEIResult(BaseModel):
+    """TEI's shape: one item of the bare list the response is."""
+
+    index: int
+    score: float
+    text: str | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "thinkrank"
+    settings: dict[str, Any] = Field(default_factory=dict, description="The reranker's settings.")
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorBody(BaseModel):
+    """Every error: ``message`` says what was wrong (naming the field) and what to do."""
+
+    message: str
+    detail: Any = None
+
+
+class Health(BaseModel):
+    status: str

@@ -1,0 +1,187 @@
+"""The reranking behind the HTTP routes: one loaded reranker, its per-request variants, the
+optional judgment cache and the batcher, with nothing HTTP-specific.
+
+Everything that touches the engine or the SQLite cache runs in one worker thread: the engine
+is not re-entrant, and an SQLite connection belongs to the thread that opened it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Hashable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from thinkrank.rerankers.base import Reranker, RerankRequest
+from thinkrank.rerankers.spec import RerankerSpec, build_reranker
+from thinkrank.server.batching import Batcher, BatchStats
+from thinkrank.server.metrics import Metrics
+from thinkrank.server.settings import ServerSettings
+
+log = logging.getLogger("thinkrank.server")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """The per-request settings that change a judgment: requests with equal variants share calls."""
+
+    reasoning: bool
+    think_budget: int
+    max_passage_tokens: int | None
+
+
+class RerankService:
+    """Loads the reranker (or takes one), then judges jobs through the batcher."""
+
+    def __init__(self, spec: RerankerSpec, settings: ServerSettings, reranker: Reranker | None = None) -> None:
+        self.spec, self.settings = spec, settings
+        self.base = reranker
+        self.load_error: str | None = None
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="thinkrank-engine")
+        self.metrics = Metrics(lambda: self.batcher.pending if self.batcher else 0)
+        self.batcher: Batcher | None = None
+        self._variants: dict[Variant, Reranker] = {}
+        self._cache: Any = None
+        self._loading: asyncio.Future[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.base is not None and self._loading is not None and self._loading.done() and not self.load_error
+
+    @property
+    def model_name(self) -> str:
+        return self.settings.served_model_name or self.spec.model_name
+
+    @property
+    def pointwise(self) -> bool:
+        return self.spec.mode == "pointwise"
+
+    # ---- lifecycle (called from the app's lifespan) -------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        s = self.settings
+        self.batcher = Batcher(self._compute, self.executor, max_batch_size=s.max_batch_size,
+                               max_batch_requests=s.max_batch_requests, max_wait=s.max_wait_ms / 1000,
+                               max_queue=s.max_queue, observe=self._observe)
+        self.batcher.start()
+        # Loading runs in the worker thread (a model can take minutes): /healthz answers meanwhile
+        # and /readyz says when it is done.
+        self._loading = loop.run_in_executor(self.executor, self._load)
+        self._loading.add_done_callback(self._loaded)
+
+    async def stop(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.close()
+        if self._cache is not None:
+            await asyncio.get_running_loop().run_in_executor(self.executor, self._cache.close)
+        self.executor.shutdown(wait=True)
+
+    def _load(self) -> None:
+        if self.base is None:
+            self.base = build_reranker(self.spec)
+        if self.settings.cache is not None:
+            from thinkrank.cache import JudgmentCache
+
+            self._cache = JudgmentCache(self.settings.cache)
+
+    def _loaded(self, future: asyncio.Future[None]) -> None:
+        exc = future.exception()
+        if exc is not None:
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.error("could not load the reranker: %s", self.load_error)
+        else:
+            log.info("reranker ready: %s", self.model_name)
+
+    def info(self) -> dict[str, Any]:
+        return dict(self.base.settings) if self.base is not None else {}
+
+    # ---- per-request variants -------------------------------------------------------------------
+    def variant(self, reasoning: bool | None, think_budget: int | None, max_tokens_per_doc: int | None) -> Variant:
+        """The variant a request asks for, from the server's defaults and the request's overrides."""
+        base_limit = getattr(self.base, "max_passage_tokens", None)
+        limit = max_tokens_per_doc if base_limit is None else min(base_limit, max_tokens_per_doc or base_limit)
+        if not self.pointwise:
+            return Variant(False, 0, limit)
+        reasoning = self.spec.reasoning if reasoning is None else reasoning
+        budget = (think_budget or self.spec.think_budget) if reasoning else 0
+        return Variant(reasoning, budget, limit)
+
+    def _reranker(self, variant: Variant) -> Reranker:
+        assert self.base is not None
+        if variant not in self._variants:
+            if self._default_variant() == variant:
+                self._variants[variant] = self.base
+            else:
+                changes: dict[str, Any] = {"max_passage_tokens": variant.max_passage_tokens}
+                if self.pointwise:
+                    changes.update(reasoning=variant.reasoning, think_budget=variant.think_budget or self.spec.think_budget)
+                self._variants[variant] = build_reranker(self.spec.replace(**changes), engine=self.base.engine)
+        return self._variants[variant]
+
+    def _default_variant(self) -> Variant:
+        return self.variant(None, None, None)
+
+    # ---- the work (in the worker thread) ------------------------------------------------------
+    def _compute(self, key: Hashable, units: list[Any]) -> list[Any]:
+        assert isinstance(key, Variant)
+        reranker = self._reranker(key)
+        if self.pointwise:
+            return self._judge(reranker, units)
+        return self._rank(reranker, units)
+
+    def _judge(self, reranker: Any, pairs: list[Any]) -> list[Any]:
+        metered = _Metered(reranker, self.metrics)
+        if self._cache is None:
+            return metered.judge(pairs)
+        from thinkrank.rerankers.cached import CacheUse, judge_with_cache
+
+        use = CacheUse()
+        judgments = judge_with_cache(metered, pairs, self._cache, chunk_size=max(1, len(pairs)), use=use)
+        self.metrics.judgments.labels("cached").inc(use.cached)
+        return judgments
+
+    def _rank(self, reranker: Any, requests: list[RerankRequest]) -> list[Any]:
+        metered = _Metered(reranker, self.metrics)
+        if self._cache is None:
+            return metered.rerank_many(requests)
+        from thinkrank.rerankers.cached import CacheUse, rerank_with_cache
+
+        use = CacheUse()
+        rankings = rerank_with_cache(metered, requests, self._cache, chunk_size=max(1, len(requests)), use=use)
+        self.metrics.judgments.labels("cached").inc(
+            sum(len(r.documents) for r in requests) - int(metered.counted))
+        return rankings
+
+    def _observe(self, stats: BatchStats) -> None:
+        self.metrics.batch_documents.observe(stats.documents)
+        self.metrics.batch_requests.observe(stats.requests)
+        self.metrics.batch_seconds.observe(stats.seconds)
+
+
+class _Metered:
+    """A reranker whose computed results are counted in the metrics (cache hits are not)."""
+
+    def __init__(self, reranker: Any, metrics: Metrics) -> None:
+        self.reranker, self.metrics = reranker, metrics
+        self.counted = 0
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.reranker.settings
+
+    def judge(self, pairs: list[Any]) -> list[Any]:
+        judgments = self.reranker.judge(pairs)
+        self.metrics.computed(judgments)
+        self.counted += len(judgments)
+        return judgments
+
+    def rerank_many(self, requests: list[RerankRequest]) -> list[Any]:
+        rankings = self.reranker.rerank_many(requests)
+        for ranking in rankings:
+            self.metrics.judgments.labels("computed").inc(len(ranking))
+            self.metrics.generated_tokens.inc(sum(w.completion_tokens for w in ranking.windows))
+            self.metrics.prompt_tokens.inc(sum(w.prompt_tokens for w in ranking.windows))
+            self.counted += len(ranking)
+        return rankings

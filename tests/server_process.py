@@ -1,0 +1,73 @@
+"""Start ``thinkrank serve`` as a real process on 127.0.0.1 (any free port) for the server tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+_LISTENING = re.compile(r"serving .* on (http://127\.0\.0\.1:\d+)")
+
+
+@dataclass
+class ServerProcess:
+    """A running ``thinkrank serve``: its URL, the process, and everything it logged."""
+
+    url: str
+    proc: subprocess.Popen
+    log_lines: list[str] = field(default_factory=list)
+
+    @property
+    def log(self) -> str:
+        return "".join(self.log_lines)
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+
+def start_server(*args: str, startup_timeout: float = 180) -> ServerProcess:
+    """``thinkrank serve ARGS --port 0``, once it answers ``/readyz``."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "thinkrank", "serve", "--port", "0", *args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    lines: list[str] = []
+    found: list[str] = []
+    ready = threading.Event()
+
+    def read() -> None:  # keep draining stderr so the server never blocks on a full pipe
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if not found and (m := _LISTENING.search(line)):
+                found.append(m.group(1))
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    if not ready.wait(startup_timeout) or not found:
+        proc.kill()
+        raise RuntimeError("thinkrank serve did not start:\n" + "".join(lines))
+    server = ServerProcess(found[0], proc, lines)
+    deadline = time.monotonic() + startup_timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(server.url + "/readyz", timeout=5).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("thinkrank serve never became ready:\n" + server.log)

@@ -1,0 +1,99 @@
+"""One way to build a reranker: a frozen spec, validated on construction, and build_reranker."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import pytest
+
+from thinkrank.engines import ENGINE_OPTIONS, ENGINES
+from thinkrank.errors import InvalidInputError
+from thinkrank.rerankers import Rank1, RankK, RerankerSpec, build_reranker
+
+DOCS = ["Cats are small domesticated carnivorous mammals.", "The stock market fell today.", "Dogs bark."]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"mode": "sideways"}, "mode must be one of pointwise, listwise"),
+        ({"engine": "tensorrt"}, "unknown engine 'tensorrt'"),
+        ({"engine": "transformers", "engine_options": {"concurrency": 4}},
+         "--concurrency is an option of the openai engine, but the engine is transformers"),
+        ({"engine": "transformers", "engine_options": {"colour": "red"}}, "unknown engine option 'colour'"),
+        ({"engine": "openai", "engine_options": {"concurrency": 0}}, "concurrency (--concurrency) must be >= 1"),
+        ({"engine": "openai", "engine_options": {"timeout": "soon"}}, "timeout (--timeout) must be float"),
+        ({"engine": "transformers", "engine_options": {"batch_size": True}}, "batch_size (--batch-size) must be int"),
+        ({"think_budget": 0}, "think_budget must be >= 1"),
+        ({"think_budget": "64"}, "think_budget must be int"),
+        ({"reasoning": "yes"}, "reasoning must be bool"),
+        ({"temperature": -1.0}, "temperature must be >= 0"),
+        ({"prompt": "msmarco"}, "unknown prompt 'msmarco'"),
+        ({"model": ""}, "model must be a non-empty string"),
+        ({"mode": "listwise", "window": 1}, "window must be an int >= 2"),
+        ({"mode": "listwise", "stride": 30}, "stride must be an int from 1 to window"),
+        ({"mode": "listwise", "prompt": "no placeholders"}, "{query}"),
+    ],
+)
+def test_a_bad_setting_is_refused_on_construction_naming_the_field(fields, message):
+    with pytest.raises(InvalidInputError) as err:
+        RerankerSpec(**fields)
+    assert message in str(err.value)
+
+
+def test_the_spec_is_frozen_and_replace_validates_again():
+    spec = RerankerSpec(engine="transformers", engine_options={"device": "cpu", "batch_size": None})
+    assert dict(spec.engine_options) == {"device": "cpu"}  # None counts as not given
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.think_budget = 5  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        spec.engine_options["device"] = "cuda"  # type: ignore[index]
+    assert spec.replace(think_budget=64).think_budget == 64
+    with pytest.raises(InvalidInputError):
+        spec.replace(think_budget=-1)
+
+
+def test_options_of_the_other_mode_are_not_checked():
+    assert RerankerSpec(mode="pointwise", window=0).window == 0
+    assert RerankerSpec(mode="listwise", think_budget=0).think_budget == 0
+
+
+def test_default_models_are_the_released_ones():
+    assert RerankerSpec().model_name == "jhu-clsp/rank1-7b"
+    assert RerankerSpec(mode="listwise").model_name == "hltcoe/Rank-K-32B"
+
+
+@pytest.mark.parametrize("engine", sorted(ENGINE_OPTIONS))
+def test_every_declared_engine_option_is_a_keyword_of_that_engine(engine):
+    import importlib
+
+    module, cls = {"transformers": ("thinkrank.engines.transformers", "TransformersEngine"),
+                   "vllm": ("thinkrank.engines.vllm", "VLLMEngine"),
+                   "openai": ("thinkrank.engines.openai", "OpenAIEngine")}[engine]
+    params = inspect.signature(getattr(importlib.import_module(module), cls).__init__).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    assert engine in ENGINES
+    for option in ENGINE_OPTIONS[engine]:
+        assert option.name in params or takes_any, option.name
+
+
+def test_build_reranker_gives_the_reranker_the_arguments_would(smollm2_path):
+    spec = RerankerSpec(model=str(smollm2_path), engine="transformers", engine_options={"device": "cpu"},
+                        reasoning=False, instruction="about animals", max_passage_tokens=64)
+    built = build_reranker(spec)
+    assert isinstance(built, Rank1)
+    direct = Rank1(str(smollm2_path), engine="transformers", device="cpu", reasoning=False,
+                   instruction="about animals", max_passage_tokens=64)
+    assert built.settings == direct.settings
+    got, want = built.rerank("what is a cat", DOCS), direct.rerank("what is a cat", DOCS)
+    assert [j.doc_id for j in got] == [j.doc_id for j in want]
+    assert [j.score for j in got] == pytest.approx([j.score for j in want], abs=1e-6)
+
+
+def test_build_reranker_can_share_a_loaded_engine(smollm2_engine):
+    spec = RerankerSpec(model="unused", engine="openai", engine_options={"base_url": "http://127.0.0.1:1/v1"},
+                        mode="listwise", window=3, stride=2, max_tokens=8)
+    ranker = build_reranker(spec, engine=smollm2_engine)
+    assert isinstance(ranker, RankK) and ranker.engine is smollm2_engine
+    assert ranker.settings["window"] == 3 and ranker.settings["max_passage_tokens"] == 512  # the mode's default
