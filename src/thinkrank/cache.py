@@ -18,7 +18,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -221,7 +221,7 @@ def parse_value(kind: str, text: Any) -> dict[str, Any] | None:
     return None
 
 
-@dataclass
+@dataclasses.dataclass
 class CacheReport:
     """What :func:`check_cache` or :func:`repair_cache` found.
 
