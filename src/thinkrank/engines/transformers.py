@@ -16,7 +16,7 @@ from typing import Any
 
 from thinkrank.engines.base import Generation, GenerationRequest, Progress
 from thinkrank.engines.loading import ModelRef, load_causal_lm, load_tokenizer, resolve_model
-from thinkrank.errors import InvalidInputError
+from thinkrank.errors import InvalidInputError, require
 
 
 class HFTokenizer:
@@ -59,6 +59,9 @@ class TransformersEngine:
         device: ``"cuda"``, ``"cpu"``, … (default: CUDA when available).
         dtype: torch dtype name; default bfloat16 on GPU, float32 on CPU.
         batch_size: most sequences decoded together; ``max_batch_tokens`` caps padded tokens.
+
+    Raises:
+        MissingExtraError: torch is not installed (``pip install "thinkrank[hf]"``).
     """
 
     name = "transformers"
@@ -73,7 +76,7 @@ class TransformersEngine:
         batch_size: int | None = None,
         max_batch_tokens: int = 32768,
     ) -> None:
-        import torch
+        torch = require("torch", "hf")  # the core installs without torch; local models need thinkrank[hf]
 
         self._torch = torch
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -49,7 +49,7 @@ class DenseRetriever:
         qids = list(queries)
         if not qids:
             return Run({}, name)
-        util = require("sentence_transformers.util", "eval")
+        util = require("sentence_transformers.util", "dense")
         query_emb = self._encode([self.query_prompt + queries[q] for q in qids])
         hits = util.semantic_search(query_emb, self.embeddings, top_k=min(k, len(self.doc_ids)))
         return Run({qid: [(self.doc_ids[h["corpus_id"]], float(h["score"])) for h in row]
@@ -59,7 +59,7 @@ class DenseRetriever:
 def _load(model: str | Path | Any, device: str | None) -> Any:
     if not isinstance(model, (str, Path)):
         return model
-    st = require("sentence_transformers", "eval")
+    st = require("sentence_transformers", "dense")
     try:
         return st.SentenceTransformer(str(model), device=device)
     except (OSError, ValueError) as exc:
