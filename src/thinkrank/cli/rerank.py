@@ -10,7 +10,9 @@ from typing import Annotated, Any
 
 import typer
 
+from thinkrank.cli import ray_options
 from thinkrank.cli.common import ProgressBar, Switch, fail, friendly_errors
+from thinkrank.cli.ray_options import GpusPerWorker, RayAddress, Workers
 
 
 class Mode(str, Enum):
@@ -84,6 +86,9 @@ def rerank(
     max_tokens: Annotated[int, typer.Option(help="Listwise: most tokens per window (reasoning + ordering).")] = 4096,
     device: Annotated[str | None, typer.Option(help="transformers engine: cpu, cuda, cuda:1, …")] = None,
     batch_size: Annotated[int | None, typer.Option(help="transformers engine: sequences decoded together.")] = None,
+    ray: RayAddress = None,
+    workers: Workers = None,
+    gpus_per_worker: GpusPerWorker = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     _rerank(**locals())
@@ -96,12 +101,21 @@ def _rerank(**opts: Any) -> None:
 
     if (opts["query"] is None) == (opts["queries"] is None):
         fail("give exactly one of --query TEXT or --queries FILE")
+    ray_options.check(opts)
     query_list = [QueryInput(opts["query"], "0")] if opts["query"] is not None else read_queries(opts["queries"])
     docs = read_docs(opts["docs"])
     requests = [RerankRequest(q.text, docs.for_query(q), q.id, q.instruction) for q in query_list]
     with ProgressBar("reranking", opts["quiet"], transient=True) as progress:
-        reranker = _build_reranker(opts, progress)
-        rankings = reranker.rerank_many(requests, top_n=opts["top_n"])
+        if opts["ray"] is None:
+            reranker = _build_reranker(opts, progress)
+        else:
+            _engine_options(opts)  # flag errors here, not inside a Ray actor
+            reranker = ray_options.ray_reranker(opts, _build_in_worker, pointwise=opts["mode"] == Mode.pointwise,
+                                                progress=progress)
+        try:
+            rankings = reranker.rerank_many(requests, top_n=opts["top_n"])
+        finally:
+            ray_options.close(reranker)
     _print(rankings, opts["output_format"])
 
 
@@ -149,6 +163,11 @@ def _build_reranker(opts: dict[str, Any], progress: Any) -> Any:
         opts["model"] or DEFAULT_MODEL, think_budget=opts["think_budget"], reasoning=opts["reasoning"] == Switch.on,
         prompt=opts["prompt"], instruction=opts["instruction"], **common,
     )
+
+
+def _build_in_worker(opts: dict[str, Any]) -> Any:
+    """The reranker a Ray actor builds (``--ray``): the same as in process, without a progress bar."""
+    return _build_reranker(opts, None)
 
 
 def _print(rankings: list[Any], fmt: Format) -> None:
