@@ -153,7 +153,9 @@ class RayReranker(Reranker):
         chunks = [units[i : i + self.chunk_size] for i in range(0, len(units), self.chunk_size)]
         rows = [{"chunk": k, "payload": json.dumps(c, ensure_ascii=False)} for k, c in enumerate(chunks)]
         dataset = data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-            _ChunkJudge, batch_size=1, concurrency=self.workers, num_gpus=self.num_gpus, num_cpus=self.num_cpus,
+            _ChunkJudge, batch_size=1, num_gpus=self.num_gpus, num_cpus=self.num_cpus,
+            # One chunk in flight per actor: a chunk queued behind a busy actor would wait while another idles.
+            compute=data.ActorPoolStrategy(size=self.workers, max_tasks_in_flight_per_actor=1),
             fn_constructor_kwargs={"factory": self.factory, "cache_path": self.cache_path, "pointwise": self.pointwise},
         )
         done: dict[int, list[dict[str, Any]]] = {}
