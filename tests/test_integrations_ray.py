@@ -134,3 +134,12 @@ def test_bad_ray_settings_fail_before_ray_starts(tmp_path, smollm2_path):
     docs.write_text("a\n")
     out = _cli("rerank", "--model", str(smollm2_path), "--query", "q", "--docs", str(docs), "--workers", "2")
     assert out.returncode == 2 and out.stderr.strip().endswith("--workers needs --ray")
+
+
+def test_ray_takes_an_optional_address():
+    from thinkrank.cli.ray_options import bare_ray_flag
+
+    assert bare_ray_flag(["rerank", "--ray"]) == ["rerank", "--ray=local"]
+    assert bare_ray_flag(["--ray", "--workers", "2"]) == ["--ray=local", "--workers", "2"]
+    assert bare_ray_flag(["--ray", "auto", "--workers", "2"]) == ["--ray", "auto", "--workers", "2"]
+    assert bare_ray_flag(["--ray", "ray://head:10001"]) == ["--ray", "ray://head:10001"]

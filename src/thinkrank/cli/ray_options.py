@@ -19,7 +19,7 @@ from thinkrank.cli.common import fail
 RayAddress = Annotated[
     str | None,
     typer.Option(
-        "--ray", is_flag=False, flag_value="local", metavar="[ADDRESS]",
+        "--ray", metavar="[ADDRESS]",
         help="Run on Ray: --ray alone starts a local Ray; --ray auto joins the running cluster; --ray "
         "ray://HOST:10001 a remote one. Needs thinkrank\\[ray].",
     ),
@@ -28,6 +28,15 @@ Workers = Annotated[int | None, typer.Option(help="With --ray: actors, one model
 GpusPerWorker = Annotated[
     float | None, typer.Option(help="With --ray: GPUs per actor.  \\[default: 1 with --engine vllm, else 0]")
 ]
+
+
+def bare_ray_flag(argv: list[str]) -> list[str]:
+    """``argv`` with a bare ``--ray`` (last, or before another option) spelled ``--ray=local``:
+    typer has no options whose value may be left out, and an address never starts with ``-``."""
+    return [
+        "--ray=local" if arg == "--ray" and (i + 1 == len(argv) or argv[i + 1].startswith("-")) else arg
+        for i, arg in enumerate(argv)
+    ]
 
 
 def check(opts: dict[str, Any]) -> None:
