@@ -55,8 +55,12 @@ def check(opts: dict[str, Any]) -> None:
 def ray_reranker(opts: dict[str, Any], build: Callable[[dict[str, Any]], Any], *, pointwise: bool,
                  cache: Path | None = None, chunk_size: int | None = None, progress: Any = None) -> Any:
     """A RayReranker whose actors each run ``build(opts)``; ``opts`` are the command's options."""
+    import logging
+
     from thinkrank.integrations.ray import RayReranker
 
+    # Ray Data logs each execution at INFO on stderr; the command has its own progress bar.
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     gpus = opts["gpus_per_worker"]
     if gpus is None:
         gpus = 1.0 if opts.get("engine") == "vllm" else 0.0
