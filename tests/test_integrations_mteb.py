@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -63,11 +62,8 @@ def test_mteb_ndcg_equals_thinkrank_evaluate_on_the_same_candidates(data_dir, sm
 
     task, qids = _dl19_task(data_dir)
     model = ThinkrankCrossEncoder(Rank1(engine=smollm2_engine, think_budget=BUDGET))
-    start = time.perf_counter()
     result = mteb.evaluate(model, task, cache=None, show_progress_bar=False, co2_tracker=False)
     scores = result.task_results[0].scores["test"][0]
-    print(f"mteb: {time.perf_counter() - start:.1f}s")
-    start = time.perf_counter()
     assert result.task_results[0].task_name == "ThinkrankDL19BM25Top5"
 
     out = tmp_path / "eval"
@@ -79,7 +75,6 @@ def test_mteb_ndcg_equals_thinkrank_evaluate_on_the_same_candidates(data_dir, sm
         capture_output=True, text=True, env=env, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
-    print(f"cli: {time.perf_counter() - start:.1f}s")
     metrics = json.loads((out / "metrics.json").read_text())
     ours = metrics["reranked"]["aggregate"]["nDCG@10"]
     assert scores["ndcg_at_10"] == pytest.approx(ours, abs=1e-5)

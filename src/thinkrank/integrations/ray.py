@@ -110,13 +110,13 @@ class RayReranker(Reranker):
 
     def rerank_many(self, requests: Sequence[RequestLike], top_n: int | None = None) -> list[Ranking]:
         reqs = [as_request(r, i) for i, r in enumerate(requests)]
-        docs = [as_documents(r.documents) for r in reqs]  # bad input fails here, before any Ray work
-        for r in reqs:
-            check_query(r.query)
+        # Bad input fails here, before any Ray work; pairs carry the query as a single process would.
+        queries = [check_query(r.query) for r in reqs]
+        docs = [as_documents(r.documents) for r in reqs]
         if not reqs:
             return []
         if self.pointwise:
-            units = [_pair_row(r, d, i) for r, ds in zip(reqs, docs) for i, d in enumerate(ds)]
+            units = [_pair_row(q, r.instruction, d, i) for q, r, ds in zip(queries, reqs, docs) for i, d in enumerate(ds)]
         else:
             units = [_request_row(r, ds) for r, ds in zip(reqs, docs)]
         results = self._run(units)
@@ -218,8 +218,8 @@ class _ChunkJudge:
         return [_ranking_value(r) for r in rankings]
 
 
-def _pair_row(request: RerankRequest, document: Document, index: int) -> dict[str, Any]:
-    return {"query": request.query, "instruction": request.instruction, "id": document.id, "text": document.text,
+def _pair_row(query: str, instruction: str | None, document: Document, index: int) -> dict[str, Any]:
+    return {"query": query, "instruction": instruction, "id": document.id, "text": document.text,
             "title": document.title, "index": index}
 
 
