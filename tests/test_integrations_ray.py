@@ -108,7 +108,8 @@ def test_a_worker_killed_mid_job_is_retried_with_nothing_lost_or_repeated(smollm
     keys = [k for k, _ in log]
     assert len(keys) == 15 and len(set(keys)) == 15  # nothing lost, nothing computed twice
     assert killed[0] in {pid for _, pid in log} and len({pid for _, pid in log}) >= 2
-    assert reranker.use.computed == 15
+    # A chunk the killed worker had committed but not yet handed back is read from the cache on the retry.
+    assert reranker.use.computed + reranker.use.cached == 15 and reranker.use.computed <= 15
 
     # The same chunks judged by one process, through its own cache, give the same rankings.
     reference = CachedReranker(Rank1(engine=smollm2_engine, think_budget=BUDGET), tmp_path / "one.sqlite",
