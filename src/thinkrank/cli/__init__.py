@@ -28,5 +28,9 @@ def _register() -> None:
 
 
 def main() -> None:
+    import sys
+
+    from thinkrank.cli.ray_options import bare_ray_flag
+
     _register()
-    app()
+    app(args=bare_ray_flag(sys.argv[1:]))

@@ -8,7 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
+from thinkrank.cli import ray_options
 from thinkrank.cli.common import ProgressBar, Switch, fail, friendly_errors, reranker_spec
+from thinkrank.cli.ray_options import GpusPerWorker, RayAddress, Workers
 from thinkrank.cli.rerank import Mode
 
 EVALUATE_HELP = """Evaluate a first-stage run on a collection, reranked by a reasoning reranker or as it is.
@@ -74,6 +76,9 @@ def evaluate(
     device: Annotated[str | None, typer.Option(help="transformers engine: cpu, cuda, cuda:1, …")] = None,
     batch_size: Annotated[int | None, typer.Option(help="transformers engine: sequences decoded together.")] = None,
     report: Annotated[bool, typer.Option(help="Write report.html.")] = True,
+    ray: RayAddress = None,
+    workers: Workers = None,
+    gpus_per_worker: GpusPerWorker = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     _evaluate(**locals())
@@ -97,6 +102,9 @@ def _evaluate(**opts: Any) -> None:
     check_applicable(opts, given, listwise=opts["mode"] == Mode.listwise)
     if opts["queries"] is not None and opts["query_ids"] is not None:
         fail("give at most one of --queries N and --query-ids")
+    ray_options.check(opts)
+    if opts["ray"] is not None and not opts["model"]:
+        fail("--ray runs a reranker: give --model too")
     measures = [m.strip() for m in opts["measures"].split(",") if m.strip()] if opts["measures"] else DEFAULT_MEASURES
     measures = [measure_name(m) for m in measures]  # fail on a bad name before loading a model
     spec = reranker_spec(opts) if opts["model"] else None
@@ -116,15 +124,23 @@ def _evaluate(**opts: Any) -> None:
         if opts["model"]:
             cache = JudgmentCache(opts["cache"] or output / "judgments.sqlite")  # a bad file fails before the model loads
             say(f"judgment cache {cache.path}: {len(cache)} entries")
-            reranker = build_reranker(spec)
+            if opts["ray"] is None:
+                reranker = build_reranker(spec)
+            else:  # the Ray actors judge through the cache themselves
+                from thinkrank.cli.rerank import build_in_worker
+
+                reranker = ray_options.ray_reranker(opts, build_in_worker, pointwise=opts["mode"] == Mode.pointwise,
+                                                    cache=cache.path, chunk_size=opts["chunk_size"], progress=progress)
         with progress:
-            result = evaluate(collection, first_stage, top_k=opts["top_k"], reranker=reranker, cache=cache, qids=qids,
+            result = evaluate(collection, first_stage, top_k=opts["top_k"], reranker=reranker,
+                              cache=cache if opts["ray"] is None else None, qids=qids,
                               measures=measures, chunk_size=opts["chunk_size"], progress=progress)
     except KeyboardInterrupt:
         if cache is not None:
             say(f"interrupted: {len(cache)} judgments are saved in {cache.path}; rerun the same command to resume")
         raise
     finally:
+        ray_options.close(reranker)
         if cache is not None:
             cache.close()
     paths = write_outputs(result, output, report=opts["report"])

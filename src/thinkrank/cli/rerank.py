@@ -10,7 +10,9 @@ from typing import Annotated, Any
 
 import typer
 
+from thinkrank.cli import ray_options
 from thinkrank.cli.common import ProgressBar, Switch, fail, friendly_errors, reranker_spec
+from thinkrank.cli.ray_options import GpusPerWorker, RayAddress, Workers
 
 
 class Mode(str, Enum):
@@ -89,6 +91,9 @@ def rerank(
     max_tokens: Annotated[int, typer.Option(help="Listwise: most tokens per window (reasoning + ordering).")] = 4096,
     device: Annotated[str | None, typer.Option(help="transformers engine: cpu, cuda, cuda:1, …")] = None,
     batch_size: Annotated[int | None, typer.Option(help="transformers engine: sequences decoded together.")] = None,
+    ray: RayAddress = None,
+    workers: Workers = None,
+    gpus_per_worker: GpusPerWorker = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     _rerank(**locals())
@@ -110,13 +115,21 @@ def _rerank(**opts: Any) -> None:
     if opts["cascade"] is not None and opts["mode"] == Mode.listwise:
         fail("--cascade is a pointwise option (Rank1); drop it or use --mode pointwise")
     spec = reranker_spec(opts)  # every setting checked before files are read or a model loads
+    ray_options.check(opts)
     query_list = [QueryInput(opts["query"], "0")] if opts["query"] is not None else read_queries(opts["queries"])
     docs = read_docs(opts["docs"])
     requests = [RerankRequest(q.text, docs.for_query(q), q.id, q.instruction) for q in query_list]
     check_requests(requests)  # before the model loads
     with ProgressBar("reranking", opts["quiet"], transient=True) as progress:
-        reranker = build_reranker(spec, progress=progress)
-        rankings = reranker.rerank_many(requests)
+        if opts["ray"] is None:
+            reranker = build_reranker(spec, progress=progress)
+        else:
+            reranker = ray_options.ray_reranker(opts, build_in_worker, pointwise=opts["mode"] == Mode.pointwise,
+                                                progress=progress)
+        try:
+            rankings = reranker.rerank_many(requests)
+        finally:
+            ray_options.close(reranker)
     if opts["cascade"] is not None and not opts["quiet"]:
         _report_cascade(rankings)
     _print([r.truncate(opts["top_n"]) for r in rankings], opts["output_format"])
@@ -129,6 +142,15 @@ def _report_cascade(rankings: list[Any]) -> None:
         s = cascade_stats(ranking)
         print(f"cascade: query {ranking.query_id}: {s.chains} of {s.candidates} candidates reasoned, "
               f"{s.chain_tokens} chain tokens, ~{s.tokens_saved} saved", file=sys.stderr)
+
+
+def build_in_worker(opts: dict[str, Any]) -> Any:
+    """The reranker a Ray actor builds (``--ray``): the same spec as in process, without a
+    progress bar. The spec is rebuilt from the options in the actor (options pickle; a spec's
+    read-only mappings do not)."""
+    from thinkrank.rerankers.spec import build_reranker
+
+    return build_reranker(reranker_spec(opts))
 
 
 def _print(rankings: list[Any], fmt: Format) -> None:

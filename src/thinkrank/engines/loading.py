@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from thinkrank.errors import ModelLoadError, require
+from thinkrank.errors import MissingExtraError, ModelLoadError, require
 from thinkrank.hub import describe_local, local_files_only, looks_like_path
 
 DEFAULT_MODEL = "jhu-clsp/rank1-7b"
@@ -103,6 +103,10 @@ def _hub_hint(ref: ModelRef, exc: Exception) -> ModelLoadError:
 
 
 def load_tokenizer(ref: ModelRef) -> Any:
+    """The model's tokenizer. Works without torch, except from a ``.gguf`` file (transformers reads
+    GGUF with torch): that raises :class:`MissingExtraError` naming ``thinkrank[hf]``."""
+    if ref.gguf_file:
+        _require_gguf_reader(ref)
     from transformers import AutoTokenizer
 
     kwargs: dict[str, Any] = {"gguf_file": ref.gguf_file} if ref.gguf_file else {}
@@ -142,6 +146,17 @@ def load_causal_lm(ref: ModelRef, *, device: str, dtype: Any, vocab_size: int | 
             model.resize_token_embeddings(vocab_size, mean_resizing=False)
         model = peft.PeftModel.from_pretrained(model, ref.adapter).merge_and_unload()
     return model.to(device).eval()
+
+
+def _require_gguf_reader(ref: ModelRef) -> None:
+    import importlib.util
+
+    for module in ("torch", "gguf"):
+        if importlib.util.find_spec(module) is None:
+            raise MissingExtraError(
+                f"reading the tokenizer of {ref.display} from a .gguf file needs {module}; install it with "
+                'pip install "thinkrank[hf]", or point --model/--tokenizer at a tokenizer directory instead'
+            )
 
 
 def _has_tokenizer(folder: Path) -> bool:

@@ -23,7 +23,7 @@ from typing import Any
 from thinkrank.engines import gguf_cache, kv
 from thinkrank.engines.base import Generation, GenerationRequest, Progress
 from thinkrank.engines.loading import ModelRef, load_causal_lm, load_tokenizer, resolve_model
-from thinkrank.errors import InvalidInputError
+from thinkrank.errors import InvalidInputError, require
 
 
 # Config fields that hold a model's context length, in the order transformers models use them.
@@ -96,6 +96,9 @@ class TransformersEngine:
         batch_size: most sequences decoded together; ``max_batch_tokens`` caps padded tokens.
         context_length: the most tokens per sequence (default: the model config's
             ``max_position_embeddings``).
+
+    Raises:
+        MissingExtraError: torch is not installed (``pip install "thinkrank[hf]"``).
     """
 
     name = "transformers"
@@ -116,7 +119,7 @@ class TransformersEngine:
         # Checked before the model loads: a bad batch size must not cost a model load.
         check_int("batch_size", batch_size, minimum=1, optional=True)
         check_int("max_batch_tokens", max_batch_tokens, minimum=1)
-        import torch
+        torch = require("torch", "hf")  # the core installs without torch; local models need thinkrank[hf]
 
         self._torch = torch
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")

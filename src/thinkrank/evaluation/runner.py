@@ -123,14 +123,18 @@ def evaluate(collection: Collection, run: Run, *, top_k: int = 100, reranker: Re
     result.first_metrics = _metrics(first, qrels, collection, measures)
     if reranker is None:
         return result
-    result.settings = reranker.settings
     # `is not None`: an empty cache has len() 0 and would be falsy.
     cached = CachedReranker(reranker, cache, chunk_size=chunk_size, progress=progress) if cache is not None else None
     requests = [RerankRequest(result.queries[q], candidates[q], q, result.instructions.get(q)) for q in qids]
     start = time.perf_counter()
     rankings = (cached or reranker).rerank_many(requests)
     result.seconds = time.perf_counter() - start
-    result.use = cached.use if cached else CacheUse(computed=sum(len(r) for r in rankings))
+    # Read after reranking: a distributed reranker (integrations.ray) learns them from its workers.
+    result.settings = reranker.settings
+    # A reranker that keeps its own cache counts (integrations.ray) reports them.
+    own = getattr(reranker, "use", None)
+    result.use = cached.use if cached else own if isinstance(own, CacheUse) else CacheUse(
+        computed=sum(len(r) for r in rankings))
     result.rankings = dict(zip(qids, rankings))
     result.reranked = Run({q: [(j.doc_id, j.score) for j in r] for q, r in result.rankings.items()},
                           run_tag(result.settings.get("model", "thinkrank")))

@@ -49,7 +49,7 @@ class DenseRetriever:
         qids = list(queries)
         if not qids:
             return Run({}, name)
-        util = require("sentence_transformers.util", "eval")
+        util = require("sentence_transformers.util", "dense")
         query_emb = self._encode([self.query_prompt + queries[q] for q in qids])
         hits = util.semantic_search(query_emb, self.embeddings, top_k=min(k, len(self.doc_ids)))
         return Run({qid: [(self.doc_ids[h["corpus_id"]], float(h["score"])) for h in row]
@@ -70,7 +70,7 @@ def _load(model: str | Path | Any, device: str | None) -> Any:
         raise ModelLoadError(f"dense model folder not found: {text}")
     elif local_files_only(text, what="dense model"):
         options["local_files_only"] = True
-    st = require("sentence_transformers", "eval")
+    st = require("sentence_transformers", "dense")
     try:
         return st.SentenceTransformer(text, device=device, **options)
     except (OSError, ValueError) as exc:
