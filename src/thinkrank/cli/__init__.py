@@ -21,9 +21,9 @@ def _root() -> None:
 
 def _register() -> None:
     # Each module defines `register(app)`; the order is the order in --help.
-    from thinkrank.cli import distill, evaluate, rerank, retrieve, train
+    from thinkrank.cli import distill, evaluate, quantize, rerank, retrieve, train
 
-    for module in (rerank, retrieve, evaluate, distill, train):
+    for module in (rerank, retrieve, evaluate, distill, train, quantize):
         module.register(app)
 
 

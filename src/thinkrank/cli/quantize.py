@@ -1,0 +1,82 @@
+"""``thinkrank quantize`` (AWQ int4 through llm-compressor) and ``thinkrank compare`` (two
+rerankers on the same candidates: quality, agreement, size, memory, speed)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from thinkrank.cli.common import ProgressBar, friendly_errors
+
+QUANTIZE_HELP = """Quantize a Rank1 model's weights to int4 with AWQ (needs the quantize extra: llm-compressor).
+
+The output is a compressed-tensors W4A16 checkpoint: vLLM serves it with int4 kernels (`vllm serve OUTPUT`, `--engine vllm`); the transformers engine loads it on CPU or GPU by decompressing the weights to 16/32-bit (smaller on disk, not in memory). Calibration is in-domain by default: --dataset builds Rank1 prompts from a collection's queries and BM25 passages, --traces adds reasoning chains (prompt/completion JSONL from `thinkrank distill filter`), --calibration takes your own JSONL; with none of them a small built-in set of Rank1 prompts is used. Every quantized layer's input size must divide by --group-size (SmolLM2: use 64). Run the same command again after an interruption: a finished output is reused, a partial one is started over. Examples:
+
+  thinkrank quantize --model runs/rank1-7b/model --dataset data/scifact/train --output rank1-7b-awq
+
+  thinkrank quantize --model "$(python -m thinkrank.testing smollm2)" --group-size 64 --output q/
+
+  thinkrank rerank --model q/ --query "..." --docs docs.jsonl
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("quantize", help=QUANTIZE_HELP)(quantize)
+
+
+def quantize(
+    model: Annotated[str, typer.Option("--model", "-m", help="Model folder or hub id (a merged model).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the quantized model.")],
+    method: Annotated[str, typer.Option(help="Quantization method: awq.")] = "awq",
+    bits: Annotated[int, typer.Option(help="Weight bits: 4 (W4A16) or 8 (W8A16).")] = 4,
+    group_size: Annotated[int, typer.Option(help="Input channels per scale; must divide every layer's input size.")] = 128,
+    dataset: Annotated[Path | None, typer.Option("--dataset", "-d", help="Collection folder: calibrate on Rank1 "
+                                                 "prompts of its queries and BM25 passages (recommended).")] = None,
+    traces: Annotated[Path | None, typer.Option(help="prompt/completion JSONL: calibrate on prompts with chains.")] = None,
+    calibration: Annotated[Path | None, typer.Option(help="JSONL of {\"text\"} or {\"prompt\",\"completion\"} "
+                                                     "lines, used as it is.")] = None,
+    prompt: Annotated[str | None, typer.Option(help="Dataset template for --dataset prompts (scifact, …).")] = None,
+    num_samples: Annotated[int, typer.Option(help="Calibration texts.")] = 64,
+    max_seq_length: Annotated[int, typer.Option(help="Tokens kept of each calibration text.")] = 512,
+    n_grid: Annotated[int, typer.Option(help="AWQ grid-search points per layer (fewer: faster).")] = 20,
+    ignore: Annotated[str, typer.Option(help="Comma-separated layers kept in full precision.")] = "lm_head",
+    dtype: Annotated[str, typer.Option(help="auto (the checkpoint's), bfloat16, float16 or float32.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed for choosing calibration texts.")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an output made with other settings.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show llm-compressor's own logs and bars.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    _quantize(**locals())
+
+
+@friendly_errors
+def _quantize(**o: Any) -> None:
+    if not o["verbose"]:
+        # Read when tqdm and llm-compressor are first imported, which happens below.
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        os.environ.setdefault("LLM_COMPRESSOR_LOG_LEVEL", "ERROR")
+    from thinkrank.training.quantize import QuantizeConfig, quantize as run
+
+    config = QuantizeConfig(
+        model=o["model"], output=o["output"], method=o["method"], bits=o["bits"], group_size=o["group_size"],
+        num_samples=o["num_samples"], max_seq_length=o["max_seq_length"], dataset=o["dataset"], traces=o["traces"],
+        calibration=o["calibration"], prompt=o["prompt"], ignore=tuple(i.strip() for i in o["ignore"].split(",") if i.strip()),
+        n_grid=o["n_grid"], dtype=o["dtype"], seed=o["seed"], overwrite=o["overwrite"],
+    )
+    with ProgressBar("calibrating layers", o["quiet"]) as bar:
+        result = run(config, progress=bar)
+    say = lambda m: typer.echo(m, err=True)  # noqa: E731
+    if result.reused:
+        say(f"{result.output} is already quantized with these settings; nothing to do")
+    else:
+        say(f"quantized {result.layers} linear layers to {result.scheme} (group {result.group_size}) on "
+            f"{result.samples} calibration texts ({result.calibration}) in {result.seconds:.0f}s")
+        if result.cpu_shim:
+            say("no accelerator: ran AWQ on the CPU (llm-compressor's memory pinning skipped)")
+    before = f"{result.size_before / 2**20:,.1f} MiB -> " if result.size_before else ""
+    say(f"weights: {before}{result.size_after / 2**20:,.1f} MiB in {result.output}")
+    typer.echo(json.dumps(result.to_dict()))
