@@ -60,6 +60,9 @@ def _quantize(**o: Any) -> None:
         # Read when tqdm and llm-compressor are first imported, which happens below.
         os.environ.setdefault("TQDM_DISABLE", "1")
         os.environ.setdefault("LLM_COMPRESSOR_LOG_LEVEL", "ERROR")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     from thinkrank.training.quantize import QuantizeConfig, quantize as run
 
     config = QuantizeConfig(

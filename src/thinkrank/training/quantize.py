@@ -179,13 +179,15 @@ def check_architecture(config: dict[str, Any]) -> str:
     Raises:
         InvalidInputError: an architecture llm-compressor's AWQ has no mappings for.
     """
-    from llmcompressor.modifiers.transform.awq.mappings import AWQ_MAPPING_REGISTRY
+    from llmcompressor.modifiers.transform.awq import AWQ_DYNAMIC_MAPPING_REGISTRY, AWQ_MAPPING_REGISTRY
 
+    known = set(AWQ_MAPPING_REGISTRY) | set(AWQ_DYNAMIC_MAPPING_REGISTRY)
     arch = (config.get("architectures") or ["?"])[0]
-    if arch not in AWQ_MAPPING_REGISTRY:
-        known = ", ".join(sorted(a for a in AWQ_MAPPING_REGISTRY if a.endswith("ForCausalLM")))
+    # llm-compressor would fall back to Llama-style layer names and smooth nothing it cannot find.
+    if arch not in known:
+        names = ", ".join(sorted(a for a in known if a.endswith("ForCausalLM")))
         raise InvalidInputError(f"AWQ does not support architecture {arch!r} (llm-compressor has no layer "
-                                f"mappings for it); supported causal LMs: {known}")
+                                f"mappings for it); supported causal LMs: {names}")
     return arch
 
 
@@ -267,10 +269,9 @@ def quantize(config: QuantizeConfig, progress: Progress | None = None) -> Quanti
     result = QuantizeResult(
         output=out, scheme=SCHEMES[config.bits], group_size=config.group_size, layers=layers, samples=len(texts),
         calibration=source, seconds=round(time.perf_counter() - start, 1), size_before=_weights_size(config.model),
-        size_after=_weights_size(partial), cpu_shim=shim, settings={**config.settings(), "architecture": arch},
+        size_after=_weights_size(partial), cpu_shim=shim, settings=config.settings(),
     )
-    (partial / MARKER).write_text(json.dumps({**result.to_dict(), "settings": config.settings(),
-                                              "architecture": arch}, indent=2) + "\n")
+    (partial / MARKER).write_text(json.dumps({**result.to_dict(), "architecture": arch}, indent=2) + "\n")
     if out.exists():
         shutil.rmtree(out)
     partial.replace(out)
@@ -301,14 +302,17 @@ def _run_awq(model: Any, tokenizer: Any, texts: list[str], config: QuantizeConfi
     """Calibrate and quantize ``model`` in place; True when the CPU shim was needed."""
     from datasets import Dataset
     from llmcompressor import oneshot
-    from llmcompressor.modifiers.awq import AWQModifier
+    from llmcompressor.modifiers.quantization import QuantizationModifier
+    from llmcompressor.modifiers.transform.awq import AWQModifier
 
     from thinkrank.training.cpu_shim import cpu_pinning_disabled
 
     # Rank1 prompts are raw text: tokenize as inference does (special tokens at the front only).
     encoded = tokenizer(texts, truncation=True, max_length=config.max_seq_length)
     data = Dataset.from_dict({"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]})
-    recipe = AWQModifier(ignore=list(config.ignore), n_grid=config.n_grid, config_groups={"group_0": _scheme(config)})
+    # AWQ searches per-channel scales against the quantizer that follows it in the recipe.
+    recipe = [AWQModifier(n_grid=config.n_grid),
+              QuantizationModifier(ignore=list(config.ignore), config_groups={"group_0": _scheme(config)})]
     hooks = _progress_hooks(model, progress)
     try:
         with cpu_pinning_disabled() as shim:
