@@ -140,6 +140,10 @@ def load_causal_lm(ref: ModelRef, *, device: str, dtype: Any, vocab_size: int | 
         model = AutoModelForCausalLM.from_pretrained(ref.source, **kwargs)
     except (OSError, ValueError) as exc:
         raise _hub_hint(ref, exc) from exc
+    except ImportError as exc:  # a quantized checkpoint whose loader is not installed
+        from thinkrank.engines.quantized import quantized_load_error
+
+        raise quantized_load_error(ref.source, ref.display, exc) from exc
     if ref.adapter:
         peft = require("peft", "train")
         if vocab_size is not None and vocab_size > model.get_input_embeddings().weight.shape[0]:

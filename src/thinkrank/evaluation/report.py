@@ -81,7 +81,7 @@ def render_report(result: Evaluation) -> str:
     folder = resources.files("thinkrank.evaluation")
     script = folder.joinpath("report.js").read_text(encoding="utf-8")
     env = jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
-    env.filters.update(num=_num, signed=_signed, pvalue=_pvalue)
+    env.filters.update(num=_num, signed=_signed, pvalue=_pvalue, mib=_mib)
     template = env.from_string(folder.joinpath("report.html.j2").read_text(encoding="utf-8"))
     main = result.measures[0] if result.first_metrics is None else result.first_metrics.measures[0]
     queries = [_query_view(result, q, main) for q in result.qids]
@@ -91,7 +91,7 @@ def render_report(result: Evaluation) -> str:
         settings=json.dumps(result.settings, indent=2, ensure_ascii=False) if result.settings else None,
         style=folder.joinpath("report.css").read_text(encoding="utf-8"), script=script,
         script_hash=base64.b64encode(hashlib.sha256(script.encode()).digest()).decode(),
-        passage_chars=PASSAGE_CHARS, by_delta=sorted(queries, key=lambda v: (-(v.delta or 0.0), v.qid)),
+        passage_chars=PASSAGE_CHARS, comparison=getattr(result, "comparison", None), by_delta=sorted(queries, key=lambda v: (-(v.delta or 0.0), v.qid)),
     )
 
 
@@ -176,6 +176,10 @@ def _num(value: float | None, digits: int = 4) -> str:
 
 def _signed(value: float | None, digits: int = 4) -> str:
     return "–" if value is None else f"{value:+.{digits}f}"
+
+
+def _mib(value: int | None) -> str:
+    return "–" if value is None else f"{value / 2**20:,.1f} MiB"
 
 
 def _pvalue(value: float | None) -> str:

@@ -66,6 +66,7 @@ class Evaluation:
     tests: dict[str, PairedTest] = field(default_factory=dict)
     use: CacheUse = field(default_factory=CacheUse)
     seconds: float = 0.0
+    comparison: dict[str, Any] | None = None  # against another reranker: shown in the report (thinkrank compare)
 
 
 def select_queries(collection: Collection, run: Run, limit: int | None = None,
