@@ -72,7 +72,7 @@ def test_rerank_cli_on_ray_prints_what_one_process_prints(smollm2_path, tmp_path
 @pytest.mark.slow
 def test_a_worker_killed_mid_job_is_retried_with_nothing_lost_or_repeated(smollm2_engine, smollm2_path, tmp_path):
     from thinkrank import Rank1
-    from thinkrank.cache import CachedReranker
+    from thinkrank.rerankers.cached import CachedReranker
     from thinkrank.integrations.ray import RayReranker
 
     docs = ["Cats eat meat and fish.", "Paris is the capital of France.", "Stocks fell on Monday.",
@@ -144,3 +144,26 @@ def test_ray_takes_an_optional_address():
     assert bare_ray_flag(["--ray", "--workers", "2"]) == ["--ray=local", "--workers", "2"]
     assert bare_ray_flag(["--ray", "auto", "--workers", "2"]) == ["--ray", "auto", "--workers", "2"]
     assert bare_ray_flag(["--ray", "ray://head:10001"]) == ["--ray", "ray://head:10001"]
+
+
+@pytest.mark.slow
+def test_listwise_reranking_on_ray_equals_one_process(smollm2_engine, smollm2_path, tmp_path):
+    from thinkrank.rerankers.cached import CachedReranker
+    from thinkrank.integrations.ray import RayReranker
+    from thinkrank.rerankers.listwise import RankK
+
+    docs = [{"id": f"d{i}", "text": t} for i, t in enumerate(
+        ["Cats eat meat and fish.", "Paris is the capital of France.", "Stocks fell on Monday.", "Dogs eat kibble."])]
+    requests = [(q, docs) for q in ("what do cats eat", "capital of france", "why did stocks fall")]
+    options = dict(window=3, stride=2, max_tokens=8)
+    reranker = RayReranker(partial(RankK, str(smollm2_path), engine="transformers", device="cpu", **options),
+                           cache=tmp_path / "ray.sqlite", workers=2)
+    try:
+        rankings = reranker.rerank_many(requests, top_n=3)
+    finally:
+        reranker.close()
+    assert not reranker.pointwise and reranker.use.computed == 3  # one chunk per query
+    reference = CachedReranker(RankK(engine=smollm2_engine, **options), tmp_path / "one.sqlite").rerank_many(
+        requests, top_n=3)
+    assert [r.to_dict() for r in rankings] == [r.to_dict() for r in reference]
+    assert all(len(r) == 3 and r.windows for r in rankings)

@@ -33,15 +33,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from thinkrank.cache import (
+from thinkrank.cache import JudgmentCache
+from thinkrank.rerankers.cached import (
     CacheUse,
-    JudgmentCache,
-    _judgment,
-    _judgment_value,
-    _ranking,
-    _ranking_value,
     judge_with_cache,
+    judgment_from_value,
+    judgment_value,
     rerank_with_cache,
+    ranking_from_value,
+    ranking_value,
 )
 from thinkrank.errors import InvalidInputError, require
 from thinkrank.rerankers.base import Reranker, RequestLike, RerankRequest, as_request
@@ -121,10 +121,10 @@ class RayReranker(Reranker):
             units = [_request_row(r, ds) for r, ds in zip(reqs, docs)]
         results = self._run(units)
         if self.pointwise:
-            judged = iter(_judgment(v, v["doc_id"], v["index"]) for v in results)
+            judged = iter(judgment_from_value(v, v["doc_id"], v["index"]) for v in results)
             return [Ranking(r.query, [next(judged) for _ in ds], r.query_id).truncate(top_n)
                     for r, ds in zip(reqs, docs)]
-        return [_ranking(v, r).truncate(top_n) for v, r in zip(results, reqs)]
+        return [ranking_from_value(v, r).truncate(top_n) for v, r in zip(results, reqs)]
 
     def close(self) -> None:
         """Shut Ray down if this reranker started it."""
@@ -205,7 +205,7 @@ class _ChunkJudge:
             # Opened per chunk: Ray Data may call the actor from another thread than the one that built it.
             with JudgmentCache(self.cache_path) as cache:
                 judgments = judge_with_cache(self.reranker, pairs, cache, chunk_size=max(len(pairs), 1), use=use)
-        return [{**_judgment_value(j), "doc_id": j.doc_id, "index": j.index} for j in judgments]
+        return [{**judgment_value(j), "doc_id": j.doc_id, "index": j.index} for j in judgments]
 
     def _listwise(self, units: list[dict[str, Any]], use: CacheUse) -> list[dict[str, Any]]:
         requests = [RerankRequest(u["query"], u["documents"], u["query_id"], u["instruction"]) for u in units]
@@ -215,7 +215,7 @@ class _ChunkJudge:
         else:
             with JudgmentCache(self.cache_path) as cache:
                 rankings = rerank_with_cache(self.reranker, requests, cache, chunk_size=max(len(requests), 1), use=use)
-        return [_ranking_value(r) for r in rankings]
+        return [ranking_value(r) for r in rankings]
 
 
 def _pair_row(query: str, instruction: str | None, document: Document, index: int) -> dict[str, Any]:

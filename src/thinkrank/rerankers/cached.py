@@ -75,14 +75,14 @@ def judge_with_cache(reranker: Any, pairs: Sequence[Pair], cache: JudgmentCache,
         if todo:
             with _offset_progress(reranker, progress, done, len(pairs)):
                 judged = reranker.judge([pairs[i] for i in todo])
-            items = [(keys[i], _judgment_value(j)) for i, j in zip(todo, judged)]
+            items = [(keys[i], judgment_value(j)) for i, j in zip(todo, judged)]
             cache.put("pointwise", settings, items)
             found.update(items)
             use.computed += len(items)
         done += len(missing)
         if progress and missing:
             progress(done, len(pairs))
-    return [_judgment(found[k], p.document.id, p.index) for k, p in zip(keys, pairs)]
+    return [judgment_from_value(found[k], p.document.id, p.index) for k, p in zip(keys, pairs)]
 
 
 def rerank_with_cache(reranker: Reranker, requests: Sequence[RequestLike], cache: JudgmentCache, *,
@@ -109,14 +109,14 @@ def rerank_with_cache(reranker: Reranker, requests: Sequence[RequestLike], cache
     for start in range(0, len(missing), chunk_size):
         todo = missing[start : start + chunk_size]
         rankings = reranker.rerank_many([reqs[i] for i in todo])
-        items = [(keys[i], _ranking_value(r)) for i, r in zip(todo, rankings)]
+        items = [(keys[i], ranking_value(r)) for i, r in zip(todo, rankings)]
         cache.put("listwise", settings, items)
         found.update(items)
         use.computed += len(items)
         if progress:
             resolved = sum(k in found for k in keys)
             progress(resolved, len(reqs))
-    return [_ranking(found[k], r) for k, r in zip(keys, reqs)]
+    return [ranking_from_value(found[k], r) for k, r in zip(keys, reqs)]
 
 
 class CachedReranker(Reranker):
@@ -177,25 +177,25 @@ def _check_chunk_size(chunk_size: int) -> None:
 _JUDGMENT_FIELDS = set(Judgment.__dataclass_fields__) - {"doc_id", "index"}
 
 
-def _judgment_value(judgment: Judgment) -> dict[str, Any]:
+def judgment_value(judgment: Judgment) -> dict[str, Any]:
     return {k: v for k, v in judgment.to_dict().items() if k in _JUDGMENT_FIELDS}
 
 
-def _judgment(value: dict[str, Any], doc_id: str, index: int) -> Judgment:
+def judgment_from_value(value: dict[str, Any], doc_id: str, index: int) -> Judgment:
     # Fields a newer Judgment added get their defaults; ones it dropped are ignored.
     return Judgment(doc_id=doc_id, index=index, **{k: v for k, v in value.items() if k in _JUDGMENT_FIELDS})
 
 
-def _ranking_value(ranking: Ranking) -> dict[str, Any]:
+def ranking_value(ranking: Ranking) -> dict[str, Any]:
     return {
-        "judgments": [{"index": j.index, **_judgment_value(j)} for j in ranking.judgments],
+        "judgments": [{"index": j.index, **judgment_value(j)} for j in ranking.judgments],
         "windows": [w.to_dict() for w in ranking.windows],
     }
 
 
-def _ranking(value: dict[str, Any], request: RerankRequest) -> Ranking:
+def ranking_from_value(value: dict[str, Any], request: RerankRequest) -> Ranking:
     docs = as_documents(request.documents)
-    judgments = [_judgment(v, docs[v["index"]].id, v["index"]) for v in value["judgments"]]
+    judgments = [judgment_from_value(v, docs[v["index"]].id, v["index"]) for v in value["judgments"]]
     return Ranking(request.query, judgments, request.query_id, [WindowTrace(**w) for w in value["windows"]])
 
 
