@@ -13,7 +13,7 @@ from thinkrank.cli.rerank import Mode
 
 EVALUATE_HELP = """Evaluate a first-stage run on a collection, reranked by a reasoning reranker or as it is.
 
---dataset is a collection folder (see thinkrank retrieve); --run is the name of one of its runs (runs/NAME.trec) or a run file. With --model, the top --top-k candidates of each query are reranked; every judgment goes to a SQLite cache (default: OUTPUT/judgments.sqlite) as it is made, so an interrupted evaluation rerun with the same arguments computes only what is missing. Writes first-stage.trec, reranked.trec, rankings.jsonl (scores with reasoning), metrics.json and report.html into --output, and prints first stage against reranked. Examples:
+--dataset is a collection folder (see thinkrank retrieve); --run is the name of one of its runs (runs/NAME.trec) or a run file. With --model, the top --top-k candidates of each query are reranked; every judgment goes to a SQLite cache (default: OUTPUT/judgments.sqlite), committed per engine batch, so an interrupted evaluation rerun with the same arguments computes only what is missing. Writes first-stage.trec, reranked.trec, rankings.jsonl (scores with reasoning), metrics.json and report.html into --output, and prints first stage against reranked. Examples:
 
   thinkrank evaluate --dataset data/dl19 --run bm25 --top-k 100 --model jhu-clsp/rank1-7b
 
@@ -48,7 +48,8 @@ def evaluate(
                                                 "[default: runs/DATASET-RUN[-MODEL]]")] = None,
     cache: Annotated[Path | None, typer.Option(help="Judgment cache file.  [default: OUTPUT/judgments.sqlite]")] = None,
     chunk_size: Annotated[int | None, typer.Option(help="Judgments computed and saved together (a kill loses at "
-                                                   "most one chunk).  [default: 64 pairs; listwise 1 query]")] = None,
+                                                   "most one chunk).  [default: one engine batch (transformers), 64 pairs (vllm, "
+                                                   "openai); listwise 1 query]")] = None,
     measures: Annotated[str | None, typer.Option(help="Comma-separated ir-measures names; the first is the main one. "
                                                  "[default: nDCG@10,nDCG@20,AP,R@100,RR@10,Judged@10]")] = None,
     split: Annotated[str, typer.Option(help="BEIR folders: which qrels/<split>.tsv to use.")] = "test",
