@@ -110,7 +110,7 @@ def check_output_file(path: Path, option: str) -> None:
     from thinkrank.errors import InvalidInputError
 
     if path.is_dir():
-        raise InvalidInputError(f"{option} {path} is a folder; give a file path such as {path / 'run.trec'}")
+        raise InvalidInputError(f"{option} {path} is a folder; give the path of a file (in it or elsewhere)")
     check_writable_dir(path.parent, option)
 
 
