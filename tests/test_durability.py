@@ -121,10 +121,9 @@ def test_pointwise_judgments_are_committed_per_engine_batch(smollm2_engine, tmp_
 def test_an_atomic_writer_leaves_the_old_file_when_writing_fails(tmp_path):
     path = tmp_path / "metrics.json"
     path.write_text("old\n")
-    with pytest.raises(RuntimeError):
-        with AtomicWriter(path) as out:
-            out.write("half of the new")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), AtomicWriter(path) as out:
+        out.write("half of the new")
+        raise RuntimeError("killed")
     assert path.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
     with AtomicWriter(path) as out:
         out.write("new\n")

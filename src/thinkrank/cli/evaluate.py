@@ -83,12 +83,11 @@ def evaluate(
 @friendly_errors
 def _evaluate(**opts: Any) -> None:
     from thinkrank.cache import JudgmentCache
+    from thinkrank.cli.checks import check_applicable, check_needs_model, check_numbers
+    from thinkrank.cli.common import given_options, quiet_libraries
     from thinkrank.datasets import load_collection
     from thinkrank.evaluation.metrics import DEFAULT_MEASURES, measure_name
     from thinkrank.evaluation.runner import evaluate, prepare_output, select_queries, write_outputs
-
-    from thinkrank.cli.checks import check_applicable, check_needs_model, check_numbers
-    from thinkrank.cli.common import given_options, quiet_libraries
 
     quiet_libraries(opts["quiet"])
     check_numbers(opts, {"queries": "queries_limit"})

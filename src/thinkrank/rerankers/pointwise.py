@@ -16,7 +16,6 @@ from typing import Any
 
 from thinkrank.engines import Engine, GenerationRequest, load_engine, single_token_id
 from thinkrank.engines.loading import DEFAULT_MODEL
-from thinkrank.errors import InvalidInputError
 from thinkrank.prompts.rank1 import FORCED_CLOSE, THINK_CLOSE, Rank1Prompt, resolve_template
 from thinkrank.rerankers.base import RequestLike, Reranker, as_request
 from thinkrank.rerankers.truncation import cut_to_last_sentence, truncate_passage
