@@ -104,5 +104,8 @@ def test_dense_ranking_matches_a_plain_sentence_transformers_pass(data_dir, mini
 
 
 def test_dense_model_that_cannot_load_is_a_model_load_error(tmp_path):
-    with pytest.raises(ModelLoadError, match="could not load the sentence-transformers model"):
+    with pytest.raises(ModelLoadError, match="dense model folder not found"):
         DenseRetriever(str(tmp_path / "no-model"), [Document("a", "x")])
+    (tmp_path / "empty-model").mkdir()
+    with pytest.raises(ModelLoadError, match="could not load the sentence-transformers model"):
+        DenseRetriever(str(tmp_path / "empty-model"), [Document("a", "x")])

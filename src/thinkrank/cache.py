@@ -266,6 +266,8 @@ def _scan_rows(db: sqlite3.Connection, report: CacheReport, *, give_up_after: in
     while True:
         try:
             for row in db.execute(query, (last,)):
+                if row[0] <= last:  # a damaged page can point back at rows already read
+                    continue
                 if failed_from is not None:
                     report.problems.append(f"rowids {failed_from}-{row[0] - 1}: unreadable ({error})")
                     failed_from = None

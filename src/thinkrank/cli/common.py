@@ -92,8 +92,8 @@ def given_options() -> set[str] | None:
     """The options the user typed (or set through the environment) in the running command; None
     outside a command (library use), so callers can tell "given" from "left at its default"."""
     try:  # typer >= 0.20 carries its own copy of click
-        from typer._click.globals import get_current_context
         from typer._click.core import ParameterSource
+        from typer._click.globals import get_current_context
     except ImportError:
         from click import get_current_context
         from click.core import ParameterSource
@@ -110,7 +110,7 @@ def check_output_file(path: Path, option: str) -> None:
     from thinkrank.errors import InvalidInputError
 
     if path.is_dir():
-        raise InvalidInputError(f"{option} {path} is a folder; give a file path such as {path / 'run.trec'}")
+        raise InvalidInputError(f"{option} {path} is a folder; give the path of a file (in it or elsewhere)")
     check_writable_dir(path.parent, option)
 
 

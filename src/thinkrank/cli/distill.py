@@ -67,6 +67,8 @@ def _sample(**o: Any) -> None:
     from thinkrank.distill.records import iter_pair_dicts, write_jsonl
     from thinkrank.distill.sampling import DEFAULT_SHARES, MixConfig, parse_band, sample_pairs
 
+    _check_outputs(o, "output")
+
     shares = dict(DEFAULT_SHARES) if not o["share"] else _shares(o["share"])
     config = MixConfig(o["num_pairs"], shares, o["negatives"], parse_band(o["deep_band"]), o["min_grade"], o["seed"])
     config.validate()
@@ -159,6 +161,8 @@ def _generate(**o: Any) -> None:
     from thinkrank.distill.generate import collect_traces, generate_traces, make_jobs
     from thinkrank.distill.records import read_pairs, write_jsonl
     from thinkrank.distill.store import TraceStore
+
+    _check_outputs(o, "output")
 
     pairs = read_pairs(o["pairs"])[: o["limit"]]
     teacher = _teacher(o)
@@ -259,6 +263,8 @@ def _filter(**o: Any) -> None:
     from thinkrank.distill.filtering import FilterConfig, filter_traces
     from thinkrank.distill.records import read_records, write_json
 
+    _check_outputs(o, "output", "report")
+
     records = read_records(o["traces"])
     config = FilterConfig(o["require_reasoning"], o["keep_forced"], o["agree"], o["balance"], o["seed"])
     judge = None
@@ -283,6 +289,15 @@ def _filter(**o: Any) -> None:
 
 
 # ---- output helpers -------------------------------------------------------------------------
+def _check_outputs(o: dict[str, Any], *names: str) -> None:
+    """Output files that cannot be written fail now, not after sampling, generating or filtering."""
+    from thinkrank.cli.common import check_output_file
+
+    for name in names:
+        if o.get(name):
+            check_output_file(Path(o[name]), "--" + name.replace("_", "-"))
+
+
 def _json_object(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)

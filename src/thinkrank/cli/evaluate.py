@@ -15,7 +15,7 @@ from thinkrank.cli.rerank import Mode
 
 EVALUATE_HELP = """Evaluate a first-stage run on a collection, reranked by a reasoning reranker or as it is.
 
---dataset is a collection folder (see thinkrank retrieve); --run is the name of one of its runs (runs/NAME.trec) or a run file. With --model, the top --top-k candidates of each query are reranked; every judgment goes to a SQLite cache (default: OUTPUT/judgments.sqlite) as it is made, so an interrupted evaluation rerun with the same arguments computes only what is missing. Writes first-stage.trec, reranked.trec, rankings.jsonl (scores with reasoning), metrics.json and report.html into --output, and prints first stage against reranked. Examples:
+--dataset is a collection folder (see thinkrank retrieve); --run is the name of one of its runs (runs/NAME.trec) or a run file. With --model, the top --top-k candidates of each query are reranked; every judgment goes to a SQLite cache (default: OUTPUT/judgments.sqlite), committed per engine batch, so an interrupted evaluation rerun with the same arguments computes only what is missing. Writes first-stage.trec, reranked.trec, rankings.jsonl (scores with reasoning), metrics.json and report.html into --output, and prints first stage against reranked. Examples:
 
   thinkrank evaluate --dataset data/dl19 --run bm25 --top-k 100 --model jhu-clsp/rank1-7b
 
@@ -50,7 +50,8 @@ def evaluate(
                                                 "[default: runs/DATASET-RUN[-MODEL]]")] = None,
     cache: Annotated[Path | None, typer.Option(help="Judgment cache file.  [default: OUTPUT/judgments.sqlite]")] = None,
     chunk_size: Annotated[int | None, typer.Option(help="Judgments computed and saved together (a kill loses at "
-                                                   "most one chunk).  [default: 64 pairs; listwise 1 query]")] = None,
+                                                   "most one chunk).  [default: one engine batch (transformers), 64 pairs (vllm, "
+                                                   "openai); listwise 1 query]")] = None,
     measures: Annotated[str | None, typer.Option(help="Comma-separated ir-measures names; the first is the main one. "
                                                  "[default: nDCG@10,nDCG@20,AP,R@100,RR@10,Judged@10]")] = None,
     split: Annotated[str, typer.Option(help="BEIR folders: which qrels/<split>.tsv to use.")] = "test",
@@ -87,13 +88,12 @@ def evaluate(
 @friendly_errors
 def _evaluate(**opts: Any) -> None:
     from thinkrank.cache import JudgmentCache
+    from thinkrank.cli.checks import check_applicable, check_needs_model, check_numbers
+    from thinkrank.cli.common import given_options, quiet_libraries
     from thinkrank.datasets import load_collection
     from thinkrank.evaluation.metrics import DEFAULT_MEASURES, measure_name
     from thinkrank.evaluation.runner import evaluate, prepare_output, select_queries, write_outputs
     from thinkrank.rerankers.spec import build_reranker
-
-    from thinkrank.cli.checks import check_applicable, check_needs_model, check_numbers
-    from thinkrank.cli.common import given_options, quiet_libraries
 
     quiet_libraries(opts["quiet"])
     check_numbers(opts, {"queries": "queries_limit"})

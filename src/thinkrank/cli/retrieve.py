@@ -54,10 +54,9 @@ def retrieve(
 
 @friendly_errors
 def _retrieve(**opts: Any) -> None:
-    from thinkrank.datasets import load_collection
-
     from thinkrank.cli.checks import check_method_options, check_numbers
     from thinkrank.cli.common import check_output_file, given_options, quiet_libraries
+    from thinkrank.datasets import load_collection
 
     quiet_libraries(opts["quiet"])
     check_numbers(opts)

@@ -12,8 +12,6 @@ lets only the report's own script run (by its hash), so injected markup stays in
 
 from __future__ import annotations
 
-from thinkrank.datasets._io import write_text_atomic
-
 import base64
 import hashlib
 import json
@@ -23,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from thinkrank.datasets._io import write_text_atomic
 from thinkrank.errors import require
 
 if TYPE_CHECKING:

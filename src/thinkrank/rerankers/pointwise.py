@@ -33,12 +33,13 @@ from thinkrank.prompts.rank1 import (
 from thinkrank.rerankers.base import RequestLike, Reranker, as_request
 from thinkrank.rerankers.cascade import Cascade, combine
 from thinkrank.rerankers.truncation import truncate_passage
+from thinkrank.types import Document, Judgment, Ranking, as_documents, check_query
+from thinkrank.validation import check_bool, check_int, check_optional_str, check_sampling, check_top_n
+
 
 # Tokens kept free beyond prompt and budget: the forced answer's "\n", "\n</think>" and the
 # answer token, plus slack for tokens merging differently at the passage's edges.
 _CONTEXT_RESERVE = 8
-from thinkrank.types import Document, Judgment, Ranking, as_documents, check_query
-from thinkrank.validation import check_bool, check_int, check_optional_str, check_sampling, check_top_n
 
 
 @dataclass(frozen=True)
