@@ -22,7 +22,7 @@ pytest.importorskip("llmcompressor", reason="needs the quantize extra (scripts/i
 
 from thinkrank.training.quantize import MARKER, QuantizeConfig, quantize  # noqa: E402
 
-GROUP = 64  # SmolLM2's hidden size 576 is not a multiple of 128
+GROUP = 64  # SmolLM2's hidden size 576 is not a multiple of 128: chosen by default
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def quantized(tmp_path_factory, small_model, data_dir):
     partial = out.with_name(out.name + ".partial")
     partial.mkdir()
     (partial / "model.safetensors").write_bytes(b"half-written")
-    config = QuantizeConfig(model=str(small_model), output=out, group_size=GROUP, num_samples=8,
+    config = QuantizeConfig(model=str(small_model), output=out, num_samples=8,
                             max_seq_length=128, dataset=data_dir / "scifact" / "train", prompt="scifact")
     seen = []
     result = quantize(config, progress=lambda done, total: seen.append((done, total)))
@@ -193,10 +193,18 @@ def test_bad_settings_fail_before_any_model_loads(tmp_path):
 
 
 def test_a_group_size_that_does_not_divide_names_the_layers_and_one_that_fits(tmp_path, tiny_qwen_path):
+    from transformers import AutoModelForCausalLM
+
+    from thinkrank.training.quantize import check_group_size
+
     with pytest.raises(InvalidInputError, match=r"--group-size 128 does not divide the input size of 12 layers: "
                        r"model\.layers\.0\.self_attn\.q_proj \(64\).*use --group-size 64"):
         quantize(QuantizeConfig(model=str(tiny_qwen_path), output=tmp_path / "o", group_size=128, num_samples=2))
     assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()
+    # Without --group-size the largest that fits is chosen: 64 here (hidden size 64), 128 when it fits.
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen_path)
+    assert check_group_size(model, None, ("lm_head",)) == (14, 64)
+    assert check_group_size(model, 32, ("lm_head",)) == (14, 32)
 
 
 def test_an_architecture_awq_has_no_mappings_for_is_refused_by_name(tmp_path, tiny_qwen_path):
@@ -222,7 +230,7 @@ def test_cli_reports_bad_input_in_one_line_with_exit_2(tmp_path, tiny_qwen_path)
 
     _register()
     result = CliRunner().invoke(app, ["quantize", "--model", str(tiny_qwen_path), "--output", str(tmp_path / "o"),
-                                      "--quiet"])
+                                      "--group-size", "128", "--quiet"])
     assert result.exit_code == 2
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: --group-size 128 does not divide")

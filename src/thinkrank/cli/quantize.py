@@ -14,11 +14,11 @@ from thinkrank.cli.common import ProgressBar, Switch, fail, friendly_errors
 
 QUANTIZE_HELP = """Quantize a Rank1 model's weights to int4 with AWQ (needs the quantize extra: llm-compressor).
 
-The output is a compressed-tensors W4A16 checkpoint: vLLM serves it with int4 kernels (`vllm serve OUTPUT`, `--engine vllm`); the transformers engine loads it on CPU or GPU by decompressing the weights to 16/32-bit (smaller on disk, not in memory). Calibration is in-domain by default: --dataset builds Rank1 prompts from a collection's queries and BM25 passages, --traces adds reasoning chains (prompt/completion JSONL from `thinkrank distill filter`), --calibration takes your own JSONL; with none of them a small built-in set of Rank1 prompts is used. Every quantized layer's input size must divide by --group-size (SmolLM2: use 64). Run the same command again after an interruption: a finished output is reused, a partial one is started over. Examples:
+The output is a compressed-tensors W4A16 checkpoint: vLLM serves it with int4 kernels (`vllm serve OUTPUT`, `--engine vllm`); the transformers engine loads it on CPU or GPU by decompressing the weights to 16/32-bit (smaller on disk, not in memory). Calibration is in-domain by default: --dataset builds Rank1 prompts from a collection's queries and BM25 passages, --traces adds reasoning chains (prompt/completion JSONL from `thinkrank distill filter`), --calibration takes your own JSONL; with none of them a small built-in set of Rank1 prompts is used. Every quantized layer's input size must divide by --group-size; by default 128, or the largest of 64, 32, 16 that fits the model (SmolLM2: 64). Run the same command again after an interruption: a finished output is reused, a partial one is started over. Examples:
 
   thinkrank quantize --model runs/rank1-7b/model --dataset data/scifact/train --output rank1-7b-awq
 
-  thinkrank quantize --model "$(python -m thinkrank.testing smollm2)" --group-size 64 --output q/
+  thinkrank quantize --model "$(python -m thinkrank.testing smollm2)" --output q/
 
   thinkrank rerank --model q/ --query "..." --docs docs.jsonl
 """
@@ -34,7 +34,8 @@ def quantize(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the quantized model.")],
     method: Annotated[str, typer.Option(help="Quantization method: awq.")] = "awq",
     bits: Annotated[int, typer.Option(help="Weight bits: 4 (W4A16) or 8 (W8A16).")] = 4,
-    group_size: Annotated[int, typer.Option(help="Input channels per scale; must divide every layer's input size.")] = 128,
+    group_size: Annotated[int | None, typer.Option(help="Input channels per scale; must divide every layer's input "
+                                                   "size.  [default: 128, or the largest of 64, 32, 16 that fits]")] = None,
     dataset: Annotated[Path | None, typer.Option("--dataset", "-d", help="Collection folder: calibrate on Rank1 "
                                                  "prompts of its queries and BM25 passages (recommended).")] = None,
     traces: Annotated[Path | None, typer.Option(help="prompt/completion JSONL: calibrate on prompts with chains.")] = None,

@@ -48,6 +48,7 @@ class QuantizeConfig:
         method: ``"awq"`` (activation-aware weight quantization; the paper's choice).
         bits: 4 (W4A16, the paper's) or 8 (W8A16); activations stay in 16 bits.
         group_size: input channels per scale; every quantized layer's input size must be a multiple.
+            None: 128 when that fits every layer, else the largest of 64, 32, 16 that does.
         num_samples / max_seq_length: calibration texts and the tokens kept of each.
         dataset: a collection folder: Rank1 prompts from its queries and BM25 passages.
         traces: prompt/completion JSONL (``thinkrank distill filter``): prompts with their chains.
@@ -63,7 +64,7 @@ class QuantizeConfig:
     output: Path
     method: str = "awq"
     bits: int = 4
-    group_size: int = 128
+    group_size: int | None = None
     num_samples: int = 64
     max_seq_length: int = 512
     dataset: Path | None = None
@@ -125,7 +126,7 @@ def check_config(config: QuantizeConfig) -> None:
         raise InvalidInputError(f"--method {config.method!r} is not supported; use one of: {', '.join(METHODS)}")
     if config.bits not in SCHEMES:
         raise InvalidInputError(f"--bits {config.bits} is not supported; use 4 (W4A16) or 8 (W8A16)")
-    for name, value in (("--group-size", config.group_size), ("--num-samples", config.num_samples),
+    for name, value in (("--group-size", 1 if config.group_size is None else config.group_size), ("--num-samples", config.num_samples),
                         ("--max-seq-length", config.max_seq_length), ("--n-grid", config.n_grid)):
         if value < 1:
             raise InvalidInputError(f"{name} must be >= 1, got {value}")
@@ -191,8 +192,9 @@ def check_architecture(config: dict[str, Any]) -> str:
     return arch
 
 
-def check_group_size(model: Any, group_size: int, ignore: tuple[str, ...]) -> int:
-    """The number of linear layers to quantize; each one's input size must divide by ``group_size``.
+def check_group_size(model: Any, group_size: int | None, ignore: tuple[str, ...]) -> tuple[int, int]:
+    """The number of linear layers to quantize and the group size to use: ``group_size`` if every
+    such layer's input size divides by it; with None, the largest of 128, 64, 32, 16 that fits all.
 
     Raises:
         InvalidInputError: naming the layers that do not divide and a group size that fits all.
@@ -201,14 +203,17 @@ def check_group_size(model: Any, group_size: int, ignore: tuple[str, ...]) -> in
 
     layers = {n: m.in_features for n, m in model.named_modules()
               if isinstance(m, torch.nn.Linear) and not _ignored(n, ignore)}
-    bad = {n: f for n, f in layers.items() if f % group_size}
+    fits = next((g for g in GROUP_SIZES if all(f % g == 0 for f in layers.values())), None)
+    if group_size is None and fits is not None:
+        return len(layers), fits
+    wanted = group_size or GROUP_SIZES[-1]
+    bad = {n: f for n, f in layers.items() if f % wanted}
     if bad:
-        fits = next((g for g in GROUP_SIZES if all(f % g == 0 for f in layers.values())), None)
         names = ", ".join(f"{n} ({f})" for n, f in list(bad.items())[:4]) + (" …" if len(bad) > 4 else "")
         hint = f"use --group-size {fits}" if fits else "leave those layers out with --ignore"
-        raise InvalidInputError(f"--group-size {group_size} does not divide the input size of {len(bad)} "
+        raise InvalidInputError(f"--group-size {wanted} does not divide the input size of {len(bad)} "
                                 f"layers: {names}; {hint}")
-    return len(layers)
+    return len(layers), wanted
 
 
 def _ignored(name: str, ignore: tuple[str, ...]) -> bool:
@@ -255,11 +260,11 @@ def quantize(config: QuantizeConfig, progress: Progress | None = None) -> Quanti
     if not texts:
         raise InvalidInputError(f"the calibration set ({source}) is empty")
     model, tokenizer = _load(config)
-    layers = check_group_size(model, config.group_size, config.ignore)
+    layers, group_size = check_group_size(model, config.group_size, config.ignore)
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)  # a killed run's leftovers: start over
     start = time.perf_counter()
-    shim = _run_awq(model, tokenizer, texts, config, progress)
+    shim = _run_awq(model, tokenizer, texts, config, group_size, progress)
     partial.mkdir(parents=True)
     model.save_pretrained(partial, save_compressed=True)
     tokenizer.save_pretrained(partial)
@@ -267,7 +272,7 @@ def quantize(config: QuantizeConfig, progress: Progress | None = None) -> Quanti
         for text in texts:
             handle.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
     result = QuantizeResult(
-        output=out, scheme=SCHEMES[config.bits], group_size=config.group_size, layers=layers, samples=len(texts),
+        output=out, scheme=SCHEMES[config.bits], group_size=group_size, layers=layers, samples=len(texts),
         calibration=source, seconds=round(time.perf_counter() - start, 1), size_before=_weights_size(config.model),
         size_after=_weights_size(partial), cpu_shim=shim, settings=config.settings(),
     )
@@ -297,7 +302,7 @@ def _load(config: QuantizeConfig) -> tuple[Any, Any]:
     return model.eval(), tokenizer
 
 
-def _run_awq(model: Any, tokenizer: Any, texts: list[str], config: QuantizeConfig,
+def _run_awq(model: Any, tokenizer: Any, texts: list[str], config: QuantizeConfig, group_size: int,
              progress: Progress | None) -> bool:
     """Calibrate and quantize ``model`` in place; True when the CPU shim was needed."""
     from datasets import Dataset
@@ -311,8 +316,9 @@ def _run_awq(model: Any, tokenizer: Any, texts: list[str], config: QuantizeConfi
     encoded = tokenizer(texts, truncation=True, max_length=config.max_seq_length)
     data = Dataset.from_dict({"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]})
     # AWQ searches per-channel scales against the quantizer that follows it in the recipe.
+    scheme = _scheme(config.bits, group_size)
     recipe = [AWQModifier(n_grid=config.n_grid),
-              QuantizationModifier(ignore=list(config.ignore), config_groups={"group_0": _scheme(config)})]
+              QuantizationModifier(ignore=list(config.ignore), config_groups={"group_0": scheme})]
     hooks = _progress_hooks(model, progress)
     try:
         with cpu_pinning_disabled() as shim:
@@ -326,11 +332,11 @@ def _run_awq(model: Any, tokenizer: Any, texts: list[str], config: QuantizeConfi
     return shim
 
 
-def _scheme(config: QuantizeConfig) -> dict[str, Any]:
+def _scheme(bits: int, group_size: int) -> dict[str, Any]:
     # W4A16 / W8A16 with our group size: symmetric int weights, one scale per group, 16-bit activations.
     return {"targets": ["Linear"],
-            "weights": {"num_bits": config.bits, "type": "int", "symmetric": True, "strategy": "group",
-                        "group_size": config.group_size}}
+            "weights": {"num_bits": bits, "type": "int", "symmetric": True, "strategy": "group",
+                        "group_size": group_size}}
 
 
 def _progress_hooks(model: Any, progress: Progress | None) -> list[Any]:
