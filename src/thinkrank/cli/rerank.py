@@ -99,10 +99,34 @@ def _rerank(**opts: Any) -> None:
     query_list = [QueryInput(opts["query"], "0")] if opts["query"] is not None else read_queries(opts["queries"])
     docs = read_docs(opts["docs"])
     requests = [RerankRequest(q.text, docs.for_query(q), q.id, q.instruction) for q in query_list]
+    if opts["output_format"] == Format.trec:
+        _check_trec_ids(requests)  # before the model loads, not after the reranking
     with ProgressBar("reranking", opts["quiet"], transient=True) as progress:
         reranker = _build_reranker(opts, progress)
         rankings = reranker.rerank_many(requests, top_n=opts["top_n"])
+    summary = unparsed_summary(rankings)
+    if summary:
+        typer.secho(summary, fg=typer.colors.YELLOW, err=True)
     _print(rankings, opts["output_format"])
+
+
+def _check_trec_ids(requests: list[Any]) -> None:
+    from thinkrank.types import Ranking, as_documents, check_trec_field, trec_lines
+
+    trec_lines([Ranking(r.query, [], r.query_id) for r in requests])  # repeated or unwritable query ids
+    for r in requests:
+        for doc in as_documents(r.documents):
+            check_trec_field(doc.id, "document id")
+
+
+def unparsed_summary(rankings: list[Any]) -> str | None:
+    """A warning line counting listwise windows whose output held no ordering, or None."""
+    total = sum(len(r.windows) for r in rankings)
+    unparsed = sum(r.unparsed_windows for r in rankings)
+    if not unparsed:
+        return None
+    return (f"warning: {unparsed} of {total} listwise windows had no usable ordering in the model's output and kept "
+            "their previous order (see each window's `parsed` in --format jsonl)")
 
 
 _ENGINE_FLAGS = {
@@ -154,8 +178,10 @@ def _build_reranker(opts: dict[str, Any], progress: Any) -> Any:
 def _print(rankings: list[Any], fmt: Format) -> None:
     out = sys.stdout
     if fmt == Format.trec:
-        for ranking in rankings:
-            out.write("\n".join(ranking.to_trec()) + ("\n" if len(ranking) else ""))
+        from thinkrank.types import trec_lines
+
+        lines = trec_lines(rankings)  # checks ids and repeated query ids before printing anything
+        out.write("".join(line + "\n" for line in lines))
     elif fmt == Format.jsonl:
         for ranking in rankings:
             for rank, j in enumerate(ranking, 1):
@@ -180,6 +206,8 @@ def _print_table(rankings: list[Any]) -> None:
             table.add_column(col, overflow="fold")
         for rank, j in enumerate(ranking, 1):
             flags = ",".join(f for f in ("forced", "truncated") if getattr(j, f))
+            if j.tie_group is not None and sum(o.tie_group == j.tie_group for o in ranking) > 1:
+                flags = ",".join(x for x in (flags, f"tie {j.tie_group}") if x)
             chain = " ".join(j.reasoning.split())
             table.add_row(str(rank), j.doc_id, f"{j.score:.4f}", j.answer or "", flags,
                           chain[:300] + ("…" if len(chain) > 300 else ""))
