@@ -157,13 +157,13 @@ def test_a_tie_keeps_the_order_the_model_wrote_and_a_trec_file_ranks_the_same(sm
     rec = Recorder(smollm2_engine)
     docs = _docs(10, "d")
     # a tie written against input order: [7] = [2], so d6 before d1
-    prompt = "What is the ranking? The ranking is [8] > [7] = [2] > [1].\n\n{query}\n{docs}"
+    prompt = "What is the ranking? The ranking is [10] > [7] = [2] > [1].\n\n{query}\n{docs}"
     ranking = RankK(engine=rec, window=10, stride=5, max_tokens=24, prompt=prompt).rerank("cats", docs, query_id="q1")
     said = rec.calls[0][1][0].text
-    assert said.startswith("The ranking is [8] > [7] = [2] > [1]"), said
-    assert ranking.windows[0].order[:3] == [[7], [6, 1], [0]] and ranking.windows[0].parsed
+    assert said.startswith("The ranking is [10] > [7] = [2] > [1]"), said
+    assert ranking.windows[0].order[:3] == [[9], [6, 1], [0]] and ranking.windows[0].parsed
     # written order inside the tie: [7] before [2], i.e. d6 before d1
-    assert ranking.doc_ids == ["d7", "d6", "d1", "d0", "d2", "d3", "d4", "d5", "d8", "d9"]
+    assert ranking.doc_ids == ["d9", "d6", "d1", "d0", "d2", "d3", "d4", "d5", "d7", "d8"]
     scores = [j.score for j in ranking]
     assert scores == [1 / (p + 1) for p in range(10)] and len(set(scores)) == 10
     assert [j.tie_group for j in ranking][:4] == [0, 1, 1, 2]
