@@ -72,6 +72,17 @@ def rerank(
     max_retries: Annotated[int | None, typer.Option(help="openai engine: retries per request [default: 3]")] = None,
     timeout: Annotated[float | None, typer.Option(help="openai engine: seconds per request [default: 600]")] = None,
     chat: Annotated[bool, typer.Option("--chat", help="openai engine: use /v1/chat/completions for generation")] = False,
+    extra_body: Annotated[
+        str | None, typer.Option(help='openai engine: extra request fields as JSON, e.g. \'{"top_k": -1}\' (they '
+                                 "override the engine's own, such as skip_special_tokens)")
+    ] = None,
+    context_length: Annotated[
+        int | None, typer.Option(help="openai engine: the served model's context, when the server does not report it")
+    ] = None,
+    reasoning_close: Annotated[
+        str, typer.Option(help="Pointwise, reasoning off: bytes closing the empty think block: newline "
+                          "('\\n</think>'), bare ('</think>') or empty-chain ('\\n\\n</think>').")
+    ] = "newline",
     tensor_parallel_size: Annotated[int | None, typer.Option(help="vllm engine: GPUs per model")] = None,
     gpu_memory_utilization: Annotated[float | None, typer.Option(help="vllm engine: share of GPU memory to use")] = None,
     max_model_len: Annotated[int | None, typer.Option(help="vllm engine: context length")] = None,
@@ -130,7 +141,8 @@ def unparsed_summary(rankings: list[Any]) -> str | None:
 
 
 _ENGINE_FLAGS = {
-    "openai": ("base_url", "api_key", "tokenizer", "concurrency", "max_retries", "timeout"),
+    "openai": ("base_url", "api_key", "tokenizer", "concurrency", "max_retries", "timeout", "extra_body",
+               "context_length"),
     "vllm": ("tokenizer", "tensor_parallel_size", "gpu_memory_utilization", "max_model_len"),
     "transformers": ("device", "batch_size"),
 }
@@ -148,9 +160,21 @@ def _engine_options(opts: dict[str, Any]) -> dict[str, Any]:
             if flag not in mine and opts[flag] is not None:
                 fail(f"--{flag.replace('_', '-')} is an option of the {other} engine, but the engine is {name}")
     options = {k: opts[k] for k in mine if opts[k] is not None}
+    if isinstance(options.get("extra_body"), str):
+        options["extra_body"] = _json_object(options["extra_body"], "--extra-body")
     if name == "openai" and opts["chat"]:
         options["chat"] = True
     return options
+
+
+def _json_object(text: str, flag: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        fail(f"{flag} must be a JSON object: {exc.msg}")
+    if not isinstance(value, dict):
+        fail(f'{flag} must be a JSON object, e.g. \'{{"top_k": -1}}\'')
+    return value
 
 
 def _build_reranker(opts: dict[str, Any], progress: Any) -> Any:
@@ -171,7 +195,7 @@ def _build_reranker(opts: dict[str, Any], progress: Any) -> Any:
 
     return Rank1(
         opts["model"] or DEFAULT_MODEL, think_budget=opts["think_budget"], reasoning=opts["reasoning"] == Switch.on,
-        prompt=opts["prompt"], instruction=opts["instruction"], **common,
+        prompt=opts["prompt"], instruction=opts["instruction"], reasoning_close=opts["reasoning_close"], **common,
     )
 
 
