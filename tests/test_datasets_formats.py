@@ -56,7 +56,7 @@ def test_trec_run_round_trip_keeps_order_scores_and_tied_documents(tmp_path):
     run = read_trec_run(src)
     assert run.name == "sys" and run["q1"] == [("a", 2.5), ("c", 1.0), ("b", 1.0)]
     out = write_trec_run(run.top_k(2), tmp_path / "out" / "run.trec", tag="mine")
-    assert out.read_text() == "q1 Q0 a 1 2.500000 mine\nq1 Q0 c 2 1.000000 mine\nq2 Q0 z 1 -3.000000 mine\n"
+    assert out.read_text() == "q1 Q0 a 1 2.5 mine\nq1 Q0 c 2 1.0 mine\nq2 Q0 z 1 -3.0 mine\n"  # full precision
 
 
 def test_run_sorts_by_score_and_drops_excluded_documents():

@@ -174,7 +174,8 @@ def test_requests_run_concurrently_up_to_the_limit_and_come_back_in_order(smollm
 def test_failed_requests_are_retried_until_they_succeed(smollm2_engine, smollm2_path, status):
     app = EngineServer(smollm2_engine, MODEL, ServerOptions(fail_first=2, fail_status=status))
     with serving(app.app) as url:
-        eng = OpenAIEngine(MODEL, base_url=url, tokenizer=str(smollm2_path), max_retries=3)
+        # server_stops=True: no stop-reporting probe, so every request counted here is the generation's
+        eng = OpenAIEngine(MODEL, base_url=url, tokenizer=str(smollm2_path), max_retries=3, server_stops=True)
         gen = eng.generate([GenerationRequest(FEW_SHOT, 12, ("</think>",))])[0]
     assert gen.text == "Paris."
     assert (app.stats.failed, app.stats.requests) == (2, 3)

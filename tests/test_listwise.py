@@ -78,17 +78,14 @@ def _replay(windows, n):
 
 
 def _expected(order, group_of):
-    """(index, score) best first: 1/(p+1) with p the group's first position; ties by input index."""
-    scores, p = {}, 0
-    while p < len(order):
-        members = [order[p]]
-        # a tie survives only while its members sit together in the final order
-        while p + len(members) < len(order) and order[p + len(members)] in group_of[order[p]]:
-            members.append(order[p + len(members)])
-        for i in members:
-            scores[i] = 1.0 / (p + 1)
-        p += len(members)
-    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+    """The released scoring, restated: 1/(p+1) for final position p (distinct, falling in the
+    final order, ties in written order); a tie group survives while its members sit together."""
+    scores = [(i, 1.0 / (p + 1)) for p, i in enumerate(order)]
+    groups, g = [], -1
+    for p, i in enumerate(order):
+        g += not (p > 0 and order[p - 1] in group_of[i] and group_of[i] == group_of[order[p - 1]])
+        groups.append(g)
+    return scores, groups
 
 
 def _check(ranking, docs, window, stride, depth):
@@ -96,9 +93,10 @@ def _check(ranking, docs, window, stride, depth):
     assert sorted(ranking.doc_ids) == sorted(d["id"] for d in docs)
     assert [(w.start, w.end) for w in ranking.windows] == plan_windows(n, window, stride, depth)
     order, groups = _replay(ranking.windows, n)
-    expected = _expected(order, groups)
+    expected, tie_groups = _expected(order, groups)
     assert [j.index for j in ranking] == [i for i, _ in expected]
     assert [j.score for j in ranking] == pytest.approx([s for _, s in expected])
+    assert [j.tie_group for j in ranking] == tie_groups
     for j in ranking:  # a judgment carries the chain of the last window that placed it
         last = [w for w in ranking.windows if j.index in w.indices]
         assert j.reasoning == (last[-1].reasoning if last else "")
@@ -144,7 +142,41 @@ def test_orderings_the_model_writes_are_applied_window_by_window(smollm2_engine)
     # by hand: window [5, 15) leaves 0 1 2 3 4 | 14 (6=11) 5 7 8 9 10 12 13; window [0, 10) then
     # ranks 7 (1=6) 0 2 3 4 14 11 5 above the untouched 8 9 10 12 13; the 6=11 tie is gone
     assert [j.doc_id for j in ranking] == [f"d{i}" for i in (7, 1, 6, 0, 2, 3, 4, 14, 11, 5, 8, 9, 10, 12, 13)]
-    assert [j.score for j in ranking] == pytest.approx([1, 1 / 2, 1 / 2] + [1 / p for p in range(4, 16)])
+    assert [j.score for j in ranking] == pytest.approx([1 / p for p in range(1, 16)])  # distinct, as released
+    assert [j.tie_group for j in ranking][:4] == [0, 1, 1, 2]  # the tie stays visible
+
+
+def test_a_tie_keeps_the_order_the_model_wrote_and_a_trec_file_ranks_the_same(smollm2_engine, tmp_path):
+    """The released Rank-K code scores window position i with 1/(i+1) (ties share a group's
+    score there, then a stable sort keeps the written order) and writes its run with 1/(i+1)
+    over the final list: every document distinct, in written order."""
+    import ir_measures
+
+    from thinkrank.datasets.runs import read_trec_run
+
+    rec = Recorder(smollm2_engine)
+    docs = _docs(10, "d")
+    # a tie written against input order: [7] = [2], so d6 before d1
+    prompt = "What is the ranking? The ranking is [10] > [7] = [2] > [1].\n\n{query}\n{docs}"
+    ranking = RankK(engine=rec, window=10, stride=5, max_tokens=24, prompt=prompt).rerank("cats", docs, query_id="q1")
+    said = rec.calls[0][1][0].text
+    assert said.startswith("The ranking is [10] > [7] = [2] > [1]"), said
+    assert ranking.windows[0].order[:3] == [[9], [6, 1], [0]] and ranking.windows[0].parsed
+    # written order inside the tie: [7] before [2], i.e. d6 before d1
+    assert ranking.doc_ids == ["d9", "d6", "d1", "d0", "d2", "d3", "d4", "d5", "d7", "d8"]
+    scores = [j.score for j in ranking]
+    assert scores == [1 / (p + 1) for p in range(10)] and len(set(scores)) == 10
+    assert [j.tie_group for j in ranking][:4] == [0, 1, 1, 2]
+    path = tmp_path / "run.trec"
+    path.write_text("".join(line + "\n" for line in ranking.to_trec()))
+    # trec_eval's order (score descending, ties by doc id descending), read from the file as written
+    lines = [line.split() for line in path.read_text().splitlines()]
+    by_trec_eval = [d for d, _ in sorted(((l[2], float(l[4])) for l in lines), key=lambda x: (x[1], x[0]), reverse=True)]
+    assert by_trec_eval == ranking.doc_ids
+    # ir-measures on the file finds the relevant document where the ranking has it
+    rr = ir_measures.parse_measure("RR")
+    found = ir_measures.calc_aggregate([rr], {"q1": {"d1": 1}}, read_trec_run(path).to_dict())[rr]
+    assert found == pytest.approx(1 / (ranking.doc_ids.index("d1") + 1))
 
 
 def test_budget_out_before_an_ordering_keeps_the_order(smollm2_engine, hf_tok):
@@ -156,7 +188,7 @@ def test_budget_out_before_an_ordering_keeps_the_order(smollm2_engine, hf_tok):
     ranking = ranker.rerank("notes", docs)
     assert [len(reqs) for reqs, _ in rec.calls] == [1]
     (w,) = ranking.windows
-    assert (w.start, w.end, w.forced, w.ordering) == (0, 10, True, "")
+    assert (w.start, w.end, w.forced, w.ordering, w.parsed) == (0, 10, True, "", False)
     assert ranking.doc_ids == [d["id"] for d in docs]  # head kept its order; tail follows
     assert [j.score for j in ranking] == pytest.approx([1 / (p + 1) for p in range(12)])
     assert [j.forced for j in ranking] == [True] * 10 + [False] * 2
@@ -217,3 +249,40 @@ def test_small_inputs_need_no_model_call_and_bad_input_is_refused(smollm2_engine
     with pytest.raises(InvalidInputError, match="share the id"):
         ranker.rerank("q", [{"id": "x", "text": "a"}, {"id": "x", "text": "b"}])
     assert ranker.settings["mode"] == "listwise" and ranker.settings["window"] == 20
+
+
+def test_a_window_without_an_ordering_is_flagged_logged_and_counted(smollm2_engine, smollm2_path, tmp_path, caplog):
+    import json
+    import logging
+    import subprocess
+    import sys
+
+    from thinkrank.datasets import load_collection
+    from thinkrank.evaluation.report import render_report
+    from thinkrank.evaluation.runner import evaluate, metrics_dict
+
+    root = tmp_path / "tiny"
+    (root / "runs").mkdir(parents=True)
+    docs = _docs(6, "d")
+    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": d["id"], "text": d["text"]}) + "\n" for d in docs))
+    (root / "queries.jsonl").write_text('{"_id": "q1", "text": "cats"}\n{"_id": "q2", "text": "rain"}\n')
+    (root / "qrels.trec").write_text("q1 0 d0 1\nq2 0 d2 1\n")
+    (root / "runs" / "bm25.trec").write_text(
+        "".join(f"{q} Q0 {d['id']} {r} {10 - r} bm25\n" for q in ("q1", "q2") for r, d in enumerate(docs, 1)))
+    ranker = RankK(engine=smollm2_engine, window=4, stride=2, max_tokens=1)  # 1 token: never an ordering
+    with caplog.at_level(logging.WARNING, logger="thinkrank.rerankers.listwise"):
+        result = evaluate(load_collection(root), load_collection(root).run("bm25"), top_k=6, reranker=ranker)
+    windows = [w for r in result.rankings.values() for w in r.windows]
+    assert len(windows) == 4 and not any(w.parsed for w in windows)
+    assert sum("no ordering in the model's output" in r.getMessage() for r in caplog.records) == 4
+    assert metrics_dict(result)["windows"] == {"total": 4, "unparsed": 4, "unparsed_by_query": {"q1": 2, "q2": 2}}
+    assert "Windows without an ordering" in render_report(result) and "4 of 4" in render_report(result)
+    # the CLI says so on stderr
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    proc = subprocess.run(
+        [sys.executable, "-m", "thinkrank", "rerank", "--mode", "listwise", "--model", str(smollm2_path), "--query",
+         "cats", "--docs", str(tmp_path / "docs.jsonl"), "--window", "4", "--stride", "2", "--max-tokens", "1",
+         "--format", "jsonl", "--quiet"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 of 2 listwise windows had no usable ordering" in proc.stderr
+    assert [json.loads(line)["window"]["parsed"] for line in proc.stdout.splitlines() if "window" in line] == [False, False]

@@ -33,6 +33,7 @@ EXTRA_IMPORTS = {
     "dense": ["sentence_transformers"],
     "datasets": ["ir_datasets", "datasets"],
     "server": ["fastapi", "uvicorn", "prometheus_client", "openai", "thinkrank.server"],
+    "llamacpp": ["llama_cpp", "llama_cpp.server"],
     "quantize": ["llmcompressor", "compressed_tensors", "datasets"],
     "train": ["peft", "datasets", "torch"],
     "langchain": ["langchain_core", "thinkrank.integrations.langchain"],

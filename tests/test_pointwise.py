@@ -213,3 +213,20 @@ def test_top_n_and_invalid_settings(tiny_qwen_engine):
         Rank1(engine=tiny_qwen_engine, prompt="nope")
     with pytest.raises(InvalidInputError, match="single token"):
         Rank1(engine=tiny_qwen_engine, true_token=" absolutely-relevant")
+
+
+@pytest.mark.parametrize("close, text", [("newline", "\n</think>"), ("bare", "</think>"), ("empty-chain", "\n\n</think>")])
+def test_reasoning_off_closes_the_think_block_with_the_bytes_chosen(tiny_qwen_engine, qwen_ref, close, text):
+    docs = ["Paris is the capital.", "Bananas are yellow fruit."]
+    reranker = Rank1(engine=tiny_qwen_engine, reasoning=False, reasoning_close=close)
+    assert reranker.settings["reasoning_close"] == text  # part of the cache key: scores differ by it
+    for j in reranker.rerank("capital of france", docs):
+        assert j.score == pytest.approx(qwen_ref.score(_prompt("capital of france", docs[j.index]) + text), abs=1e-5)
+
+
+def test_the_closing_bytes_change_the_score(tiny_qwen_engine):
+    scores = {c: Rank1(engine=tiny_qwen_engine, reasoning=False, reasoning_close=c).rerank("capital", ["Paris."])[0].score
+              for c in ("newline", "bare")}
+    assert abs(scores["newline"] - scores["bare"]) > 1e-4
+    with pytest.raises(InvalidInputError, match="reasoning_close"):
+        Rank1(engine=tiny_qwen_engine, reasoning=False, reasoning_close="</answer>")

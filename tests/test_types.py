@@ -54,7 +54,7 @@ def test_ranking_sorts_by_score_and_keeps_input_order_on_ties():
 
 def test_trec_lines_and_json_export():
     ranking = Ranking("q", [_j("a", 0, 0.25), _j("b", 1, 0.75)], query_id="q1")
-    assert ranking.to_trec(tag="run") == ["q1 Q0 b 1 0.750000 run", "q1 Q0 a 2 0.250000 run"]
+    assert ranking.to_trec(tag="run") == ["q1 Q0 b 1 0.75 run", "q1 Q0 a 2 0.25 run"]  # full precision, shortest form
     data = json.loads(ranking.to_json())
     assert data["query_id"] == "q1"
     assert [(r["rank"], r["doc_id"], r["score"]) for r in data["results"]] == [(1, "b", 0.75), (2, "a", 0.25)]

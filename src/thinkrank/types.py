@@ -112,7 +112,10 @@ class Judgment:
     Attributes:
         doc_id: the document's id; ``index``: its position in the input list.
         score: relevance in [0, 1]. Pointwise: p(true)/(p(true)+p(false)) at the answer token.
-            Listwise: a rank-derived score (ties share it).
+            Listwise: ``1 / (rank + 1)`` for the final 0-based rank, as the released Rank-K code
+            writes its run files: distinct and strictly falling in the ranking's order, ties
+            included (a tie keeps the order the model wrote it in), so a TREC file of these
+            scores ranks exactly as the metrics do.
         reasoning: the model's chain of thought ("" with reasoning off). Listwise: the chain of
             the last window that placed this document.
         answer: "true"/"false" (pointwise, the likelier answer) or None (listwise).
@@ -120,6 +123,8 @@ class Judgment:
         forced: the chain did not close within the budget, so it was cut to its last full
             sentence, closed, and the answer was read from the two answer tokens.
         truncated: the passage was cut to fit the passage token limit.
+        tie_group: listwise only: the 0-based number of this document's group in the final
+            ordering; documents the model tied (``[2] = [5]``) share it (None: pointwise).
         p_true / p_false: the probabilities of the two answer tokens as the engine reports them:
             full-softmax values on ``transformers``; renormalised over the two answers on
             ``openai``/``vllm`` (which restrict the vocabulary to read them exactly). ``score``
@@ -142,6 +147,7 @@ class Judgment:
     p_false: float | None = None
     reasoned: bool | None = None
     quick_score: float | None = None
+    tie_group: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -149,7 +155,12 @@ class Judgment:
 
 @dataclass
 class WindowTrace:
-    """One listwise call: which documents it saw (input indices, in window order) and what it said."""
+    """One listwise call: which documents it saw (input indices, in window order) and what it said.
+
+    ``order`` holds the groups read from its ordering (input indices, best first; a group of
+    several is a tie). ``parsed`` is False when the output held no usable ordering: the window
+    then kept its previous order.
+    """
 
     step: int
     start: int
@@ -161,9 +172,50 @@ class WindowTrace:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     forced: bool = False
+    parsed: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def check_trec_field(value: str, what: str) -> str:
+    """``value`` if it can be a column of a TREC file: non-empty, no whitespace, no control
+    characters (trec_eval and ir-measures split lines on whitespace)."""
+    if not value or any(c.isspace() or not c.isprintable() for c in value):
+        raise InvalidInputError(
+            f"{what} {value!r} cannot be written to a TREC file: ids must be non-empty, without whitespace or "
+            "control characters; rename it or write JSON instead"
+        )
+    return value
+
+
+def trec_line(qid: str, doc_id: str, rank: int, score: float, tag: str) -> str:
+    """One TREC run line. The score is written at full precision (``repr``, shortest round
+    trip), so scores near 0 or 1 do not collapse into ties the reranker did not make."""
+    check_trec_field(str(qid), "query id")
+    check_trec_field(str(doc_id), "document id")
+    check_trec_field(str(tag), "run tag")
+    return f"{qid} Q0 {doc_id} {rank} {float(score)!r} {tag}"
+
+
+def trec_lines(rankings: Sequence[Ranking], tag: str = "thinkrank") -> list[str]:
+    """The TREC lines of several rankings, one query id each.
+
+    Raises:
+        InvalidInputError: two rankings share a query id (their lines would merge into one
+            query), or an id cannot be written (see :func:`check_trec_field`).
+    """
+    seen: dict[str, int] = {}
+    lines: list[str] = []
+    for i, ranking in enumerate(rankings):
+        qid = ranking.query_id or "0"
+        if seen.setdefault(qid, i) != i:
+            raise InvalidInputError(
+                f"queries {seen[qid]} and {i} share the query id {qid!r}; a TREC run needs one id per query "
+                "(give each query its own id)"
+            )
+        lines.extend(ranking.to_trec(qid, tag))
+    return lines
 
 
 @dataclass
@@ -212,10 +264,20 @@ class Ranking:
             return self
         return Ranking(self.query, self.judgments[:top_n], self.query_id, self.windows)
 
+    @property
+    def unparsed_windows(self) -> int:
+        """Listwise windows whose output held no usable ordering."""
+        return sum(not w.parsed for w in self.windows)
+
     def to_trec(self, query_id: str | None = None, tag: str = "thinkrank") -> list[str]:
-        """TREC run lines ``qid Q0 docid rank score tag``, rank from 1."""
+        """TREC run lines ``qid Q0 docid rank score tag``, rank from 1, scores at full precision.
+
+        Raises:
+            InvalidInputError: a query id, document id or tag that is empty or holds whitespace
+                or control characters (it would break the file's columns).
+        """
         qid = query_id or self.query_id or "0"
-        return [f"{qid} Q0 {j.doc_id} {r} {j.score:.6f} {tag}" for r, j in enumerate(self.judgments, 1)]
+        return [trec_line(qid, j.doc_id, r, j.score, tag) for r, j in enumerate(self.judgments, 1)]
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -145,12 +145,27 @@ def reranker_spec(opts: dict[str, Any]) -> Any:
     from thinkrank.rerankers.spec import RerankerSpec
 
     engine_options = {name: opts[name] for name in engine_option_names() if opts.get(name) not in (None, False)}
+    if isinstance(engine_options.get("extra_body"), str):
+        engine_options["extra_body"] = json_object(engine_options["extra_body"], "--extra-body")
     fields = ("model", "think_budget", "prompt", "instruction", "max_passage_tokens", "temperature", "seed", "window",
               "stride", "depth", "max_tokens", "reasoning_close", "cascade")
     return RerankerSpec(
         mode=str(getattr(opts["mode"], "value", opts["mode"])), engine=opts["engine"], engine_options=engine_options,
         reasoning=opts["reasoning"] == Switch.on, **{name: opts[name] for name in fields if name in opts},
     )
+
+
+def json_object(text: str, flag: str) -> dict[str, Any]:
+    """``text`` read as a JSON object, or a one-line error naming ``flag``."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        fail(f"{flag} must be a JSON object: {exc.msg}")
+    if not isinstance(value, dict):
+        fail(f'{flag} must be a JSON object, e.g. \'{{"top_k": -1}}\'')
+    return value
 
 
 class ProgressBar:

@@ -147,9 +147,19 @@ def _evaluate(**opts: Any) -> None:
     if reranker is not None:
         say(f"{result.use.computed} judgments computed, {result.use.cached} read from the cache, "
             f"{result.seconds:.1f}s")
+        _say_unparsed(list(result.rankings.values()))
     _print_table(result)
     for name, path in paths.items():
         say(f"{name.replace('_', ' ')}: {path}")
+
+
+def _say_unparsed(rankings: list[Any]) -> None:
+    """Listwise windows without a usable ordering are never silent: one line on stderr."""
+    from thinkrank.cli.rerank import unparsed_summary
+
+    line = unparsed_summary(rankings)
+    if line:
+        print(line, file=sys.stderr, flush=True)
 
 
 def _load_run(spec: str, collection: Any) -> Any:

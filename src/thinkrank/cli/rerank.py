@@ -79,6 +79,17 @@ def rerank(
     max_retries: Annotated[int | None, typer.Option(help="openai engine: retries per request [default: 3]")] = None,
     timeout: Annotated[float | None, typer.Option(help="openai engine: seconds per request [default: 600]")] = None,
     chat: Annotated[bool, typer.Option("--chat", help="openai engine: use /v1/chat/completions for generation")] = False,
+    extra_body: Annotated[
+        str | None, typer.Option(help='openai engine: extra request fields as JSON, e.g. \'{"top_k": -1}\' (they '
+                                 "override the engine's own, such as skip_special_tokens)")
+    ] = None,
+    context_length: Annotated[
+        int | None, typer.Option(help="openai engine: the served model's context, when the server does not report it")
+    ] = None,
+    reasoning_close: Annotated[
+        str, typer.Option(help="Pointwise, reasoning off: bytes closing the empty think block: newline "
+                          "('\\n</think>'), bare ('</think>') or empty-chain ('\\n\\n</think>').")
+    ] = "newline",
     tensor_parallel_size: Annotated[int | None, typer.Option(help="vllm engine: GPUs per model")] = None,
     gpu_memory_utilization: Annotated[float | None, typer.Option(help="vllm engine: share of GPU memory to use")] = None,
     max_model_len: Annotated[int | None, typer.Option(help="vllm engine: context length")] = None,
@@ -120,6 +131,8 @@ def _rerank(**opts: Any) -> None:
     docs = read_docs(opts["docs"])
     requests = [RerankRequest(q.text, docs.for_query(q), q.id, q.instruction) for q in query_list]
     check_requests(requests)  # before the model loads
+    if opts["output_format"] == Format.trec:
+        _check_trec_ids(requests)  # before the model loads, not after the reranking
     with ProgressBar("reranking", opts["quiet"], transient=True) as progress:
         if opts["ray"] is None:
             reranker = build_reranker(spec, progress=progress)
@@ -132,6 +145,9 @@ def _rerank(**opts: Any) -> None:
             ray_options.close(reranker)
     if opts["cascade"] is not None and not opts["quiet"]:
         _report_cascade(rankings)
+    summary = unparsed_summary(rankings)
+    if summary:
+        typer.secho(summary, fg=typer.colors.YELLOW, err=True)
     _print([r.truncate(opts["top_n"]) for r in rankings], opts["output_format"])
 
 
@@ -142,6 +158,26 @@ def _report_cascade(rankings: list[Any]) -> None:
         s = cascade_stats(ranking)
         print(f"cascade: query {ranking.query_id}: {s.chains} of {s.candidates} candidates reasoned, "
               f"{s.chain_tokens} chain tokens, ~{s.tokens_saved} saved", file=sys.stderr)
+
+
+def _check_trec_ids(requests: list[Any]) -> None:
+    from thinkrank.types import Ranking, as_documents, check_trec_field, trec_lines
+
+    trec_lines([Ranking(r.query, [], r.query_id) for r in requests])  # repeated or unwritable query ids
+    for r in requests:
+        for doc in as_documents(r.documents):
+            check_trec_field(doc.id, "document id")
+
+
+def unparsed_summary(rankings: list[Any]) -> str | None:
+    """A warning line counting listwise windows whose output held no ordering, or None."""
+    total = sum(len(r.windows) for r in rankings)
+    unparsed = sum(r.unparsed_windows for r in rankings)
+    if not unparsed:
+        return None
+    return (f"warning: {unparsed} of {total} listwise windows had no usable ordering in the model's output and kept "
+            "their previous order (see each window's `parsed` in --format jsonl)")
+
 
 
 def build_in_worker(opts: dict[str, Any]) -> Any:
@@ -156,8 +192,10 @@ def build_in_worker(opts: dict[str, Any]) -> Any:
 def _print(rankings: list[Any], fmt: Format) -> None:
     out = sys.stdout
     if fmt == Format.trec:
-        for ranking in rankings:
-            out.write("\n".join(ranking.to_trec()) + ("\n" if len(ranking) else ""))
+        from thinkrank.types import trec_lines
+
+        lines = trec_lines(rankings)  # checks ids and repeated query ids before printing anything
+        out.write("".join(line + "\n" for line in lines))
     elif fmt == Format.jsonl:
         for ranking in rankings:
             for rank, j in enumerate(ranking, 1):
@@ -183,6 +221,8 @@ def _print_table(rankings: list[Any]) -> None:
         for rank, j in enumerate(ranking, 1):
             flags = ",".join([f for f in ("forced", "truncated") if getattr(j, f)]
                              + (["unreasoned"] if j.reasoned is False and j.quick_score is not None else []))
+            if j.tie_group is not None and sum(o.tie_group == j.tie_group for o in ranking) > 1:
+                flags = ",".join(x for x in (flags, f"tie {j.tie_group}") if x)
             chain = " ".join(j.reasoning.split())
             table.add_row(str(rank), j.doc_id, f"{j.score:.4f}", j.answer or "", flags,
                           chain[:300] + ("…" if len(chain) > 300 else ""))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from thinkrank.datasets._io import iter_lines, open_text
 from thinkrank.errors import InvalidInputError
+from thinkrank.types import trec_line
 
 
 @dataclass
@@ -115,16 +116,22 @@ def _score(text: str, where: str) -> float:
 
 
 def write_trec_run(run: Run, path: str | Path, tag: str | None = None) -> Path:
-    """Write ``run`` as a TREC run file (ranks from 1); returns the path. Parent folders are made."""
+    """Write ``run`` as a TREC run file (ranks from 1, scores at full precision); returns the
+    path. Parent folders are made.
+
+    Raises:
+        InvalidInputError: a bad tag, or an id with whitespace or control characters.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tag = tag or run.name
     if not tag or any(c.isspace() for c in tag):
         raise InvalidInputError(f"the run tag must be one word without spaces, got {tag!r}")
+    # Every line is checked before the file is opened, so a bad id leaves no half-written file.
+    lines = [trec_line(qid, docid, rank, score, tag) for qid, docs in run.rankings.items()
+             for rank, (docid, score) in enumerate(docs, 1)]
     with open_text(path, "w") as out:
-        for qid, docs in run.rankings.items():
-            for rank, (docid, score) in enumerate(docs, 1):
-                out.write(f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n")
+        out.writelines(line + "\n" for line in lines)
     return path
 
 

@@ -3,9 +3,10 @@
 Each prompt is continued until ``</think>``; the answer is then read from the exact
 log-probabilities of ``" true"`` and ``" false"`` right after the close (in the same pass when
 the engine can, else with one more forward pass). A chain that does not close within the
-budget has no answer (``finish_reason="length"``) unless ``force_answer`` is set: then it is
-cut to its last full sentence, closed with ``"\\n</think>"`` and answered (``"forced"``), as
-Rank1 does at inference.
+budget (or ends with end-of-sequence) has no answer unless ``force_answer`` is set: then it
+gets the released forced answer (:func:`~thinkrank.prompts.rank1.forced_close`: cut after its
+last ``.``/``!``/``?``, answered after ``"\\n" + chain + "\\n</think>"``, ``"forced"``), as Rank1
+does at inference.
 """
 
 from __future__ import annotations

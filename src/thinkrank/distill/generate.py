@@ -40,7 +40,7 @@ class GenerationReport:
 
 
 def pair_prompt(pair: LabeledPair, template: str | None = None) -> str:
-    """The Rank1 prompt the teacher sees for ``pair`` (a Table 10 dataset template, when given)."""
+    """The Rank1 prompt the teacher sees for ``pair`` (a released dataset template, when given)."""
     return build_rank1_prompt(pair.query, pair.passage, template=template)
 
 

@@ -72,6 +72,10 @@ ENGINE_OPTIONS: dict[str, tuple[EngineOption, ...]] = {
         EngineOption("max_retries", int, "retries per request [default: 3]", _at_least(0), ">= 0"),
         EngineOption("timeout", float, "seconds per request [default: 600]", lambda v: v > 0, "> 0"),
         EngineOption("chat", bool, "use /v1/chat/completions for generation"),
+        EngineOption("extra_body", dict, "JSON object merged into every request body (server-specific "
+                     "sampling fields), e.g. '{\"top_k\": -1}'"),
+        EngineOption("context_length", int, "the served model's context length, when the server does not report "
+                     "it", _at_least(1), ">= 1"),
     ),
     "vllm": (
         _TOKENIZER,

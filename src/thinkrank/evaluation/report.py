@@ -104,6 +104,10 @@ def _facts(result: Evaluation) -> list[tuple[str, str]]:
             how += f", reasoning on, budget {s.get('think_budget')} tokens" if s["reasoning"] else ", reasoning off"
         elif "window" in s:
             how += f", window {s['window']}, stride {s.get('stride')}, {s.get('max_tokens')} tokens per window"
+        windows = sum(len(r.windows) for r in result.rankings.values())
+        if windows:
+            unparsed = sum(r.unparsed_windows for r in result.rankings.values())
+            facts.append(("Windows without an ordering", f"{unparsed} of {windows} (kept their previous order)"))
         facts += [("Model", str(s.get("model", "?"))), ("Reranker", how), ("Engine", str(s.get("engine", "?"))),
                   ("Judgments", f"{result.use.computed} computed, {result.use.cached} from cache"),
                   ("Reranking time", f"{result.seconds:.1f} s")]

@@ -178,6 +178,7 @@ def metrics_dict(result: Evaluation) -> dict[str, Any]:
         "first_stage": scores(result.first_metrics),
         "reranked": scores(result.reranked_metrics),
         "paired_tests": {m: vars(t) for m, t in result.tests.items()},
+        **({"windows": window_counts(result)} if any(r.windows for r in result.rankings.values()) else {}),
     }
 
 
@@ -209,6 +210,14 @@ def prepare_output(output: str | Path) -> list[str]:
             (out / name).unlink()
             removed.append(name)
     return removed
+
+
+def window_counts(result: Evaluation) -> dict[str, Any]:
+    """Listwise windows run and those whose output held no usable ordering (they kept their
+    previous order), with the queries they belong to."""
+    unparsed = {q: r.unparsed_windows for q, r in result.rankings.items() if r.unparsed_windows}
+    return {"total": sum(len(r.windows) for r in result.rankings.values()), "unparsed": sum(unparsed.values()),
+            "unparsed_by_query": unparsed}
 
 
 def write_outputs(result: Evaluation, output: str | Path, *, report: bool = True) -> dict[str, Path]:

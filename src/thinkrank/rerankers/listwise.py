@@ -10,6 +10,7 @@ of different queries at the same step go to the engine as one batch.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,8 @@ from thinkrank.rerankers.parsing import THINK_OPEN, read_answer
 from thinkrank.rerankers.truncation import truncate_passage
 from thinkrank.types import Document, Judgment, Ranking, WindowTrace, as_documents, check_query
 from thinkrank.validation import check_int, check_optional_str, check_sampling, check_top_n
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "hltcoe/Rank-K-32B"
 """The released Rank-K checkpoint (QwQ-32B fine-tuned on R1 listwise traces)."""
@@ -137,6 +140,7 @@ class RankK(Reranker):
             "instruction": self.instruction,
             "temperature": self.temperature,
             "seed": self.seed if self.temperature > 0 else None,
+            "scores": "reciprocal-rank-distinct",  # 1/(rank+1) for every position, ties in written order
         }
 
     # ---- public API -----------------------------------------------------------------------
@@ -145,8 +149,10 @@ class RankK(Reranker):
 
         Each Judgment's ``reasoning`` (and token counts, ``forced``) come from the last window
         that placed the document; ``Ranking.windows`` holds every window's trace. Scores are
-        ``1 / (p + 1)`` for final position ``p`` (from 0); tied documents share the score of
-        their group's first position.
+        ``1 / (p + 1)`` for final position ``p`` (from 0), as the released code writes its run
+        files: tied documents keep the order the model wrote them in and get distinct scores;
+        their tie shows in ``Judgment.tie_group`` and in the window's ``order``. A window whose
+        output holds no usable ordering keeps its order, is flagged ``parsed=False`` and logged.
 
         Raises:
             InvalidInputError: an empty query, a bad document, duplicate document ids or a bad top_n.
@@ -188,6 +194,12 @@ class RankK(Reranker):
         start, end = p.spans[step]
         indices = p.order[start:end]
         answer = read_answer(gen.text, len(indices), opened=opened)
+        if not answer.found:
+            log.warning(
+                "listwise window %d-%d of query %r: no ordering in the model's output (%d tokens, stop: %s); "
+                "the window keeps its previous order", start, end, p.request.query_id or p.query[:60],
+                gen.num_tokens, gen.stop_reason,
+            )
         groups = [[indices[k - 1] for k in group] for group in answer.groups]
         p.order[start:end] = [i for group in groups for i in group]
         p.tied[start:end] = [k > 0 for group in groups for k in range(len(group))]
@@ -197,17 +209,17 @@ class RankK(Reranker):
             step=step, start=start, end=end, indices=indices, reasoning=answer.reasoning,
             ordering=answer.ordering, order=groups, prompt_tokens=gen.prompt_tokens,
             completion_tokens=gen.num_tokens, forced=gen.stop_reason == "length" and not answer.found,
+            parsed=answer.found,
         )
         p.traces.append(trace)
         p.chain_tokens.append(len(self.engine.tokenizer.encode(answer.reasoning)) if answer.reasoning else 0)
         p.placed_by.update((i, len(p.traces) - 1) for i in indices)
 
     def _ranking(self, p: _Pass) -> Ranking:
-        judgments, group_start = [], 0
+        judgments, group = [], -1
         for pos, index in enumerate(p.order):
-            if not p.tied[pos]:
-                group_start = pos
-            judgment = Judgment(doc_id=p.docs[index].id, index=index, score=1.0 / (group_start + 1))
+            group += not p.tied[pos]
+            judgment = Judgment(doc_id=p.docs[index].id, index=index, score=1.0 / (pos + 1), tie_group=group)
             if index in p.placed_by:
                 t = p.placed_by[index]
                 trace = p.traces[t]

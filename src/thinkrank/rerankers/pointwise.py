@@ -69,7 +69,7 @@ class Rank1(Reranker):
         engine: ``"auto"``, ``"transformers"``, ``"vllm"``, ``"openai"`` or an Engine.
         think_budget: most reasoning tokens per pair before the answer is forced.
         reasoning: False closes the think block at once (one forward pass per pair).
-        prompt: a dataset name from the paper's Table 10 (``"scifact"``, …) or a custom template
+        prompt: a dataset name from the released ``prompts.py`` (``"scifact"``, …) or a custom template
             with ``FILL_QUERY_HERE``; ``instruction``: text appended to every query.
         max_passage_tokens: passages are cut to this many tokens (None: never); cut ones are
             flagged ``truncated``.

@@ -1,0 +1,62 @@
+"""A prompt plus its budget never exceeds the model's context: the passage is cut to fit and
+flagged ``truncated``; a query and template that alone do not fit are a clear error before any
+generation. Every engine reports its context length."""
+
+from __future__ import annotations
+
+import pytest
+
+from thinkrank import Rank1
+from thinkrank.engines.openai import OpenAIEngine
+from thinkrank.engines.transformers import TransformersEngine
+from thinkrank.errors import InvalidInputError
+from thinkrank.testing.server import EngineServer, serving
+
+LONG = " ".join(f"Cats eat fish number {i}." for i in range(200))  # about 1,400 tokens
+
+
+@pytest.fixture(scope="module")
+def small_context(tiny_qwen_path):
+    return TransformersEngine(str(tiny_qwen_path), device="cpu", context_length=256)
+
+
+def test_engines_report_their_context_length(tiny_qwen_engine, smollm2_engine, smollm2_path):
+    assert tiny_qwen_engine.context_length == 32768  # the model config's max_position_embeddings
+    assert smollm2_engine.context_length == smollm2_engine.model.config.max_position_embeddings
+    with serving(EngineServer(smollm2_engine, "smol").app) as url:  # reported like vLLM's max_model_len
+        client = OpenAIEngine("smol", base_url=url, tokenizer=str(smollm2_path))
+        assert client.context_length == smollm2_engine.context_length
+        client.close()
+        assert OpenAIEngine("smol", base_url=url, tokenizer=str(smollm2_path), context_length=1000).context_length == 1000
+
+
+def test_a_passage_too_long_for_the_context_is_cut_to_fit_and_flagged(small_context, tiny_qwen_path):
+    budget = 64
+    calls = []
+    hook = small_context.model.register_forward_hook(lambda m, a, k, out: calls.append(k["input_ids"].shape), with_kwargs=True)
+    try:
+        ranking = Rank1(engine=small_context, think_budget=budget, max_passage_tokens=None).rerank("cats", [LONG, "Cats purr."])
+    finally:
+        hook.remove()
+    long, short = ranking["0"], ranking["1"]
+    assert long.truncated and not short.truncated
+    # everything the model saw fits: the prompt, the chain, and the forced answer after it
+    assert long.prompt_tokens + budget + 8 <= 256
+    assert long.prompt_tokens + long.reasoning_tokens + 4 <= 256
+    assert max(shape[-1] for shape in calls) <= 256  # the widest forward: prompt + forced answer
+    assert long.prompt_tokens > 150  # and the passage was cut to fit, not dropped
+
+
+def test_a_query_that_alone_does_not_fit_is_a_clear_error_before_any_work(small_context):
+    calls = []
+    hook = small_context.model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        with pytest.raises(InvalidInputError, match="leave no room for a passage in the model's context of 256"):
+            Rank1(engine=small_context, think_budget=64).rerank(" ".join(["cats"] * 300), ["Cats purr."])
+        with pytest.raises(InvalidInputError, match="lower think_budget"):
+            Rank1(engine=small_context, think_budget=250).rerank("cats", ["Cats purr."])
+    finally:
+        hook.remove()
+    assert calls == []
+    # reasoning off needs no budget: the same query fits then
+    assert len(Rank1(engine=small_context, think_budget=250, reasoning=False).rerank("cats", ["Cats purr."])) == 1
