@@ -77,8 +77,8 @@ def main() -> None:
     prompts = prompts_of(requests)
 
     def run(route: str, reqs, budget: int):
-        if route == "thinkrank":
-            return thinkrank_route(engine, reqs, budget)
+        if route.startswith("thinkrank"):
+            return thinkrank_route(engine, reqs, budget, reuse=route == "thinkrank")
         return generate_route(model, tok, prompts_of(reqs), budget, args.batch, true_id, false_id,
                               static=route.startswith("static"), stop=not route.endswith("-nostop"), device=args.device)
 
