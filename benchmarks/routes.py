@@ -43,6 +43,7 @@ class RouteResult:
     docs: int
     chain_tokens: int
     scores: list[float]
+    cpu_seconds: float = 0.0  # this process's CPU time: steadier than wall time on a shared machine
 
     @property
     def docs_per_s(self) -> float:
@@ -94,13 +95,13 @@ class _NoReuse(Rank1):
 def thinkrank_route(engine: Any, requests: Requests, budget: int, *, reuse: bool = True) -> RouteResult:
     reranker = (Rank1 if reuse else _NoReuse)(engine=engine, think_budget=budget, max_passage_tokens=None)
     _sync(engine.device)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     rankings = reranker.rerank_many(requests)
     _sync(engine.device)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     judged = [j for r in rankings for j in sorted(r, key=lambda j: j.index)]
     return RouteResult("thinkrank" if reuse else "thinkrank-no-reuse", seconds, len(judged), sum(j.reasoning_tokens for j in judged),
-                       [j.score for j in judged])
+                       [j.score for j in judged], cpu)
 
 
 def _chain(tok: Any, ids: list[int], eos: set[int]) -> Generation:
@@ -127,7 +128,7 @@ def generate_route(
     closed: dict[int, str] = {}
     tokens = 0
     _sync(device)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with torch.inference_mode():
         for b in range(0, len(order), batch):
             idx = order[b : b + batch]
@@ -144,11 +145,11 @@ def generate_route(
                 closed[i] = prompts[i] + close_chain(gen)
         scores = _score(model, tok, [closed[i] for i in order], batch, true_id, false_id, device)
     _sync(device)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     by_input = dict(zip(order, scores))
     name = ("static" if static else "generate") + ("" if stop else "-nostop")
     return RouteResult(name, seconds, len(prompts), tokens,
-                       [by_input[i] for i in range(len(prompts))])
+                       [by_input[i] for i in range(len(prompts))], cpu)
 
 
 def _score(model: Any, tok: Any, texts: list[str], batch: int, true_id: int, false_id: int, device: str) -> list[float]:
