@@ -5,7 +5,8 @@ greedy decoding and the same answer rule (``close_chain``: a chain that wrote ``
 scored right after it; any other is cut to its last full sentence and closed with
 ``"\\n</think>"``), and returns one score per prompt plus the chain tokens it generated.
 
-* ``thinkrank``: ``Rank1`` on the transformers engine.
+* ``thinkrank``: ``Rank1`` on the transformers engine; ``thinkrank-no-reuse``: the same without
+  forced answers from the KV cache and shared prefixes (a second pass over prompt + chain).
 * ``generate``: what a capable user writes on plain transformers: prompts sorted by length,
   ``model.generate`` batched with left padding and ``stop_strings=["</think>"]``, then one
   batched scoring forward pass over prompt + closed chain.
@@ -21,7 +22,7 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ class RouteResult:
     docs: int
     chain_tokens: int
     scores: list[float]
+    cpu_seconds: float = 0.0  # this process's CPU time: steadier than wall time on a shared machine
 
     @property
     def docs_per_s(self) -> float:
@@ -82,16 +84,24 @@ def prompts_of(requests: Requests) -> list[str]:
     return [build_rank1_prompt(q, p) for q, ps in requests for p in ps]
 
 
-def thinkrank_route(engine: Any, requests: Requests, budget: int) -> RouteResult:
-    reranker = Rank1(engine=engine, think_budget=budget, max_passage_tokens=None)
+class _NoReuse(Rank1):
+    """Rank1 as it was before KV reuse: no close rule and no shared prefix in its requests, so a
+    cut chain's answer is read by a second pass over prompt + chain (the ablation)."""
+
+    def _request(self, work: Any, position: int) -> Any:
+        return replace(super()._request(work, position), close=None, shared_prefix="")
+
+
+def thinkrank_route(engine: Any, requests: Requests, budget: int, *, reuse: bool = True) -> RouteResult:
+    reranker = (Rank1 if reuse else _NoReuse)(engine=engine, think_budget=budget, max_passage_tokens=None)
     _sync(engine.device)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     rankings = reranker.rerank_many(requests)
     _sync(engine.device)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     judged = [j for r in rankings for j in sorted(r, key=lambda j: j.index)]
-    return RouteResult("thinkrank", seconds, len(judged), sum(j.reasoning_tokens for j in judged),
-                       [j.score for j in judged])
+    return RouteResult("thinkrank" if reuse else "thinkrank-no-reuse", seconds, len(judged), sum(j.reasoning_tokens for j in judged),
+                       [j.score for j in judged], cpu)
 
 
 def _chain(tok: Any, ids: list[int], eos: set[int]) -> Generation:
@@ -118,7 +128,7 @@ def generate_route(
     closed: dict[int, str] = {}
     tokens = 0
     _sync(device)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with torch.inference_mode():
         for b in range(0, len(order), batch):
             idx = order[b : b + batch]
@@ -135,11 +145,11 @@ def generate_route(
                 closed[i] = prompts[i] + close_chain(gen)
         scores = _score(model, tok, [closed[i] for i in order], batch, true_id, false_id, device)
     _sync(device)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     by_input = dict(zip(order, scores))
     name = ("static" if static else "generate") + ("" if stop else "-nostop")
     return RouteResult(name, seconds, len(prompts), tokens,
-                       [by_input[i] for i in range(len(prompts))])
+                       [by_input[i] for i in range(len(prompts))], cpu)
 
 
 def _score(model: Any, tok: Any, texts: list[str], batch: int, true_id: int, false_id: int, device: str) -> list[float]:

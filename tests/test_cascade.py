@@ -95,3 +95,15 @@ def test_cascade_specs_parse_or_fail_clearly(tiny_qwen_engine):
     with pytest.raises(InvalidInputError, match="needs reasoning on"):
         Rank1(engine=tiny_qwen_engine, reasoning=False, cascade=5)
     assert Rank1(engine=tiny_qwen_engine, cascade="top=5").settings["cascade"] == {"top_m": 5, "band": None}
+
+
+def test_cascade_rankings_are_cached_per_query(smollm2_engine, tmp_path):
+    from thinkrank.cache import CachedReranker
+
+    cached = CachedReranker(Rank1(engine=smollm2_engine, think_budget=BUDGET, cascade=2), tmp_path / "c.sqlite")
+    first = cached.rerank(QUERY, DOCS)
+    again = cached.rerank(QUERY, DOCS)
+    assert (cached.use.computed, cached.use.cached) == (1, 1)  # one whole ranking, read back once
+    assert [(j.doc_id, j.score, j.reasoned, j.quick_score) for j in again] == [
+        (j.doc_id, j.score, j.reasoned, j.quick_score) for j in first
+    ]

@@ -35,6 +35,27 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+def shared_prefixes(keys: Sequence[str], prompts: Sequence[Sequence[int]]) -> tuple[list[int], list[int]]:
+    """Per prompt: how many leading tokens it shares with every prompt of the same non-empty
+    ``key`` (leaving at least one token of its own to feed; 0 for a key used once), and a group
+    rank (order of first appearance, 0 without a key) so batching can keep groups together."""
+    members: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        if key:
+            members.setdefault(key, []).append(i)
+    lengths = [0] * len(prompts)
+    for group in members.values():
+        if len(group) < 2:
+            continue
+        first = prompts[group[0]]
+        shared = min(common_prefix(first, prompts[i]) for i in group[1:])
+        shared = min(shared, min(len(prompts[i]) for i in group) - 1)
+        for i in group:
+            lengths[i] = max(shared, 0)
+    rank = {key: n + 1 for n, key in enumerate(members)}
+    return lengths, [rank.get(key, 0) for key in keys]
+
+
 def reusable(cache: Any) -> bool:
     """Whether every layer of ``cache`` is a plain full-attention ``DynamicLayer`` (sliding
     windows and other layer kinds drop or transform old positions, so rows cannot be cut)."""

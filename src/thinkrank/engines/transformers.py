@@ -65,26 +65,6 @@ class _Row:
 _CLOSE_CHUNK = 32  # rows closed together: bounds the keys/values copied out of a batch cache
 
 
-def _share_prefixes(rows: list[_Row]) -> list[int]:
-    """Set each row's shared-prefix length (the common tokens of the prompts that declare the
-    same ``shared_prefix``, leaving at least one token to feed) and return a group rank per
-    row (first appearance order) so batching keeps groups together."""
-    members: dict[str, list[_Row]] = {}
-    for row in rows:
-        if row.request.shared_prefix:
-            members.setdefault(row.request.shared_prefix, []).append(row)
-    for group in members.values():
-        if len(group) < 2:
-            continue
-        first = group[0].prompt_ids
-        shared = min(kv.common_prefix(first, r.prompt_ids) for r in group[1:])
-        shared = min(shared, min(len(r.prompt_ids) for r in group) - 1)
-        for r in group:
-            r.prefix = max(shared, 0)
-    rank = {key: i + 1 for i, key in enumerate(members)}
-    return [rank.get(r.request.shared_prefix, 0) for r in rows]
-
-
 class TransformersEngine:
     """Engine over a transformers causal LM.
 
@@ -238,7 +218,9 @@ class TransformersEngine:
     ) -> list[Generation]:
         torch = self._torch
         rows = [self._new_row(r) for r in requests]
-        groups = _share_prefixes(rows)
+        lengths, groups = kv.shared_prefixes([r.request.shared_prefix for r in rows], [r.prompt_ids for r in rows])
+        for row, n in zip(rows, lengths):
+            row.prefix = n
         prefixes: dict[str, kv.KV] = {}  # shared prefix -> its keys/values, for this call
         with torch.inference_mode():
             lengths, budgets = [len(r.prompt_ids) for r in rows], [r.request.max_tokens for r in rows]

@@ -1,0 +1,66 @@
+"""What the Rank1 cascade spends and keeps: chains and tokens per query at top-m 10/20/30,
+against full reasoning on every candidate, on real DL19 queries and BM25 candidates.
+
+    python benchmarks/bench_cascade.py --queries 2 --candidates 100 --budget 32
+
+The model is the real SmolLM2-135M-Instruct (offline test model), so chains end on their own
+and token counts vary: the numbers show the cascade's accounting and how far its top-10 agrees
+with full reasoning's, not Rank1's quality (SmolLM2 is not a trained reranker).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from routes import dl19_requests  # noqa: E402
+
+from thinkrank import Rank1  # noqa: E402
+from thinkrank.engines.transformers import TransformersEngine  # noqa: E402
+from thinkrank.rerankers.cascade import cascade_stats  # noqa: E402
+from thinkrank.testing import smollm2_dir  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dl19"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--queries", type=int, default=2)
+    ap.add_argument("--candidates", type=int, default=100)
+    ap.add_argument("--budget", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--top-m", default="10,20,30")
+    args = ap.parse_args()
+    engine = TransformersEngine(str(smollm2_dir()), device="cpu", batch_size=args.batch)
+    requests = dl19_requests(DATA, args.queries, args.candidates)
+
+    start = time.process_time()  # CPU time: steady on a shared machine (one thread)
+    full = Rank1(engine=engine, think_budget=args.budget).rerank_many(requests)
+    full_s = time.process_time() - start
+    full_tokens = [sum(j.reasoning_tokens for j in r) for r in full]
+    rows = [("full reasoning", len(requests[0][1]), statistics.mean(full_tokens), full_s / len(requests), 1.0)]
+    for m in (int(x) for x in args.top_m.split(",")):
+        start = time.process_time()
+        rankings = Rank1(engine=engine, think_budget=args.budget, cascade=m).rerank_many(requests)
+        seconds = (time.process_time() - start) / len(requests)
+        stats = [cascade_stats(r) for r in rankings]
+        overlap = statistics.mean(len(set(r.doc_ids[:10]) & set(f.doc_ids[:10])) / 10 for r, f in zip(rankings, full))
+        rows.append((f"cascade top-{m}", statistics.mean(s.chains for s in stats),
+                     statistics.mean(s.chain_tokens for s in stats), seconds, overlap))
+        saved = statistics.mean(f - s.chain_tokens for f, s in zip(full_tokens, stats))
+        print(f"top-{m}: estimated saved {statistics.mean(s.tokens_saved for s in stats):.0f}, "
+              f"measured saved {saved:.0f} tokens per query", file=sys.stderr)
+    print(f"# {len(requests)} DL19 queries x {args.candidates} BM25 candidates, budget {args.budget}, "
+          f"batch {args.batch}, SmolLM2-135M-Instruct, cpu")
+    print("| route | chains per query | chain tokens per query | CPU s per query | top-10 overlap with full |")
+    print("|---|---|---|---|---|")
+    for name, chains, tokens, seconds, overlap in rows:
+        print(f"| {name} | {chains:.0f} | {tokens:.0f} | {seconds:.1f} | {overlap:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
