@@ -60,3 +60,20 @@ def test_a_query_that_alone_does_not_fit_is_a_clear_error_before_any_work(small_
     assert calls == []
     # reasoning off needs no budget: the same query fits then
     assert len(Rank1(engine=small_context, think_budget=250, reasoning=False).rerank("cats", ["Cats purr."])) == 1
+
+
+def test_a_listwise_window_that_cannot_fit_is_refused_before_any_generation(smollm2_path):
+    from thinkrank import RankK
+
+    engine = TransformersEngine(str(smollm2_path), device="cpu", context_length=1024)
+    calls = []
+    hook = engine.model.register_forward_hook(lambda *a: calls.append(1))
+    docs = [f"Passage {i} about cats and what they eat every day of the week." * 4 for i in range(6)]
+    try:
+        with pytest.raises(InvalidInputError, match="more than the model's context of 1024: lower max_passage_tokens"):
+            RankK(engine=engine, window=6, stride=3, max_tokens=400).rerank("cats", docs)
+    finally:
+        hook.remove()
+    assert calls == []
+    # with a budget that fits, the windows run (the largest window is checked against a bound)
+    assert len(RankK(engine=engine, window=6, stride=3, max_tokens=8).rerank("cats", docs).windows) == 1

@@ -282,7 +282,7 @@ def test_a_window_without_an_ordering_is_flagged_logged_and_counted(smollm2_engi
     proc = subprocess.run(
         [sys.executable, "-m", "thinkrank", "rerank", "--mode", "listwise", "--model", str(smollm2_path), "--query",
          "cats", "--docs", str(tmp_path / "docs.jsonl"), "--window", "4", "--stride", "2", "--max-tokens", "1",
-         "--format", "jsonl", "--quiet"], capture_output=True, text=True, timeout=600)
+         "--format", "jsonl", "--quiet"], capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "2 of 2 listwise windows had no usable ordering" in proc.stderr
     assert [json.loads(line)["window"]["parsed"] for line in proc.stdout.splitlines() if "window" in line] == [False, False]

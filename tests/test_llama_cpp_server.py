@@ -24,7 +24,6 @@ from pathlib import Path
 import pytest
 
 from thinkrank import Rank1
-from thinkrank.engines import GenerationRequest
 from thinkrank.engines.openai import OpenAIEngine
 
 pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed (scripts/install.sh installs it)")

@@ -68,8 +68,9 @@ def test_cli_refuses_repeated_query_ids_for_trec_output_before_loading_a_model(t
     proc = subprocess.run(
         [sys.executable, "-m", "thinkrank", "rerank", "--model", str(tmp_path / "no-such-model"), "--queries",
          str(tmp_path / "q.jsonl"), "--docs", str(tmp_path / "d.jsonl"), "--format", "trec", "--quiet"],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=False,
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines() == ["error: queries 0 and 1 share the query id 'q1'; a TREC run needs one "
-                                                "id per query (give each query its own id)"]
+    expected = ("error: queries 0 and 1 share the query id 'q1'; a TREC run needs one id per query "
+                "(give each query its own id)")
+    assert proc.stderr.strip().splitlines() == [expected]

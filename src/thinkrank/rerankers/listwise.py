@@ -179,7 +179,31 @@ class RankK(Reranker):
         shown = range(max((end for _, end in spans), default=0))  # only these are ever in a window
         tok = self.engine.tokenizer
         passages = {i: truncate_passage(tok, docs[i].passage, self.max_passage_tokens) for i in shown}
+        if spans:
+            self._check_context(query, [passages[i][0] for i in shown])
         return _Pass(req, query, docs, passages, spans, seed_base, list(range(len(docs))), [False] * len(docs))
+
+    def _check_context(self, query: str, shown: list[str]) -> None:
+        """Refuse, before any generation, a query whose largest possible window (the prompt
+        around ``window`` of its longest passages) plus ``max_tokens`` exceeds the context.
+
+        Raises:
+            InvalidInputError: naming the sizes and what to lower.
+        """
+        context = getattr(self.engine, "context_length", None)
+        if context is None:
+            return
+        tok = self.engine.tokenizer
+        frame = len(tok.encode(self.engine.apply_chat_template(
+            [{"role": "user", "content": build_rankk_prompt(query, [""] * min(self.window, len(shown)), self.prompt)}])))
+        longest = sorted((len(tok.encode(text)) for text in shown), reverse=True)[: self.window]
+        need = frame + sum(longest) + len(longest) + self.max_tokens  # +1 a passage: tokens merging at its edges
+        if need > context:
+            raise InvalidInputError(
+                f"a window of query {query[:60]!r} may need {need} tokens (prompt {frame + sum(longest)} with its "
+                f"{len(longest)} longest passages, plus max_tokens {self.max_tokens}), more than the model's context of "
+                f"{context}: lower max_passage_tokens, window or max_tokens"
+            )
 
     def _window_prompt(self, p: _Pass, step: int) -> str:
         start, end = p.spans[step]
