@@ -118,7 +118,7 @@ def test_a_reader_is_not_blocked_by_an_open_write_and_sees_only_committed_values
     writer, reader = JudgmentCache(path), JudgmentCache(path, timeout=1)
     writer.put("pointwise", SETTINGS, [("a", {"score": 0.1})])
     writer._db.execute("BEGIN IMMEDIATE")
-    writer._db.execute("INSERT INTO entries VALUES ('b', 'pointwise', 'x', '{}', 0)")
+    writer._db.execute("INSERT INTO entries VALUES ('b', 'pointwise', 'x', '{\"score\": 0.2}', 0)")
     assert reader.get(["a", "b"]) == {"a": {"score": 0.1}}  # returns at once, without 'b'
     writer._db.execute("COMMIT")
     assert set(reader.get(["a", "b"])) == {"a", "b"}
