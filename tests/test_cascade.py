@@ -107,3 +107,12 @@ def test_cascade_rankings_are_cached_per_query(smollm2_engine, tmp_path):
     assert [(j.doc_id, j.score, j.reasoned, j.quick_score) for j in again] == [
         (j.doc_id, j.score, j.reasoned, j.quick_score) for j in first
     ]
+
+
+def test_sampled_cascade_chains_match_plain_rank1_with_the_same_seed(smollm2_engine):
+    options = dict(engine=smollm2_engine, think_budget=8, temperature=0.9, seed=7)
+    full = {j.index: j for j in Rank1(**options).rerank(QUERY, DOCS)}
+    ranking = Rank1(**options, cascade=3).rerank(QUERY, DOCS)
+    reasoned = [j for j in ranking if j.reasoned]
+    assert len(reasoned) == 3
+    assert [j.reasoning for j in reasoned] == [full[j.index].reasoning for j in reasoned]

@@ -177,12 +177,17 @@ class Rank1(Reranker):
         quick_per_query = [[next(quick) for _ in ws] for ws in work]
         chosen = [self.cascade.select([j.score for j in js]) for js in quick_per_query]
         tracker.total += sum(len(c) for c in chosen)
-        reasoned = iter(self._judge([ws[i] for ws, picks in zip(work, chosen) for i in picks], True, tracker))
+        offsets = [sum(len(ws) for ws in work[:q]) for q in range(len(work))]
+        picked = [(ws[i], offset + i) for ws, picks, offset in zip(work, chosen, offsets) for i in picks]
+        # Each pair keeps its position in the full call, so sampling seeds match plain Rank1's.
+        reasoned = iter(self._judge([w for w, _ in picked], True, tracker, [pos for _, pos in picked]))
         return [
             combine(js, {i: next(reasoned) for i in picks}) for js, picks in zip(quick_per_query, chosen)
         ]
 
-    def _judge(self, work: list[_Work], reasoning: bool, tracker: _Tracker) -> list[Judgment]:
+    def _judge(
+        self, work: list[_Work], reasoning: bool, tracker: _Tracker, positions: Sequence[int] | None = None
+    ) -> list[Judgment]:
         if not work:
             return []
         if not reasoning:
@@ -190,7 +195,8 @@ class Rank1(Reranker):
             answers = self.engine.next_token_logprobs(closed, [self.true_id, self.false_id], tracker)
             counts = [len(self.engine.tokenizer.encode(w.prompt)) for w in work]
             return [self._judgment(w, lp, "", n, 0, False, False) for w, lp, n in zip(work, answers, counts)]
-        gens = self.engine.generate([self._request(w, i) for i, w in enumerate(work)], tracker)
+        positions = positions if positions is not None else range(len(work))
+        gens = self.engine.generate([self._request(w, pos) for w, pos in zip(work, positions)], tracker)
         # Engines that do not honour ``close`` (vLLM, openai) leave the answer of chains that
         # did not close for one batched next-token pass over the closed text.
         pending = [i for i, g in enumerate(gens) if g.answer_logprobs is None]
