@@ -2,8 +2,8 @@
 
 Every route gets the same prompts (``build_rank1_prompt``), the same think budget, the same
 greedy decoding and the same answer rule (``close_chain``: a chain that wrote ``</think>`` is
-scored right after it; any other is cut to its last full sentence and closed with
-``"\\n</think>"``), and returns one score per prompt plus the chain tokens it generated.
+scored right after it; any other is closed by the released rule, ``"\\n" + chain cut after its
+last . ! ? + "\\n</think>"``), and returns one score per prompt plus the chain tokens it generated.
 
 * ``thinkrank``: ``Rank1`` on the transformers engine; ``thinkrank-no-reuse``: the same without
   forced answers from the KV cache and shared prefixes (a second pass over prompt + chain).
