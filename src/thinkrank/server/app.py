@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -26,12 +25,13 @@ from thinkrank.server.batching import Closed, Job, QueueFull
 from thinkrank.server.edge import Edge
 from thinkrank.server.errors import ApiError, install_error_handlers
 from thinkrank.server.schemas import ErrorBody, Health, ModelCard, ModelList, RerankBody, RerankResponse, TEIResult
+from thinkrank.server.responses import ranking_of, response_body, stream
 from thinkrank.server.service import RerankService
 from thinkrank.server.settings import ServerSettings
-from thinkrank.types import Document, Judgment, Ranking, as_documents, check_query
+from thinkrank.types import Document, Ranking, as_documents, check_query
 
 fastapi = require("fastapi", "server")
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse  # noqa: E402
+from fastapi.responses import JSONResponse, PlainTextResponse  # noqa: E402
 
 log = logging.getLogger("thinkrank.server")
 
@@ -177,12 +177,12 @@ async def _rerank(service: RerankService, body: RerankBody, version: str) -> Any
     try:
         docs, tei = _check(service, body)
         if not docs:
-            return JSONResponse(_response(service, body, request_id, version, docs, Ranking(body.query, []), tei))
+            return JSONResponse(response_body(service, body, request_id, version, docs, Ranking(body.query, []), tei))
         job = _submit(service, body, docs)
         if body.stream:
-            return _stream(service, body, request_id, version, docs, tei, job)
+            return stream(service, body, request_id, version, docs, tei, job)
         ranking = await _wait(service, body, docs, job)
-        return JSONResponse(_response(service, body, request_id, version, docs, ranking, tei))
+        return JSONResponse(response_body(service, body, request_id, version, docs, ranking, tei))
     except ApiError as exc:
         status = exc.status
         raise
@@ -281,93 +281,7 @@ async def _wait(service: RerankService, body: RerankBody, docs: list[Document], 
     except asyncio.CancelledError:
         service.batcher.cancel(job)
         raise
-    return _ranking(service, body, results)
-
-
-def _ranking(service: RerankService, body: RerankBody, results: list[Any]) -> Ranking:
-    return Ranking(body.query, results) if service.pointwise else results[0]
-
-
-# ---- responses ------------------------------------------------------------------------------------
-def _result(body: RerankBody, j: Judgment, doc: Document, tei: bool, with_id: bool) -> dict[str, Any]:
-    if tei:
-        out: dict[str, Any] = {"index": j.index, "score": j.score}
-        if body.return_text:
-            out["text"] = doc.text
-    else:
-        out = {"index": j.index, "relevance_score": j.score}
-        if body.return_documents:
-            out["document"] = {"text": doc.text}
-        if with_id:
-            out["id"] = doc.id
-    if body.return_reasoning:
-        out.update(reasoning=j.reasoning, answer=j.answer, forced=j.forced, truncated=j.truncated)
-    return out
-
-
-def _has_ids(body: RerankBody) -> bool:
-    return any(not isinstance(d, str) and d.id is not None for d in body.documents or ())
-
-
-def _response(service: RerankService, body: RerankBody, request_id: str, version: str, docs: list[Document],
-              ranking: Ranking, tei: bool) -> Any:
-    with_id = _has_ids(body)
-    top = ranking.truncate(body.top_n)
-    results = [_result(body, j, docs[j.index], tei, with_id) for j in top]
-    if tei:
-        return results
-    if ranking.windows:
-        prompt = sum(w.prompt_tokens for w in ranking.windows)
-        completion = sum(w.completion_tokens for w in ranking.windows)
-    else:
-        prompt = sum(j.prompt_tokens for j in ranking)
-        completion = sum(j.reasoning_tokens for j in ranking)
-    return {
-        "id": request_id, "model": service.model_name, "results": results,
-        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
-        # Cohere bills one search unit per query and 100 documents.
-        "meta": {"api_version": {"version": version}, "billed_units": {"search_units": max(1, math.ceil(len(docs) / 100))}},
-    }
-
-
-def _stream(service: RerankService, body: RerankBody, request_id: str, version: str, docs: list[Document],
-            tei: bool, job: Job) -> Any:
-    """Server-Sent Events: ``result`` for each document as its engine call finishes, then ``ranking``
-    (the whole response); ``error`` with a status instead when the request fails or times out."""
-    assert service.batcher is not None
-    batcher = service.batcher
-    events: asyncio.Queue[list[tuple[int, Any]] | None] = asyncio.Queue()
-    job.on_results = events.put_nowait
-    job.future.add_done_callback(lambda _: events.put_nowait(None))
-    with_id = _has_ids(body)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + service.settings.request_timeout
-
-    async def produce() -> AsyncIterator[str]:
-        try:
-            while (batch := await asyncio.wait_for(events.get(), max(0.0, deadline - loop.time()))) is not None:
-                for _, result in batch:
-                    for j in (result if isinstance(result, Ranking) else [result]):
-                        yield _sse("result", _result(body, j, docs[j.index], tei, with_id))
-            ranking = _ranking(service, body, job.future.result())
-            yield _sse("ranking", _response(service, body, request_id, version, docs, ranking, tei))
-        except TimeoutError:
-            service.metrics.rejected.labels("timeout").inc()
-            yield _sse("error", {"status": 504, "message": f"the request took longer than "
-                                 f"{service.settings.request_timeout:g}s (--request-timeout)"})
-        except Exception as exc:  # the engine failed after the stream began: say so in the stream
-            log.exception("rerank %s failed while streaming", request_id)
-            yield _sse("error", {"status": 500, "message": f"{type(exc).__name__}: {exc}"})
-        finally:
-            if not job.future.done():
-                batcher.cancel(job)
-
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Request-Id": request_id}
-    return StreamingResponse(produce(), media_type="text/event-stream", headers=headers)
-
-
-def _sse(event: str, data: Any) -> str:
-    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+    return ranking_of(service, body, results)
 
 
 def _log(service: RerankService, body: RerankBody, request_id: str, version: str, docs: list[Document],
