@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 from thinkrank import Rank1
-from thinkrank.cache import CachedReranker, JudgmentCache
+from thinkrank.cache import JudgmentCache
+from thinkrank.rerankers.cached import CachedReranker
 from thinkrank.engines.transformers import TransformersEngine
 from thinkrank.testing import smollm2_dir
 

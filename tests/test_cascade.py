@@ -98,7 +98,7 @@ def test_cascade_specs_parse_or_fail_clearly(tiny_qwen_engine):
 
 
 def test_cascade_rankings_are_cached_per_query(smollm2_engine, tmp_path):
-    from thinkrank.cache import CachedReranker
+    from thinkrank.rerankers.cached import CachedReranker
 
     cached = CachedReranker(Rank1(engine=smollm2_engine, think_budget=BUDGET, cascade=2), tmp_path / "c.sqlite")
     first = cached.rerank(QUERY, DOCS)

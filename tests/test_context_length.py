@@ -10,7 +10,7 @@ from thinkrank import Rank1
 from thinkrank.engines.openai import OpenAIEngine
 from thinkrank.engines.transformers import TransformersEngine
 from thinkrank.errors import InvalidInputError
-from thinkrank.testing.server import EngineServer, serving
+from thinkrank.testing.openai_server import EngineServer, serving
 
 LONG = " ".join(f"Cats eat fish number {i}." for i in range(200))  # about 1,400 tokens
 

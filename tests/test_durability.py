@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from thinkrank.cache import CachedReranker, JudgmentCache, check_cache, repair_cache
+from thinkrank.cache import JudgmentCache, check_cache, repair_cache
+from thinkrank.rerankers.cached import CachedReranker
 from thinkrank.datasets._io import AtomicWriter
 from thinkrank.errors import InvalidInputError
 

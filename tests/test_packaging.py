@@ -106,7 +106,7 @@ print(json.dumps({"errors": errors, "true": tok.encode(" true"), "torch": "torch
 @pytest.mark.slow
 def test_thinkrank_rerank_with_the_openai_engine_runs_without_torch(smollm2_engine, smollm2_path, tmp_path):
     # The server side has torch (it is the model server); the client CLI does not.
-    from thinkrank.testing.server import EngineServer, serving
+    from thinkrank.testing.openai_server import EngineServer, serving
 
     docs = tmp_path / "docs.jsonl"
     docs.write_text('{"id": "a", "text": "Paris is the capital of France."}\n'
