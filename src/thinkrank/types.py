@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -180,8 +181,10 @@ class WindowTrace:
 
 def check_trec_field(value: str, what: str) -> str:
     """``value`` if it can be a column of a TREC file: non-empty, no whitespace, no control
-    characters (trec_eval and ir-measures split lines on whitespace)."""
-    if not value or any(c.isspace() or not c.isprintable() for c in value):
+    characters (trec_eval and ir-measures split lines on whitespace). Other characters, such as
+    format characters (zero-width joiners in emoji) or ones Unicode has not assigned yet, split
+    nothing and are kept."""
+    if not value or any(c.isspace() or unicodedata.category(c) in ("Cc", "Cs") for c in value):
         raise InvalidInputError(
             f"{what} {value!r} cannot be written to a TREC file: ids must be non-empty, without whitespace or "
             "control characters; rename it or write JSON instead"
