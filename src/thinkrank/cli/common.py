@@ -124,11 +124,10 @@ def check_writable_dir(folder: Path, option: str) -> None:
             if not parent.is_dir():
                 raise InvalidInputError(f"{option}: {parent} is a file, not a folder; choose another path")
             break
+    from thinkrank.datasets._io import probe_writable
+
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".thinkrank-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        probe_writable(folder)
     except OSError as exc:
         raise InvalidInputError(
             f"{option}: cannot write in {folder} ({exc.strerror or type(exc).__name__}); choose another path"

@@ -71,6 +71,15 @@ class AtomicWriter:
         self.close(commit=exc_type is None)
 
 
+def probe_writable(folder: Path) -> None:
+    """Make ``folder`` (with its parents) and create and remove a file in it, so a run finds out
+    it cannot write its results before it does any work. Raises OSError when it cannot."""
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f".thinkrank-write-test-{os.getpid()}"
+    probe.write_bytes(b"")
+    probe.unlink()
+
+
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (see :class:`AtomicWriter`); returns the path."""
     with AtomicWriter(path) as out:

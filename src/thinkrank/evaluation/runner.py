@@ -13,7 +13,6 @@ rerun with the same cache computes only what is missing.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from thinkrank.cache import JudgmentCache
-from thinkrank.datasets._io import AtomicWriter, write_text_atomic
+from thinkrank.datasets._io import AtomicWriter, probe_writable, write_text_atomic
 from thinkrank.datasets.collection import Collection
 from thinkrank.datasets.runs import Run, write_trec_run
 from thinkrank.errors import InvalidInputError
@@ -196,10 +195,7 @@ def prepare_output(output: str | Path) -> list[str]:
     """
     out = Path(output)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        probe_writable(out)
     except OSError as exc:
         raise InvalidInputError(
             f"cannot write the results into {out} ({exc.strerror or exc}); choose another --output folder"
