@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
+from typing import Any
 
 from thinkrank.errors import MissingExtraError
 
@@ -97,22 +98,10 @@ def tiny_qwen_dir(
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
         return target
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2ForCausalLM
 
     tok = qwen_tokenizer()
-    config = Qwen2Config(
-        vocab_size=151936,
-        hidden_size=hidden_size,
-        intermediate_size=hidden_size * 4,
-        num_hidden_layers=num_layers,
-        num_attention_heads=max(hidden_size // 32, 2),
-        num_key_value_heads=max(hidden_size // 64, 1),
-        max_position_embeddings=32768,
-        tie_word_embeddings=True,
-        bos_token_id=None,
-        eos_token_id=151643,
-        pad_token_id=151643,
-    )
+    config = _tiny_qwen_config(hidden_size, num_layers, tie_word_embeddings=True)
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config)
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
@@ -163,7 +152,7 @@ def tiny_qwen_think_dir(
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
         return target
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2ForCausalLM
 
     tok = qwen_think_tokenizer()
     chain = [QWEN_THINK_TOKENS[0], *writes]
@@ -175,19 +164,7 @@ def tiny_qwen_think_dir(
         ids.append(encoded[0])
     if len(set(ids)) != len(ids):
         raise ValueError(f"the written tokens must be distinct, got {writes}")
-    config = Qwen2Config(
-        vocab_size=151936,
-        hidden_size=hidden_size,
-        intermediate_size=hidden_size * 4,
-        num_hidden_layers=num_layers,
-        num_attention_heads=max(hidden_size // 32, 2),
-        num_key_value_heads=max(hidden_size // 64, 1),
-        max_position_embeddings=32768,
-        tie_word_embeddings=False,
-        bos_token_id=None,
-        eos_token_id=151643,
-        pad_token_id=151643,
-    )
+    config = _tiny_qwen_config(hidden_size, num_layers, tie_word_embeddings=False)
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config)
     generator = torch.Generator().manual_seed(seed)
@@ -202,3 +179,22 @@ def tiny_qwen_think_dir(
     if not target.exists():
         tmp.replace(target)
     return target
+
+
+def _tiny_qwen_config(hidden_size: int, num_layers: int, *, tie_word_embeddings: bool) -> Any:
+    """A small Qwen2 config with the real Qwen2.5 vocabulary and special-token ids."""
+    from transformers import Qwen2Config
+
+    return Qwen2Config(
+        vocab_size=151936,
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 4,
+        num_hidden_layers=num_layers,
+        num_attention_heads=max(hidden_size // 32, 2),
+        num_key_value_heads=max(hidden_size // 64, 1),
+        max_position_embeddings=32768,
+        tie_word_embeddings=tie_word_embeddings,
+        bos_token_id=None,
+        eos_token_id=151643,
+        pad_token_id=151643,
+    )
