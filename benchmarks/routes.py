@@ -194,14 +194,20 @@ def _compiled_forward(model: Any, on: bool):
     if not on:
         yield
         return
-    plain = model.forward
+    own = model.__dict__.get("forward")  # set on the instance (e.g. by accelerate hooks), else None
     if id(model) not in _FORWARDS:
-        _FORWARDS[id(model)] = torch.compile(plain, mode="reduce-overhead" if next(model.parameters()).is_cuda else None)
+        mode = "reduce-overhead" if next(model.parameters()).is_cuda else None
+        _FORWARDS[id(model)] = torch.compile(model.forward, mode=mode)
     model.forward = _FORWARDS[id(model)]
     try:
         yield
     finally:
-        model.forward = plain
+        # Restored as it was: a bound method left in the instance's __dict__ would fail the
+        # guards of other compiled code that calls this model (the thinkrank-compiled route).
+        if own is None:
+            del model.forward
+        else:
+            model.forward = own
 
 
 def _score(model: Any, tok: Any, texts: list[str], batch: int, true_id: int, false_id: int, device: str) -> list[float]:
