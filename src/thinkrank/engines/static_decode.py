@@ -208,15 +208,15 @@ class StaticDecoder:
         return dynamo_config.patch(**{name: max(getattr(dynamo_config, name), _RECOMPILE_LIMIT)})
 
     # ---- the loop ---------------------------------------------------------------------------
-    def decode(self, engine: TransformersEngine, rows: list[_Row], cache: Any, mask: Any, logits: Any) -> None:
-        """Decode ``rows`` from their prefill (``cache``, ``mask``, first ``logits``) to the end."""
+    def decode(self, engine: TransformersEngine, rows: list[_Row], prefill: kv.KV, mask: Any, logits: Any) -> None:
+        """Decode ``rows`` from their prefill (keys/values ``prefill``, ``mask``, first ``logits``)
+        to the end. ``prefill`` is emptied once copied, so its memory is freed during decoding."""
         torch = self._torch
-        prefill = kv.layers_of(cache)
         budget = max(r.request.max_tokens for r in rows)
         self.reserve(mask.shape[1] + budget)  # a shared-prefix layout can be wider than any prompt
         slot = self._slot(len(rows), prefill, mask)
         slot.load(prefill, mask)
-        del cache, prefill
+        prefill.clear()
         live: list[int | None] = list(range(len(rows)))  # batch position -> row index, None: dead row
         greedy = logits.argmax(dim=-1).tolist()
         pad = engine.tokenizer.hf.pad_token_id

@@ -10,6 +10,9 @@ Nothing is prefilled twice (see :mod:`thinkrank.engines.kv`): a chain that ends 
 answer read (budget, end-of-sequence) is closed from its own cache, rolled back to the longest
 common token prefix with the text to score; and prompts that declare a ``shared_prefix`` (a
 Rank1 query's instruction and query) have their common tokens prefilled once per call.
+
+``static_cache=True`` / ``compile=True`` decode with fixed shapes instead (after the same
+prefill), so the step can be compiled into CUDA graphs: :mod:`thinkrank.engines.static_decode`.
 """
 
 from __future__ import annotations
@@ -292,7 +295,9 @@ class TransformersEngine:
         torch = self._torch
         cache, mask, logits = self._prefill(rows, prefixes)
         if self._static is not None and kv.reusable(cache):  # else (e.g. sliding windows): the dynamic loop
-            self._static.decode(self, rows, cache, mask, logits)
+            layers = kv.layers_of(cache)
+            del cache  # the decoder empties `layers` once copied, so the prefill's keys/values are freed
+            self._static.decode(self, rows, layers, mask, logits)
             return
         live = list(range(len(rows)))  # batch position -> index into rows
         while live:
