@@ -193,6 +193,13 @@ def failure(error: BaseException) -> str:
     return " / ".join(lines[:6])[:1500] + f" [at {where}]"
 
 
+def full_traceback(error: BaseException) -> str:
+    """The whole traceback and message (dynamo's "from user code" part included), for the JSON."""
+    import traceback
+
+    return "".join(traceback.format_exception(error))[-8000:]
+
+
 def run_stage(report, models, shape, batch, routes, requests, prompts, tok, true_id, false_id, args, out) -> None:
     """Warm up each route (a failing one is recorded with its error and left out), then measure
     the rest interleaved; rows are written after every repetition so a cut run still reports."""
@@ -230,7 +237,7 @@ def run_stage(report, models, shape, batch, routes, requests, prompts, tok, true
             raise
         except Exception as error:  # noqa: BLE001 - a failing route is a result, not the end of the run
             report["rows"].append({"stage": f"{shape}:{batch}", "shape": shape, "batch": batch, "route": route,
-                                   "error": failure(error)})
+                                   "error": failure(error), "traceback": full_traceback(error)})
             write(out, report)
             if args.device.startswith("cuda"):
                 torch.cuda.empty_cache()
@@ -246,7 +253,7 @@ def run_stage(report, models, shape, batch, routes, requests, prompts, tok, true
                 raise
             except Exception as error:  # noqa: BLE001
                 report["rows"].append({"stage": f"{shape}:{batch}", "shape": shape, "batch": batch, "route": route,
-                                       "error": failure(error)})
+                                       "error": failure(error), "traceback": full_traceback(error)})
                 warm.pop(route, None)
         record(report, shape, batch, results, warm)
         write(out, report)
