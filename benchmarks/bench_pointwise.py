@@ -3,7 +3,9 @@
 In one run, on the same real DL19 candidates (BM25 top-k), with the same prompts, budget,
 greedy decoding and answer rule, compares thinkrank against what a capable user writes on
 plain transformers (see ``routes.py``): (a) ``generate`` batched with left padding plus one
-scoring pass, and (b) the same with a static KV cache. Routes run interleaved and repeated
+scoring pass, and (b) the same with a static KV cache. ``thinkrank-static`` and
+``thinkrank-compiled`` run the engine's fixed-shape decode loop, eagerly and compiled (the
+compiled route is warmed up on the measured call, so compiling is not timed). Routes run interleaved and repeated
 (the order rotates each repetition), after one small warm-up call each, so a noisy shared
 machine hits all of them alike; the table gives the median and every repetition. The main
 measure is the process's CPU time (``time.process_time``, one thread): on a machine shared with
