@@ -223,6 +223,9 @@ def run_stage(report, models, shape, batch, routes, requests, prompts, tok, true
                               compile_how="manual" if route == "static-manual" else "auto")
 
     first = [(requests[0][0], requests[0][1][:batch])]
+    # `batch` pairs across queries: one full batch, the shape every measured static batch has
+    # (a query may have fewer than `batch` candidates, and a smaller batch would recompile later).
+    full = [(q, [p]) for q, ps in requests for p in ps][:batch]
     warm: dict[str, float] = {}
     for route in routes:  # warm-up; compiled routes at the measured shapes and budget (they compile here)
         began = time.monotonic()
@@ -230,7 +233,7 @@ def run_stage(report, models, shape, batch, routes, requests, prompts, tok, true
             if route == "thinkrank-compiled":  # the measured call itself: exactly its batch sizes and buffer width
                 run(route, requests, args.budget)
             else:
-                run(route, first, args.budget if route.startswith("static") else 8)
+                run(route, full, args.budget) if route.startswith("static") else run(route, first, 8)
         except Timeout:
             raise
         except Exception as error:  # noqa: BLE001 - a failing route is a result, not the end of the run
