@@ -230,7 +230,7 @@ def run_stage(report, models, shape, batch, routes, requests, prompts, tok, true
     for route in routes:  # warm-up; compiled routes at the measured shapes and budget (they compile here)
         began = time.monotonic()
         try:
-            if route == "thinkrank-compiled":  # the measured call itself: exactly its batch sizes and buffer width
+            if route in ("thinkrank-compiled", "thinkrank-cudagraphs"):  # the measured call: its exact shapes
                 run(route, requests, args.budget)
             else:
                 run(route, full, args.budget) if route.startswith("static") else run(route, first, 8)

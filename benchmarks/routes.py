@@ -9,7 +9,8 @@ last . ! ? + "\\n</think>"``), and returns one score per prompt plus the chain t
   forced answers from the KV cache and shared prefixes (a second pass over prompt + chain);
   ``thinkrank-static``: the engine's fixed-shape decode loop (``static_cache=True``);
   ``thinkrank-compiled``: the same with its decode step ``torch.compile``-d (``compile=True``:
-  CUDA graphs on a GPU, inductor on CPU).
+  inductor with CUDA graphs on a GPU, inductor on CPU); ``thinkrank-cudagraphs`` (CUDA only):
+  the traced step replayed as CUDA graphs without inductor, which compiles in seconds.
 * ``generate``: what a capable user writes on plain transformers: prompts sorted by length,
   ``model.generate`` batched with left padding and ``stop_strings=["</think>"]``, then one
   batched scoring forward pass over prompt + closed chain.
@@ -100,7 +101,9 @@ class _NoReuse(Rank1):
 
 
 THINKRANK_OPTIONS = {"thinkrank": {}, "thinkrank-no-reuse": {}, "thinkrank-static": {"static_cache": True},
-                     "thinkrank-compiled": {"compile": True}}
+                     "thinkrank-compiled": {"compile": True},
+                     # CUDA only: CUDA graphs of the traced step without inductor (compiles in seconds)
+                     "thinkrank-cudagraphs": {"compile": {"backend": "cudagraphs"}}}
 """The thinkrank routes and the transformers-engine options each one runs with."""
 
 

@@ -138,8 +138,9 @@ class StaticDecoder:
         self.shapes: set[tuple[int, int]] = set()  # (batch, width) of every step run: for tests and reports
         step = self._step
         self._run = torch.compile(step, **compile_options) if compile_options is not None else step
-        self._cuda_graphs = self.compiled and str(device).startswith("cuda") and \
-            compile_options.get("mode") in ("reduce-overhead", "max-autotune")  # type: ignore[union-attr]
+        options = compile_options or {}
+        self._cuda_graphs = self.compiled and str(device).startswith("cuda") and (
+            options.get("mode") in ("reduce-overhead", "max-autotune") or options.get("backend") == "cudagraphs")
 
     # ---- buffers ----------------------------------------------------------------------------
     def reserve(self, tokens: int) -> None:
