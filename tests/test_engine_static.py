@@ -139,7 +139,7 @@ def test_shared_prefixes_and_mixed_prompt_lengths_across_batches(smollm2_engine)
     heads = [HEAD] * 4 + [other] * 2
     requests = [GenerationRequest(p, 8 + i, ("</think>",), answer_token_ids=answer, close=_close, shared_prefix=h)
                 for i, (p, h) in enumerate(zip(prompts, heads))]
-    kw = dict(tokenizer=tok, device="cpu", batch_size=3)  # batches span both queries
+    kw = {"tokenizer": tok, "device": "cpu", "batch_size": 3}  # batches span both queries
     plain = TransformersEngine(smollm2_engine.model, **kw).generate(requests)
     _assert_same(plain, TransformersEngine(smollm2_engine.model, static_cache=True, **kw).generate(requests))
 
@@ -151,7 +151,7 @@ def test_finished_rows_are_compacted_into_power_of_two_batches(smollm2_engine):
     # Rows end at twelve different steps (budget) and some earlier (a stop string likely to fire).
     requests = [GenerationRequest(p, 1 + i, (".",) if i % 3 == 0 else ("</think>",), answer_token_ids=answer,
                                   close=_close) for i, p in enumerate(prompts)]
-    kw = dict(tokenizer=tok, device="cpu", batch_size=12)
+    kw = {"tokenizer": tok, "device": "cpu", "batch_size": 12}
     static_engine = TransformersEngine(smollm2_engine.model, static_cache=True, **kw)
     static = static_engine.generate(requests)
     _assert_same(TransformersEngine(smollm2_engine.model, **kw).generate(requests), static)

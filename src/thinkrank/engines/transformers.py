@@ -102,7 +102,7 @@ class TransformersEngine:
         max_batch_tokens: int = 32768,
         context_length: int | None = None,
         static_cache: bool = False,
-        compile: bool | Mapping[str, Any] = False,  # noqa: A002 - the option's public name
+        compile: bool | Mapping[str, Any] = False,
     ) -> None:
         from thinkrank.validation import check_int
 
