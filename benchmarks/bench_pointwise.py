@@ -3,7 +3,9 @@
 In one run, on the same real DL19 candidates (BM25 top-k), with the same prompts, budget,
 greedy decoding and answer rule, compares thinkrank against what a capable user writes on
 plain transformers (see ``routes.py``): (a) ``generate`` batched with left padding plus one
-scoring pass, and (b) the same with a static KV cache. Routes run interleaved and repeated
+scoring pass, and (b) the same with a static KV cache. ``thinkrank-static`` and
+``thinkrank-compiled`` run the engine's fixed-shape decode loop, eagerly and compiled (the
+compiled route is warmed up on the measured call, so compiling is not timed). Routes run interleaved and repeated
 (the order rotates each repetition), after one small warm-up call each, so a noisy shared
 machine hits all of them alike; the table gives the median and every repetition. The main
 measure is the process's CPU time (``time.process_time``, one thread): on a machine shared with
@@ -30,10 +32,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from routes import (  # noqa: E402
-    agreement, dl19_requests, generate_route, prompts_of, thinkrank_route,
+    THINKRANK_OPTIONS, agreement, dl19_requests, generate_route, prompts_of, thinkrank_engine, thinkrank_route,
 )
 
-from thinkrank.engines.transformers import TransformersEngine  # noqa: E402
 from thinkrank.testing import smollm2_dir, tiny_qwen_dir  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dl19"
@@ -72,21 +73,24 @@ def main() -> None:
     model = model.to(args.device).eval()
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    engine = TransformersEngine(model, tokenizer=tok, device=args.device, batch_size=args.batch)
-    engine.max_batch_tokens = 10**9  # batch size is the only cap, as in the generate routes
+    routes = args.routes.split(",")
+    engines = {r: thinkrank_engine(model, tok, r, args.device, args.batch) for r in routes if r in THINKRANK_OPTIONS}
     true_id, false_id = tok.encode(" true", add_special_tokens=False)[0], tok.encode(" false", add_special_tokens=False)[0]
     requests = dl19_requests(DATA, args.queries, args.pairs)
     prompts = prompts_of(requests)
 
     def run(route: str, reqs, budget: int):
-        if route.startswith("thinkrank"):
-            return thinkrank_route(engine, reqs, budget, reuse=route == "thinkrank")
+        if route in engines:
+            return thinkrank_route(engines[route], reqs, budget, reuse=route != "thinkrank-no-reuse", name=route)
         return generate_route(model, tok, prompts_of(reqs), budget, args.batch, true_id, false_id,
-                              static=route.startswith("static"), stop=not route.endswith("-nostop"), device=args.device)
+                              static=route.startswith("static"), stop=not route.endswith("-nostop"), device=args.device,
+                              compile_how="manual" if route.startswith("static-manual") else "auto")
 
-    routes = args.routes.split(",")
     for route in routes:  # warm-up: one-time costs (allocator, stop-token table, compilation)
-        run(route, [(requests[0][0], requests[0][1][:2])], 4)
+        if route in ("thinkrank-compiled", "thinkrank-cudagraphs"):  # compiled at the measured shapes
+            run(route, requests, args.budget)
+        else:
+            run(route, [(requests[0][0], requests[0][1][:2])], 4)
     results: dict[str, list] = {r: [] for r in routes}
     for rep in range(args.reps):
         for route in routes[rep % len(routes):] + routes[: rep % len(routes)]:

@@ -1,5 +1,13 @@
-"""Rank1 pointwise speed on one GPU: thinkrank vs (a) batched ``generate`` + scoring pass vs
-(b) the same with a static KV cache, on random-weight Qwen2.5-0.5B and -7B shapes.
+"""Rank1 pointwise speed on one GPU: thinkrank (default loop, and its static-cache decode step
+compiled into CUDA graphs) vs (a) batched ``generate`` + scoring pass vs (b) the same with a
+static KV cache, on random-weight Qwen2.5-0.5B and -7B shapes.
+
+Each stage is ``shape:batch[:route+route...]``; the model is built once per shape and kept for
+the next stage of the same shape. Within a stage each route is warmed up first (compiled routes
+at the measured shapes, so no measured repetition pays for compiling), then measured; a route
+that raises is recorded with the first lines of its error (the table's FAILED rows) and the run
+goes on. The default runs (a), thinkrank and thinkrank-compiled at the 7B shape, batch 128, then
+(b) in a stage of its own, so a slow compilation of (b) cannot cost the others their figures.
 
 Same prompts (real DL19 BM25 candidates), same think budget, same greedy decoding, same answer
 rule for every route (see ``routes.py``). Random weights never write ``</think>``, so every
@@ -36,7 +44,9 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
-from routes import agreement, dl19_requests, generate_route, prompts_of, thinkrank_route  # noqa: E402
+from routes import (  # noqa: E402
+    THINKRANK_OPTIONS, agreement, dl19_requests, generate_route, prompts_of, thinkrank_engine, thinkrank_route,
+)
 
 PREPARED = HERE.parent / ".cache" / "gpu-bench"
 DATA = HERE.parents[1] / "shared" / "data" / "dl19"
@@ -125,8 +135,10 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--limit", type=float, default=225.0, help="seconds for the whole run")
     ap.add_argument("--device", default="cuda", help="cpu only to smoke-test the script (--stages tiny:8)")
-    ap.add_argument("--stages", default="qwen2.5-0.5b:64,qwen2.5-0.5b:256,qwen2.5-7b:128,qwen2.5-7b:128:static",
-                    help="shape:batch[:static] list, run in order while time is left")
+    ap.add_argument("--stages", default="qwen2.5-7b:128:generate+thinkrank+thinkrank-compiled,qwen2.5-7b:128:static",
+                    help="shape:batch[:route+route...] list (default routes: thinkrank+generate), run in order "
+                         "while time is left; routes: " + ", ".join([*THINKRANK_OPTIONS, "generate", "static",
+                                                                    "static-manual"]))
     args = ap.parse_args()
     if args.prepare:
         prepare(args.queries, args.per_query)
@@ -149,15 +161,16 @@ def main() -> None:
     report["transformers"] = transformers.__version__
     models: dict[str, Any] = {}
     for stage in args.stages.split(","):
-        shape, batch, *flag = stage.split(":")
-        routes = ["static"] if flag else ["thinkrank", "generate"]
+        shape, batch, *named = stage.split(":")
+        routes = named[0].split("+") if named else ["thinkrank", "generate"]
         left = args.limit - (time.monotonic() - start)
         if left < 20:
             report["rows"].append({"stage": stage, "skipped": f"only {left:.0f}s left"})
             continue
         try:
             with deadline(left - 5):
-                run_stage(report, models, shape, int(batch), routes, requests, prompts, tok, true_id, false_id, args)
+                run_stage(report, models, shape, int(batch), routes, requests, prompts, tok, true_id, false_id, args,
+                          out)
         except Timeout:
             report["rows"].append({"stage": stage, "skipped": "ran past the time limit"})
         except torch.OutOfMemoryError:
@@ -170,50 +183,106 @@ def main() -> None:
     print((out / "gpu_speed.md").read_text())
 
 
-def run_stage(report, models, shape, batch, routes, requests, prompts, tok, true_id, false_id, args) -> None:
-    from thinkrank.engines.transformers import TransformersEngine
+def failure(error: BaseException) -> str:
+    """The first lines of an exception and where it was raised: enough to tell one failure from another."""
+    import traceback
 
+    frames = traceback.extract_tb(error.__traceback__)[-4:]
+    where = " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(frames))
+    lines = [line for line in f"{type(error).__name__}: {error}".splitlines() if line.strip()]
+    return " / ".join(lines[:6])[:1500] + f" [at {where}]"
+
+
+def full_traceback(error: BaseException) -> str:
+    """The whole traceback and message (dynamo's "from user code" part included), for the JSON."""
+    import traceback
+
+    return "".join(traceback.format_exception(error))[-8000:]
+
+
+def run_stage(report, models, shape, batch, routes, requests, prompts, tok, true_id, false_id, args, out) -> None:
+    """Warm up each route (a failing one is recorded with its error and left out), then measure
+    the rest interleaved; rows are written after every repetition so a cut run still reports."""
     if shape not in models:
         models.clear()
         if args.device.startswith("cuda"):
             torch.cuda.empty_cache()
         models[shape] = build_model(shape, tok, args.device)
     model = models[shape]
-    engine = TransformersEngine(model, tokenizer=tok, device=args.device, batch_size=batch)
-    engine.max_batch_tokens = 10**9  # batch size is the only cap, as in the generate routes
+    engines = {r: thinkrank_engine(model, tok, r, args.device, batch) for r in routes if r in THINKRANK_OPTIONS}
 
-    # The static route pads every batch to one width, so its compiled decode step sees one shape.
+    # The static routes pad every batch to one width, so a compiled decode step sees one shape.
     width = -(-max(len(tok(p).input_ids) for p in prompts) // 64) * 64
 
     def run(route: str, reqs: list, budget: int):
-        if route == "thinkrank":
-            return thinkrank_route(engine, reqs, budget)
-        static = route == "static"
-        return generate_route(model, tok, prompts_of(reqs), budget, batch, true_id, false_id,
-                              static=static, device=args.device, pad_to=width if static else None)
+        if route in engines:
+            return thinkrank_route(engines[route], reqs, budget, name=route)
+        static = route.startswith("static")
+        return generate_route(model, tok, prompts_of(reqs), budget, batch, true_id, false_id, static=static,
+                              device=args.device, pad_to=width if static else None,
+                              compile_how="manual" if route == "static-manual" else "auto")
 
     first = [(requests[0][0], requests[0][1][:batch])]
-    for route in routes:  # warm-up; the static route at the measured shape and budget (compiles)
-        run(route, first, args.budget if route == "static" else 8)
-    results: dict[str, list] = {r: [] for r in routes}
-    for rep in range(args.reps if routes != ["static"] else 1):
-        for route in routes[rep % len(routes):] + routes[: rep % len(routes)]:
-            results[route].append(run(route, requests, args.budget))
+    # `batch` pairs across queries: one full batch, the shape every measured static batch has
+    # (a query may have fewer than `batch` candidates, and a smaller batch would recompile later).
+    full = [(q, [p]) for q, ps in requests for p in ps][:batch]
+    warm: dict[str, float] = {}
+    for route in routes:  # warm-up; compiled routes at the measured shapes and budget (they compile here)
+        began = time.monotonic()
+        try:
+            if route in ("thinkrank-compiled", "thinkrank-cudagraphs"):  # the measured call: its exact shapes
+                run(route, requests, args.budget)
+            else:
+                run(route, full, args.budget) if route.startswith("static") else run(route, first, 8)
+        except Timeout:
+            raise
+        except Exception as error:  # noqa: BLE001 - a failing route is a result, not the end of the run
+            report["rows"].append({"stage": f"{shape}:{batch}", "shape": shape, "batch": batch, "route": route,
+                                   "error": failure(error), "traceback": full_traceback(error)})
+            write(out, report)
+            if args.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+            continue
+        warm[route] = time.monotonic() - began
+    results: dict[str, list] = {r: [] for r in warm}
+    for rep in range(args.reps):
+        order = list(warm)
+        for route in order[rep % len(order):] + order[: rep % len(order)] if order else []:
+            try:
+                results[route].append(run(route, requests, args.budget))
+            except Timeout:
+                raise
+            except Exception as error:  # noqa: BLE001
+                report["rows"].append({"stage": f"{shape}:{batch}", "shape": shape, "batch": batch, "route": route,
+                                       "error": failure(error), "traceback": full_traceback(error)})
+                warm.pop(route, None)
+        record(report, shape, batch, results, warm)
+        write(out, report)
+
+
+def record(report, shape, batch, results, warm) -> None:
+    """(Re)write this stage's rows from the repetitions measured so far."""
+    key = f"{shape}:{batch}"
+    report["rows"] = [r for r in report["rows"]
+                      if not (r.get("stage") == key and "seconds" in r and r["route"] in results)]
     for route, runs in results.items():
-        report.setdefault("_scores", {})[f"{shape}:{batch}:{route}"] = runs[0]
+        if runs:
+            report.setdefault("_scores", {})[f"{key}:{route}"] = runs[0]
     for route, runs in results.items():
+        if not runs:
+            continue
         med = statistics.median(r.seconds for r in runs)
-        row = {"stage": f"{shape}:{batch}", "shape": shape, "batch": batch, "route": route, "seconds": med,
-               "reps": [r.seconds for r in runs], "docs_per_s": runs[0].docs / med,
+        row = {"stage": key, "shape": shape, "batch": batch, "route": route, "seconds": med,
+               "reps": [r.seconds for r in runs], "warmup_seconds": warm.get(route), "docs_per_s": runs[0].docs / med,
                "tok_per_s": runs[0].chain_tokens / med, "s_per_100": 100 * med / runs[0].docs,
                "chain_tokens": runs[0].chain_tokens}
-        ref = report["_scores"].get(f"{shape}:{batch}:generate")
+        ref = report["_scores"].get(f"{key}:generate")
         row["max_score_diff_vs_generate"] = agreement(runs[0], ref) if ref else None
         report["rows"].append(row)
 
 
 def write(out: Path, report: dict[str, Any]) -> None:
-    rows = [r for r in report["rows"] if "skipped" not in r]
+    rows = [r for r in report["rows"] if "seconds" in r]
     for r in rows:
         gen = next((g for g in rows if (g["shape"], g["batch"], g["route"]) == (r["shape"], r["batch"], "generate")),
                    None)
@@ -227,6 +296,9 @@ def write(out: Path, report: dict[str, Any]) -> None:
     for r in report["rows"]:
         if "skipped" in r:
             lines.append(f"| {r['stage']} | | skipped: {r['skipped']} | | | | | | | |")
+            continue
+        if "error" in r:
+            lines.append(f"| {r['shape']} | {r['batch']} | {r['route']} | FAILED: {r['error']} | | | | | | |")
             continue
         reps = " / ".join(f"{s:.1f}" for s in r["reps"])
         sp = f"{r['speedup_vs_generate']:.2f}x" if r.get("speedup_vs_generate") else "-"

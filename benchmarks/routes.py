@@ -6,18 +6,26 @@ scored right after it; any other is closed by the released rule, ``"\\n" + chain
 last . ! ? + "\\n</think>"``), and returns one score per prompt plus the chain tokens it generated.
 
 * ``thinkrank``: ``Rank1`` on the transformers engine; ``thinkrank-no-reuse``: the same without
-  forced answers from the KV cache and shared prefixes (a second pass over prompt + chain).
+  forced answers from the KV cache and shared prefixes (a second pass over prompt + chain);
+  ``thinkrank-static``: the engine's fixed-shape decode loop (``static_cache=True``);
+  ``thinkrank-compiled``: the same with its decode step ``torch.compile``-d (``compile=True``:
+  inductor with CUDA graphs on a GPU, inductor on CPU); ``thinkrank-cudagraphs`` (CUDA only):
+  the traced step replayed as CUDA graphs without inductor, which compiles in seconds.
 * ``generate``: what a capable user writes on plain transformers: prompts sorted by length,
   ``model.generate`` batched with left padding and ``stop_strings=["</think>"]``, then one
   batched scoring forward pass over prompt + closed chain.
 * ``static``: the same with ``cache_implementation="static"`` (on CUDA, transformers then
-  compiles the decode step).
+  compiles the decode step itself; on CPU it does not).
+* ``static-manual``: the other way transformers documents: a static cache and the model's
+  ``forward`` wrapped in ``torch.compile(mode="reduce-overhead")`` by the user, transformers'
+  own compilation switched off (``disable_compile``); the scoring pass runs uncompiled.
 * ``-nostop`` variants leave ``stop_strings`` out: the fastest plain route when chains never
   write ``</think>`` (random weights), though a real Rank1 model needs the stop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -92,7 +100,24 @@ class _NoReuse(Rank1):
         return replace(super()._request(work, position), close=None, shared_prefix="")
 
 
-def thinkrank_route(engine: Any, requests: Requests, budget: int, *, reuse: bool = True) -> RouteResult:
+THINKRANK_OPTIONS = {"thinkrank": {}, "thinkrank-no-reuse": {}, "thinkrank-static": {"static_cache": True},
+                     "thinkrank-compiled": {"compile": True},
+                     # CUDA only: CUDA graphs of the traced step without inductor (compiles in seconds)
+                     "thinkrank-cudagraphs": {"compile": {"backend": "cudagraphs"}}}
+"""The thinkrank routes and the transformers-engine options each one runs with."""
+
+
+def thinkrank_engine(model: Any, tok: Any, route: str, device: str, batch: int) -> Any:
+    """A transformers engine over an already loaded ``model`` for a thinkrank route."""
+    from thinkrank.engines.transformers import TransformersEngine
+
+    engine = TransformersEngine(model, tokenizer=tok, device=device, batch_size=batch, **THINKRANK_OPTIONS[route])
+    engine.max_batch_tokens = 10**9  # batch size is the only cap, as in the generate routes
+    return engine
+
+
+def thinkrank_route(engine: Any, requests: Requests, budget: int, *, reuse: bool = True,
+                    name: str | None = None) -> RouteResult:
     reranker = (Rank1 if reuse else _NoReuse)(engine=engine, think_budget=budget, max_passage_tokens=None)
     _sync(engine.device)
     start, cpu = time.perf_counter(), time.process_time()
@@ -100,7 +125,7 @@ def thinkrank_route(engine: Any, requests: Requests, budget: int, *, reuse: bool
     _sync(engine.device)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     judged = [j for r in rankings for j in sorted(r, key=lambda j: j.index)]
-    return RouteResult("thinkrank" if reuse else "thinkrank-no-reuse", seconds, len(judged), sum(j.reasoning_tokens for j in judged),
+    return RouteResult(name or ("thinkrank" if reuse else "thinkrank-no-reuse"), seconds, len(judged), sum(j.reasoning_tokens for j in judged),
                        [j.score for j in judged], cpu)
 
 
@@ -118,9 +143,12 @@ def _chain(tok: Any, ids: list[int], eos: set[int]) -> Generation:
 def generate_route(
     model: Any, tok: Any, prompts: Sequence[str], budget: int, batch: int, true_id: int, false_id: int,
     *, static: bool = False, stop: bool = True, device: str = "cpu", pad_to: int | None = None,
+    compile_how: str = "auto",
 ) -> RouteResult:
     """``pad_to``: pad every batch to this many prompt tokens (fixed shapes, so a compiled
-    static-cache decode step is not recompiled per batch)."""
+    static-cache decode step is not recompiled per batch). ``compile_how`` (static only):
+    ``"auto"``: transformers' default (it compiles its decode step on CUDA); ``"manual"``: the user
+    compiles ``model.forward`` (see the module docstring); ``"none"``: a static cache, no compile."""
     tok.padding_side = "left"
     eos = {tok.eos_token_id, *([model.generation_config.eos_token_id] if isinstance(
         model.generation_config.eos_token_id, int) else (model.generation_config.eos_token_id or []))}
@@ -134,11 +162,12 @@ def generate_route(
             idx = order[b : b + batch]
             padding = {"padding": "max_length", "max_length": pad_to} if pad_to else {"padding": True}
             enc = tok([prompts[i] for i in idx], return_tensors="pt", **padding).to(device)
-            extra: dict[str, Any] = {"cache_implementation": "static"} if static else {}
+            extra: dict[str, Any] = _static_options(compile_how) if static else {}
             if stop:
                 extra.update(stop_strings=[STOP], tokenizer=tok)
-            out = model.generate(**enc, max_new_tokens=budget, do_sample=False, pad_token_id=tok.pad_token_id,
-                                 temperature=None, top_p=None, top_k=None, **extra)
+            with _compiled_forward(model, static and compile_how == "manual"):
+                out = model.generate(**enc, max_new_tokens=budget, do_sample=False, pad_token_id=tok.pad_token_id,
+                                     temperature=None, top_p=None, top_k=None, **extra)
             for r, i in enumerate(idx):
                 gen = _chain(tok, out[r, enc.input_ids.shape[1]:].tolist(), eos)
                 tokens += gen.num_tokens
@@ -147,9 +176,41 @@ def generate_route(
     _sync(device)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     by_input = dict(zip(order, scores))
-    name = ("static" if static else "generate") + ("" if stop else "-nostop")
+    name = ("static" + ("" if compile_how == "auto" else f"-{compile_how}") if static else "generate") + \
+        ("" if stop else "-nostop")
     return RouteResult(name, seconds, len(prompts), tokens,
                        [by_input[i] for i in range(len(prompts))], cpu)
+
+
+def _static_options(compile_how: str) -> dict[str, Any]:
+    if compile_how == "auto":  # transformers' default: it compiles the decode step on CUDA, not on CPU
+        return {"cache_implementation": "static"}
+    return {"cache_implementation": "static", "disable_compile": True}
+
+
+_FORWARDS: dict[int, Any] = {}  # id(model) -> its compiled forward, kept so graphs are reused across calls
+
+
+@contextlib.contextmanager
+def _compiled_forward(model: Any, on: bool):
+    """``model.forward`` compiled by the user for the duration (the scoring pass stays eager)."""
+    if not on:
+        yield
+        return
+    own = model.__dict__.get("forward")  # set on the instance (e.g. by accelerate hooks), else None
+    if id(model) not in _FORWARDS:
+        mode = "reduce-overhead" if next(model.parameters()).is_cuda else None
+        _FORWARDS[id(model)] = torch.compile(model.forward, mode=mode)
+    model.forward = _FORWARDS[id(model)]
+    try:
+        yield
+    finally:
+        # Restored as it was: a bound method left in the instance's __dict__ would fail the
+        # guards of other compiled code that calls this model (the thinkrank-compiled route).
+        if own is None:
+            del model.forward
+        else:
+            model.forward = own
 
 
 def _score(model: Any, tok: Any, texts: list[str], batch: int, true_id: int, false_id: int, device: str) -> list[float]:

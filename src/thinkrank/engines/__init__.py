@@ -86,6 +86,8 @@ ENGINE_OPTIONS: dict[str, tuple[EngineOption, ...]] = {
     "transformers": (
         EngineOption("device", str, "cpu, cuda, cuda:1, …"),
         EngineOption("batch_size", int, "sequences decoded together", _at_least(1), ">= 1"),
+        EngineOption("static_cache", bool, "decode with fixed-size KV buffers (same outputs; every step one shape)"),
+        EngineOption("compile", bool, "torch.compile the decode step (CUDA graphs on a GPU); implies --static-cache"),
     ),
 }
 """The options each engine declares, by engine name: what a :class:`~thinkrank.rerankers.spec.RerankerSpec`

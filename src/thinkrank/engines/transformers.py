@@ -10,17 +10,20 @@ Nothing is prefilled twice (see :mod:`thinkrank.engines.kv`): a chain that ends 
 answer read (budget, end-of-sequence) is closed from its own cache, rolled back to the longest
 common token prefix with the text to score; and prompts that declare a ``shared_prefix`` (a
 Rank1 query's instruction and query) have their common tokens prefilled once per call.
+
+``static_cache=True`` / ``compile=True`` decode with fixed shapes instead (after the same
+prefill), so the step can be compiled into CUDA graphs: :mod:`thinkrank.engines.static_decode`.
 """
 
 from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from thinkrank.engines import gguf_cache, kv
+from thinkrank.engines import gguf_cache, kv, static_decode
 from thinkrank.engines.base import Generation, GenerationRequest, Progress
 from thinkrank.engines.loading import ModelRef, load_causal_lm, load_tokenizer, resolve_model
 from thinkrank.errors import InvalidInputError, require
@@ -76,6 +79,11 @@ class TransformersEngine:
         batch_size: most sequences decoded together; ``max_batch_tokens`` caps padded tokens.
         context_length: the most tokens per sequence (default: the model config's
             ``max_position_embeddings``).
+        static_cache: decode with fixed-size KV buffers, so every step has the same shapes
+            (see :mod:`thinkrank.engines.static_decode`); same outputs as the default loop.
+        compile: also wrap the decode step in ``torch.compile`` (implies ``static_cache``); on
+            CUDA with ``mode="reduce-overhead"`` (CUDA graphs). A dict is passed to
+            ``torch.compile`` as keyword arguments instead of the defaults.
 
     Raises:
         MissingExtraError: torch is not installed (``pip install "thinkrank[hf]"``).
@@ -93,6 +101,8 @@ class TransformersEngine:
         batch_size: int | None = None,
         max_batch_tokens: int = 32768,
         context_length: int | None = None,
+        static_cache: bool = False,
+        compile: bool | Mapping[str, Any] = False,
     ) -> None:
         from thinkrank.validation import check_int
 
@@ -136,6 +146,13 @@ class TransformersEngine:
         self._context_length = context_length or next(
             (v for k in _CONTEXT_KEYS if isinstance(v := getattr(config, k, None), int) and v > 0), None
         )
+        self._static: static_decode.StaticDecoder | None = None
+        if isinstance(compile, Mapping):  # an empty dict too: torch.compile's defaults
+            options: dict[str, Any] | None = dict(compile)
+        else:
+            options = static_decode.default_compile_options(self.device) if compile else None
+        if static_cache or options is not None:
+            self._static = static_decode.StaticDecoder(self.model, self.device, self._cache_arg, options)
 
     @property
     def context_length(self) -> int | None:
@@ -224,6 +241,8 @@ class TransformersEngine:
         prefixes: dict[str, kv.KV] = {}  # shared prefix -> its keys/values, for this call
         with torch.inference_mode():
             lengths, budgets = [len(r.prompt_ids) for r in rows], [r.request.max_tokens for r in rows]
+            if self._static is not None and rows:
+                self._static.reserve(max(n + b for n, b in zip(lengths, budgets)))
             for batch in self._batches(lengths, budgets, groups):
                 self._decode_batch([rows[i] for i in batch], prefixes)
                 if progress:
@@ -275,22 +294,15 @@ class TransformersEngine:
     def _decode_batch(self, rows: list[_Row], prefixes: dict[str, kv.KV]) -> None:
         torch = self._torch
         cache, mask, logits = self._prefill(rows, prefixes)
+        if self._static is not None and kv.reusable(cache):  # else (e.g. sliding windows): the dynamic loop
+            layers = kv.layers_of(cache)
+            del cache  # the decoder empties `layers` once copied, so the prefill's keys/values are freed
+            self._static.decode(self, rows, layers, mask, logits)
+            return
         live = list(range(len(rows)))  # batch position -> index into rows
         while live:
             greedy = logits.argmax(dim=-1).tolist()  # one device sync per step, not one per row
-            for pos, idx in enumerate(live):
-                row = rows[idx]
-                if row.awaiting_answer:
-                    self._read_answer(row, logits[pos])
-                    continue
-                if row.request.max_tokens == 0:
-                    self._finish(row, "length")
-                    continue
-                token = greedy[pos] if row.generator is None else self._pick(logits[pos], row)
-                row.out.append(token)
-                self._check_stop(row, token)
-                if row.result is None and not row.awaiting_answer and len(row.out) >= row.request.max_tokens:
-                    self._finish(row, "length")
+            self._advance(rows, live, logits, greedy)
             self._close_from_cache(rows, live, cache, mask)
             keep = [pos for pos, idx in enumerate(live) if rows[idx].result is None]
             if not keep:
@@ -304,22 +316,44 @@ class TransformersEngine:
             mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
             logits = self._forward(step, mask, cache)
 
-    def _close_from_cache(self, rows: list[_Row], live: list[int], cache: Any, mask: Any) -> None:
+    def _advance(self, rows: list[_Row], live: Sequence[int | None], logits: Any, greedy: list[int]) -> None:
+        """One step for every live row: read an awaited answer, or append the next token and
+        check stop strings and the budget. ``live`` maps batch positions to rows (None: a dead row)."""
+        for pos, idx in enumerate(live):
+            if idx is None:
+                continue
+            row = rows[idx]
+            if row.awaiting_answer:
+                self._read_answer(row, logits[pos])
+                continue
+            if row.request.max_tokens == 0:
+                self._finish(row, "length")
+                continue
+            token = greedy[pos] if row.generator is None else self._pick(logits[pos], row)
+            row.out.append(token)
+            self._check_stop(row, token)
+            if row.result is None and not row.awaiting_answer and len(row.out) >= row.request.max_tokens:
+                self._finish(row, "length")
+
+    def _close_from_cache(
+        self, rows: list[_Row], live: Sequence[int | None], cache: Any, mask: Any, layers: kv.KV | None = None
+    ) -> None:
         """Score the rows that just ended without their answer (budget, end-of-sequence, a stop
-        string inside a token) at ``prompt + close(generation)``, from their own cache."""
+        string inside a token) at ``prompt + close(generation)``, from their own cache (or from
+        ``layers``, fixed-width buffers whose ``mask`` marks the real tokens)."""
         todo = [
             (pos, rows[idx]) for pos, idx in enumerate(live)
-            if (g := rows[idx].result) is not None and g.answer_logprobs is None
+            if idx is not None and (g := rows[idx].result) is not None and g.answer_logprobs is None
             and rows[idx].request.close is not None and rows[idx].request.answer_token_ids
         ]
         if not todo:
             return
-        if not kv.reusable(cache):  # cannot cut this cache: score the closed text from scratch
+        if layers is None and not kv.reusable(cache):  # cannot cut this cache: score the closed text from scratch
             for _, row in todo:
                 text = row.request.prompt + row.request.close(row.result)  # type: ignore[arg-type,misc]
                 row.result.answer_logprobs = self.next_token_logprobs([text], row.request.answer_token_ids)[0]  # type: ignore[union-attr]
             return
-        layers = kv.layers_of(cache)
+        layers = kv.layers_of(cache) if layers is None else layers
         for start in range(0, len(todo), _CLOSE_CHUNK):  # bounds the copied keys/values
             segments, rests = [], []
             for pos, row in todo[start : start + _CLOSE_CHUNK]:
