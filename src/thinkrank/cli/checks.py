@@ -34,17 +34,19 @@ _LIMITS: dict[str, tuple[str, dict[str, Any]]] = {
     "tensor_parallel_size": ("int", {"minimum": 1, "optional": True}),
     "gpu_memory_utilization": ("float", {"positive": True, "maximum": 1.0, "optional": True}),
     "max_model_len": ("int", {"minimum": 1, "optional": True}),
+    "context_length": ("int", {"minimum": 1, "optional": True}),
     "k1": ("float", {"minimum": 0.0}),
     "b": ("float", {"minimum": 0.0, "maximum": 1.0}),
 }
 
-POINTWISE_ONLY = ("think_budget", "reasoning")
+POINTWISE_ONLY = ("think_budget", "reasoning", "reasoning_close", "cascade")
 LISTWISE_ONLY = ("window", "stride", "depth", "max_tokens")
 RERANKER_OPTIONS = (
     POINTWISE_ONLY + LISTWISE_ONLY
     + ("mode", "prompt", "instruction", "engine", "max_passage_tokens", "temperature", "seed", "chunk_size", "cache",
        "base_url", "api_key", "tokenizer", "concurrency", "max_retries", "timeout", "chat", "tensor_parallel_size",
-       "gpu_memory_utilization", "max_model_len", "device", "batch_size")
+       "gpu_memory_utilization", "max_model_len", "device", "batch_size", "extra_body", "context_length",
+       "static_cache", "compile")
 )
 
 
@@ -82,12 +84,6 @@ def check_applicable(opts: Mapping[str, Any], given: Iterable[str] | None, *, li
     if "seed" in given and opts.get("temperature", 0.0) == 0:
         raise InvalidInputError("--seed has no effect with --temperature 0 (greedy decoding); set --temperature > 0 "
                                 "or drop --seed")
-
-
-def check_engine_flags(opts: Mapping[str, Any], given: Iterable[str] | None, engine: str) -> None:
-    """``--chat`` is an openai option; other engines would ignore it."""
-    if given is not None and "chat" in set(given) and engine != "openai":
-        raise InvalidInputError(f"--chat is an option of the openai engine, but the engine is {engine}")
 
 
 def check_needs_model(given: Iterable[str] | None, has_model: bool) -> None:

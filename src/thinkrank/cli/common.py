@@ -143,7 +143,11 @@ def reranker_spec(opts: dict[str, Any]) -> Any:
     from thinkrank.engines import engine_option_names
     from thinkrank.rerankers.spec import RerankerSpec
 
-    engine_options = {name: opts[name] for name in engine_option_names() if opts.get(name) not in (None, False)}
+    from thinkrank.cli.options import TRANSFORMERS_FLAGS
+
+    # The transformers switches go in only when given, so an engine without them is never asked.
+    names = dict.fromkeys([*engine_option_names(), *TRANSFORMERS_FLAGS])
+    engine_options = {name: opts[name] for name in names if opts.get(name) not in (None, False)}
     if isinstance(engine_options.get("extra_body"), str):
         engine_options["extra_body"] = json_object(engine_options["extra_body"], "--extra-body")
     fields = ("model", "think_budget", "prompt", "instruction", "max_passage_tokens", "temperature", "seed", "window",
