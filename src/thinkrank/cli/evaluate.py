@@ -149,9 +149,17 @@ def _evaluate(**opts: Any) -> None:
             cache.close()
     paths = write_outputs(result, output, report=opts["report"])
     if reranker is not None:
-        say(f"{result.use.computed} judgments computed, {result.use.cached} read from the cache, "
+        # A listwise or cascade reranker is cached per query: its unit is a query's ranking.
+        unit = "query rankings" if o.per_query(opts) else "judgments"
+        say(f"{result.use.computed} {unit} computed, {result.use.cached} read from the cache, "
             f"{result.seconds:.1f}s")
         _say_unparsed(list(result.rankings.values()))
+        if opts["cascade"] is not None:
+            from thinkrank.evaluation.runner import cascade_counts
+
+            c = cascade_counts(result)
+            say(f"cascade: {c['chains']} of {c['candidates']} candidates reasoned over {len(c['per_query'])} queries, "
+                f"{c['chain_tokens']} chain tokens, ~{c['tokens_saved']} saved (per query in metrics.json)")
     _print_table(result)
     for name, path in paths.items():
         say(f"{name.replace('_', ' ')}: {path}")

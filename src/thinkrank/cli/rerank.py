@@ -119,8 +119,9 @@ def _rerank(**opts: Any) -> None:
         if cache is not None:
             cache.close()
     if cache is not None and not opts["quiet"]:
-        use = reranker.use
-        print(f"judgment cache {opts['cache']}: {use.computed} computed, {use.cached} read back", file=sys.stderr)
+        unit = "query rankings" if o.per_query(opts) else "judgments"
+        print(f"judgment cache {opts['cache']}: {reranker.use.computed} {unit} computed, {reranker.use.cached} read "
+              "from the cache", file=sys.stderr)
     if opts["cascade"] is not None and not opts["quiet"]:
         _report_cascade(rankings)
     summary = unparsed_summary(rankings)
