@@ -86,3 +86,40 @@ def test_evaluate_runs_with_and_without_cascade_on_one_cache_each_get_their_own_
         assert len(reasoned) == 1 and metrics["cascade"]["per_query"][ranking["query_id"]] == {
             "candidates": 3, "chains": 1, "chain_tokens": tokens, "tokens_saved": 2 * tokens}
     assert (metrics["cascade"]["chains"], metrics["cascade"]["candidates"]) == (2, 6)
+
+
+# ---- serve --cascade ------------------------------------------------------------------------------------
+def test_serve_cascade_answers_as_the_library_cascade_and_says_so_in_v1_models(smollm2_engine, smollm2_path,
+                                                                               tmp_path):
+    pytest.importorskip("fastapi")
+    import httpx
+    from server_process import start_server
+
+    from thinkrank import Rank1
+
+    query, docs = "what is a cat", [d["text"] for d in DOCS]
+    server = start_server("--model", str(smollm2_path), "--device", "cpu", "--think-budget", "4", "--cascade", "top=1",
+                          "--cache", str(tmp_path / "judgments.sqlite"))
+    try:
+        body = {"query": query, "documents": docs, "return_reasoning": True}
+        got = httpx.post(server.url + "/v2/rerank", json=body, timeout=120).json()
+        cached = httpx.post(server.url + "/v2/rerank", json=body, timeout=120).json()
+        off = httpx.post(server.url + "/v2/rerank", json={**body, "reasoning": False}, timeout=120).json()
+        card = httpx.get(server.url + "/v1/models", timeout=10).json()["data"][0]
+        metrics = httpx.get(server.url + "/metrics", timeout=10).text
+    finally:
+        assert server.stop() == 0
+    want = Rank1(engine=smollm2_engine, think_budget=4, cascade="top=1").rerank(query, docs)
+    assert [(r["index"], r["reasoned"], r["reasoning"]) for r in got["results"]] == [
+        (j.index, j.reasoned, j.reasoning) for j in want]
+    assert [r["relevance_score"] for r in got["results"]] == pytest.approx([j.score for j in want], abs=1e-6)
+    assert sum(r["reasoned"] for r in got["results"]) == 1
+    assert got["usage"]["completion_tokens"] == sum(j.reasoning_tokens for j in want) == 4
+    assert cached["results"] == got["results"]
+    assert 'thinkrank_judgments_total{source="cached"} 3.0' in metrics  # the second request read the cache
+    # reasoning=false needs no cascade: one forward pass per document, as Rank1 with reasoning off.
+    plain = Rank1(engine=smollm2_engine, reasoning=False).rerank(query, docs)
+    assert [(r["index"], r["reasoned"]) for r in off["results"]] == [(j.index, False) for j in plain]
+    assert [r["relevance_score"] for r in off["results"]] == pytest.approx([j.score for j in plain], abs=1e-6)
+    assert card["settings"]["cascade"] == {"top_m": 1, "band": None}
+    assert card["settings"]["reasoning_close"] == "\n</think>" and card["settings"]["think_budget"] == 4
