@@ -58,20 +58,20 @@ def invoke(command: str, *args: str) -> tuple[int, list[str]]:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--engine", "openai", "--compile"], "error: --compile is an option of the transformers engine, but the "
-                                              "engine is openai"),
+        (["--engine", "openai", "--compile"],
+         "error: --compile is an option of the transformers engine, but the engine is openai"),
         (["--engine", "openai", "--static-cache"], "error: --static-cache is an option of the transformers engine"),
         (["--engine", "openai", "--base-url", "http://127.0.0.1:9/v1", "--extra-body", "[1]"],
          "error: --extra-body must be a JSON object"),
         (["--engine", "openai", "--context-length", "0"], "error: --context-length must be >= 1"),
-        (["--engine", "transformers", "--context-length", "4096"], "error: engine option context_length: "
-                                                                    "--context-length is an option of the openai engine"),
+        (["--engine", "transformers", "--context-length", "4096"],
+         "error: engine option context_length: --context-length is an option of the openai engine"),
         (["--cascade", "top=0"], "error: cascade top_m must be an int >= 1"),
         (["--cascade", "top=2", "--reasoning", "off"], "error: cascade needs reasoning on"),
         (["--mode", "listwise", "--cascade", "top=2"], "error: --cascade is a pointwise option (Rank1)"),
         (["--reasoning-close", "bare"], "error: --reasoning-close applies with --reasoning off or --cascade"),
-        (["--mode", "listwise", "--reasoning-close", "bare"], "error: --reasoning-close applies only to --mode "
-                                                              "pointwise"),
+        (["--mode", "listwise", "--reasoning-close", "bare"],
+         "error: --reasoning-close applies only to --mode pointwise"),
         (["--reasoning", "off", "--reasoning-close", "</answer>"], "reasoning_close='</answer>'"),
     ],
 )

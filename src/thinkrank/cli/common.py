@@ -140,10 +140,9 @@ def reranker_spec(opts: dict[str, Any]) -> Any:
     The reranker options are the flags named as the spec's fields; the engine's are the flags
     named as options some engine declares (``None`` or an unset ``--chat`` is not given), and
     the spec refuses any the chosen engine does not take."""
+    from thinkrank.cli.options import TRANSFORMERS_FLAGS
     from thinkrank.engines import engine_option_names
     from thinkrank.rerankers.spec import RerankerSpec
-
-    from thinkrank.cli.options import TRANSFORMERS_FLAGS
 
     # The transformers switches go in only when given, so an engine without them is never asked.
     names = dict.fromkeys([*engine_option_names(), *TRANSFORMERS_FLAGS])

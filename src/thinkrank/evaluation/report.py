@@ -110,8 +110,9 @@ def _facts(result: Evaluation) -> list[tuple[str, str]]:
             c, rule = cascade_counts(result), s["cascade"]
             chosen = " and ".join(x for x in (f"top {rule.get('top_m')}" if rule.get("top_m") else "",
                                               "band {}:{}".format(*rule["band"]) if rule.get("band") else "") if x)
-            facts.append(("Cascade", f"{chosen}: {c['chains']} of {c['candidates']} candidates reasoned, "
-                                     f"{c['chain_tokens']} chain tokens, ~{c['tokens_saved']} saved"))
+            spent = (f"{chosen}: {c['chains']} of {c['candidates']} candidates reasoned, {c['chain_tokens']} chain "
+                     f"tokens, ~{c['tokens_saved']} saved")
+            facts.append(("Cascade", spent))
         windows = sum(len(r.windows) for r in result.rankings.values())
         if windows:
             unparsed = sum(r.unparsed_windows for r in result.rankings.values())
