@@ -39,6 +39,12 @@ def test_every_reranker_command_offers_the_same_flags_with_the_same_help_and_def
             other = declared[command][name]
             assert (other.help, other.default, other.opts) == (first.help, first.default, first.opts), (command, name)
     assert declared["serve"]["engine_api_key"].help == declared["rerank"]["api_key"].help
+    # compare (two local models, their memory measured) takes the pointwise and local-engine ones.
+    compare = params("compare")
+    for name in ("reasoning", "think_budget", "cascade", "reasoning_close", "prompt", "instruction",
+                 "max_passage_tokens", "device", "batch_size", "static_cache", "compile"):
+        assert (compare[name].help, compare[name].default) == (declared["rerank"][name].help,
+                                                               declared["rerank"][name].default), name
 
 
 def test_engine_flag_help_keeps_its_bracketed_notes():
