@@ -8,11 +8,10 @@ from typing import Annotated, Any
 
 import typer
 
-from thinkrank.cli import options as o
-from thinkrank.cli import ray_options
+from thinkrank.cli import options, ray_options
 from thinkrank.cli.common import ProgressBar, Switch, fail, friendly_errors, reranker_spec
-from thinkrank.cli.ray_options import GpusPerWorker, RayAddress, Workers
 from thinkrank.cli.options import Mode
+from thinkrank.cli.ray_options import GpusPerWorker, RayAddress, Workers
 
 EVALUATE_HELP = """Evaluate a first-stage run on a collection, reranked by a reasoning reranker or as it is.
 
@@ -38,13 +37,13 @@ def evaluate(
         str | None, typer.Option("--model", "-m", help="Reranker: hub id, local directory, .gguf or adapter. "
                                  "Without it the run is evaluated as it is.")
     ] = None,
-    mode: o.ModeOption = Mode.pointwise,
-    reasoning: o.Reasoning = Switch.on,
-    think_budget: o.ThinkBudget = o.DEFAULTS["think_budget"],
-    cascade: o.Cascade = None,
-    reasoning_close: o.ReasoningClose = o.DEFAULTS["reasoning_close"],
-    prompt: o.Prompt = None,
-    instruction: o.Instruction = None,
+    mode: options.ModeOption = Mode.pointwise,
+    reasoning: options.Reasoning = Switch.on,
+    think_budget: options.ThinkBudget = options.DEFAULTS["think_budget"],
+    cascade: options.Cascade = None,
+    reasoning_close: options.ReasoningClose = options.DEFAULTS["reasoning_close"],
+    prompt: options.Prompt = None,
+    instruction: options.Instruction = None,
     queries: Annotated[int | None, typer.Option("--queries", "-n", help="Only the first N queries.")] = None,
     query_ids: Annotated[str | None, typer.Option(help="Only these query ids, comma-separated.")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder.  "
@@ -56,30 +55,30 @@ def evaluate(
     measures: Annotated[str | None, typer.Option(help="Comma-separated ir-measures names; the first is the main one. "
                                                  "\\[default: nDCG@10,nDCG@20,AP,R@100,RR@10,Judged@10]")] = None,
     split: Annotated[str, typer.Option(help="BEIR folders: which qrels/<split>.tsv to use.")] = "test",
-    max_passage_tokens: o.MaxPassageTokens = None,
-    temperature: o.Temperature = o.DEFAULTS["temperature"],
-    seed: o.Seed = None,
-    window: o.Window = o.DEFAULTS["window"],
-    stride: o.Stride = o.DEFAULTS["stride"],
-    depth: o.Depth = o.DEFAULTS["depth"],
-    max_tokens: o.MaxTokens = o.DEFAULTS["max_tokens"],
-    engine: o.Engine = "auto",
-    base_url: o.BaseUrl = None,
-    api_key: o.ApiKey = None,
-    tokenizer: o.Tokenizer = None,
-    concurrency: o.Concurrency = None,
-    max_retries: o.MaxRetries = None,
-    timeout: o.Timeout = None,
-    chat: o.Chat = False,
-    extra_body: o.ExtraBody = None,
-    context_length: o.ContextLength = None,
-    tensor_parallel_size: o.TensorParallelSize = None,
-    gpu_memory_utilization: o.GpuMemoryUtilization = None,
-    max_model_len: o.MaxModelLen = None,
-    device: o.Device = None,
-    batch_size: o.BatchSize = None,
-    static_cache: o.StaticCache = False,
-    compile: o.Compile = False,
+    max_passage_tokens: options.MaxPassageTokens = None,
+    temperature: options.Temperature = options.DEFAULTS["temperature"],
+    seed: options.Seed = None,
+    window: options.Window = options.DEFAULTS["window"],
+    stride: options.Stride = options.DEFAULTS["stride"],
+    depth: options.Depth = options.DEFAULTS["depth"],
+    max_tokens: options.MaxTokens = options.DEFAULTS["max_tokens"],
+    engine: options.Engine = "auto",
+    base_url: options.BaseUrl = None,
+    api_key: options.ApiKey = None,
+    tokenizer: options.Tokenizer = None,
+    concurrency: options.Concurrency = None,
+    max_retries: options.MaxRetries = None,
+    timeout: options.Timeout = None,
+    chat: options.Chat = False,
+    extra_body: options.ExtraBody = None,
+    context_length: options.ContextLength = None,
+    tensor_parallel_size: options.TensorParallelSize = None,
+    gpu_memory_utilization: options.GpuMemoryUtilization = None,
+    max_model_len: options.MaxModelLen = None,
+    device: options.Device = None,
+    batch_size: options.BatchSize = None,
+    static_cache: options.StaticCache = False,
+    compile: options.Compile = False,
     report: Annotated[bool, typer.Option(help="Write report.html.")] = True,
     ray: RayAddress = None,
     workers: Workers = None,
@@ -96,14 +95,19 @@ def _evaluate(**opts: Any) -> None:
     from thinkrank.cli.common import given_options, quiet_libraries
     from thinkrank.datasets import load_collection
     from thinkrank.evaluation.metrics import DEFAULT_MEASURES, measure_name
-    from thinkrank.evaluation.runner import evaluate, prepare_output, select_queries, write_outputs
+    from thinkrank.evaluation.runner import (
+        evaluate,
+        prepare_output,
+        select_queries,
+        write_outputs,
+    )
     from thinkrank.rerankers.spec import build_reranker
 
     quiet_libraries(opts["quiet"])
     check_numbers(opts, {"queries": "queries_limit"})
     given = given_options()
     check_needs_model(given, bool(opts["model"]))
-    o.check(opts, given)
+    options.check(opts, given)
     if opts["queries"] is not None and opts["query_ids"] is not None:
         fail("give at most one of --queries N and --query-ids")
     ray_options.check(opts)
@@ -133,7 +137,7 @@ def _evaluate(**opts: Any) -> None:
             else:  # the Ray actors judge through the cache themselves
                 from thinkrank.cli.rerank import build_in_worker
 
-                reranker = ray_options.ray_reranker(opts, build_in_worker, pointwise=not o.per_query(opts),
+                reranker = ray_options.ray_reranker(opts, build_in_worker, pointwise=not options.per_query(opts),
                                                     cache=cache.path, chunk_size=opts["chunk_size"], progress=progress)
         with progress:
             result = evaluate(collection, first_stage, top_k=opts["top_k"], reranker=reranker,
@@ -150,7 +154,7 @@ def _evaluate(**opts: Any) -> None:
     paths = write_outputs(result, output, report=opts["report"])
     if reranker is not None:
         # A listwise or cascade reranker is cached per query: its unit is a query's ranking.
-        unit = "query rankings" if o.per_query(opts) else "judgments"
+        unit = "query rankings" if options.per_query(opts) else "judgments"
         say(f"{result.use.computed} {unit} computed, {result.use.cached} read from the cache, "
             f"{result.seconds:.1f}s")
         _say_unparsed(list(result.rankings.values()))

@@ -10,8 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from thinkrank.cli import options as o
-from thinkrank.cli import ray_options
+from thinkrank.cli import options, ray_options
 from thinkrank.cli.common import ProgressBar, Switch, fail, friendly_errors, reranker_spec
 from thinkrank.cli.options import Mode
 from thinkrank.cli.ray_options import GpusPerWorker, RayAddress, Workers
@@ -43,42 +42,42 @@ def rerank(
     queries: Annotated[
         Path | None, typer.Option("--queries", help="JSONL {id?, text, instruction?} or plain text, one per line.")
     ] = None,
-    model: o.Model = None,
-    mode: o.ModeOption = Mode.pointwise,
-    reasoning: o.Reasoning = Switch.on,
-    think_budget: o.ThinkBudget = o.DEFAULTS["think_budget"],
-    cascade: o.Cascade = None,
-    reasoning_close: o.ReasoningClose = o.DEFAULTS["reasoning_close"],
-    prompt: o.Prompt = None,
-    instruction: o.Instruction = None,
+    model: options.Model = None,
+    mode: options.ModeOption = Mode.pointwise,
+    reasoning: options.Reasoning = Switch.on,
+    think_budget: options.ThinkBudget = options.DEFAULTS["think_budget"],
+    cascade: options.Cascade = None,
+    reasoning_close: options.ReasoningClose = options.DEFAULTS["reasoning_close"],
+    prompt: options.Prompt = None,
+    instruction: options.Instruction = None,
     top_n: Annotated[int | None, typer.Option("--top-n", "-k", help="Print only the best K per query.")] = None,
     output_format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
     cache: Annotated[Path | None, typer.Option(help="SQLite judgment cache file (as evaluate's): judgments found "
                                                "there are read back, new ones saved as they are computed.")] = None,
-    max_passage_tokens: o.MaxPassageTokens = None,
-    temperature: o.Temperature = o.DEFAULTS["temperature"],
-    seed: o.Seed = None,
-    window: o.Window = o.DEFAULTS["window"],
-    stride: o.Stride = o.DEFAULTS["stride"],
-    depth: o.Depth = o.DEFAULTS["depth"],
-    max_tokens: o.MaxTokens = o.DEFAULTS["max_tokens"],
-    engine: o.Engine = "auto",
-    base_url: o.BaseUrl = None,
-    api_key: o.ApiKey = None,
-    tokenizer: o.Tokenizer = None,
-    concurrency: o.Concurrency = None,
-    max_retries: o.MaxRetries = None,
-    timeout: o.Timeout = None,
-    chat: o.Chat = False,
-    extra_body: o.ExtraBody = None,
-    context_length: o.ContextLength = None,
-    tensor_parallel_size: o.TensorParallelSize = None,
-    gpu_memory_utilization: o.GpuMemoryUtilization = None,
-    max_model_len: o.MaxModelLen = None,
-    device: o.Device = None,
-    batch_size: o.BatchSize = None,
-    static_cache: o.StaticCache = False,
-    compile: o.Compile = False,
+    max_passage_tokens: options.MaxPassageTokens = None,
+    temperature: options.Temperature = options.DEFAULTS["temperature"],
+    seed: options.Seed = None,
+    window: options.Window = options.DEFAULTS["window"],
+    stride: options.Stride = options.DEFAULTS["stride"],
+    depth: options.Depth = options.DEFAULTS["depth"],
+    max_tokens: options.MaxTokens = options.DEFAULTS["max_tokens"],
+    engine: options.Engine = "auto",
+    base_url: options.BaseUrl = None,
+    api_key: options.ApiKey = None,
+    tokenizer: options.Tokenizer = None,
+    concurrency: options.Concurrency = None,
+    max_retries: options.MaxRetries = None,
+    timeout: options.Timeout = None,
+    chat: options.Chat = False,
+    extra_body: options.ExtraBody = None,
+    context_length: options.ContextLength = None,
+    tensor_parallel_size: options.TensorParallelSize = None,
+    gpu_memory_utilization: options.GpuMemoryUtilization = None,
+    max_model_len: options.MaxModelLen = None,
+    device: options.Device = None,
+    batch_size: options.BatchSize = None,
+    static_cache: options.StaticCache = False,
+    compile: options.Compile = False,
     ray: RayAddress = None,
     workers: Workers = None,
     gpus_per_worker: GpusPerWorker = None,
@@ -98,7 +97,7 @@ def _rerank(**opts: Any) -> None:
     if (opts["query"] is None) == (opts["queries"] is None):
         fail("give exactly one of --query TEXT or --queries FILE")
     check_numbers(opts, {"queries": "queries_file"})
-    o.check(opts, given_options())
+    options.check(opts, given_options())
     spec = reranker_spec(opts)  # every setting checked before files are read or a model loads
     ray_options.check(opts)
     query_list = [QueryInput(opts["query"], "0")] if opts["query"] is not None else read_queries(opts["queries"])
@@ -119,7 +118,7 @@ def _rerank(**opts: Any) -> None:
         if cache is not None:
             cache.close()
     if cache is not None and not opts["quiet"]:
-        unit = "query rankings" if o.per_query(opts) else "judgments"
+        unit = "query rankings" if options.per_query(opts) else "judgments"
         print(f"judgment cache {opts['cache']}: {reranker.use.computed} {unit} computed, {reranker.use.cached} read "
               "from the cache", file=sys.stderr)
     if opts["cascade"] is not None and not opts["quiet"]:
@@ -146,7 +145,7 @@ def _reranker(opts: dict[str, Any], spec: Any, cache: Any, progress: ProgressBar
     from thinkrank.rerankers.spec import build_reranker
 
     if opts["ray"] is not None:
-        return ray_options.ray_reranker(opts, build_in_worker, pointwise=not o.per_query(opts), progress=progress,
+        return ray_options.ray_reranker(opts, build_in_worker, pointwise=not options.per_query(opts), progress=progress,
                                         cache=cache.path if cache is not None else None)
     if cache is None:
         return build_reranker(spec, progress=progress)
@@ -225,7 +224,7 @@ def _print_table(rankings: list[Any]) -> None:
         for rank, j in enumerate(ranking, 1):
             flags = ",".join([f for f in ("forced", "truncated") if getattr(j, f)]
                              + (["unreasoned"] if j.reasoned is False and j.quick_score is not None else []))
-            if j.tie_group is not None and sum(o.tie_group == j.tie_group for o in ranking) > 1:
+            if j.tie_group is not None and sum(options.tie_group == j.tie_group for o in ranking) > 1:
                 flags = ",".join(x for x in (flags, f"tie {j.tie_group}") if x)
             chain = " ".join(j.reasoning.split())
             table.add_row(str(rank), j.doc_id, f"{j.score:.4f}", j.answer or "", flags,

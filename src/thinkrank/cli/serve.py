@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from thinkrank.cli import options as o
+from thinkrank.cli import options
 from thinkrank.cli.common import Switch, fail, friendly_errors, reranker_spec
 from thinkrank.cli.options import Mode
 
@@ -34,8 +34,8 @@ def register(app: typer.Typer) -> None:
 
 
 def serve(
-    model: o.Model = None,
-    mode: o.ModeOption = Mode.pointwise,
+    model: options.Model = None,
+    mode: options.ModeOption = Mode.pointwise,
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port, printed at start).")] = 8000,
     served_model_name: Annotated[
@@ -49,19 +49,19 @@ def serve(
     reasoning: Annotated[Switch, typer.Option(help="Pointwise default: off scores in one forward pass "
                                               "(requests may override).")] = Switch.on,
     think_budget: Annotated[int, typer.Option(help="Pointwise default: most reasoning tokens per document "
-                                              "(requests may override).")] = o.DEFAULTS["think_budget"],
+                                              "(requests may override).")] = options.DEFAULTS["think_budget"],
     max_think_budget: Annotated[int, typer.Option(help="Largest think_budget a request may ask for.")] = 8192,
-    cascade: o.Cascade = None,
-    reasoning_close: o.ReasoningClose = o.DEFAULTS["reasoning_close"],
-    prompt: o.Prompt = None,
-    instruction: o.Instruction = None,
-    max_passage_tokens: o.MaxPassageTokens = None,
-    temperature: o.Temperature = o.DEFAULTS["temperature"],
-    seed: o.Seed = None,
-    window: o.Window = o.DEFAULTS["window"],
-    stride: o.Stride = o.DEFAULTS["stride"],
-    depth: o.Depth = o.DEFAULTS["depth"],
-    max_tokens: o.MaxTokens = o.DEFAULTS["max_tokens"],
+    cascade: options.Cascade = None,
+    reasoning_close: options.ReasoningClose = options.DEFAULTS["reasoning_close"],
+    prompt: options.Prompt = None,
+    instruction: options.Instruction = None,
+    max_passage_tokens: options.MaxPassageTokens = None,
+    temperature: options.Temperature = options.DEFAULTS["temperature"],
+    seed: options.Seed = None,
+    window: options.Window = options.DEFAULTS["window"],
+    stride: options.Stride = options.DEFAULTS["stride"],
+    depth: options.Depth = options.DEFAULTS["depth"],
+    max_tokens: options.MaxTokens = options.DEFAULTS["max_tokens"],
     max_batch_size: Annotated[int, typer.Option(help="Most documents judged in one engine call.")] = 32,
     max_batch_requests: Annotated[int, typer.Option(help="Most requests sharing one engine call (1: no "
                                                     "batching across requests).")] = 64,
@@ -74,23 +74,23 @@ def serve(
     request_timeout: Annotated[float, typer.Option(help="Seconds a request may take (then 504).")] = 600.0,
     log_text: Annotated[bool, typer.Option("--log-text", help="Log queries and documents (off: only sizes).")] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
-    engine: o.Engine = "auto",
-    base_url: o.BaseUrl = None,
-    engine_api_key: o.EngineApiKey = None,
-    tokenizer: o.Tokenizer = None,
-    concurrency: o.Concurrency = None,
-    max_retries: o.MaxRetries = None,
-    timeout: o.Timeout = None,
-    chat: o.Chat = False,
-    extra_body: o.ExtraBody = None,
-    context_length: o.ContextLength = None,
-    tensor_parallel_size: o.TensorParallelSize = None,
-    gpu_memory_utilization: o.GpuMemoryUtilization = None,
-    max_model_len: o.MaxModelLen = None,
-    device: o.Device = None,
-    batch_size: o.BatchSize = None,
-    static_cache: o.StaticCache = False,
-    compile: o.Compile = False,
+    engine: options.Engine = "auto",
+    base_url: options.BaseUrl = None,
+    engine_api_key: options.EngineApiKey = None,
+    tokenizer: options.Tokenizer = None,
+    concurrency: options.Concurrency = None,
+    max_retries: options.MaxRetries = None,
+    timeout: options.Timeout = None,
+    chat: options.Chat = False,
+    extra_body: options.ExtraBody = None,
+    context_length: options.ContextLength = None,
+    tensor_parallel_size: options.TensorParallelSize = None,
+    gpu_memory_utilization: options.GpuMemoryUtilization = None,
+    max_model_len: options.MaxModelLen = None,
+    device: options.Device = None,
+    batch_size: options.BatchSize = None,
+    static_cache: options.StaticCache = False,
+    compile: options.Compile = False,
 ) -> None:
     _serve(**locals())
 
@@ -111,7 +111,7 @@ def _serve(**opts: Any) -> None:
     from thinkrank.cli.common import given_options
 
     check_numbers(engine_opts)
-    o.check(engine_opts, given_options())
+    options.check(engine_opts, given_options())
     spec = reranker_spec(engine_opts)
     settings = ServerSettings(**{name: opts[name] for name in (
         "served_model_name", "api_key", "log_text", "max_batch_size", "max_batch_requests", "max_wait_ms", "cache",
