@@ -97,6 +97,8 @@ def serve(
 
 @friendly_errors
 def _serve(**opts: Any) -> None:
+    from thinkrank.cli.checks import check_numbers
+    from thinkrank.cli.common import given_options
     from thinkrank.errors import require
     from thinkrank.rerankers.spec import build_reranker
     from thinkrank.server.settings import ServerSettings
@@ -107,9 +109,6 @@ def _serve(**opts: Any) -> None:
         fail(f"--log-level must be debug, info, warning or error, got {opts['log_level']!r}")
     # The server's --api-key guards this server; the openai engine's key is --engine-api-key.
     engine_opts = {**opts, "api_key": opts["engine_api_key"]}
-    from thinkrank.cli.checks import check_numbers
-    from thinkrank.cli.common import given_options
-
     check_numbers(engine_opts)
     options.check(engine_opts, given_options())
     spec = reranker_spec(engine_opts)
