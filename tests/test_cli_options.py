@@ -75,7 +75,6 @@ def invoke(command: str, *args: str) -> tuple[int, list[str]]:
         (["--cascade", "top=0"], "error: cascade top_m must be an int >= 1"),
         (["--cascade", "top=2", "--reasoning", "off"], "error: cascade needs reasoning on"),
         (["--mode", "listwise", "--cascade", "top=2"], "error: --cascade is a pointwise option (Rank1)"),
-        (["--reasoning-close", "bare"], "error: --reasoning-close applies with --reasoning off or --cascade"),
         (["--mode", "listwise", "--reasoning-close", "bare"],
          "error: --reasoning-close applies only to --mode pointwise"),
         (["--reasoning", "off", "--reasoning-close", "</answer>"], "reasoning_close='</answer>'"),
@@ -84,6 +83,22 @@ def invoke(command: str, *args: str) -> tuple[int, list[str]]:
 def test_a_bad_reranker_flag_is_the_same_one_line_error_in_every_command(command, args, message):
     code, lines = invoke(command, *args)
     assert code == 2 and len(lines) == 1 and message in lines[0], lines
+
+
+@pytest.mark.parametrize("command", ["rerank", "evaluate"])
+def test_flags_of_the_other_reasoning_setting_are_refused(command):
+    code, lines = invoke(command, "--reasoning-close", "bare")
+    assert code == 2 and lines == ["error: --reasoning-close applies with --reasoning off or --cascade (it closes the "
+                                   "empty think block of a no-reasoning pass); drop it or add one of them"]
+    code, lines = invoke(command, "--reasoning", "off", "--think-budget", "8")
+    assert code == 2 and "--think-budget has no effect with --reasoning off" in lines[0]
+
+
+def test_serve_takes_both_reasoning_settings_flags_as_requests_choose_reasoning():
+    # Requests may ask for reasoning on or off: the server's budget and closing bytes both apply.
+    for args in (["--reasoning", "off", "--think-budget", "8"], ["--reasoning-close", "bare"]):
+        code, lines = invoke("serve", *args)
+        assert code == 2 and lines == ["error: model path not found: /no/such/model"], lines
 
 
 def test_evaluate_refuses_cascade_flags_without_a_model(data_dir):

@@ -67,9 +67,12 @@ def check_numbers(opts: Mapping[str, Any], names: dict[str, str] | None = None) 
             check_float(flag(option), value, **limits)
 
 
-def check_applicable(opts: Mapping[str, Any], given: Iterable[str] | None, *, listwise: bool) -> None:
+def check_applicable(opts: Mapping[str, Any], given: Iterable[str] | None, *, listwise: bool,
+                     reasoning_per_request: bool = False) -> None:
     """Refuse options given on the command line that this run would ignore. ``given``: the options
-    the user typed (None when unknown, e.g. when called from Python: then nothing is refused)."""
+    the user typed (None when unknown, e.g. when called from Python: then nothing is refused).
+    ``reasoning_per_request``: ``--reasoning`` is only a default that requests override (a
+    server), so options of the other setting still apply."""
     if given is None:
         return
     given = set(given)
@@ -79,7 +82,8 @@ def check_applicable(opts: Mapping[str, Any], given: Iterable[str] | None, *, li
             other = "pointwise" if listwise else "listwise"
             hint = " (listwise windows are limited by --max-tokens)" if name == "think_budget" else ""
             raise InvalidInputError(f"{flag(name)} applies only to --mode {other}, but the mode is {mode}{hint}")
-    if not listwise and "think_budget" in given and str(getattr(opts.get("reasoning"), "value", "on")) == "off":
+    reasoning_off = str(getattr(opts.get("reasoning"), "value", "on")) == "off" and not reasoning_per_request
+    if not listwise and "think_budget" in given and reasoning_off:
         raise InvalidInputError("--think-budget has no effect with --reasoning off (no chain is generated); drop one")
     if "seed" in given and opts.get("temperature", 0.0) == 0:
         raise InvalidInputError("--seed has no effect with --temperature 0 (greedy decoding); set --temperature > 0 "

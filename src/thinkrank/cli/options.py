@@ -106,19 +106,22 @@ DEFAULTS: dict[str, Any] = {
 """The defaults of the flags above that are not None/off; the commands use these values."""
 
 
-def check(opts: Mapping[str, Any], given: Iterable[str] | None) -> None:
+def check(opts: Mapping[str, Any], given: Iterable[str] | None, *, reasoning_per_request: bool = False) -> None:
     """Refuse reranker/engine flags that the chosen mode, reasoning or engine would ignore, before
     anything loads (the same checks and messages in every command). ``given``: the flags typed
-    (None from Python: nothing is refused for being ignored)."""
+    (None from Python: nothing is refused for being ignored). ``reasoning_per_request``: the
+    server's ``--reasoning`` is a default each request may override, so ``--think-budget`` and
+    ``--reasoning-close`` apply whatever it is."""
     from thinkrank.cli.checks import check_applicable
 
     listwise = opts.get("mode") == Mode.listwise
     if opts.get("cascade") is not None and listwise:
         raise InvalidInputError("--cascade is a pointwise option (Rank1); drop it or use --mode pointwise")
-    check_applicable(opts, given, listwise=listwise)
+    check_applicable(opts, given, listwise=listwise, reasoning_per_request=reasoning_per_request)
     given = set(given or ())
     reasoning_on = opts.get("reasoning", Switch.on) == Switch.on
-    if "reasoning_close" in given and not listwise and reasoning_on and opts.get("cascade") is None:
+    close_unused = reasoning_on and opts.get("cascade") is None and not reasoning_per_request
+    if "reasoning_close" in given and not listwise and close_unused:
         raise InvalidInputError("--reasoning-close applies with --reasoning off or --cascade (it closes the empty "
                                 "think block of a no-reasoning pass); drop it or add one of them")
     engine = opts.get("engine", "auto")

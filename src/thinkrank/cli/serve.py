@@ -110,7 +110,7 @@ def _serve(**opts: Any) -> None:
     # The server's --api-key guards this server; the openai engine's key is --engine-api-key.
     engine_opts = {**opts, "api_key": opts["engine_api_key"]}
     check_numbers(engine_opts)
-    options.check(engine_opts, given_options())
+    options.check(engine_opts, given_options(), reasoning_per_request=True)
     spec = reranker_spec(engine_opts)
     settings = ServerSettings(**{name: opts[name] for name in (
         "served_model_name", "api_key", "log_text", "max_batch_size", "max_batch_requests", "max_wait_ms", "cache",
