@@ -42,8 +42,8 @@ def evaluate(data_dir, model, out, *args: str) -> str:
 
     _register()
     result = CliRunner().invoke(app, ["evaluate", "--dataset", str(data_dir / "dl19"), "--run", "bm25", "--queries", "2",
-                                      "--top-k", "3", "--model", str(model), "--think-budget", "4", "--no-report",
-                                      "--output", str(out), *args])
+                                      "--top-k", "3", "--model", str(model), "--think-budget", "4", "--output", str(out),
+                                      *args])
     assert result.exit_code == 0, result.output
     return result.stderr
 
@@ -85,6 +85,9 @@ def test_evaluate_runs_with_and_without_cascade_on_one_cache_each_get_their_own_
         assert len(reasoned) == 1 and metrics["cascade"]["per_query"][ranking["query_id"]] == {
             "candidates": 3, "chains": 1, "chain_tokens": tokens, "tokens_saved": 2 * tokens}
     assert (metrics["cascade"]["chains"], metrics["cascade"]["candidates"]) == (2, 6)
+    spent = metrics["cascade"]["chain_tokens"]
+    assert (f"top 1: 2 of 6 candidates reasoned, {spent} chain tokens, ~{2 * spent} saved"
+            in (tmp_path / "cascade" / "report.html").read_text())
 
 
 # ---- serve --cascade ------------------------------------------------------------------------------------

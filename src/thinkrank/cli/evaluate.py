@@ -22,6 +22,8 @@ EVALUATE_HELP = """Evaluate a first-stage run on a collection, reranked by a rea
   thinkrank evaluate --dataset data/dl19 --run bm25 --queries 5 --model ./model.gguf --think-budget 256
 
   thinkrank evaluate --dataset data/dl19 --run runs/my-run.trec
+
+  thinkrank evaluate --dataset data/dl19 --run bm25 --model jhu-clsp/rank1-7b --cascade top=20
 """
 
 

@@ -33,6 +33,8 @@ Documents come from --docs: JSONL records {"id", "text", "title"?} (add "qid" to
   thinkrank rerank --model jhu-clsp/rank1-7b --query "what is a cat" --docs docs.jsonl
 
   thinkrank rerank --model ./model.gguf --queries queries.jsonl --docs docs.jsonl --format jsonl
+
+  thinkrank rerank --model jhu-clsp/rank1-7b --queries queries.jsonl --docs docs.jsonl --cascade top=20 --cache judgments.sqlite
 """
 
 
