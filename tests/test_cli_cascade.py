@@ -91,6 +91,7 @@ def test_evaluate_runs_with_and_without_cascade_on_one_cache_each_get_their_own_
 
 
 # ---- serve --cascade ------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_serve_cascade_answers_as_the_library_cascade_and_says_so_in_v1_models(smollm2_engine, smollm2_path,
                                                                                tmp_path):
     pytest.importorskip("fastapi")
