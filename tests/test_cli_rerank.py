@@ -136,3 +136,26 @@ def test_a_flag_of_another_engine_is_refused(smollm2_path, docs_file):
     proc = run_cli("rerank", "--engine", "transformers", "--model", str(smollm2_path), "--query", "q", "--docs",
                    str(docs_file), "--concurrency", "4", check=False)
     assert proc.returncode == 2 and "--concurrency is an option of the openai engine" in proc.stderr
+
+
+def test_a_rerun_with_the_same_cache_generates_nothing_and_prints_the_same(smollm2_path, docs_file, tmp_path):
+    import sqlite3
+
+    cache = tmp_path / "judgments.sqlite"
+    args = ("rerank", "--model", str(smollm2_path), "--query", "what is a cat", "--docs", str(docs_file), "--format",
+            "jsonl", "--think-budget", "8", "--cache", str(cache))
+    first, second = run_cli(*args), run_cli(*args)
+    assert "judgment cache" in first.stderr and "3 judgments computed, 0 read from the cache" in first.stderr
+    assert "0 judgments computed, 3 read from the cache" in second.stderr
+    assert second.stdout == first.stdout and len(first.stdout.splitlines()) == 3
+    db = sqlite3.connect(cache)
+    # The cache logs each computation with the process that made it: three, all by the first run.
+    rows = db.execute("SELECT key, pid FROM computations").fetchall()
+    assert len(rows) == 3 and len({key for key, _ in rows}) == 3 and len({pid for _, pid in rows}) == 1
+    db.close()
+
+
+def test_an_unwritable_cache_path_fails_before_the_model_loads(docs_file, tmp_path):
+    proc = run_cli("rerank", "--model", str(tmp_path / "missing-model"), "--query", "q", "--docs", str(docs_file),
+                   "--cache", str(tmp_path), check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith(f"error: --cache {tmp_path} is a folder")

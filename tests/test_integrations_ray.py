@@ -96,6 +96,28 @@ def test_rerank_cli_on_ray_prints_what_one_process_prints(smollm2_path, tmp_path
 
 
 @pytest.mark.slow
+def test_rerank_cli_cascade_on_ray_through_a_cache_equals_one_process(smollm2_path, tmp_path):
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text('{"id": "q1", "text": "what do cats eat"}\n{"id": "q2", "text": "capital of france"}\n')
+    docs = tmp_path / "docs.txt"
+    docs.write_text("Cats eat meat and fish.\nParis is the capital of France.\nStocks fell on Monday.\n")
+    args = ["rerank", "--model", str(smollm2_path), "--engine", "transformers", "--device", "cpu", "--queries",
+            str(queries), "--docs", str(docs), "--think-budget", str(BUDGET), "--format", "jsonl", "--cascade", "top=1"]
+    # Through a cache of its own, one process judges a query at a time, as the Ray chunks do (the same
+    # batches, so the same floats up to Ray's thread count).
+    one = _cli(*args, "--quiet", "--cache", str(tmp_path / "one.sqlite"))
+    cache = tmp_path / "judgments.sqlite"
+    ray = _cli(*args, "--ray", "--workers", "2", "--cache", str(cache))
+    assert one.returncode == 0 and ray.returncode == 0, (one.stderr, ray.stderr)
+    got = _parsed(".jsonl", ray.stdout)
+    assert _close(got, _parsed(".jsonl", one.stdout)) and sum(r["reasoned"] for r in got) == 2  # one per query
+    assert "2 query rankings computed, 0 read from the cache" in ray.stderr
+    assert len(_computations(cache)) == 2  # a cascade is cached per query
+    again = _cli(*args, "--quiet", "--cache", str(cache))
+    assert again.stdout == ray.stdout and len(_computations(cache)) == 2
+
+
+@pytest.mark.slow
 def test_a_worker_killed_mid_job_is_retried_with_nothing_lost_or_repeated(smollm2_engine, smollm2_path, tmp_path):
     from thinkrank import Rank1
     from thinkrank.rerankers.cached import CachedReranker

@@ -18,7 +18,7 @@ def serve(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--think-budget", "0"], "think_budget must be >= 1"),
+        (["--think-budget", "0"], "--think-budget must be >= 1"),  # the same check and words as rerank's
         (["--engine", "transformers", "--concurrency", "4"], "--concurrency is an option of the openai engine"),
         (["--max-documents", "2000", "--max-queue", "100"], "max_queue (100) must be >= max_documents (2000)"),
         (["--request-timeout", "0"], "request_timeout must be > 0"),

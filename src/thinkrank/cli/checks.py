@@ -34,17 +34,19 @@ _LIMITS: dict[str, tuple[str, dict[str, Any]]] = {
     "tensor_parallel_size": ("int", {"minimum": 1, "optional": True}),
     "gpu_memory_utilization": ("float", {"positive": True, "maximum": 1.0, "optional": True}),
     "max_model_len": ("int", {"minimum": 1, "optional": True}),
+    "context_length": ("int", {"minimum": 1, "optional": True}),
     "k1": ("float", {"minimum": 0.0}),
     "b": ("float", {"minimum": 0.0, "maximum": 1.0}),
 }
 
-POINTWISE_ONLY = ("think_budget", "reasoning")
+POINTWISE_ONLY = ("think_budget", "reasoning", "reasoning_close", "cascade")
 LISTWISE_ONLY = ("window", "stride", "depth", "max_tokens")
 RERANKER_OPTIONS = (
     POINTWISE_ONLY + LISTWISE_ONLY
     + ("mode", "prompt", "instruction", "engine", "max_passage_tokens", "temperature", "seed", "chunk_size", "cache",
        "base_url", "api_key", "tokenizer", "concurrency", "max_retries", "timeout", "chat", "tensor_parallel_size",
-       "gpu_memory_utilization", "max_model_len", "device", "batch_size")
+       "gpu_memory_utilization", "max_model_len", "device", "batch_size", "extra_body", "context_length",
+       "static_cache", "compile")
 )
 
 
@@ -65,9 +67,12 @@ def check_numbers(opts: Mapping[str, Any], names: dict[str, str] | None = None) 
             check_float(flag(option), value, **limits)
 
 
-def check_applicable(opts: Mapping[str, Any], given: Iterable[str] | None, *, listwise: bool) -> None:
+def check_applicable(opts: Mapping[str, Any], given: Iterable[str] | None, *, listwise: bool,
+                     reasoning_per_request: bool = False) -> None:
     """Refuse options given on the command line that this run would ignore. ``given``: the options
-    the user typed (None when unknown, e.g. when called from Python: then nothing is refused)."""
+    the user typed (None when unknown, e.g. when called from Python: then nothing is refused).
+    ``reasoning_per_request``: ``--reasoning`` is only a default that requests override (a
+    server), so options of the other setting still apply."""
     if given is None:
         return
     given = set(given)
@@ -77,17 +82,12 @@ def check_applicable(opts: Mapping[str, Any], given: Iterable[str] | None, *, li
             other = "pointwise" if listwise else "listwise"
             hint = " (listwise windows are limited by --max-tokens)" if name == "think_budget" else ""
             raise InvalidInputError(f"{flag(name)} applies only to --mode {other}, but the mode is {mode}{hint}")
-    if not listwise and "think_budget" in given and str(getattr(opts.get("reasoning"), "value", "on")) == "off":
+    reasoning_off = str(getattr(opts.get("reasoning"), "value", "on")) == "off" and not reasoning_per_request
+    if not listwise and "think_budget" in given and reasoning_off:
         raise InvalidInputError("--think-budget has no effect with --reasoning off (no chain is generated); drop one")
     if "seed" in given and opts.get("temperature", 0.0) == 0:
         raise InvalidInputError("--seed has no effect with --temperature 0 (greedy decoding); set --temperature > 0 "
                                 "or drop --seed")
-
-
-def check_engine_flags(opts: Mapping[str, Any], given: Iterable[str] | None, engine: str) -> None:
-    """``--chat`` is an openai option; other engines would ignore it."""
-    if given is not None and "chat" in set(given) and engine != "openai":
-        raise InvalidInputError(f"--chat is an option of the openai engine, but the engine is {engine}")
 
 
 def check_needs_model(given: Iterable[str] | None, has_model: bool) -> None:

@@ -8,10 +8,10 @@ from typing import Annotated, Any
 
 import typer
 
-from thinkrank.cli import ray_options
+from thinkrank.cli import options, ray_options
 from thinkrank.cli.common import ProgressBar, Switch, fail, friendly_errors, reranker_spec
+from thinkrank.cli.options import Mode
 from thinkrank.cli.ray_options import GpusPerWorker, RayAddress, Workers
-from thinkrank.cli.rerank import Mode
 
 EVALUATE_HELP = """Evaluate a first-stage run on a collection, reranked by a reasoning reranker or as it is.
 
@@ -22,6 +22,8 @@ EVALUATE_HELP = """Evaluate a first-stage run on a collection, reranked by a rea
   thinkrank evaluate --dataset data/dl19 --run bm25 --queries 5 --model ./model.gguf --think-budget 256
 
   thinkrank evaluate --dataset data/dl19 --run runs/my-run.trec
+
+  thinkrank evaluate --dataset data/dl19 --run bm25 --model jhu-clsp/rank1-7b --cascade top=20
 """
 
 
@@ -37,45 +39,48 @@ def evaluate(
         str | None, typer.Option("--model", "-m", help="Reranker: hub id, local directory, .gguf or adapter. "
                                  "Without it the run is evaluated as it is.")
     ] = None,
-    mode: Annotated[Mode, typer.Option(help="pointwise (Rank1) or listwise (Rank-K).")] = Mode.pointwise,
-    reasoning: Annotated[Switch, typer.Option(help="Pointwise: off scores in one forward pass, no chain.")] = Switch.on,
-    think_budget: Annotated[int, typer.Option(help="Pointwise: most reasoning tokens per document.")] = 1024,
-    prompt: Annotated[str | None, typer.Option(help="Pointwise: dataset template name or a template with "
-                                               "FILL_QUERY_HERE. Listwise: a template with {query} and {docs}.")] = None,
-    instruction: Annotated[str | None, typer.Option(help="Text appended to every query.")] = None,
-    engine: Annotated[str, typer.Option(help="auto, transformers, vllm or openai.")] = "auto",
+    mode: options.ModeOption = Mode.pointwise,
+    reasoning: options.Reasoning = Switch.on,
+    think_budget: options.ThinkBudget = options.DEFAULTS["think_budget"],
+    cascade: options.Cascade = None,
+    reasoning_close: options.ReasoningClose = options.DEFAULTS["reasoning_close"],
+    prompt: options.Prompt = None,
+    instruction: options.Instruction = None,
     queries: Annotated[int | None, typer.Option("--queries", "-n", help="Only the first N queries.")] = None,
     query_ids: Annotated[str | None, typer.Option(help="Only these query ids, comma-separated.")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder.  "
-                                                "[default: runs/DATASET-RUN[-MODEL]]")] = None,
-    cache: Annotated[Path | None, typer.Option(help="Judgment cache file.  [default: OUTPUT/judgments.sqlite]")] = None,
+                                                "\\[default: runs/DATASET-RUN\\[-MODEL]]")] = None,
+    cache: Annotated[Path | None, typer.Option(help="Judgment cache file.  \\[default: OUTPUT/judgments.sqlite]")] = None,
     chunk_size: Annotated[int | None, typer.Option(help="Judgments computed and saved together (a kill loses at "
-                                                   "most one chunk).  [default: one engine batch (transformers), 64 pairs (vllm, "
-                                                   "openai); listwise 1 query]")] = None,
+                                                   "most one chunk).  \\[default: one engine batch (transformers), 64 "
+                                                   "pairs (vllm, openai); listwise and --cascade: 1 query]")] = None,
     measures: Annotated[str | None, typer.Option(help="Comma-separated ir-measures names; the first is the main one. "
-                                                 "[default: nDCG@10,nDCG@20,AP,R@100,RR@10,Judged@10]")] = None,
+                                                 "\\[default: nDCG@10,nDCG@20,AP,R@100,RR@10,Judged@10]")] = None,
     split: Annotated[str, typer.Option(help="BEIR folders: which qrels/<split>.tsv to use.")] = "test",
-    max_passage_tokens: Annotated[int | None, typer.Option(help="Cut passages to this many tokens (flagged).  "
-                                                           "[default: 2048; listwise 512]")] = None,
-    temperature: Annotated[float, typer.Option(help="0 = greedy (default).")] = 0.0,
-    seed: Annotated[int | None, typer.Option(help="Seed for sampling (with --temperature > 0).")] = None,
-    window: Annotated[int, typer.Option(help="Listwise: passages per window.")] = 20,
-    stride: Annotated[int, typer.Option(help="Listwise: window stride.")] = 10,
-    depth: Annotated[int, typer.Option(help="Listwise: how many top candidates to rerank.")] = 100,
-    max_tokens: Annotated[int, typer.Option(help="Listwise: most tokens per window (reasoning + ordering).")] = 4096,
-    base_url: Annotated[str | None, typer.Option(help="openai engine: server URL [env OPENAI_BASE_URL]")] = None,
-    api_key: Annotated[str | None, typer.Option(help="openai engine: API key [env OPENAI_API_KEY]")] = None,
-    tokenizer: Annotated[str | None, typer.Option(help="openai/vllm engine: local tokenizer dir or hub id, when "
-                                                  "the served model name is not loadable")] = None,
-    concurrency: Annotated[int | None, typer.Option(help="openai engine: requests in flight at once [default: 8]")] = None,
-    max_retries: Annotated[int | None, typer.Option(help="openai engine: retries per request [default: 3]")] = None,
-    timeout: Annotated[float | None, typer.Option(help="openai engine: seconds per request [default: 600]")] = None,
-    chat: Annotated[bool, typer.Option("--chat", help="openai engine: use /v1/chat/completions for generation")] = False,
-    tensor_parallel_size: Annotated[int | None, typer.Option(help="vllm engine: GPUs per model")] = None,
-    gpu_memory_utilization: Annotated[float | None, typer.Option(help="vllm engine: share of GPU memory to use")] = None,
-    max_model_len: Annotated[int | None, typer.Option(help="vllm engine: context length")] = None,
-    device: Annotated[str | None, typer.Option(help="transformers engine: cpu, cuda, cuda:1, …")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="transformers engine: sequences decoded together.")] = None,
+    max_passage_tokens: options.MaxPassageTokens = None,
+    temperature: options.Temperature = options.DEFAULTS["temperature"],
+    seed: options.Seed = None,
+    window: options.Window = options.DEFAULTS["window"],
+    stride: options.Stride = options.DEFAULTS["stride"],
+    depth: options.Depth = options.DEFAULTS["depth"],
+    max_tokens: options.MaxTokens = options.DEFAULTS["max_tokens"],
+    engine: options.Engine = "auto",
+    base_url: options.BaseUrl = None,
+    api_key: options.ApiKey = None,
+    tokenizer: options.Tokenizer = None,
+    concurrency: options.Concurrency = None,
+    max_retries: options.MaxRetries = None,
+    timeout: options.Timeout = None,
+    chat: options.Chat = False,
+    extra_body: options.ExtraBody = None,
+    context_length: options.ContextLength = None,
+    tensor_parallel_size: options.TensorParallelSize = None,
+    gpu_memory_utilization: options.GpuMemoryUtilization = None,
+    max_model_len: options.MaxModelLen = None,
+    device: options.Device = None,
+    batch_size: options.BatchSize = None,
+    static_cache: options.StaticCache = False,
+    compile: options.Compile = False,
     report: Annotated[bool, typer.Option(help="Write report.html.")] = True,
     ray: RayAddress = None,
     workers: Workers = None,
@@ -88,18 +93,23 @@ def evaluate(
 @friendly_errors
 def _evaluate(**opts: Any) -> None:
     from thinkrank.cache import JudgmentCache
-    from thinkrank.cli.checks import check_applicable, check_needs_model, check_numbers
+    from thinkrank.cli.checks import check_needs_model, check_numbers
     from thinkrank.cli.common import given_options, quiet_libraries
     from thinkrank.datasets import load_collection
     from thinkrank.evaluation.metrics import DEFAULT_MEASURES, measure_name
-    from thinkrank.evaluation.runner import evaluate, prepare_output, select_queries, write_outputs
+    from thinkrank.evaluation.runner import (
+        evaluate,
+        prepare_output,
+        select_queries,
+        write_outputs,
+    )
     from thinkrank.rerankers.spec import build_reranker
 
     quiet_libraries(opts["quiet"])
     check_numbers(opts, {"queries": "queries_limit"})
     given = given_options()
     check_needs_model(given, bool(opts["model"]))
-    check_applicable(opts, given, listwise=opts["mode"] == Mode.listwise)
+    options.check(opts, given)
     if opts["queries"] is not None and opts["query_ids"] is not None:
         fail("give at most one of --queries N and --query-ids")
     ray_options.check(opts)
@@ -129,7 +139,7 @@ def _evaluate(**opts: Any) -> None:
             else:  # the Ray actors judge through the cache themselves
                 from thinkrank.cli.rerank import build_in_worker
 
-                reranker = ray_options.ray_reranker(opts, build_in_worker, pointwise=opts["mode"] == Mode.pointwise,
+                reranker = ray_options.ray_reranker(opts, build_in_worker, pointwise=not options.per_query(opts),
                                                     cache=cache.path, chunk_size=opts["chunk_size"], progress=progress)
         with progress:
             result = evaluate(collection, first_stage, top_k=opts["top_k"], reranker=reranker,
@@ -145,9 +155,17 @@ def _evaluate(**opts: Any) -> None:
             cache.close()
     paths = write_outputs(result, output, report=opts["report"])
     if reranker is not None:
-        say(f"{result.use.computed} judgments computed, {result.use.cached} read from the cache, "
+        # A listwise or cascade reranker is cached per query: its unit is a query's ranking.
+        unit = "query rankings" if options.per_query(opts) else "judgments"
+        say(f"{result.use.computed} {unit} computed, {result.use.cached} read from the cache, "
             f"{result.seconds:.1f}s")
         _say_unparsed(list(result.rankings.values()))
+        if opts["cascade"] is not None:
+            from thinkrank.evaluation.runner import cascade_counts
+
+            c = cascade_counts(result)
+            say(f"cascade: {c['chains']} of {c['candidates']} candidates reasoned over {len(c['per_query'])} queries, "
+                f"{c['chain_tokens']} chain tokens, ~{c['tokens_saved']} saved (per query in metrics.json)")
     _print_table(result)
     for name, path in paths.items():
         say(f"{name.replace('_', ' ')}: {path}")

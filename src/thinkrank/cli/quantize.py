@@ -10,7 +10,9 @@ from typing import Annotated, Any
 
 import typer
 
+from thinkrank.cli import options
 from thinkrank.cli.common import ProgressBar, Switch, fail, friendly_errors
+from thinkrank.cli.options import Mode
 
 QUANTIZE_HELP = """Quantize a Rank1 model's weights to int4 with AWQ (needs the quantize extra: llm-compressor).
 
@@ -105,13 +107,18 @@ def compare(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")],
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Candidates per query.")] = 100,
     queries: Annotated[int | None, typer.Option("--queries", "-n", help="Only the first N queries.")] = None,
-    reasoning: Annotated[Switch, typer.Option(help="off: score in one forward pass, no chain.")] = Switch.on,
-    think_budget: Annotated[int, typer.Option(help="Most reasoning tokens per document.")] = 1024,
-    prompt: Annotated[str | None, typer.Option(help="Dataset template name or a template with FILL_QUERY_HERE.")] = None,
+    reasoning: options.Reasoning = Switch.on,
+    think_budget: options.ThinkBudget = options.DEFAULTS["think_budget"],
+    cascade: options.Cascade = None,
+    reasoning_close: options.ReasoningClose = options.DEFAULTS["reasoning_close"],
+    prompt: options.Prompt = None,
+    instruction: options.Instruction = None,
     engine: Annotated[str, typer.Option(help="auto, transformers or vllm (the same for both models).")] = "auto",
-    device: Annotated[str | None, typer.Option(help="transformers engine: cpu, cuda, …")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="transformers engine: sequences decoded together.")] = None,
-    max_passage_tokens: Annotated[int, typer.Option(help="Cut passages to this many tokens (flagged).")] = 2048,
+    device: options.Device = None,
+    batch_size: options.BatchSize = None,
+    static_cache: options.StaticCache = False,
+    compile: options.Compile = False,
+    max_passage_tokens: options.MaxPassageTokens = None,
     split: Annotated[str, typer.Option(help="BEIR folders: which qrels/<split>.tsv to use.")] = "test",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
@@ -122,28 +129,33 @@ def compare(
 def _compare(**o: Any) -> None:
     from functools import partial
 
+    from thinkrank.cli.common import given_options, reranker_spec
     from thinkrank.cli.evaluate import _load_run
+    from thinkrank.cli.rerank import build_in_worker
     from thinkrank.datasets import load_collection
     from thinkrank.evaluation.compare import compare as compare_runs, measured_evaluation
     from thinkrank.evaluation.runner import select_queries, write_outputs
-    from thinkrank.rerankers.pointwise import Rank1
 
     if o["top_k"] < 1:
         fail(f"--top-k must be >= 1, got {o['top_k']}")
+    if o["engine"] == "openai":
+        fail("--engine openai cannot be compared here: the comparison measures each model's memory in its own "
+             "process; use auto, transformers or vllm")
+    o = {**o, "mode": Mode.pointwise}
+    options.check(o, given_options())
+    for name in (o["model"], o["compare_model"]):
+        reranker_spec({**o, "model": name})  # every setting checked before anything loads
     collection = load_collection(o["dataset"], split=o["split"])
     if not collection.qrels:
         fail(f"--dataset {o['dataset']} has no relevance judgments; a comparison needs qrels")
     first_stage = _load_run(o["run"], collection)
     qids = select_queries(collection, first_stage, o["queries"])
-    engine_options = {k: o[k] for k in ("device", "batch_size") if o[k] is not None}
     device = o["device"] or ("cuda" if _cuda() else "cpu")
     out: Path = o["output"]
     measured = {}
     for role, name, folder in (("baseline", o["model"], out / "baseline"), ("candidate", o["compare_model"], out)):
         folder.mkdir(parents=True, exist_ok=True)
-        build = partial(Rank1, name, engine=o["engine"], reasoning=o["reasoning"] == Switch.on,
-                        think_budget=o["think_budget"], prompt=o["prompt"],
-                        max_passage_tokens=o["max_passage_tokens"], **engine_options)
+        build = partial(build_in_worker, {**o, "model": name})  # the options pickle; a spec does not
         with ProgressBar(f"{role:9}", o["quiet"]) as bar:
             measured[role] = measured_evaluation(build, collection, first_stage, device=device, top_k=o["top_k"],
                                                  qids=qids, cache=folder / "judgments.sqlite", progress=bar)

@@ -10,14 +10,10 @@ from typing import Annotated, Any
 
 import typer
 
-from thinkrank.cli import ray_options
+from thinkrank.cli import options, ray_options
 from thinkrank.cli.common import ProgressBar, Switch, fail, friendly_errors, reranker_spec
+from thinkrank.cli.options import Mode
 from thinkrank.cli.ray_options import GpusPerWorker, RayAddress, Workers
-
-
-class Mode(str, Enum):
-    pointwise = "pointwise"
-    listwise = "listwise"
 
 
 class Format(str, Enum):
@@ -37,6 +33,8 @@ Documents come from --docs: JSONL records {"id", "text", "title"?} (add "qid" to
   thinkrank rerank --model jhu-clsp/rank1-7b --query "what is a cat" --docs docs.jsonl
 
   thinkrank rerank --model ./model.gguf --queries queries.jsonl --docs docs.jsonl --format jsonl
+
+  thinkrank rerank --model jhu-clsp/rank1-7b --queries queries.jsonl --docs docs.jsonl --cascade top=20 --cache judgments.sqlite
 """
 
 
@@ -46,62 +44,42 @@ def rerank(
     queries: Annotated[
         Path | None, typer.Option("--queries", help="JSONL {id?, text, instruction?} or plain text, one per line.")
     ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option("--model", "-m", help="Hub id, local directory, .gguf file or adapter directory.  "
-                     "[default: jhu-clsp/rank1-7b; listwise: hltcoe/Rank-K-32B]"),
-    ] = None,
-    mode: Annotated[Mode, typer.Option(help="pointwise (Rank1) or listwise (Rank-K).")] = Mode.pointwise,
-    reasoning: Annotated[Switch, typer.Option(help="Pointwise: off scores in one forward pass, no chain.")] = Switch.on,
-    think_budget: Annotated[int, typer.Option(help="Pointwise: most reasoning tokens per document.")] = 1024,
-    cascade: Annotated[
-        str | None,
-        typer.Option(help="Pointwise: score all without reasoning, reason only about the top M and/or a score band: "
-                     "'top=20', 'band=0.2:0.8' or 'top=10,band=0.3:0.7'."),
-    ] = None,
-    prompt: Annotated[
-        str | None, typer.Option(help="Dataset template name (scifact, nfcorpus, bright-pony, …) or a template "
-                                 "containing FILL_QUERY_HERE.")
-    ] = None,
-    instruction: Annotated[str | None, typer.Option(help="Text appended to every query.")] = None,
+    model: options.Model = None,
+    mode: options.ModeOption = Mode.pointwise,
+    reasoning: options.Reasoning = Switch.on,
+    think_budget: options.ThinkBudget = options.DEFAULTS["think_budget"],
+    cascade: options.Cascade = None,
+    reasoning_close: options.ReasoningClose = options.DEFAULTS["reasoning_close"],
+    prompt: options.Prompt = None,
+    instruction: options.Instruction = None,
     top_n: Annotated[int | None, typer.Option("--top-n", "-k", help="Print only the best K per query.")] = None,
     output_format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
-    engine: Annotated[str, typer.Option(help="auto, transformers, vllm or openai.")] = "auto",
-    base_url: Annotated[
-        str | None, typer.Option(help="openai engine: server URL, e.g. http://localhost:8000/v1 [env OPENAI_BASE_URL]")
-    ] = None,
-    api_key: Annotated[str | None, typer.Option(help="openai engine: API key [env OPENAI_API_KEY]")] = None,
-    tokenizer: Annotated[
-        str | None, typer.Option(help="openai/vllm engine: local tokenizer dir or hub id, when the served model "
-                                 "name is not loadable")
-    ] = None,
-    concurrency: Annotated[int | None, typer.Option(help="openai engine: requests in flight at once [default: 8]")] = None,
-    max_retries: Annotated[int | None, typer.Option(help="openai engine: retries per request [default: 3]")] = None,
-    timeout: Annotated[float | None, typer.Option(help="openai engine: seconds per request [default: 600]")] = None,
-    chat: Annotated[bool, typer.Option("--chat", help="openai engine: use /v1/chat/completions for generation")] = False,
-    extra_body: Annotated[
-        str | None, typer.Option(help='openai engine: extra request fields as JSON, e.g. \'{"top_k": -1}\' (they '
-                                 "override the engine's own, such as skip_special_tokens)")
-    ] = None,
-    context_length: Annotated[
-        int | None, typer.Option(help="openai engine: the served model's context, when the server does not report it")
-    ] = None,
-    reasoning_close: Annotated[
-        str, typer.Option(help="Pointwise, reasoning off: bytes closing the empty think block: newline "
-                          "('\\n</think>'), bare ('</think>') or empty-chain ('\\n\\n</think>').")
-    ] = "newline",
-    tensor_parallel_size: Annotated[int | None, typer.Option(help="vllm engine: GPUs per model")] = None,
-    gpu_memory_utilization: Annotated[float | None, typer.Option(help="vllm engine: share of GPU memory to use")] = None,
-    max_model_len: Annotated[int | None, typer.Option(help="vllm engine: context length")] = None,
-    max_passage_tokens: Annotated[int, typer.Option(help="Cut passages to this many tokens (flagged).")] = 2048,
-    temperature: Annotated[float, typer.Option(help="0 = greedy (default).")] = 0.0,
-    seed: Annotated[int | None, typer.Option(help="Seed for sampling (with --temperature > 0).")] = None,
-    window: Annotated[int, typer.Option(help="Listwise: passages per window.")] = 20,
-    stride: Annotated[int, typer.Option(help="Listwise: window stride.")] = 10,
-    depth: Annotated[int, typer.Option(help="Listwise: how many top candidates to rerank.")] = 100,
-    max_tokens: Annotated[int, typer.Option(help="Listwise: most tokens per window (reasoning + ordering).")] = 4096,
-    device: Annotated[str | None, typer.Option(help="transformers engine: cpu, cuda, cuda:1, …")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="transformers engine: sequences decoded together.")] = None,
+    cache: Annotated[Path | None, typer.Option(help="SQLite judgment cache file (as evaluate's): judgments found "
+                                               "there are read back, new ones saved as they are computed.")] = None,
+    max_passage_tokens: options.MaxPassageTokens = None,
+    temperature: options.Temperature = options.DEFAULTS["temperature"],
+    seed: options.Seed = None,
+    window: options.Window = options.DEFAULTS["window"],
+    stride: options.Stride = options.DEFAULTS["stride"],
+    depth: options.Depth = options.DEFAULTS["depth"],
+    max_tokens: options.MaxTokens = options.DEFAULTS["max_tokens"],
+    engine: options.Engine = "auto",
+    base_url: options.BaseUrl = None,
+    api_key: options.ApiKey = None,
+    tokenizer: options.Tokenizer = None,
+    concurrency: options.Concurrency = None,
+    max_retries: options.MaxRetries = None,
+    timeout: options.Timeout = None,
+    chat: options.Chat = False,
+    extra_body: options.ExtraBody = None,
+    context_length: options.ContextLength = None,
+    tensor_parallel_size: options.TensorParallelSize = None,
+    gpu_memory_utilization: options.GpuMemoryUtilization = None,
+    max_model_len: options.MaxModelLen = None,
+    device: options.Device = None,
+    batch_size: options.BatchSize = None,
+    static_cache: options.StaticCache = False,
+    compile: options.Compile = False,
     ray: RayAddress = None,
     workers: Workers = None,
     gpus_per_worker: GpusPerWorker = None,
@@ -112,19 +90,16 @@ def rerank(
 
 @friendly_errors
 def _rerank(**opts: Any) -> None:
-    from thinkrank.cli.checks import check_applicable, check_numbers
+    from thinkrank.cli.checks import check_numbers
     from thinkrank.cli.common import given_options, quiet_libraries
     from thinkrank.cli.inputs import QueryInput, check_requests, read_docs, read_queries
     from thinkrank.rerankers.base import RerankRequest
-    from thinkrank.rerankers.spec import build_reranker
 
     quiet_libraries(opts["quiet"])
     if (opts["query"] is None) == (opts["queries"] is None):
         fail("give exactly one of --query TEXT or --queries FILE")
     check_numbers(opts, {"queries": "queries_file"})
-    check_applicable(opts, given_options(), listwise=opts["mode"] == Mode.listwise)
-    if opts["cascade"] is not None and opts["mode"] == Mode.listwise:
-        fail("--cascade is a pointwise option (Rank1); drop it or use --mode pointwise")
+    options.check(opts, given_options())
     spec = reranker_spec(opts)  # every setting checked before files are read or a model loads
     ray_options.check(opts)
     query_list = [QueryInput(opts["query"], "0")] if opts["query"] is not None else read_queries(opts["queries"])
@@ -133,22 +108,52 @@ def _rerank(**opts: Any) -> None:
     check_requests(requests)  # before the model loads
     if opts["output_format"] == Format.trec:
         _check_trec_ids(requests)  # before the model loads, not after the reranking
-    with ProgressBar("reranking", opts["quiet"], transient=True) as progress:
-        if opts["ray"] is None:
-            reranker = build_reranker(spec, progress=progress)
-        else:
-            reranker = ray_options.ray_reranker(opts, build_in_worker, pointwise=opts["mode"] == Mode.pointwise,
-                                                progress=progress)
-        try:
-            rankings = reranker.rerank_many(requests)
-        finally:
-            ray_options.close(reranker)
+    cache = _open_cache(opts["cache"])  # a bad cache file fails before the model loads
+    try:
+        with ProgressBar("reranking", opts["quiet"], transient=True) as progress:
+            reranker = _reranker(opts, spec, cache, progress)
+            try:
+                rankings = reranker.rerank_many(requests)
+            finally:
+                ray_options.close(reranker)
+    finally:
+        if cache is not None:
+            cache.close()
+    if cache is not None and not opts["quiet"]:
+        unit = "query rankings" if options.per_query(opts) else "judgments"
+        print(f"judgment cache {opts['cache']}: {reranker.use.computed} {unit} computed, {reranker.use.cached} read "
+              "from the cache", file=sys.stderr)
     if opts["cascade"] is not None and not opts["quiet"]:
         _report_cascade(rankings)
     summary = unparsed_summary(rankings)
     if summary:
         typer.secho(summary, fg=typer.colors.YELLOW, err=True)
     _print([r.truncate(opts["top_n"]) for r in rankings], opts["output_format"])
+
+
+def _open_cache(path: Path | None) -> Any:
+    if path is None:
+        return None
+    from thinkrank.cache import JudgmentCache
+    from thinkrank.cli.common import check_output_file
+
+    check_output_file(path, "--cache")
+    return JudgmentCache(path)
+
+
+def _reranker(opts: dict[str, Any], spec: Any, cache: Any, progress: ProgressBar) -> Any:
+    """The reranker the options describe: in process or on Ray, behind the judgment cache when
+    there is one (on Ray the actors read and write it themselves)."""
+    from thinkrank.rerankers.spec import build_reranker
+
+    if opts["ray"] is not None:
+        return ray_options.ray_reranker(opts, build_in_worker, pointwise=not options.per_query(opts), progress=progress,
+                                        cache=cache.path if cache is not None else None)
+    if cache is None:
+        return build_reranker(spec, progress=progress)
+    from thinkrank.rerankers.cached import CachedReranker
+
+    return CachedReranker(build_reranker(spec), cache, progress=progress)
 
 
 def _report_cascade(rankings: list[Any]) -> None:
@@ -221,7 +226,7 @@ def _print_table(rankings: list[Any]) -> None:
         for rank, j in enumerate(ranking, 1):
             flags = ",".join([f for f in ("forced", "truncated") if getattr(j, f)]
                              + (["unreasoned"] if j.reasoned is False and j.quick_score is not None else []))
-            if j.tie_group is not None and sum(o.tie_group == j.tie_group for o in ranking) > 1:
+            if j.tie_group is not None and sum(options.tie_group == j.tie_group for o in ranking) > 1:
                 flags = ",".join(x for x in (flags, f"tie {j.tie_group}") if x)
             chain = " ".join(j.reasoning.split())
             table.add_row(str(rank), j.doc_id, f"{j.score:.4f}", j.answer or "", flags,

@@ -13,8 +13,9 @@ from typing import Annotated, Any
 
 import typer
 
+from thinkrank.cli import options
 from thinkrank.cli.common import Switch, fail, friendly_errors, reranker_spec
-from thinkrank.cli.rerank import Mode
+from thinkrank.cli.options import Mode
 
 SERVE_HELP = """Serve a reasoning reranker over HTTP, compatible with the Cohere (v1, v2), Jina and TEI rerank APIs.
 
@@ -33,37 +34,34 @@ def register(app: typer.Typer) -> None:
 
 
 def serve(
-    model: Annotated[
-        str | None,
-        typer.Option("--model", "-m", help="Hub id, local directory, .gguf file or adapter directory.  "
-                     "[default: jhu-clsp/rank1-7b; listwise: hltcoe/Rank-K-32B]"),
-    ] = None,
-    mode: Annotated[Mode, typer.Option(help="pointwise (Rank1) or listwise (Rank-K).")] = Mode.pointwise,
+    model: options.Model = None,
+    mode: options.ModeOption = Mode.pointwise,
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port, printed at start).")] = 8000,
     served_model_name: Annotated[
-        str | None, typer.Option(help="The model name requests must use.  [default: --model as given]")
+        str | None, typer.Option(help="The model name requests must use.  \\[default: --model as given]")
     ] = None,
     api_key: Annotated[
         str | None, typer.Option(envvar="THINKRANK_API_KEY", help="Require 'Authorization: Bearer KEY' on every "
-                                 "route but /healthz and /readyz. [env THINKRANK_API_KEY]", show_default=False)
+                                 "route but /healthz and /readyz.", show_default=False)
     ] = None,
     cache: Annotated[Path | None, typer.Option(help="SQLite judgment cache shared by all requests.")] = None,
     reasoning: Annotated[Switch, typer.Option(help="Pointwise default: off scores in one forward pass "
                                               "(requests may override).")] = Switch.on,
-    think_budget: Annotated[int, typer.Option(help="Pointwise default: most reasoning tokens per document.")] = 1024,
+    think_budget: Annotated[int, typer.Option(help="Pointwise default: most reasoning tokens per document "
+                                              "(requests may override).")] = options.DEFAULTS["think_budget"],
     max_think_budget: Annotated[int, typer.Option(help="Largest think_budget a request may ask for.")] = 8192,
-    prompt: Annotated[str | None, typer.Option(help="Dataset template name or a template with FILL_QUERY_HERE "
-                                               "(listwise: {query} and {docs}).")] = None,
-    instruction: Annotated[str | None, typer.Option(help="Text appended to every query.")] = None,
-    max_passage_tokens: Annotated[int | None, typer.Option(help="Cut documents to this many tokens.  "
-                                                           "[default: 2048; listwise 512]")] = None,
-    temperature: Annotated[float, typer.Option(help="0 = greedy (default).")] = 0.0,
-    seed: Annotated[int | None, typer.Option(help="Seed for sampling (with --temperature > 0).")] = None,
-    window: Annotated[int, typer.Option(help="Listwise: passages per window.")] = 20,
-    stride: Annotated[int, typer.Option(help="Listwise: window stride.")] = 10,
-    depth: Annotated[int, typer.Option(help="Listwise: how many top candidates to rerank.")] = 100,
-    max_tokens: Annotated[int, typer.Option(help="Listwise: most tokens per window (reasoning + ordering).")] = 4096,
+    cascade: options.Cascade = None,
+    reasoning_close: options.ReasoningClose = options.DEFAULTS["reasoning_close"],
+    prompt: options.Prompt = None,
+    instruction: options.Instruction = None,
+    max_passage_tokens: options.MaxPassageTokens = None,
+    temperature: options.Temperature = options.DEFAULTS["temperature"],
+    seed: options.Seed = None,
+    window: options.Window = options.DEFAULTS["window"],
+    stride: options.Stride = options.DEFAULTS["stride"],
+    depth: options.Depth = options.DEFAULTS["depth"],
+    max_tokens: options.MaxTokens = options.DEFAULTS["max_tokens"],
     max_batch_size: Annotated[int, typer.Option(help="Most documents judged in one engine call.")] = 32,
     max_batch_requests: Annotated[int, typer.Option(help="Most requests sharing one engine call (1: no "
                                                     "batching across requests).")] = 64,
@@ -76,27 +74,31 @@ def serve(
     request_timeout: Annotated[float, typer.Option(help="Seconds a request may take (then 504).")] = 600.0,
     log_text: Annotated[bool, typer.Option("--log-text", help="Log queries and documents (off: only sizes).")] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
-    engine: Annotated[str, typer.Option(help="auto, transformers, vllm or openai.")] = "auto",
-    base_url: Annotated[str | None, typer.Option(help="openai engine: server URL [env OPENAI_BASE_URL]")] = None,
-    engine_api_key: Annotated[str | None, typer.Option("--engine-api-key", help="openai engine: API key "
-                                                       "[env OPENAI_API_KEY]")] = None,
-    tokenizer: Annotated[str | None, typer.Option(help="openai/vllm engine: local tokenizer dir or hub id, when "
-                                                  "the served model name is not loadable")] = None,
-    concurrency: Annotated[int | None, typer.Option(help="openai engine: requests in flight at once [default: 8]")] = None,
-    max_retries: Annotated[int | None, typer.Option(help="openai engine: retries per request [default: 3]")] = None,
-    timeout: Annotated[float | None, typer.Option(help="openai engine: seconds per request [default: 600]")] = None,
-    chat: Annotated[bool, typer.Option("--chat", help="openai engine: use /v1/chat/completions for generation")] = False,
-    tensor_parallel_size: Annotated[int | None, typer.Option(help="vllm engine: GPUs per model")] = None,
-    gpu_memory_utilization: Annotated[float | None, typer.Option(help="vllm engine: share of GPU memory to use")] = None,
-    max_model_len: Annotated[int | None, typer.Option(help="vllm engine: context length")] = None,
-    device: Annotated[str | None, typer.Option(help="transformers engine: cpu, cuda, cuda:1, …")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="transformers engine: sequences decoded together.")] = None,
+    engine: options.Engine = "auto",
+    base_url: options.BaseUrl = None,
+    engine_api_key: options.EngineApiKey = None,
+    tokenizer: options.Tokenizer = None,
+    concurrency: options.Concurrency = None,
+    max_retries: options.MaxRetries = None,
+    timeout: options.Timeout = None,
+    chat: options.Chat = False,
+    extra_body: options.ExtraBody = None,
+    context_length: options.ContextLength = None,
+    tensor_parallel_size: options.TensorParallelSize = None,
+    gpu_memory_utilization: options.GpuMemoryUtilization = None,
+    max_model_len: options.MaxModelLen = None,
+    device: options.Device = None,
+    batch_size: options.BatchSize = None,
+    static_cache: options.StaticCache = False,
+    compile: options.Compile = False,
 ) -> None:
     _serve(**locals())
 
 
 @friendly_errors
 def _serve(**opts: Any) -> None:
+    from thinkrank.cli.checks import check_numbers
+    from thinkrank.cli.common import given_options
     from thinkrank.errors import require
     from thinkrank.rerankers.spec import build_reranker
     from thinkrank.server.settings import ServerSettings
@@ -106,7 +108,10 @@ def _serve(**opts: Any) -> None:
     if opts["log_level"] not in ("debug", "info", "warning", "error"):
         fail(f"--log-level must be debug, info, warning or error, got {opts['log_level']!r}")
     # The server's --api-key guards this server; the openai engine's key is --engine-api-key.
-    spec = reranker_spec({**opts, "api_key": opts["engine_api_key"]})
+    engine_opts = {**opts, "api_key": opts["engine_api_key"]}
+    check_numbers(engine_opts)
+    options.check(engine_opts, given_options(), reasoning_per_request=True)
+    spec = reranker_spec(engine_opts)
     settings = ServerSettings(**{name: opts[name] for name in (
         "served_model_name", "api_key", "log_text", "max_batch_size", "max_batch_requests", "max_wait_ms", "cache",
         "max_queue", "max_documents", "max_query_chars", "max_document_chars", "max_body_bytes", "request_timeout",

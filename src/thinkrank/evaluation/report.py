@@ -104,6 +104,15 @@ def _facts(result: Evaluation) -> list[tuple[str, str]]:
             how += f", reasoning on, budget {s.get('think_budget')} tokens" if s["reasoning"] else ", reasoning off"
         elif "window" in s:
             how += f", window {s['window']}, stride {s.get('stride')}, {s.get('max_tokens')} tokens per window"
+        if s.get("cascade"):
+            from thinkrank.evaluation.runner import cascade_counts
+
+            c, rule = cascade_counts(result), s["cascade"]
+            chosen = " and ".join(x for x in (f"top {rule.get('top_m')}" if rule.get("top_m") else "",
+                                              "band {}:{}".format(*rule["band"]) if rule.get("band") else "") if x)
+            spent = (f"{chosen}: {c['chains']} of {c['candidates']} candidates reasoned, {c['chain_tokens']} chain "
+                     f"tokens, ~{c['tokens_saved']} saved")
+            facts.append(("Cascade", spent))
         windows = sum(len(r.windows) for r in result.rankings.values())
         if windows:
             unparsed = sum(r.unparsed_windows for r in result.rankings.values())

@@ -178,6 +178,7 @@ def metrics_dict(result: Evaluation) -> dict[str, Any]:
         "reranked": scores(result.reranked_metrics),
         "paired_tests": {m: vars(t) for m, t in result.tests.items()},
         **({"windows": window_counts(result)} if any(r.windows for r in result.rankings.values()) else {}),
+        **({"cascade": cascade_counts(result)} if (result.settings or {}).get("cascade") else {}),
     }
 
 
@@ -214,6 +215,18 @@ def window_counts(result: Evaluation) -> dict[str, Any]:
     unparsed = {q: r.unparsed_windows for q, r in result.rankings.items() if r.unparsed_windows}
     return {"total": sum(len(r.windows) for r in result.rankings.values()), "unparsed": sum(unparsed.values()),
             "unparsed_by_query": unparsed}
+
+
+def cascade_counts(result: Evaluation) -> dict[str, Any]:
+    """What a cascade spent: per query (and in all) the candidates, the chains generated, their
+    tokens and the estimated tokens saved (:func:`~thinkrank.rerankers.cascade.cascade_stats`)."""
+    from dataclasses import asdict
+
+    from thinkrank.rerankers.cascade import cascade_stats
+
+    per_query = {q: asdict(cascade_stats(r)) for q, r in result.rankings.items()}
+    total = {k: sum(s[k] for s in per_query.values()) for k in ("candidates", "chains", "chain_tokens", "tokens_saved")}
+    return {**total, "per_query": per_query}
 
 
 def write_outputs(result: Evaluation, output: str | Path, *, report: bool = True) -> dict[str, Path]:

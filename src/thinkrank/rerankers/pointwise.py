@@ -129,7 +129,8 @@ class Rank1(Reranker):
             "engine": self.engine.name,
             "think_budget": self.think_budget if self.reasoning else 0,
             "reasoning": self.reasoning,
-            **({} if self.reasoning else {"reasoning_close": self.reasoning_close}),
+            # Used by a no-reasoning pass: reasoning off, or the cascade's first stage.
+            **({"reasoning_close": self.reasoning_close} if not self.reasoning or self.cascade else {}),
             "forced_answer": "reference",
             "prompt": resolve_template(self.prompt),
             "instruction": self.instruction,

@@ -252,10 +252,10 @@ def _check_options(service: RerankService, body: RerankBody) -> None:
 
 def _submit(service: RerankService, body: RerankBody, docs: list[Document]) -> Job:
     key = service.variant(body.reasoning, body.think_budget, body.max_tokens_per_doc)
-    if service.pointwise:
-        job = Job(key, [Pair(body.query, d, i, body.instruction) for i, d in enumerate(docs)], [1] * len(docs))
-    else:
+    if key.per_query:
         job = Job(key, [RerankRequest(body.query, docs, None, body.instruction)], [len(docs)])
+    else:
+        job = Job(key, [Pair(body.query, d, i, body.instruction) for i, d in enumerate(docs)], [1] * len(docs))
     assert service.batcher is not None
     try:
         service.batcher.submit(job)
@@ -281,7 +281,7 @@ async def _wait(service: RerankService, body: RerankBody, docs: list[Document], 
     except asyncio.CancelledError:
         service.batcher.cancel(job)
         raise
-    return ranking_of(service, body, results)
+    return ranking_of(body, job, results)
 
 
 def _log(service: RerankService, body: RerankBody, request_id: str, version: str, docs: list[Document],

@@ -19,8 +19,9 @@ from thinkrank.types import Document, Judgment, Ranking
 log = logging.getLogger("thinkrank.server")
 
 
-def ranking_of(service: RerankService, body: RerankBody, results: list[Any]) -> Ranking:
-    return Ranking(body.query, results) if service.pointwise else results[0]
+def ranking_of(body: RerankBody, job: Job, results: list[Any]) -> Ranking:
+    """The request's ranking: one unit per document (its judgment), or the whole request as one unit."""
+    return results[0] if job.key.per_query else Ranking(body.query, results)
 
 
 def _result(body: RerankBody, j: Judgment, doc: Document, tei: bool, with_id: bool) -> dict[str, Any]:
@@ -36,6 +37,8 @@ def _result(body: RerankBody, j: Judgment, doc: Document, tei: bool, with_id: bo
             out["id"] = doc.id
     if body.return_reasoning:
         out.update(reasoning=j.reasoning, answer=j.answer, forced=j.forced, truncated=j.truncated)
+        if j.reasoned is not None:  # pointwise
+            out["reasoned"] = j.reasoned
     return out
 
 
@@ -83,7 +86,7 @@ def stream(service: RerankService, body: RerankBody, request_id: str, version: s
                 for _, result in batch:
                     for j in (result if isinstance(result, Ranking) else [result]):
                         yield _sse("result", _result(body, j, docs[j.index], tei, with_id))
-            ranking = ranking_of(service, body, job.future.result())
+            ranking = ranking_of(body, job, job.future.result())
             yield _sse("ranking", response_body(service, body, request_id, version, docs, ranking, tei))
         except TimeoutError:
             service.metrics.rejected.labels("timeout").inc()

@@ -58,7 +58,8 @@ class RerankBody(BaseModel):
         "max_think_budget). Pointwise only.")
     instruction: str | None = Field(None, description="thinkrank: text appended to the query.")
     return_reasoning: bool = Field(
-        False, description="thinkrank: add `reasoning`, `answer`, `forced` and `truncated` to each result.")
+        False, description="thinkrank: add `reasoning`, `answer`, `forced`, `truncated` (and pointwise `reasoned`) to "
+        "each result.")
     stream: bool = Field(False, description="thinkrank: answer with Server-Sent Events, one per judged document, "
                          "then the ranking.")
 
@@ -68,7 +69,7 @@ class ResultDocument(BaseModel):
 
 
 class RerankResult(BaseModel):
-    """One ranked document. ``reasoning``/``answer``/``forced``/``truncated`` only with ``return_reasoning``."""
+    """One ranked document. ``reasoning``/``answer``/``forced``/``truncated``/``reasoned`` only with ``return_reasoning``."""
 
     index: int = Field(description="The document's position in the request.")
     relevance_score: float = Field(description="Relevance in [0, 1], as the library computes it.")
@@ -78,6 +79,8 @@ class RerankResult(BaseModel):
     answer: str | None = None
     forced: bool | None = None
     truncated: bool | None = None
+    reasoned: bool | None = Field(None, description="Pointwise, with `return_reasoning`: whether a reasoning chain "
+                                  "made this judgment (a `--cascade` server reasons about some documents only).")
 
 
 class Usage(BaseModel):

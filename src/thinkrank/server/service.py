@@ -30,6 +30,8 @@ class Variant:
     reasoning: bool
     think_budget: int
     max_passage_tokens: int | None
+    per_query: bool = False
+    """Judged a whole request at a time (listwise, or the server's cascade), not pair by pair."""
 
 
 class RerankService:
@@ -103,10 +105,11 @@ class RerankService:
         base_limit = getattr(self.base, "max_passage_tokens", None)
         limit = max_tokens_per_doc if base_limit is None else min(base_limit, max_tokens_per_doc or base_limit)
         if not self.pointwise:
-            return Variant(False, 0, limit)
+            return Variant(False, 0, limit, per_query=True)
         reasoning = self.spec.reasoning if reasoning is None else reasoning
         budget = (think_budget or self.spec.think_budget) if reasoning else 0
-        return Variant(reasoning, budget, limit)
+        # The server's cascade applies to requests with reasoning on; reasoning off needs no chains to save.
+        return Variant(reasoning, budget, limit, per_query=reasoning and self.spec.cascade is not None)
 
     def _reranker(self, variant: Variant) -> Reranker:
         assert self.base is not None
@@ -116,7 +119,8 @@ class RerankService:
             else:
                 changes: dict[str, Any] = {"max_passage_tokens": variant.max_passage_tokens}
                 if self.pointwise:
-                    changes.update(reasoning=variant.reasoning, think_budget=variant.think_budget or self.spec.think_budget)
+                    changes.update(reasoning=variant.reasoning, think_budget=variant.think_budget or self.spec.think_budget,
+                                   cascade=self.spec.cascade if variant.per_query else None)
                 self._variants[variant] = build_reranker(self.spec.replace(**changes), engine=self.base.engine)
         return self._variants[variant]
 
@@ -127,9 +131,9 @@ class RerankService:
     def _compute(self, key: Hashable, units: list[Any]) -> list[Any]:
         assert isinstance(key, Variant)
         reranker = self._reranker(key)
-        if self.pointwise:
-            return self._judge(reranker, units)
-        return self._rank(reranker, units)
+        if key.per_query:
+            return self._rank(reranker, units)
+        return self._judge(reranker, units)
 
     def _judge(self, reranker: Any, pairs: list[Any]) -> list[Any]:
         metered = _Metered(reranker, self.metrics)
@@ -180,8 +184,11 @@ class _Metered:
     def rerank_many(self, requests: list[RerankRequest]) -> list[Any]:
         rankings = self.reranker.rerank_many(requests)
         for ranking in rankings:
-            self.metrics.judgments.labels("computed").inc(len(ranking))
-            self.metrics.generated_tokens.inc(sum(w.completion_tokens for w in ranking.windows))
-            self.metrics.prompt_tokens.inc(sum(w.prompt_tokens for w in ranking.windows))
+            if not ranking.windows:  # a cascade: its judgments carry their own tokens
+                self.metrics.computed(ranking.judgments)
+            else:
+                self.metrics.judgments.labels("computed").inc(len(ranking))
+                self.metrics.generated_tokens.inc(sum(w.completion_tokens for w in ranking.windows))
+                self.metrics.prompt_tokens.inc(sum(w.prompt_tokens for w in ranking.windows))
             self.counted += len(ranking)
         return rankings

@@ -1,0 +1,107 @@
+"""The reranker and engine flags are one declaration: every command that builds a reranker offers
+them with the same help and refuses a bad value or combination with the same one line (exit 2),
+before any model loads."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from thinkrank.cli import _register, app
+
+_register()
+COMMANDS = ("rerank", "evaluate", "serve")
+# Flags whose meaning differs on purpose: serve's --reasoning/--think-budget are defaults that
+# requests override, --api-key guards the server, and evaluate's --model may be left out.
+OWN = {"serve": {"reasoning", "think_budget", "api_key"}, "evaluate": {"model"}}
+SHARED = ("model", "mode", "reasoning", "think_budget", "cascade", "reasoning_close", "prompt", "instruction",
+          "max_passage_tokens", "temperature", "seed", "window", "stride", "depth", "max_tokens", "engine",
+          "base_url", "tokenizer", "concurrency", "max_retries", "timeout", "chat", "extra_body", "context_length",
+          "tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "device", "batch_size", "static_cache",
+          "compile")
+
+
+def params(command: str) -> dict[str, object]:
+    import typer.main
+
+    group = typer.main.get_command(app)
+    return {p.name: p for p in group.commands[command].params}
+
+
+def test_every_reranker_command_offers_the_same_flags_with_the_same_help_and_defaults():
+    declared = {c: params(c) for c in COMMANDS}
+    for name in SHARED:
+        users = [c for c in COMMANDS if name not in OWN.get(c, set())]
+        for command in users:
+            assert name in declared[command], f"{command} lacks --{name}"
+        first = declared[users[0]][name]
+        for command in users[1:]:
+            other = declared[command][name]
+            assert (other.help, other.default, other.opts) == (first.help, first.default, first.opts), (command, name)
+    assert declared["serve"]["engine_api_key"].help == declared["rerank"]["api_key"].help
+    # compare (two local models, their memory measured) takes the pointwise and local-engine ones.
+    compare = params("compare")
+    for name in ("reasoning", "think_budget", "cascade", "reasoning_close", "prompt", "instruction",
+                 "max_passage_tokens", "device", "batch_size", "static_cache", "compile"):
+        assert (compare[name].help, compare[name].default) == (declared["rerank"][name].help,
+                                                               declared["rerank"][name].default), name
+
+
+def test_engine_flag_help_keeps_its_bracketed_notes():
+    out = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "300"}).output
+    assert "[env OPENAI_BASE_URL]" in out and "[default: 8]" in out  # rich markup would eat them unescaped
+
+
+def invoke(command: str, *args: str) -> tuple[int, list[str]]:
+    needs = {"rerank": ["--query", "q", "--docs", "/no/such/docs.jsonl"],
+             "evaluate": ["--dataset", "/no/such/dataset", "--run", "bm25", "--model", "/no/such/model"],
+             "serve": ["--model", "/no/such/model", "--port", "0"]}[command]
+    result = CliRunner().invoke(app, [command, *needs, *args])
+    return result.exit_code, [line for line in result.output.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--engine", "openai", "--compile"],
+         "error: --compile is an option of the transformers engine, but the engine is openai"),
+        (["--engine", "openai", "--static-cache"], "error: --static-cache is an option of the transformers engine"),
+        (["--engine", "openai", "--base-url", "http://127.0.0.1:9/v1", "--extra-body", "[1]"],
+         "error: --extra-body must be a JSON object"),
+        (["--engine", "openai", "--context-length", "0"], "error: --context-length must be >= 1"),
+        (["--engine", "transformers", "--context-length", "4096"],
+         "error: engine option context_length: --context-length is an option of the openai engine"),
+        (["--cascade", "top=0"], "error: cascade top_m must be an int >= 1"),
+        (["--cascade", "top=2", "--reasoning", "off"], "error: cascade needs reasoning on"),
+        (["--mode", "listwise", "--cascade", "top=2"], "error: --cascade is a pointwise option (Rank1)"),
+        (["--mode", "listwise", "--reasoning-close", "bare"],
+         "error: --reasoning-close applies only to --mode pointwise"),
+        (["--reasoning", "off", "--reasoning-close", "</answer>"], "reasoning_close='</answer>'"),
+    ],
+)
+def test_a_bad_reranker_flag_is_the_same_one_line_error_in_every_command(command, args, message):
+    code, lines = invoke(command, *args)
+    assert code == 2 and len(lines) == 1 and message in lines[0], lines
+
+
+@pytest.mark.parametrize("command", ["rerank", "evaluate"])
+def test_flags_of_the_other_reasoning_setting_are_refused(command):
+    code, lines = invoke(command, "--reasoning-close", "bare")
+    assert code == 2 and lines == ["error: --reasoning-close applies with --reasoning off or --cascade (it closes the "
+                                   "empty think block of a no-reasoning pass); drop it or add one of them"]
+    code, lines = invoke(command, "--reasoning", "off", "--think-budget", "8")
+    assert code == 2 and "--think-budget has no effect with --reasoning off" in lines[0]
+
+
+def test_serve_takes_both_reasoning_settings_flags_as_requests_choose_reasoning():
+    # Requests may ask for reasoning on or off: the server's budget and closing bytes both apply.
+    for args in (["--reasoning", "off", "--think-budget", "8"], ["--reasoning-close", "bare"]):
+        code, lines = invoke("serve", *args)
+        assert code == 2 and lines == ["error: model path not found: /no/such/model"], lines
+
+
+def test_evaluate_refuses_cascade_flags_without_a_model(data_dir):
+    result = CliRunner().invoke(app, ["evaluate", "--dataset", str(data_dir / "dl19"), "--run", "bm25", "--cascade",
+                                      "top=5", "--extra-body", "{}"])
+    assert result.exit_code == 2 and "--cascade, --extra-body configure a reranker, but no --model" in result.output
