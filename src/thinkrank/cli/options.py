@@ -89,12 +89,8 @@ GpuMemoryUtilization = Annotated[float | None, typer.Option(help=_engine_help("g
 MaxModelLen = Annotated[int | None, typer.Option(help=_engine_help("max_model_len"))]
 Device = Annotated[str | None, typer.Option(help=_engine_help("device"))]
 BatchSize = Annotated[int | None, typer.Option(help=_engine_help("batch_size"))]
-StaticCache = Annotated[
-    bool, typer.Option("--static-cache", help="transformers engine: decode into a preallocated (static) KV cache.")
-]
-Compile = Annotated[
-    bool, typer.Option("--compile", help="transformers engine: compile the decode step with torch.compile.")
-]
+StaticCache = Annotated[bool, typer.Option("--static-cache", help=_engine_help("static_cache"))]
+Compile = Annotated[bool, typer.Option("--compile", help=_engine_help("compile"))]
 
 TRANSFORMERS_FLAGS = ("static_cache", "compile")
 """Switches of the transformers engine the CLI passes on only when given (``--compile``)."""
