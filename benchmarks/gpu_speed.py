@@ -37,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 from routes import agreement, dl19_requests, generate_route, prompts_of, thinkrank_route  # noqa: E402
+from routes import chain_agreement, teacher_forced  # noqa: E402
 
 PREPARED = HERE.parent / ".cache" / "gpu-bench"
 DATA = HERE.parents[1] / "shared" / "data" / "dl19"
@@ -209,6 +210,9 @@ def run_stage(report, models, shape, batch, routes, requests, prompts, tok, true
                "chain_tokens": runs[0].chain_tokens}
         ref = report["_scores"].get(f"{shape}:{batch}:generate")
         row["max_score_diff_vs_generate"] = agreement(runs[0], ref) if ref else None
+        row["chains_vs_generate"] = vars(chain_agreement(runs[0], ref)) if ref else None
+        if route == "generate":  # generate's own chains scored by thinkrank's engine: scoring error alone
+            row["teacher_forced"] = teacher_forced(engine, requests, runs[0], true_id, false_id)
         report["rows"].append(row)
 
 
@@ -222,18 +226,34 @@ def write(out: Path, report: dict[str, Any]) -> None:
     lines = [f"# {report['pairs']} pairs, budget {report['budget']}, {report['device']}, torch {report['torch']}, "
              f"transformers {report['transformers']}, tokenizer {report['tokenizer']}",
              "", "| shape | batch | route | seconds (median) | all reps | docs/s | chain tok/s "
-             "| s per 100-candidate query | speed-up vs generate | max score diff vs generate |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| s per 100-candidate query | speed-up vs generate | max score diff vs generate "
+             "| identical chains vs generate | max diff, identical chains | max diff, divergent chains |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    forced = []
     for r in report["rows"]:
         if "skipped" in r:
-            lines.append(f"| {r['stage']} | | skipped: {r['skipped']} | | | | | | | |")
+            lines.append(f"| {r['stage']} | | skipped: {r['skipped']} | | | | | | | | | | |")
             continue
+        if r.get("teacher_forced"):
+            forced.append(f"- {r['stage']}: close-from-cache {r['teacher_forced']['close_from_cache']:.1e}, "
+                          f"next_token_logprobs {r['teacher_forced']['next_token_logprobs']:.1e}")
         reps = " / ".join(f"{s:.1f}" for s in r["reps"])
         sp = f"{r['speedup_vs_generate']:.2f}x" if r.get("speedup_vs_generate") else "-"
         diff = f"{r['max_score_diff_vs_generate']:.1e}" if r.get("max_score_diff_vs_generate") is not None else "-"
         lines.append(f"| {r['shape']} | {r['batch']} | {r['route']} | {r['seconds']:.1f} | {reps} "
-                     f"| {r['docs_per_s']:.1f} | {r['tok_per_s']:.0f} | {r['s_per_100']:.1f} | {sp} | {diff} |")
+                     f"| {r['docs_per_s']:.1f} | {r['tok_per_s']:.0f} | {r['s_per_100']:.1f} | {sp} | {diff} "
+                     f"| {_chain_cells(r.get('chains_vs_generate'))} |")
+    if forced:
+        lines += ["", "Teacher-forced: generate's own closed chains scored by thinkrank's engine, max score diff "
+                  "vs generate (same chains, so scoring arithmetic alone):", *forced]
     (out / "gpu_speed.md").write_text("\n".join(lines) + "\n")
+
+
+def _chain_cells(c: dict[str, Any] | None) -> str:
+    if not c:
+        return "- | - | -"
+    fmt = lambda x: "-" if x != x else f"{x:.1e}"  # noqa: E731 - nan: no such pair
+    return f"{c['identical']}/{c['pairs']} | {fmt(c['max_diff_identical'])} | {fmt(c['max_diff_divergent'])}"
 
 
 if __name__ == "__main__":
