@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import sys
@@ -41,7 +42,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from routes import (  # noqa: E402
-    agreement, chain_agreement, dl19_requests, generate_route, prompts_of, teacher_forced, thinkrank_route,
+    agreement, chain_agreement, dl19_requests, generate_route, prompts_of, teacher_forced, teacher_forced_scores,
+    thinkrank_route,
 )
 
 from thinkrank.engines.transformers import TransformersEngine  # noqa: E402
@@ -154,9 +156,26 @@ def main() -> None:
         print(f"\nTeacher-forced (generate's own closed chains scored by thinkrank's engine), max score diff vs "
               f"generate: close-from-cache path {forced['close_from_cache']:.1e}, "
               f"next_token_logprobs {forced['next_token_logprobs']:.1e}")
+        if args.dtype != "float32":
+            forced["vs_float32"] = float32_errors(model, tok, engine, requests, results["generate"][0], true_id, false_id)
+            print("Against float32 scores of the same closed chains (the exact arithmetic), max score error: "
+                  + ", ".join(f"{k} {v:.1e}" for k, v in forced["vs_float32"].items()))
     if args.json:
         args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "machine": machine,
                                          "rows": rows, "teacher_forced": forced}, indent=1))
+
+
+def float32_errors(model, tok, engine, requests, ref, true_id: int, false_id: int) -> dict[str, float]:
+    """How far each low-precision scoring path lands from float32 on ``ref``'s own closed chains:
+    generate's scoring pass, thinkrank's close-from-cache path and its next_token_logprobs."""
+    import copy
+
+    exact = TransformersEngine(copy.deepcopy(model).float(), tokenizer=tok, device=engine.device,
+                               batch_size=engine.batch_size)
+    truth = [1.0 / (1.0 + math.exp(lp[false_id] - lp[true_id]))
+             for lp in exact.next_token_logprobs(ref.closed, [true_id, false_id])]
+    paths = {"generate": ref.scores, **teacher_forced_scores(engine, requests, ref, true_id, false_id)}
+    return {name: max(abs(x - y) for x, y in zip(scores, truth)) for name, scores in paths.items()}
 
 
 def chains_cells(same) -> str:

@@ -231,11 +231,19 @@ def chain_agreement(a: RouteResult, ref: RouteResult) -> ChainAgreement:
 
 def teacher_forced(engine: Any, requests: Requests, ref: RouteResult, true_id: int, false_id: int) -> dict[str, float]:
     """Score ``ref``'s own closed chains (a generate route's) with thinkrank's engine, so the
-    chains are the same by construction and only the scoring arithmetic differs: through the
-    close-from-cache path (prompt prefilled with its query's shared prefix, the closed chain
-    fed from the prompt's cache, as Rank1 closes a cut chain) and through
-    ``next_token_logprobs`` over prompt + closed chain. Returns the largest score difference
-    from ``ref``'s scores for each."""
+    chains are the same by construction and only the scoring arithmetic differs. Returns the
+    largest score difference from ``ref``'s scores for each path of :func:`teacher_forced_scores`."""
+    return {path: max(abs(x - y) for x, y in zip(scores, ref.scores))
+            for path, scores in teacher_forced_scores(engine, requests, ref, true_id, false_id).items()}
+
+
+def teacher_forced_scores(
+    engine: Any, requests: Requests, ref: RouteResult, true_id: int, false_id: int,
+) -> dict[str, list[float]]:
+    """Scores of ``ref``'s closed chains (per prompt) through thinkrank's two scoring paths:
+    ``close_from_cache`` (the prompt prefilled with its query's shared prefix, the closed chain
+    fed from the prompt's cache, as Rank1 closes a cut chain) and ``next_token_logprobs`` (one
+    pass over prompt + closed chain)."""
     from thinkrank.engines import GenerationRequest
 
     assert ref.closed is not None, "teacher forcing needs a generate route's closed texts"
@@ -247,10 +255,8 @@ def teacher_forced(engine: Any, requests: Requests, ref: RouteResult, true_id: i
     reqs = [GenerationRequest(prompt=p, max_tokens=0, answer_token_ids=ids, shared_prefix=q,
                               close=lambda _g, tail=c[len(p):]: tail)
             for p, q, c in zip(prompts, queries, ref.closed)]
-    cached = [_sigmoid_diff(g.answer_logprobs, ids) for g in engine.generate(reqs)]
-    plain = [_sigmoid_diff(lp, ids) for lp in engine.next_token_logprobs(ref.closed, list(ids))]
-    return {"close_from_cache": max(abs(x - y) for x, y in zip(cached, ref.scores)),
-            "next_token_logprobs": max(abs(x - y) for x, y in zip(plain, ref.scores))}
+    return {"close_from_cache": [_sigmoid_diff(g.answer_logprobs, ids) for g in engine.generate(reqs)],
+            "next_token_logprobs": [_sigmoid_diff(lp, ids) for lp in engine.next_token_logprobs(ref.closed, list(ids))]}
 
 
 def _sigmoid_diff(logprobs: dict[int, float] | None, ids: tuple[int, int]) -> float:
