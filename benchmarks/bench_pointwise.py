@@ -140,13 +140,14 @@ def main() -> None:
         same = chain_agreement(r0, results["generate"][0]) if "generate" in results else None
         row = {"route": route, "cpu_seconds": cpu, "seconds": wall, "cpu_reps": [r.cpu_seconds for r in runs],
                "wall_reps": [r.seconds for r in runs], "docs": r0.docs, "chain_tokens": r0.chain_tokens,
-               "max_score_diff": diff, "chains": same and vars(same)}
+               "max_score_diff": diff, "chains": same and vars(same), "scores": r0.scores}
         rows.append(row)
         reps = " / ".join(f"{x:.1f}" for x in row["cpu_reps"])
         speed = f"{base[0] / cpu:.2f}x | {base[1] / wall:.2f}x" if base else "- | -"
         print(f"| {route} | {cpu:.1f} | {reps} | {wall:.1f} | {r0.docs / cpu:.2f} | {r0.chain_tokens / cpu:.0f} "
               f"| {100 * cpu / r0.docs:.0f} | {speed} | {diff:.1e} | {chains_cells(same)} |")
     for row in rows:
+        print(f"{row['route']}: scores range {min(row['scores']):.3f}-{max(row['scores']):.3f}")
         if row["chains"] and row["chains"]["first_divergence"]:
             print(f"{row['route']}: first differing generated token (0-based) of each divergent chain: "
                   f"{sorted(row['chains']['first_divergence'])}")
