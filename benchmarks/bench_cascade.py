@@ -11,6 +11,7 @@ with full reasoning's, not Rank1's quality (SmolLM2 is not a trained reranker).
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -73,7 +74,7 @@ def main() -> None:
     print("| route | chains per query | chain tokens per query | CPU s per query | top-10 overlap with full |")
     print("|---|---|---|---|---|")
     for name, chains, tokens, seconds, overlap in rows:
-        print(f"| {name} | {chains:.0f} | {tokens:.0f} | {seconds:.1f} | {'-' if overlap != overlap else f'{overlap:.2f}'} |")
+        print(f"| {name} | {chains:.0f} | {tokens:.0f} | {seconds:.1f} | {'-' if math.isnan(overlap) else f'{overlap:.2f}'} |")
 
 
 if __name__ == "__main__":

@@ -182,7 +182,9 @@ def float32_errors(model, tok, engine, requests, ref, true_id: int, false_id: in
 def chains_cells(same) -> str:
     if same is None:
         return "- | - | -"
-    fmt = lambda x: "-" if x != x else f"{x:.1e}"  # noqa: E731 - nan: no such pair
+    def fmt(x: float) -> str:
+        return "-" if math.isnan(x) else f"{x:.1e}"  # nan: no such pair
+
     return f"{same.identical}/{same.pairs} | {fmt(same.max_diff_identical)} | {fmt(same.max_diff_divergent)}"
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import signal
 import statistics
@@ -252,7 +253,9 @@ def write(out: Path, report: dict[str, Any]) -> None:
 def _chain_cells(c: dict[str, Any] | None) -> str:
     if not c:
         return "- | - | -"
-    fmt = lambda x: "-" if x != x else f"{x:.1e}"  # noqa: E731 - nan: no such pair
+    def fmt(x: float) -> str:
+        return "-" if math.isnan(x) else f"{x:.1e}"  # nan: no such pair
+
     return f"{c['identical']}/{c['pairs']} | {fmt(c['max_diff_identical'])} | {fmt(c['max_diff_divergent'])}"
 
 

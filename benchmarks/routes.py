@@ -223,7 +223,10 @@ def chain_agreement(a: RouteResult, ref: RouteResult) -> ChainAgreement:
     pairs = list(zip(a.chain_ids or [], ref.chain_ids or []))
     same = [x == y for x, y in pairs]
     diffs = [abs(x - y) for x, y in zip(a.scores, ref.scores)]
-    pick = lambda want: max((d for d, s in zip(diffs, same) if s == want), default=float("nan"))  # noqa: E731
+
+    def pick(want: bool) -> float:
+        return max((d for d, s in zip(diffs, same) if s == want), default=float("nan"))
+
     first = [next((k for k, (u, v) in enumerate(zip(x, y)) if u != v), min(len(x), len(y)))
              for x, y in pairs if x != y]
     return ChainAgreement(sum(same), len(diffs), pick(True), pick(False), first)
@@ -252,11 +255,20 @@ def teacher_forced_scores(
     ids = (true_id, false_id)
     # max_tokens=0: the chain ends at once, so its answer is read at prompt + close(...) from
     # the prompt's own cache; close returns the reference's closed chain.
-    reqs = [GenerationRequest(prompt=p, max_tokens=0, answer_token_ids=ids, shared_prefix=q,
-                              close=lambda _g, tail=c[len(p):]: tail)
+    reqs = [GenerationRequest(prompt=p, max_tokens=0, answer_token_ids=ids, shared_prefix=q, close=_Tail(c[len(p):]))
             for p, q, c in zip(prompts, queries, ref.closed)]
     return {"close_from_cache": [_sigmoid_diff(g.answer_logprobs, ids) for g in engine.generate(reqs)],
             "next_token_logprobs": [_sigmoid_diff(lp, ids) for lp in engine.next_token_logprobs(ref.closed, list(ids))]}
+
+
+@dataclass(frozen=True)
+class _Tail:
+    """A ``close`` rule that ignores the generation (empty here) and returns fixed text."""
+
+    text: str
+
+    def __call__(self, _generation: Generation) -> str:
+        return self.text
 
 
 def _sigmoid_diff(logprobs: dict[int, float] | None, ids: tuple[int, int]) -> float:
