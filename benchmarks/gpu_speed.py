@@ -3,9 +3,13 @@
 
 Same prompts (real DL19 BM25 candidates), same think budget, same greedy decoding, same answer
 rule for every route (see ``routes.py``). Random weights never write ``</think>``, so every
-chain runs to the budget and all routes generate the same tokens. Routes run interleaved and
+chain runs to the budget and all routes generate the same number of tokens. Routes run interleaved and
 repeated; each stage is skipped when what is left of the time limit (default 225 s) cannot
 hold it, and results are written after every measurement, so a cut run still reports.
+Each row also says how many of its chains are identical to ``generate``'s and the largest score
+difference over identical and over divergent chains, and ``generate``'s own closed chains are
+scored again by thinkrank's engine (teacher forcing): in bf16, chains can part ways between
+routes, and these tell that from a scoring error (docs/benchmarks.md).
 
 Prepare on a machine with thinkrank's test extras (writes ``.cache/gpu-bench/``: the Qwen2.5
 tokenizer and the DL19 sample, ~20 MB), then run on the GPU box carrying that folder:
