@@ -95,29 +95,33 @@ class _NoReuse(Rank1):
 
 
 def thinkrank_route(engine: Any, requests: Requests, budget: int, *, reuse: bool = True) -> RouteResult:
-    reranker = (Rank1 if reuse else _NoReuse)(engine=engine, think_budget=budget, max_passage_tokens=None)
     generated: dict[str, list[int]] = {}  # prompt -> generated ids, kept to compare chains across routes
-    plain = engine.generate
-
-    def recording(reqs: Any, progress: Any = None) -> list[Generation]:
-        gens = plain(reqs, progress)
-        generated.update((r.prompt, g.token_ids) for r, g in zip(reqs, gens))
-        return gens
-
-    engine.generate = recording
-    try:
-        _sync(engine.device)
-        start, cpu = time.perf_counter(), time.process_time()
-        rankings = reranker.rerank_many(requests)
-        _sync(engine.device)
-        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    finally:
-        del engine.generate  # the instance attribute; the class's method is back
+    reranker = (Rank1 if reuse else _NoReuse)(engine=_Recording(engine, generated), think_budget=budget, max_passage_tokens=None)
+    _sync(engine.device)
+    start, cpu = time.perf_counter(), time.process_time()
+    rankings = reranker.rerank_many(requests)
+    _sync(engine.device)
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     judged = [j for r in rankings for j in sorted(r, key=lambda j: j.index)]
     tok = engine.tokenizer.hf
     ids = [chain_ids(tok, generated[p], eos_ids(engine.model, tok)) for p in prompts_of(requests)]
     return RouteResult("thinkrank" if reuse else "thinkrank-no-reuse", seconds, len(judged), sum(j.reasoning_tokens for j in judged),
                        [j.score for j in judged], cpu, ids)
+
+
+class _Recording:
+    """The engine, passed through, keeping each prompt's generated ids in ``sink``."""
+
+    def __init__(self, engine: Any, sink: dict[str, list[int]]) -> None:
+        self._engine, self._sink = engine, sink
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def generate(self, requests: Any, progress: Any = None) -> list[Generation]:
+        gens = self._engine.generate(requests, progress)
+        self._sink.update((r.prompt, g.token_ids) for r, g in zip(requests, gens))
+        return gens
 
 
 def chain_ids(tok: Any, ids: list[int], eos: set[int]) -> list[int]:
