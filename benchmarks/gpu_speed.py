@@ -11,9 +11,13 @@ goes on. The default runs (a), thinkrank and thinkrank-compiled at the 7B shape,
 
 Same prompts (real DL19 BM25 candidates), same think budget, same greedy decoding, same answer
 rule for every route (see ``routes.py``). Random weights never write ``</think>``, so every
-chain runs to the budget and all routes generate the same tokens. Routes run interleaved and
+chain runs to the budget and all routes generate the same number of tokens. Routes run interleaved and
 repeated; each stage is skipped when what is left of the time limit (default 225 s) cannot
 hold it, and results are written after every measurement, so a cut run still reports.
+Each row also says how many of its chains are identical to ``generate``'s and the largest score
+difference over identical and over divergent chains, and ``generate``'s own closed chains are
+scored again by thinkrank's engine (teacher forcing): in bf16, chains can part ways between
+routes, and these tell that from a scoring error (docs/benchmarks.md).
 
 Prepare on a machine with thinkrank's test extras (writes ``.cache/gpu-bench/``: the Qwen2.5
 tokenizer and the DL19 sample, ~20 MB), then run on the GPU box carrying that folder:
@@ -31,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import signal
 import statistics
@@ -47,6 +52,7 @@ sys.path.insert(0, str(HERE.parent / "src"))
 from routes import (  # noqa: E402
     THINKRANK_OPTIONS, agreement, dl19_requests, generate_route, prompts_of, thinkrank_engine, thinkrank_route,
 )
+from routes import chain_agreement, teacher_forced  # noqa: E402
 
 PREPARED = HERE.parent / ".cache" / "gpu-bench"
 DATA = HERE.parents[1] / "shared" / "data" / "dl19"
@@ -258,9 +264,19 @@ def run_stage(report, models, shape, batch, routes, requests, prompts, tok, true
                 warm.pop(route, None)
         record(report, shape, batch, results, warm)
         write(out, report)
+    if results.get("generate"):  # generate's own chains scored by thinkrank's engine: scoring error alone
+        engine = engines.get("thinkrank") or thinkrank_engine(model, tok, "thinkrank", args.device, batch)
+        try:
+            forced = teacher_forced(engine, requests, results["generate"][0], true_id, false_id)
+        except Timeout:
+            raise
+        except Exception as error:  # noqa: BLE001 - the speed rows stand without it
+            forced = {"error": failure(error)}
+        record(report, shape, batch, results, warm, forced)
+        write(out, report)
 
 
-def record(report, shape, batch, results, warm) -> None:
+def record(report, shape, batch, results, warm, forced=None) -> None:
     """(Re)write this stage's rows from the repetitions measured so far."""
     key = f"{shape}:{batch}"
     report["rows"] = [r for r in report["rows"]
@@ -278,6 +294,9 @@ def record(report, shape, batch, results, warm) -> None:
                "chain_tokens": runs[0].chain_tokens}
         ref = report["_scores"].get(f"{key}:generate")
         row["max_score_diff_vs_generate"] = agreement(runs[0], ref) if ref else None
+        row["chains_vs_generate"] = vars(chain_agreement(runs[0], ref)) if ref else None
+        if route == "generate" and forced:  # generate's own chains scored by thinkrank's engine
+            row["teacher_forced"] = forced
         report["rows"].append(row)
 
 
@@ -291,21 +310,41 @@ def write(out: Path, report: dict[str, Any]) -> None:
     lines = [f"# {report['pairs']} pairs, budget {report['budget']}, {report['device']}, torch {report['torch']}, "
              f"transformers {report['transformers']}, tokenizer {report['tokenizer']}",
              "", "| shape | batch | route | seconds (median) | all reps | docs/s | chain tok/s "
-             "| s per 100-candidate query | speed-up vs generate | max score diff vs generate |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| s per 100-candidate query | speed-up vs generate | max score diff vs generate "
+             "| identical chains vs generate | max diff, identical chains | max diff, divergent chains |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    forced = []
     for r in report["rows"]:
         if "skipped" in r:
-            lines.append(f"| {r['stage']} | | skipped: {r['skipped']} | | | | | | | |")
+            lines.append(f"| {r['stage']} | | skipped: {r['skipped']} | | | | | | | | | | |")
             continue
         if "error" in r:
-            lines.append(f"| {r['shape']} | {r['batch']} | {r['route']} | FAILED: {r['error']} | | | | | | |")
+            lines.append(f"| {r['shape']} | {r['batch']} | {r['route']} | FAILED: {r['error']} | | | | | | | | | |")
             continue
+        if r.get("teacher_forced"):
+            tf = r["teacher_forced"]
+            forced.append(f"- {r['stage']}: failed: {tf['error']}" if "error" in tf else
+                          f"- {r['stage']}: close-from-cache {tf['close_from_cache']:.1e}, "
+                          f"next_token_logprobs {tf['next_token_logprobs']:.1e}")
         reps = " / ".join(f"{s:.1f}" for s in r["reps"])
         sp = f"{r['speedup_vs_generate']:.2f}x" if r.get("speedup_vs_generate") else "-"
         diff = f"{r['max_score_diff_vs_generate']:.1e}" if r.get("max_score_diff_vs_generate") is not None else "-"
         lines.append(f"| {r['shape']} | {r['batch']} | {r['route']} | {r['seconds']:.1f} | {reps} "
-                     f"| {r['docs_per_s']:.1f} | {r['tok_per_s']:.0f} | {r['s_per_100']:.1f} | {sp} | {diff} |")
+                     f"| {r['docs_per_s']:.1f} | {r['tok_per_s']:.0f} | {r['s_per_100']:.1f} | {sp} | {diff} "
+                     f"| {_chain_cells(r.get('chains_vs_generate'))} |")
+    if forced:
+        lines += ["", "Teacher-forced: generate's own closed chains scored by thinkrank's engine, max score diff "
+                  "vs generate (same chains, so scoring arithmetic alone):", *forced]
     (out / "gpu_speed.md").write_text("\n".join(lines) + "\n")
+
+
+def _chain_cells(c: dict[str, Any] | None) -> str:
+    if not c:
+        return "- | - | -"
+    def fmt(x: float) -> str:
+        return "-" if math.isnan(x) else f"{x:.1e}"  # nan: no such pair
+
+    return f"{c['identical']}/{c['pairs']} | {fmt(c['max_diff_identical'])} | {fmt(c['max_diff_divergent'])}"
 
 
 if __name__ == "__main__":

@@ -52,6 +52,8 @@ class RouteResult:
     chain_tokens: int
     scores: list[float]
     cpu_seconds: float = 0.0  # this process's CPU time: steadier than wall time on a shared machine
+    chain_ids: list[list[int]] | None = None  # per prompt, the generated ids up to its stop (chain_ids())
+    closed: list[str] | None = None  # per prompt, the text whose next token was scored (generate routes)
 
     @property
     def docs_per_s(self) -> float:
@@ -118,15 +120,52 @@ def thinkrank_engine(model: Any, tok: Any, route: str, device: str, batch: int) 
 
 def thinkrank_route(engine: Any, requests: Requests, budget: int, *, reuse: bool = True,
                     name: str | None = None) -> RouteResult:
-    reranker = (Rank1 if reuse else _NoReuse)(engine=engine, think_budget=budget, max_passage_tokens=None)
+    generated: dict[str, list[int]] = {}  # prompt -> generated ids, kept to compare chains across routes
+    reranker = (Rank1 if reuse else _NoReuse)(engine=_Recording(engine, generated), think_budget=budget,
+                                              max_passage_tokens=None)
     _sync(engine.device)
     start, cpu = time.perf_counter(), time.process_time()
     rankings = reranker.rerank_many(requests)
     _sync(engine.device)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     judged = [j for r in rankings for j in sorted(r, key=lambda j: j.index)]
+    tok = engine.tokenizer.hf
+    ids = [chain_ids(tok, generated[p], eos_ids(engine.model, tok)) for p in prompts_of(requests)]
     return RouteResult(name or ("thinkrank" if reuse else "thinkrank-no-reuse"), seconds, len(judged), sum(j.reasoning_tokens for j in judged),
-                       [j.score for j in judged], cpu)
+                       [j.score for j in judged], cpu, ids)
+
+
+class _Recording:
+    """The engine, passed through, keeping each prompt's generated ids in ``sink``."""
+
+    def __init__(self, engine: Any, sink: dict[str, list[int]]) -> None:
+        self._engine, self._sink = engine, sink
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def generate(self, requests: Any, progress: Any = None) -> list[Generation]:
+        gens = self._engine.generate(requests, progress)
+        self._sink.update((r.prompt, g.token_ids) for r, g in zip(requests, gens))
+        return gens
+
+
+def chain_ids(tok: Any, ids: list[int], eos: set[int]) -> list[int]:
+    """The generated ids a route's chain consists of, whatever it did after: up to and with the
+    first end-of-sequence, else up to the token that completed ``</think>``, else all (the
+    budget). Routes generate the same chain exactly when these are equal."""
+    n = next((i for i, t in enumerate(ids) if t in eos), None)
+    if n is not None:
+        return ids[: n + 1]
+    if STOP not in tok.decode(ids, skip_special_tokens=False):
+        return ids
+    return next(ids[:k] for k in range(1, len(ids) + 1) if STOP in tok.decode(ids[:k], skip_special_tokens=False))
+
+
+def eos_ids(model: Any, tok: Any) -> set[int]:
+    """The ids that end a sequence: the tokenizer's and the generation config's."""
+    config = model.generation_config.eos_token_id
+    return {tok.eos_token_id, *([config] if isinstance(config, int) else (config or []))}
 
 
 def _chain(tok: Any, ids: list[int], eos: set[int]) -> Generation:
@@ -154,6 +193,7 @@ def generate_route(
         model.generation_config.eos_token_id, int) else (model.generation_config.eos_token_id or []))}
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     closed: dict[int, str] = {}
+    raw: dict[int, list[int]] = {}
     tokens = 0
     _sync(device)
     start, cpu = time.perf_counter(), time.process_time()
@@ -169,7 +209,8 @@ def generate_route(
                 out = model.generate(**enc, max_new_tokens=budget, do_sample=False, pad_token_id=tok.pad_token_id,
                                      temperature=None, top_p=None, top_k=None, **extra)
             for r, i in enumerate(idx):
-                gen = _chain(tok, out[r, enc.input_ids.shape[1]:].tolist(), eos)
+                raw[i] = out[r, enc.input_ids.shape[1]:].tolist()
+                gen = _chain(tok, raw[i], eos)
                 tokens += gen.num_tokens
                 closed[i] = prompts[i] + close_chain(gen)
         scores = _score(model, tok, [closed[i] for i in order], batch, true_id, false_id, device)
@@ -178,8 +219,9 @@ def generate_route(
     by_input = dict(zip(order, scores))
     name = ("static" + ("" if compile_how == "auto" else f"-{compile_how}") if static else "generate") + \
         ("" if stop else "-nostop")
-    return RouteResult(name, seconds, len(prompts), tokens,
-                       [by_input[i] for i in range(len(prompts))], cpu)
+    return RouteResult(name, seconds, len(prompts), tokens, [by_input[i] for i in range(len(prompts))], cpu,
+                       [chain_ids(tok, raw[i], eos) for i in range(len(prompts))],
+                       [closed[i] for i in range(len(prompts))])
 
 
 def _static_options(compile_how: str) -> dict[str, Any]:
@@ -229,3 +271,72 @@ def _score(model: Any, tok: Any, texts: list[str], batch: int, true_id: int, fal
 def agreement(a: RouteResult, b: RouteResult) -> float:
     """Largest score difference between two routes over the same prompts."""
     return max(abs(x - y) for x, y in zip(a.scores, b.scores))
+
+
+@dataclass
+class ChainAgreement:
+    """How a route's chains and scores compare with a reference route's, pair by pair: scores
+    can only be expected to agree where both generated the same chain."""
+
+    identical: int  # pairs whose generated ids equal the reference's
+    pairs: int
+    max_diff_identical: float  # nan when no pair has an identical chain
+    max_diff_divergent: float  # nan when every chain is identical
+    first_divergence: list[int]  # per divergent pair, the index of the first differing generated token
+
+
+def chain_agreement(a: RouteResult, ref: RouteResult) -> ChainAgreement:
+    pairs = list(zip(a.chain_ids or [], ref.chain_ids or []))
+    same = [x == y for x, y in pairs]
+    diffs = [abs(x - y) for x, y in zip(a.scores, ref.scores)]
+
+    def pick(want: bool) -> float:
+        return max((d for d, s in zip(diffs, same) if s == want), default=float("nan"))
+
+    first = [next((k for k, (u, v) in enumerate(zip(x, y)) if u != v), min(len(x), len(y)))
+             for x, y in pairs if x != y]
+    return ChainAgreement(sum(same), len(diffs), pick(True), pick(False), first)
+
+
+def teacher_forced(engine: Any, requests: Requests, ref: RouteResult, true_id: int, false_id: int) -> dict[str, float]:
+    """Score ``ref``'s own closed chains (a generate route's) with thinkrank's engine, so the
+    chains are the same by construction and only the scoring arithmetic differs. Returns the
+    largest score difference from ``ref``'s scores for each path of :func:`teacher_forced_scores`."""
+    return {path: max(abs(x - y) for x, y in zip(scores, ref.scores))
+            for path, scores in teacher_forced_scores(engine, requests, ref, true_id, false_id).items()}
+
+
+def teacher_forced_scores(
+    engine: Any, requests: Requests, ref: RouteResult, true_id: int, false_id: int,
+) -> dict[str, list[float]]:
+    """Scores of ``ref``'s closed chains (per prompt) through thinkrank's two scoring paths:
+    ``close_from_cache`` (the prompt prefilled with its query's shared prefix, the closed chain
+    fed from the prompt's cache, as Rank1 closes a cut chain) and ``next_token_logprobs`` (one
+    pass over prompt + closed chain)."""
+    from thinkrank.engines import GenerationRequest
+
+    assert ref.closed is not None, "teacher forcing needs a generate route's closed texts"
+    prompts = prompts_of(requests)
+    queries = [q for q, ps in requests for _ in ps]
+    ids = (true_id, false_id)
+    # max_tokens=0: the chain ends at once, so its answer is read at prompt + close(...) from
+    # the prompt's own cache; close returns the reference's closed chain.
+    reqs = [GenerationRequest(prompt=p, max_tokens=0, answer_token_ids=ids, shared_prefix=q, close=_Tail(c[len(p):]))
+            for p, q, c in zip(prompts, queries, ref.closed)]
+    return {"close_from_cache": [_sigmoid_diff(g.answer_logprobs, ids) for g in engine.generate(reqs)],
+            "next_token_logprobs": [_sigmoid_diff(lp, ids) for lp in engine.next_token_logprobs(ref.closed, list(ids))]}
+
+
+@dataclass(frozen=True)
+class _Tail:
+    """A ``close`` rule that ignores the generation (empty here) and returns fixed text."""
+
+    text: str
+
+    def __call__(self, _generation: Generation) -> str:
+        return self.text
+
+
+def _sigmoid_diff(logprobs: dict[int, float] | None, ids: tuple[int, int]) -> float:
+    assert logprobs is not None
+    return 1.0 / (1.0 + math.exp(logprobs[ids[1]] - logprobs[ids[0]]))
