@@ -9,7 +9,11 @@ left-padded; finished rows leave the batch (and the cache) so long chains don't 
 Nothing is prefilled twice (see :mod:`thinkrank.engines.kv`): a chain that ends without its
 answer read (budget, end-of-sequence) is closed from its own cache, rolled back to the longest
 common token prefix with the text to score; and prompts that declare a ``shared_prefix`` (a
-Rank1 query's instruction and query) have their common tokens prefilled once per call.
+Rank1 query's instruction and query) have that prefix's tokens prefilled once per call.
+
+Batches are formed and prefilled the same way whatever else a call holds: a call over what is
+left after an earlier call's first batches (a resumed run) repeats that call's later batches
+exactly. ``on_batch`` gets each batch's results as soon as it is decoded.
 
 ``static_cache=True`` / ``compile=True`` decode with fixed shapes instead (after the same
 prefill), so the step can be compiled into CUDA graphs: :mod:`thinkrank.engines.static_decode`.

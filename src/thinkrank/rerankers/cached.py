@@ -87,7 +87,10 @@ def judge_with_cache(reranker: Any, pairs: Sequence[Pair], cache: JudgmentCache,
             chunk = [pairs[i] for i in todo]
             with _offset_progress(reranker, progress, done, len(pairs)):
                 if _reports_batches(reranker):
-                    reranker.judge(chunk, on_judged=commit)
+                    judged = reranker.judge(chunk, on_judged=commit)
+                    unreported = [p for p, i in enumerate(todo) if keys[i] not in found]
+                    if unreported:  # a reranker that reported only some: commit the rest now
+                        commit(unreported, [judged[p] for p in unreported])
                 else:
                     commit(list(range(len(todo))), reranker.judge(chunk))
         done += len(missing)
