@@ -13,7 +13,9 @@ Rank1 query's instruction and query) have that prefix's tokens prefilled once pe
 
 Batches are formed and prefilled the same way whatever else a call holds: a call over what is
 left after an earlier call's first batches (a resumed run) repeats that call's later batches
-exactly. ``on_batch`` gets each batch's results as soon as it is decoded.
+exactly (bit for bit with the default dynamic cache; ``static_cache`` sizes its buffers per
+call, so there they agree to float rounding). ``on_batch`` gets each batch's results as soon
+as it is decoded.
 
 ``static_cache=True`` / ``compile=True`` decode with fixed shapes instead (after the same
 prefill), so the step can be compiled into CUDA graphs: :mod:`thinkrank.engines.static_decode`.
