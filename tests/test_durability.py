@@ -125,6 +125,33 @@ def test_pointwise_judgments_are_committed_per_engine_batch_inside_a_larger_chun
         smollm2_engine.batch_size = saved
 
 
+def test_a_sampled_run_resumed_mid_chunk_samples_each_pair_as_an_uninterrupted_run(smollm2_engine, tmp_path):
+    from thinkrank import Rank1
+
+    docs = ["Cats purr.", "Dogs bark.", "Stocks fell.", "Rain is wet.", "Tea is hot."]
+    saved = smollm2_engine.batch_size
+    smollm2_engine.batch_size = 2
+    try:
+        def rank1() -> Rank1:
+            return Rank1(engine=smollm2_engine, think_budget=6, temperature=1.0, seed=11)
+
+        def stop_after_first_batch(done: int, total: int) -> None:
+            if done >= 2:
+                raise KeyboardInterrupt
+
+        with JudgmentCache(tmp_path / "killed.sqlite") as cache:
+            with pytest.raises(KeyboardInterrupt):
+                CachedReranker(rank1(), cache, progress=stop_after_first_batch).rerank("cats", docs)
+            assert len(cache) == 2
+            resumed = CachedReranker(rank1(), cache).rerank("cats", docs)
+        fresh = CachedReranker(rank1(), tmp_path / "fresh.sqlite").rerank("cats", docs)
+        assert len({j.reasoning for j in fresh}) > 1  # really sampled
+        # Each pair keeps its seed (its place in the chunk), not its place among what was left.
+        assert [(j.index, j.reasoning, j.score) for j in resumed] == [(j.index, j.reasoning, j.score) for j in fresh]
+    finally:
+        smollm2_engine.batch_size = saved
+
+
 def test_an_atomic_writer_leaves_the_old_file_when_writing_fails(tmp_path):
     path = tmp_path / "metrics.json"
     path.write_text("old\n")

@@ -9,7 +9,8 @@ instruction and the document title and text, so a change to any of them is a mis
 chunk's pairs by length before batching them), and commits every engine batch as it finishes:
 a killed process loses at most the batch in flight. A rerun judges exactly what is missing, in
 the same chunks; the transformers engine then forms the same batches from what is left of a
-chunk and prefills each row as before (greedy results are identical to an uninterrupted run).
+chunk and prefills each row as before, and sampling seeds follow each pair's place in its chunk
+(results are identical to an uninterrupted run).
 Rerankers whose ``judge`` cannot report batches (no ``on_judged``) are committed per chunk.
 """
 
@@ -87,7 +88,9 @@ def judge_with_cache(reranker: Any, pairs: Sequence[Pair], cache: JudgmentCache,
             chunk = [pairs[i] for i in todo]
             with _offset_progress(reranker, progress, done, len(pairs)):
                 if _reports_batches(reranker):
-                    judged = reranker.judge(chunk, on_judged=commit)
+                    # Seeds follow each pair's place in its chunk, so a resumed chunk samples as before.
+                    offsets = {"seed_offsets": [i - start for i in todo]} if _takes(reranker.judge, "seed_offsets") else {}
+                    judged = reranker.judge(chunk, on_judged=commit, **offsets)
                     unreported = [p for p, i in enumerate(todo) if keys[i] not in found]
                     if unreported:  # a reranker that reported only some: commit the rest now
                         commit(unreported, [judged[p] for p in unreported])
@@ -186,8 +189,12 @@ def default_chunk_size(reranker: Any) -> int:
 
 def _reports_batches(reranker: Any) -> bool:
     """Whether ``reranker.judge`` takes ``on_judged`` (reports each engine batch's judgments)."""
+    return _takes(reranker.judge, "on_judged")
+
+
+def _takes(method: Any, name: str) -> bool:
     try:
-        return "on_judged" in inspect.signature(reranker.judge).parameters
+        return name in inspect.signature(method).parameters
     except (TypeError, ValueError):
         return False
 

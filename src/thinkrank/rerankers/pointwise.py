@@ -162,7 +162,8 @@ class Rank1(Reranker):
             for req, pairs in zip(reqs, per_query)
         ]
 
-    def judge(self, pairs: Sequence[Pair], *, on_judged: Judged | None = None) -> list[Judgment]:
+    def judge(self, pairs: Sequence[Pair], *, on_judged: Judged | None = None,
+              seed_offsets: Sequence[int] | None = None) -> list[Judgment]:
         """Judge each pair (in one batched pass over the engine); judgments in input order.
         Every pair is judged as configured (with reasoning unless it is off); the cascade
         works per query, in :meth:`rerank_many`.
@@ -170,12 +171,17 @@ class Rank1(Reranker):
         ``on_judged(positions, judgments)`` is called as soon as the engine finishes a batch
         (the transformers engine's ``batch_size`` pairs; see
         :data:`~thinkrank.engines.base.OnBatch` for the others), with the input positions of
-        its pairs and their judgments, so they can be saved before the call returns."""
+        its pairs and their judgments, so they can be saved before the call returns.
+        ``seed_offsets``: with sampling, pair i is sampled with ``seed + seed_offsets[i]``
+        (default: its position ``i``), so a call over part of an earlier call's pairs (a
+        resumed run) can sample each as that call did."""
         work = [self._prepare(p) for p in pairs]
         if not work:
             return []
+        if seed_offsets is not None and len(seed_offsets) != len(work):
+            raise InvalidInputError(f"seed_offsets has {len(seed_offsets)} entries for {len(work)} pairs")
         tracker = _Tracker(self.progress, len(work))
-        return self._judge(work, self.reasoning, tracker, on_judged=on_judged)
+        return self._judge(work, self.reasoning, tracker, seed_offsets, on_judged)
 
     def _cascade(self, per_query: list[list[Pair]]) -> list[list[Judgment]]:
         """Stage 1 for every pair, stage 2 (reasoning) for the selected ones, all queries batched."""
