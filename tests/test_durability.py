@@ -94,27 +94,60 @@ def test_cache_repair_cli_keeps_the_damaged_file_and_replaces_it(tmp_path):
     assert again.returncode == 0 and "0 damaged rows" in again.stdout
 
 
-def test_pointwise_judgments_are_committed_per_engine_batch(smollm2_engine, tmp_path):
+def test_pointwise_judgments_are_committed_per_engine_batch_inside_a_larger_chunk(smollm2_engine, tmp_path):
+    from thinkrank import Rank1
+    from thinkrank.rerankers.pointwise import Pair
+    from thinkrank.types import as_documents
+
+    docs = ["Cats purr.", "Dogs bark.", "Stocks fell.", "Rain is wet.", "Tea is hot."]
+    saved = smollm2_engine.batch_size
+    smollm2_engine.batch_size = 2
+    try:
+        def stop_after_second_batch(done: int, total: int) -> None:
+            if done > 2:  # counted once the second engine batch is done: the third is never started
+                raise KeyboardInterrupt
+
+        with JudgmentCache(tmp_path / "c.sqlite") as cache:
+            cached = CachedReranker(Rank1(engine=smollm2_engine, reasoning=False), cache,
+                                    progress=stop_after_second_batch)
+            assert cached.chunk_size == 64  # all five pairs go to the engine together
+            with pytest.raises(KeyboardInterrupt):
+                cached.rerank("cats", docs)
+            assert len(cache) == 4  # both finished batches are on disk, though the chunk never finished
+            resumed = CachedReranker(Rank1(engine=smollm2_engine, reasoning=False), cache)
+            ranking = resumed.rerank("cats", docs)
+            assert (resumed.use.cached, resumed.use.computed) == (4, 1) and len(ranking) == 5
+        # The same batches were formed again from what was left: equal to an uncached run, bit for bit.
+        plain = Rank1(engine=smollm2_engine, reasoning=False).judge([Pair("cats", d, i) for i, d in
+                                                                     enumerate(as_documents(docs))])
+        assert sorted((j.index, j.score, j.p_true) for j in ranking) == [(j.index, j.score, j.p_true) for j in plain]
+    finally:
+        smollm2_engine.batch_size = saved
+
+
+def test_a_sampled_run_resumed_mid_chunk_samples_each_pair_as_an_uninterrupted_run(smollm2_engine, tmp_path):
     from thinkrank import Rank1
 
     docs = ["Cats purr.", "Dogs bark.", "Stocks fell.", "Rain is wet.", "Tea is hot."]
     saved = smollm2_engine.batch_size
     smollm2_engine.batch_size = 2
     try:
-        def stop_in_second_batch(done: int, total: int) -> None:
-            if done > 2:  # the second engine batch has been computed but not committed
+        def rank1() -> Rank1:
+            return Rank1(engine=smollm2_engine, think_budget=6, temperature=1.0, seed=11)
+
+        def stop_after_first_batch(done: int, total: int) -> None:
+            if done >= 2:
                 raise KeyboardInterrupt
 
-        with JudgmentCache(tmp_path / "c.sqlite") as cache:
-            cached = CachedReranker(Rank1(engine=smollm2_engine, reasoning=False), cache,
-                                    progress=stop_in_second_batch)
-            assert cached.chunk_size == 2  # the engine's batch, not 64
+        with JudgmentCache(tmp_path / "killed.sqlite") as cache:
             with pytest.raises(KeyboardInterrupt):
-                cached.rerank("cats", docs)
-            assert len(cache) == 2  # the first batch is on disk
-            resumed = CachedReranker(Rank1(engine=smollm2_engine, reasoning=False), cache)
-            ranking = resumed.rerank("cats", docs)
-            assert (resumed.use.cached, resumed.use.computed) == (2, 3) and len(ranking) == 5
+                CachedReranker(rank1(), cache, progress=stop_after_first_batch).rerank("cats", docs)
+            assert len(cache) == 2
+            resumed = CachedReranker(rank1(), cache).rerank("cats", docs)
+        fresh = CachedReranker(rank1(), tmp_path / "fresh.sqlite").rerank("cats", docs)
+        assert len({j.reasoning for j in fresh}) > 1  # really sampled
+        # Each pair keeps its seed (its place in the chunk), not its place among what was left.
+        assert [(j.index, j.reasoning, j.score) for j in resumed] == [(j.index, j.reasoning, j.score) for j in fresh]
     finally:
         smollm2_engine.batch_size = saved
 

@@ -127,3 +127,34 @@ def test_stop_strings_checked_on_token_ids_end_where_the_decoded_text_first_hold
             break
     else:
         assert gen.stop_reason in ("length", "eos") and stop not in gen.text
+
+
+def test_each_batch_is_reported_as_it_finishes_and_what_is_left_is_batched_and_prefilled_as_before(smollm2_path, smollm2):
+    # A resumed run judges what a killed one left after its first batches: those requests must get
+    # exactly the results of the full call (same batches, same prefills), including a query left
+    # with a single candidate.
+    tok, _ = smollm2
+    engine = TransformersEngine(str(smollm2_path), device="cpu", batch_size=2)
+    ids = _answer_ids(tok)
+    other = OTHER.split("Passage: ")[0] + "Passage: "
+    prompts = [HEAD + p + "\n<think>" for p in PASSAGES] + [OTHER, OTHER.replace("Markets.", "Bonds.")]
+    heads = [HEAD] * 3 + [other] * 2
+    requests = [GenerationRequest(p, 6, ("</think>",), answer_token_ids=ids, close=_cut_mid_token, shared_prefix=h)
+                for p, h in zip(prompts, heads)]
+    events: list[tuple] = []
+    full = engine.generate(requests, lambda n: events.append(("progress", n)),
+                           on_batch=lambda idx, res: events.append(("batch", idx, res)))
+    batches = [e[1] for e in events if e[0] == "batch"]
+    assert sorted(i for b in batches for i in b) == list(range(5)) and all(len(b) <= 2 for b in batches)
+    # Each batch is reported, with the very results the call returns, before progress counts it.
+    assert [e[0] for e in events] == ["batch", "progress"] * len(batches)
+    assert all(r is full[i] for e in events if e[0] == "batch" for i, r in zip(e[1], e[2]))
+    for done in (1, 2):
+        left = [i for b in batches[done:] for i in b]
+        reported: list[list[int]] = []
+        rest = engine.generate([requests[i] for i in left], on_batch=lambda idx, _: reported.append(idx))
+        assert [[left[i] for i in b] for b in reported] == batches[done:]
+        for i, g in zip(left, rest):
+            f = full[i]
+            assert (g.token_ids, g.text, g.stop_reason, g.answer_logprobs) == (f.token_ids, f.text, f.stop_reason,
+                                                                               f.answer_logprobs)

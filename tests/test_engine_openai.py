@@ -170,6 +170,20 @@ def test_requests_run_concurrently_up_to_the_limit_and_come_back_in_order(smollm
         assert check(app.stats.max_in_flight), (concurrency, app.stats.max_in_flight)
 
 
+def test_finished_requests_are_reported_a_concurrency_group_at_a_time(engine, smollm2_engine):
+    requests = [GenerationRequest(f"Count: {i}, {i + 1},", 3) for i in range(6)]
+    groups: list[tuple[list[int], list]] = []
+    got = engine.generate(requests, on_batch=lambda idx, res: groups.append((idx, res)))
+    assert [len(idx) for idx, _ in groups] == [4, 2]  # concurrency 4: each full group, then the rest
+    assert sorted(i for idx, _ in groups for i in idx) == list(range(6))
+    assert all(r is got[i] for idx, res in groups for i, r in zip(idx, res))
+    assert [g.text for g in got] == [g.text for g in smollm2_engine.generate(requests)]
+    scored: list[list[int]] = []
+    answer = [smollm2_engine.tokenizer.encode(w)[0] for w in (" true", " false")]
+    engine.next_token_logprobs(["a", "b", "c"], answer, on_batch=lambda idx, _: scored.append(sorted(idx)))
+    assert scored == [[0, 1, 2]]
+
+
 @pytest.mark.parametrize("status", [429, 503])
 def test_failed_requests_are_retried_until_they_succeed(smollm2_engine, smollm2_path, status):
     app = EngineServer(smollm2_engine, MODEL, ServerOptions(fail_first=2, fail_status=status))

@@ -97,13 +97,15 @@ def test_a_cache_file_that_is_not_a_cache_is_refused_before_the_model_loads_and_
 
 
 # ---- kill and resume ----------------------------------------------------------------------------
-QUERIES, TOP_K, CHUNK = 3, 4, 2
+# One chunk (the default 64 pairs) holds every pair; the engine decodes them 2 at a time and each
+# finished engine batch is committed.
+QUERIES, TOP_K, BATCH = 3, 4, 2
 TOTAL = QUERIES * TOP_K
 
 
 def slice_args(data_dir: Path, model: Path, out: Path) -> list[str]:
     return ["--dataset", str(data_dir / "dl19"), "--run", "bm25", "--queries", str(QUERIES), "--top-k", str(TOP_K),
-            "--model", str(model), "--think-budget", "16", "--chunk-size", str(CHUNK), "--output", str(out)]
+            "--model", str(model), "--think-budget", "16", "--batch-size", str(BATCH), "--output", str(out)]
 
 
 def entries(db_path: Path) -> dict[str, str]:
@@ -129,11 +131,11 @@ def test_sigkill_then_rerun_judges_only_the_missing_pairs_and_matches_an_uninter
     deadline = time.monotonic() + 300
     while not entries(db) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)  # right after the first chunk committed: the second is in progress
+    proc.send_signal(signal.SIGKILL)  # right after the first engine batch committed, mid-chunk
     assert proc.wait(timeout=30) == -signal.SIGKILL
     saved = entries(db)
     assert 0 < len(saved) < TOTAL, f"{len(saved)} of {TOTAL} judgments were saved when the process was killed"
-    assert len(saved) % CHUNK == 0  # whole chunks only
+    assert len(saved) % BATCH == 0  # whole engine batches, though the chunk of all 12 pairs never finished
     assert not (out / "metrics.json").exists()
 
     resumed = run_cli(*slice_args(data_dir, smollm2_path, out))

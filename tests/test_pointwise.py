@@ -230,3 +230,41 @@ def test_the_closing_bytes_change_the_score(tiny_qwen_engine):
     assert abs(scores["newline"] - scores["bare"]) > 1e-4
     with pytest.raises(InvalidInputError, match="reasoning_close"):
         Rank1(engine=tiny_qwen_engine, reasoning=False, reasoning_close="</answer>")
+
+
+class _EngineWithoutReports:
+    """An engine written against the protocol before ``on_batch``: results only when a call returns."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.model_name = inner, inner.name, inner.model_name
+        self.tokenizer, self.context_length = inner.tokenizer, inner.context_length
+
+    def generate(self, requests, progress=None):
+        return self.inner.generate(requests, progress)
+
+    def next_token_logprobs(self, prompts, token_ids, progress=None):
+        return self.inner.next_token_logprobs(prompts, token_ids, progress)
+
+
+@pytest.mark.parametrize("reasoning", [True, False])
+def test_judgments_are_reported_per_engine_batch_and_once_at_the_end_by_engines_without_reports(smollm2_engine,
+                                                                                                  reasoning):
+    from thinkrank.rerankers.pointwise import Pair
+    from thinkrank.types import as_documents
+
+    pairs = [Pair("what do cats eat", d, i) for i, d in enumerate(as_documents(
+        ["Cats eat mice.", "Stocks fell sharply on Monday.", "Dogs bark at night."]))]
+    saved = smollm2_engine.batch_size
+    smollm2_engine.batch_size = 2
+    try:
+        reports: list[tuple[list[int], list]] = []
+        rank1 = Rank1(engine=smollm2_engine, think_budget=8, reasoning=reasoning)
+        judged = rank1.judge(pairs, on_judged=lambda idx, js: reports.append((idx, js)))
+        assert sorted(len(idx) for idx, _ in reports) == [1, 2]  # one report per engine batch
+        assert all(j is judged[i] for idx, js in reports for i, j in zip(idx, js))
+        late: list[list[int]] = []
+        old = Rank1(engine=_EngineWithoutReports(smollm2_engine), think_budget=8, reasoning=reasoning)
+        again = old.judge(pairs, on_judged=lambda idx, _: late.append(idx))
+        assert late == [[0, 1, 2]] and [j.score for j in again] == [j.score for j in judged]
+    finally:
+        smollm2_engine.batch_size = saved

@@ -51,9 +51,10 @@ def evaluate(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder.  "
                                                 "\\[default: runs/DATASET-RUN\\[-MODEL]]")] = None,
     cache: Annotated[Path | None, typer.Option(help="Judgment cache file.  \\[default: OUTPUT/judgments.sqlite]")] = None,
-    chunk_size: Annotated[int | None, typer.Option(help="Judgments computed and saved together (a kill loses at "
-                                                   "most one chunk).  \\[default: one engine batch (transformers), 64 "
-                                                   "pairs (vllm, openai); listwise and --cascade: 1 query]")] = None,
+    chunk_size: Annotated[int | None, typer.Option(help="Pairs sent to the engine together (sorted by length, "
+                                                   "each finished engine batch saved at once: a kill loses at most the "
+                                                   "batch in flight).  \\[default: 64 pairs; listwise and --cascade: 1 "
+                                                   "query, saved per query]")] = None,
     measures: Annotated[str | None, typer.Option(help="Comma-separated ir-measures names; the first is the main one. "
                                                  "\\[default: nDCG@10,nDCG@20,AP,R@100,RR@10,Judged@10]")] = None,
     split: Annotated[str, typer.Option(help="BEIR folders: which qrels/<split>.tsv to use.")] = "test",

@@ -14,16 +14,30 @@ Stops: a ``GenerationRequest``'s stop strings end a continuation whether they ar
 a single special token (the released Rank1 models' ``</think>``), and ``Generation.stop_reason``
 tells a matched stop (``"stop"``) from end-of-sequence (``"eos"``) and the budget (``"length"``).
 Every engine reports its ``context_length`` so prompts can be fitted to it.
+
+Results as they finish: both methods take an optional ``on_batch(indices, results)``, called
+with the input positions and results of each group of requests as soon as the group is done
+(the transformers engine: each engine batch; openai: every ``concurrency`` finished requests;
+vLLM: everything at the end), before ``progress`` counts them. Callers use it to save work
+before the call returns (a kill then loses at most the batch in flight);
+:func:`call_reporting` gives the same reports for engines written before it existed.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 Progress = Callable[[int], None]
 """Called with the number of requests just finished (for progress bars)."""
+
+R = TypeVar("R")
+OnBatch = Callable[[list[int], list[Any]], None]
+"""Called with the input positions of requests that just finished and their results, in the
+same order (a :class:`Generation` each from ``generate``, a log-prob dict from
+``next_token_logprobs``). Each position is reported once."""
 
 
 @dataclass(frozen=True)
@@ -101,11 +115,13 @@ class Engine(Protocol):
         ...
 
     def generate(
-        self, requests: Sequence[GenerationRequest], progress: Progress | None = None
+        self, requests: Sequence[GenerationRequest], progress: Progress | None = None, *,
+        on_batch: OnBatch | None = None,
     ) -> list[Generation]: ...
 
     def next_token_logprobs(
-        self, prompts: Sequence[str], token_ids: Sequence[int], progress: Progress | None = None
+        self, prompts: Sequence[str], token_ids: Sequence[int], progress: Progress | None = None, *,
+        on_batch: OnBatch | None = None,
     ) -> list[dict[int, float]]: ...
 
     def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
@@ -124,3 +140,39 @@ def single_token_id(tokenizer: Tokenizer, text: str) -> int:
             "token to be scored exactly — pick answer words that are single tokens"
         )
     return ids[0]
+
+
+def call_reporting(method: Callable[..., list[R]], *args: Any, progress: Progress | None = None,
+                   on_batch: OnBatch | None = None) -> list[R]:
+    """``method(*args, progress)`` (an engine's ``generate`` or ``next_token_logprobs``), with
+    every result reported to ``on_batch`` exactly once: as the engine finishes it when the
+    engine takes ``on_batch``, and at the end for results it did not report (or for an engine
+    that predates ``on_batch``: everything at once)."""
+    if on_batch is None:
+        return method(*args, progress)
+    if not _takes(method, "on_batch"):
+        results = method(*args, progress)
+        if results:
+            on_batch(list(range(len(results))), list(results))
+        return results
+    reported: set[int] = set()
+
+    def report(indices: list[int], batch: list[Any]) -> None:
+        fresh = [(i, r) for i, r in zip(indices, batch) if i not in reported]
+        reported.update(i for i, _ in fresh)
+        if fresh:
+            on_batch([i for i, _ in fresh], [r for _, r in fresh])
+
+    results = method(*args, progress, on_batch=report)
+    rest = [i for i in range(len(results)) if i not in reported]
+    if rest:
+        report(rest, [results[i] for i in rest])
+    return results
+
+
+def _takes(method: Callable[..., Any], name: str) -> bool:
+    try:
+        params = inspect.signature(method).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: assume the old protocol
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())

@@ -6,8 +6,9 @@ Two reuses, both exact (the model sees the same tokens at the same positions):
   is scored as ``prompt + close(chain)``. That text is tokenised as a plain prompt would be;
   the longest common token prefix with what the cache holds (prompt + generated ids) is kept,
   everything after it is rolled back, and only the remaining tokens are fed.
-* **a shared query prefix**: the tokens every prompt of a query starts with are prefilled
-  once, and their keys/values are copied in front of each row of the batch.
+* **a shared query prefix**: the tokens of a query's declared prefix (instruction + query)
+  that its prompts start with are prefilled once, and their keys/values are copied in front
+  of each row of the batch.
 
 Rows of a batch sit right-aligned in the cache with masked gaps (left padding, or padding
 between a shared prefix and the rest of a row); positions come from the attention mask's
@@ -17,7 +18,7 @@ running count, so a gap changes nothing. Works on caches whose layers are all pl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,24 +36,22 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def shared_prefixes(keys: Sequence[str], prompts: Sequence[Sequence[int]]) -> tuple[list[int], list[int]]:
-    """Per prompt: how many leading tokens it shares with every prompt of the same non-empty
-    ``key`` (leaving at least one token of its own to feed; 0 for a key used once), and a group
-    rank (order of first appearance, 0 without a key) so batching can keep groups together."""
-    members: dict[str, list[int]] = {}
-    for i, key in enumerate(keys):
-        if key:
-            members.setdefault(key, []).append(i)
-    lengths = [0] * len(prompts)
-    for group in members.values():
-        if len(group) < 2:
-            continue
-        first = prompts[group[0]]
-        shared = min(common_prefix(first, prompts[i]) for i in group[1:])
-        shared = min(shared, min(len(prompts[i]) for i in group) - 1)
-        for i in group:
-            lengths[i] = max(shared, 0)
-    rank = {key: n + 1 for n, key in enumerate(members)}
+def shared_prefixes(keys: Sequence[str], prompts: Sequence[Sequence[int]],
+                    encode: Callable[[str], Sequence[int]]) -> tuple[list[int], list[int]]:
+    """Per prompt: how many of its leading tokens are the tokens of its non-empty ``key``
+    (``encode(key)``, leaving at least one token of its own to feed; 0 without a key), and a
+    group rank (keys in sorted order, 0 without a key) so batching can keep groups together.
+
+    Both depend on a prompt's own key and tokens only, never on which other prompts share the
+    call (also for a key used once): a call over what is left of an earlier call's prompts after
+    its first batches (a resumed run judging what a killed one left) batches and prefills every
+    row exactly as the full call did."""
+    key_ids = {key: encode(key) for key in dict.fromkeys(keys) if key}
+    lengths = [
+        max(min(common_prefix(key_ids[key], prompt), len(prompt) - 1), 0) if key else 0
+        for key, prompt in zip(keys, prompts)
+    ]
+    rank = {key: n + 1 for n, key in enumerate(sorted(key_ids))}
     return lengths, [rank.get(key, 0) for key in keys]
 
 

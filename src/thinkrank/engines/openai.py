@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, TypeVar
 
-from thinkrank.engines.base import Generation, GenerationRequest, Progress
+from thinkrank.engines.base import Generation, GenerationRequest, OnBatch, Progress
 from thinkrank.engines.restricted import Reading, check_restricted, forced_value, missing, renormalise
 from thinkrank.errors import EngineError, InvalidInputError, ModelLoadError, require
 
@@ -201,12 +201,15 @@ class OpenAIEngine:
 
     # ---- generation -----------------------------------------------------------------------
     def generate(
-        self, requests: Sequence[GenerationRequest], progress: Progress | None = None
+        self, requests: Sequence[GenerationRequest], progress: Progress | None = None, *,
+        on_batch: OnBatch | None = None,
     ) -> list[Generation]:
+        """Continue every request, ``concurrency`` in flight; ``on_batch`` gets finished
+        results ``concurrency`` at a time, as they complete (the last group at the end)."""
         for r in requests:
             if r.max_tokens < 0:
                 raise InvalidInputError(f"max_tokens must be >= 0, got {r.max_tokens}")
-        return self._map(self._generate_one, requests, progress)
+        return self._map(self._generate_one, requests, progress, on_batch)
 
     def _generate_one(self, req: GenerationRequest) -> Generation:
         if req.max_tokens == 0:  # servers reject max_tokens=0; nothing to ask
@@ -242,10 +245,12 @@ class OpenAIEngine:
 
     # ---- next-token scoring ---------------------------------------------------------------
     def next_token_logprobs(
-        self, prompts: Sequence[str], token_ids: Sequence[int], progress: Progress | None = None
+        self, prompts: Sequence[str], token_ids: Sequence[int], progress: Progress | None = None, *,
+        on_batch: OnBatch | None = None,
     ) -> list[dict[int, float]]:
         """Log-probs of ``token_ids`` as the next token after each prompt, **renormalised over
         those ids** (their differences are exact; see :mod:`thinkrank.engines.restricted`).
+        ``on_batch`` gets them ``concurrency`` at a time, as they complete.
 
         Raises:
             EngineError: the server is unreachable, rejects ``logprobs``/``logit_bias``, or
@@ -255,7 +260,7 @@ class OpenAIEngine:
         if not ids:
             raise InvalidInputError("next_token_logprobs needs at least one token id")
         names = _token_names(self._tok, ids)
-        return self._map(lambda p: self._answer(p, ids, names), prompts, progress)
+        return self._map(lambda p: self._answer(p, ids, names), prompts, progress, on_batch)
 
     def _answer(self, prompt: str, ids: list[int], names: dict[str, int]) -> dict[int, float]:
         where = f"the server at {self.base_url}"
@@ -292,17 +297,27 @@ class OpenAIEngine:
         return Reading(sampled, values)
 
     # ---- plumbing -------------------------------------------------------------------------
-    def _map(self, fn: Callable[[T], R], items: Sequence[T], progress: Progress | None) -> list[R]:
+    def _map(self, fn: Callable[[T], R], items: Sequence[T], progress: Progress | None,
+             on_batch: OnBatch | None = None) -> list[R]:
         """``fn`` over ``items`` with at most ``concurrency`` in flight; results in input order.
-        The first failure cancels what has not started and is raised."""
+        Finished results go to ``on_batch`` ``concurrency`` at a time (what the server worked
+        on together), the rest at the end. The first failure cancels what has not started and
+        is raised."""
         results: list[Any] = [None] * len(items)
         if not items:
             return results
         pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(items)), thread_name_prefix="thinkrank-openai")
+        finished: list[int] = []
         try:
             futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
-            for future in as_completed(futures):
-                results[futures[future]] = future.result()
+            for done, future in enumerate(as_completed(futures), 1):
+                i = futures[future]
+                results[i] = future.result()
+                finished.append(i)
+                if on_batch and (len(finished) >= self.concurrency or done == len(items)):
+                    # Called here, in the caller's thread, while the pool keeps the server busy.
+                    on_batch(finished, [results[j] for j in finished])
+                    finished = []
                 if progress:
                     progress(1)
         finally:

@@ -9,7 +9,13 @@ left-padded; finished rows leave the batch (and the cache) so long chains don't 
 Nothing is prefilled twice (see :mod:`thinkrank.engines.kv`): a chain that ends without its
 answer read (budget, end-of-sequence) is closed from its own cache, rolled back to the longest
 common token prefix with the text to score; and prompts that declare a ``shared_prefix`` (a
-Rank1 query's instruction and query) have their common tokens prefilled once per call.
+Rank1 query's instruction and query) have that prefix's tokens prefilled once per call.
+
+Batches are formed and prefilled the same way whatever else a call holds: a call over what is
+left after an earlier call's first batches (a resumed run) repeats that call's later batches
+exactly (bit for bit with the default dynamic cache; ``static_cache`` sizes its buffers per
+call, so there they agree to float rounding). ``on_batch`` gets each batch's results as soon
+as it is decoded.
 
 ``static_cache=True`` / ``compile=True`` decode with fixed shapes instead (after the same
 prefill), so the step can be compiled into CUDA graphs: :mod:`thinkrank.engines.static_decode`.
@@ -24,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from thinkrank.engines import gguf_cache, kv, static_decode
-from thinkrank.engines.base import Generation, GenerationRequest, Progress
+from thinkrank.engines.base import Generation, GenerationRequest, OnBatch, Progress
 from thinkrank.engines.loading import ModelRef, load_causal_lm, load_tokenizer, resolve_model
 from thinkrank.errors import InvalidInputError, require
 
@@ -213,7 +219,8 @@ class TransformersEngine:
 
     # ---- next-token scoring ---------------------------------------------------------------
     def next_token_logprobs(
-        self, prompts: Sequence[str], token_ids: Sequence[int], progress: Progress | None = None
+        self, prompts: Sequence[str], token_ids: Sequence[int], progress: Progress | None = None, *,
+        on_batch: OnBatch | None = None,
     ) -> list[dict[int, float]]:
         torch = self._torch
         encoded = [self._tok.encode_prompt(p) for p in prompts]
@@ -225,26 +232,32 @@ class TransformersEngine:
                 logprobs = torch.log_softmax(self._forward(ids, mask), dim=-1)[:, ids_t.to(self.device)].cpu()
                 for r, i in enumerate(batch):
                     results[i] = {t: float(v) for t, v in zip(token_ids, logprobs[r].tolist())}
+                if on_batch:
+                    on_batch(list(batch), [results[i] for i in batch])
                 if progress:
                     progress(len(batch))
         return results
 
     # ---- generation -----------------------------------------------------------------------
     def generate(
-        self, requests: Sequence[GenerationRequest], progress: Progress | None = None
+        self, requests: Sequence[GenerationRequest], progress: Progress | None = None, *,
+        on_batch: OnBatch | None = None,
     ) -> list[Generation]:
         torch = self._torch
         rows = [self._new_row(r) for r in requests]
-        lengths, groups = kv.shared_prefixes([r.request.shared_prefix for r in rows], [r.prompt_ids for r in rows])
+        lengths, groups = kv.shared_prefixes([r.request.shared_prefix for r in rows], [r.prompt_ids for r in rows],
+                                             self._tok.encode_prompt)
         for row, n in zip(rows, lengths):
             row.prefix = n
-        prefixes: dict[str, kv.KV] = {}  # shared prefix -> its keys/values, for this call
+        prefixes: dict[tuple[str, int], kv.KV] = {}  # (shared prefix, its tokens) -> keys/values, for this call
         with torch.inference_mode():
             lengths, budgets = [len(r.prompt_ids) for r in rows], [r.request.max_tokens for r in rows]
             if self._static is not None and rows:
                 self._static.reserve(max(n + b for n, b in zip(lengths, budgets)))
             for batch in self._batches(lengths, budgets, groups):
                 self._decode_batch([rows[i] for i in batch], prefixes)
+                if on_batch:  # every row of the batch is complete, answer included
+                    on_batch(list(batch), [rows[i].result for i in batch])
                 if progress:
                     progress(len(batch))
         return [r.result for r in rows]  # type: ignore[misc]
@@ -259,14 +272,14 @@ class TransformersEngine:
         window = max((len(self._tok.encode(s)) for s in request.stop), default=0) + 2
         return _Row(request, self._tok.encode_prompt(request.prompt), generator, window)
 
-    def _prefill(self, rows: list[_Row], prefixes: dict[str, kv.KV]) -> tuple[Any, Any, Any]:
+    def _prefill(self, rows: list[_Row], prefixes: dict[tuple[str, int], kv.KV]) -> tuple[Any, Any, Any]:
         """The batch's cache, mask and next-token logits after its prompts; shared prefixes
         come from ``prefixes`` (computed on first use) and only the rest of each row is fed."""
         from transformers import DynamicCache
 
         torch = self._torch
         for row in rows:
-            key = row.request.shared_prefix
+            key = (row.request.shared_prefix, row.prefix)
             if row.prefix and key not in prefixes:
                 cache = DynamicCache()
                 self._forward(torch.tensor([row.prompt_ids[: row.prefix]], device=self.device),
@@ -280,10 +293,10 @@ class TransformersEngine:
             ids, mask = self._left_pad([r.prompt_ids for r in rows])
             cache = DynamicCache()
             return cache, mask, self._forward(ids, mask, cache)
-        some = next(prefixes[r.request.shared_prefix] for r in rows if r.prefix)
+        some = next(prefixes[(r.request.shared_prefix, r.prefix)] for r in rows if r.prefix)
         ones = torch.ones(max(r.prefix for r in rows), dtype=torch.long, device=self.device)
         segments = [
-            kv.Segment(prefixes[r.request.shared_prefix] if r.prefix else some, 0, r.prefix, ones[: r.prefix])
+            kv.Segment(prefixes[(r.request.shared_prefix, r.prefix)] if r.prefix else some, 0, r.prefix, ones[: r.prefix])
             for r in rows
         ]
         cache, head_mask = kv.stack(segments, self.device)
@@ -291,7 +304,7 @@ class TransformersEngine:
         mask = torch.cat([head_mask, rest_mask], dim=1)
         return cache, mask, self._forward(ids, mask, cache)
 
-    def _decode_batch(self, rows: list[_Row], prefixes: dict[str, kv.KV]) -> None:
+    def _decode_batch(self, rows: list[_Row], prefixes: dict[tuple[str, int], kv.KV]) -> None:
         torch = self._torch
         cache, mask, logits = self._prefill(rows, prefixes)
         if self._static is not None and kv.reusable(cache):  # else (e.g. sliding windows): the dynamic loop

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from thinkrank.engines.base import Generation, GenerationRequest, Progress
+from thinkrank.engines.base import Generation, GenerationRequest, OnBatch, Progress
 from thinkrank.engines.restricted import Reading, check_restricted, forced_value, missing, renormalise
 from thinkrank.errors import EngineError, InvalidInputError, ModelLoadError, require
 
@@ -206,8 +206,11 @@ class VLLMEngine:
         return list(self.llm.generate(prompts, sampling_params=params, use_tqdm=False))
 
     def generate(
-        self, requests: Sequence[GenerationRequest], progress: Progress | None = None
+        self, requests: Sequence[GenerationRequest], progress: Progress | None = None, *,
+        on_batch: OnBatch | None = None,
     ) -> list[Generation]:
+        """Continue every request in one ``LLM.generate`` call (vLLM schedules them itself);
+        ``on_batch`` gets every result at once, at the end."""
         for r in requests:
             if r.max_tokens < 0:
                 raise InvalidInputError(f"max_tokens must be >= 0, got {r.max_tokens}")
@@ -221,6 +224,8 @@ class VLLMEngine:
             for i, out in zip(todo, outputs):
                 results[i] = to_generation(out)
         self._close(requests, results, [out.prompt_token_ids for out in outputs] if todo else [], todo)
+        if on_batch and results:
+            on_batch(list(range(len(results))), list(results))
         if progress:
             progress(len(requests))
         return results  # type: ignore[return-value]
@@ -244,14 +249,18 @@ class VLLMEngine:
                 results[i].answer_logprobs = lp
 
     def next_token_logprobs(
-        self, prompts: Sequence[str], token_ids: Sequence[int], progress: Progress | None = None
+        self, prompts: Sequence[str], token_ids: Sequence[int], progress: Progress | None = None, *,
+        on_batch: OnBatch | None = None,
     ) -> list[dict[int, float]]:
-        """Log-probs of ``token_ids`` after each prompt, renormalised over those ids.
+        """Log-probs of ``token_ids`` after each prompt, renormalised over those ids
+        (``on_batch``: all at once, at the end).
 
         Raises:
             EngineError: vLLM did not honour the restriction or left an id out.
         """
         results = score_answers(self._run, prompts, token_ids, self._fields)
+        if on_batch and results:
+            on_batch(list(range(len(results))), list(results))
         if progress:
             progress(len(prompts))
         return results

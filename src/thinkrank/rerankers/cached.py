@@ -5,14 +5,18 @@ the whole candidate list, per (query, ordered candidates). A key is the SHA-256 
 reranker's ``settings`` (model, engine, prompt template, budgets, …), the query, its
 instruction and the document title and text, so a change to any of them is a miss.
 
-:func:`judge_with_cache` judges only the missing pairs, in fixed chunks, and commits each chunk
-as it finishes: a killed process loses at most the chunk in progress, and a rerun judges
-exactly what is missing, in the same chunks (so greedy results are identical to an
-uninterrupted run).
+:func:`judge_with_cache` judges only the missing pairs, in fixed chunks (the engine sorts a
+chunk's pairs by length before batching them), and commits every engine batch as it finishes:
+a killed process loses at most the batch in flight. A rerun judges exactly what is missing, in
+the same chunks; the transformers engine then forms the same batches from what is left of a
+chunk and prefills each row as before, and sampling seeds follow each pair's place in its chunk
+(results are identical to an uninterrupted run).
+Rerankers whose ``judge`` cannot report batches (no ``on_judged``) are committed per chunk.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -57,8 +61,10 @@ def judge_with_cache(reranker: Any, pairs: Sequence[Pair], cache: JudgmentCache,
     pairs not in ``cache``; judgments in input order.
 
     The pairs are cut into fixed chunks of ``chunk_size``; the missing pairs of each chunk are
-    judged together and committed before the next chunk starts. ``progress(done, total)``
-    counts pairs; ``use`` (when given) is increased by what was cached and computed.
+    judged together in one ``judge`` call, and committed per engine batch as the reranker reports
+    them (``judge(pairs, on_judged=...)``, e.g. :class:`~thinkrank.Rank1`), else when the call
+    returns. ``progress(done, total)`` counts pairs; ``use`` (when given) is increased by what
+    was cached and computed.
     """
     _check_chunk_size(chunk_size)
     settings = reranker.settings
@@ -73,12 +79,23 @@ def judge_with_cache(reranker: Any, pairs: Sequence[Pair], cache: JudgmentCache,
         missing = [i for i in range(start, min(start + chunk_size, len(pairs))) if keys[i] not in found]
         todo = _first_of_each(missing, keys)
         if todo:
+            def commit(positions: list[int], judged: Sequence[Judgment], todo: list[int] = todo) -> None:
+                items = [(keys[todo[p]], judgment_value(j)) for p, j in zip(positions, judged)]
+                cache.put("pointwise", settings, items)
+                found.update(items)
+                use.computed += len(items)
+
+            chunk = [pairs[i] for i in todo]
             with _offset_progress(reranker, progress, done, len(pairs)):
-                judged = reranker.judge([pairs[i] for i in todo])
-            items = [(keys[i], judgment_value(j)) for i, j in zip(todo, judged)]
-            cache.put("pointwise", settings, items)
-            found.update(items)
-            use.computed += len(items)
+                if _reports_batches(reranker):
+                    # Seeds follow each pair's place in its chunk, so a resumed chunk samples as before.
+                    offsets = {"seed_offsets": [i - start for i in todo]} if _takes(reranker.judge, "seed_offsets") else {}
+                    judged = reranker.judge(chunk, on_judged=commit, **offsets)
+                    unreported = [p for p, i in enumerate(todo) if keys[i] not in found]
+                    if unreported:  # a reranker that reported only some: commit the rest now
+                        commit(unreported, [judged[p] for p in unreported])
+                else:
+                    commit(list(range(len(todo))), reranker.judge(chunk))
         done += len(missing)
         if progress and missing:
             progress(done, len(pairs))
@@ -158,15 +175,28 @@ class CachedReranker(Reranker):
         return [Ranking(q.query, [next(judged) for _ in ps], q.query_id).truncate(top_n) for q, ps in zip(reqs, per_query)]
 
 
+DEFAULT_PAIRS_PER_CHUNK = 64
+
+
 def default_chunk_size(reranker: Any) -> int:
-    """How many results are computed and committed together by default: listwise, one query;
-    pointwise, one batch of the engine (its ``batch_size``: transformers decodes 8 sequences
-    together on CPU, 32 on GPU), so a kill loses at most the batch in flight. Engines without a
-    batch size (vllm, openai, which gain from many requests at once) get 64 pairs."""
+    """How many results are computed together by default: listwise, one query; pointwise, 64
+    pairs, which the engine sorts by length before batching them (less padding than a chunk of
+    one batch). Commits still follow each engine batch (see :func:`judge_with_cache`)."""
     if not callable(getattr(reranker, "judge", None)):
         return 1
-    batch = getattr(getattr(reranker, "engine", None), "batch_size", None)
-    return batch if isinstance(batch, int) and batch >= 1 else 64
+    return DEFAULT_PAIRS_PER_CHUNK
+
+
+def _reports_batches(reranker: Any) -> bool:
+    """Whether ``reranker.judge`` takes ``on_judged`` (reports each engine batch's judgments)."""
+    return _takes(reranker.judge, "on_judged")
+
+
+def _takes(method: Any, name: str) -> bool:
+    try:
+        return name in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _check_chunk_size(chunk_size: int) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from thinkrank.engines import Engine, Generation, GenerationRequest, load_engine, single_token_id
+from thinkrank.engines.base import call_reporting
 from thinkrank.engines.loading import DEFAULT_MODEL
 from thinkrank.errors import InvalidInputError
 from thinkrank.prompts.rank1 import (
@@ -36,6 +37,9 @@ from thinkrank.rerankers.truncation import truncate_passage
 from thinkrank.types import Document, Judgment, Ranking, as_documents, check_query
 from thinkrank.validation import check_bool, check_int, check_optional_str, check_sampling, check_top_n
 
+
+Judged = Callable[[list[int], list[Judgment]], None]
+"""Called with the input positions of pairs just judged and their judgments."""
 
 # Tokens kept free beyond prompt and budget: the forced answer's "\n", "\n</think>" and the
 # answer token, plus slack for tokens merging differently at the passage's edges.
@@ -158,15 +162,26 @@ class Rank1(Reranker):
             for req, pairs in zip(reqs, per_query)
         ]
 
-    def judge(self, pairs: Sequence[Pair]) -> list[Judgment]:
+    def judge(self, pairs: Sequence[Pair], *, on_judged: Judged | None = None,
+              seed_offsets: Sequence[int] | None = None) -> list[Judgment]:
         """Judge each pair (in one batched pass over the engine); judgments in input order.
         Every pair is judged as configured (with reasoning unless it is off); the cascade
-        works per query, in :meth:`rerank_many`."""
+        works per query, in :meth:`rerank_many`.
+
+        ``on_judged(positions, judgments)`` is called as soon as the engine finishes a batch
+        (the transformers engine's ``batch_size`` pairs; see
+        :data:`~thinkrank.engines.base.OnBatch` for the others), with the input positions of
+        its pairs and their judgments, so they can be saved before the call returns.
+        ``seed_offsets``: with sampling, pair i is sampled with ``seed + seed_offsets[i]``
+        (default: its position ``i``), so a call over part of an earlier call's pairs (a
+        resumed run) can sample each as that call did."""
         work = [self._prepare(p) for p in pairs]
         if not work:
             return []
+        if seed_offsets is not None and len(seed_offsets) != len(work):
+            raise InvalidInputError(f"seed_offsets has {len(seed_offsets)} entries for {len(work)} pairs")
         tracker = _Tracker(self.progress, len(work))
-        return self._judge(work, self.reasoning, tracker)
+        return self._judge(work, self.reasoning, tracker, seed_offsets, on_judged)
 
     def _cascade(self, per_query: list[list[Pair]]) -> list[list[Judgment]]:
         """Stage 1 for every pair, stage 2 (reasoning) for the selected ones, all queries batched."""
@@ -187,17 +202,38 @@ class Rank1(Reranker):
         ]
 
     def _judge(
-        self, work: list[_Work], reasoning: bool, tracker: _Tracker, positions: Sequence[int] | None = None
+        self, work: list[_Work], reasoning: bool, tracker: _Tracker, positions: Sequence[int] | None = None,
+        on_judged: Judged | None = None,
     ) -> list[Judgment]:
         if not work:
             return []
+        out: list[Judgment | None] = [None] * len(work)
+
+        def finished(indices: list[int], results: list[Any]) -> None:
+            """Turn an engine batch's results into judgments at once (and report them)."""
+            judged = self._judgments([work[i] for i in indices], results, reasoning)
+            for i, j in zip(indices, judged):
+                out[i] = j
+            if on_judged:
+                on_judged(indices, judged)
+
         if not reasoning:
             closed = [w.prompt + self.reasoning_close for w in work]
-            answers = self.engine.next_token_logprobs(closed, [self.true_id, self.false_id], tracker)
+            call_reporting(self.engine.next_token_logprobs, closed, [self.true_id, self.false_id], progress=tracker,
+                           on_batch=finished)
+        else:
+            positions = positions if positions is not None else range(len(work))
+            requests = [self._request(w, pos) for w, pos in zip(work, positions)]
+            call_reporting(self.engine.generate, requests, progress=tracker, on_batch=finished)
+        return out  # type: ignore[return-value]  # call_reporting reports every position once
+
+    def _judgments(self, work: list[_Work], results: list[Any], reasoning: bool) -> list[Judgment]:
+        """Judgments from one batch of engine results: answer log-probs (reasoning off) or
+        generations (reasoning on)."""
+        if not reasoning:
             counts = [len(self.engine.tokenizer.encode(w.prompt)) for w in work]
-            return [self._judgment(w, lp, "", n, 0, False, False) for w, lp, n in zip(work, answers, counts)]
-        positions = positions if positions is not None else range(len(work))
-        gens = self.engine.generate([self._request(w, pos) for w, pos in zip(work, positions)], tracker)
+            return [self._judgment(w, lp, "", n, 0, False, False) for w, lp, n in zip(work, results, counts)]
+        gens: list[Generation] = results
         # Engines that do not honour ``close`` (vLLM, openai) leave the answer of chains that
         # did not close for one batched next-token pass over the closed text.
         pending = [i for i, g in enumerate(gens) if g.answer_logprobs is None]
