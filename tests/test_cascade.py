@@ -134,7 +134,7 @@ class _EngineWithoutSharedPrefixes:
 
 def test_cascade_stage_one_with_a_shared_prefix_ranks_as_with_whole_prompts(smollm2_engine):
     queries = [(QUERY, DOCS), ("stock market news", DOCS[:3])]
-    options = dict(think_budget=8, cascade=2)
+    options = {"think_budget": 8, "cascade": 2}
     shared = Rank1(engine=smollm2_engine, **options).rerank_many(queries)
     whole = Rank1(engine=_EngineWithoutSharedPrefixes(smollm2_engine), **options).rerank_many(queries)
     for a, b in zip(shared, whole):
