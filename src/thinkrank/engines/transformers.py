@@ -9,7 +9,8 @@ left-padded; finished rows leave the batch (and the cache) so long chains don't 
 Nothing is prefilled twice (see :mod:`thinkrank.engines.kv`): a chain that ends without its
 answer read (budget, end-of-sequence) is closed from its own cache, rolled back to the longest
 common token prefix with the text to score; and prompts that declare a ``shared_prefix`` (a
-Rank1 query's instruction and query) have that prefix's tokens prefilled once per call.
+Rank1 query's instruction and query) have that prefix's tokens prefilled once per call; so do
+``next_token_logprobs``'s prompts given ``shared_prefixes`` (reasoning off, a cascade's stage 1).
 
 Batches are formed and prefilled the same way whatever else a call holds: a call over what is
 left after an earlier call's first batches (a resumed run) repeats that call's later batches
