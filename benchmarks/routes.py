@@ -98,6 +98,10 @@ class _NoReuse(Rank1):
     """Rank1 as it was before KV reuse: no close rule and no shared prefix in its requests, so a
     cut chain's answer is read by a second pass over prompt + chain (the ablation)."""
 
+    def _prepare(self, pair: Any) -> Any:
+        # No declared query prefix anywhere, also not for the second pass's next_token_logprobs.
+        return replace(super()._prepare(pair), head="")
+
     def _request(self, work: Any, position: int) -> Any:
         return replace(super()._request(work, position), close=None, shared_prefix="")
 

@@ -116,3 +116,28 @@ def test_sampled_cascade_chains_match_plain_rank1_with_the_same_seed(smollm2_eng
     reasoned = [j for j in ranking if j.reasoned]
     assert len(reasoned) == 3
     assert [j.reasoning for j in reasoned] == [full[j.index].reasoning for j in reasoned]
+
+
+class _EngineWithoutSharedPrefixes:
+    """An engine whose ``next_token_logprobs`` predates ``shared_prefixes``: prompts prefilled whole."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.model_name = inner, inner.name, inner.model_name
+        self.tokenizer, self.context_length = inner.tokenizer, inner.context_length
+
+    def generate(self, requests, progress=None, *, on_batch=None):
+        return self.inner.generate(requests, progress, on_batch=on_batch)
+
+    def next_token_logprobs(self, prompts, token_ids, progress=None, *, on_batch=None):
+        return self.inner.next_token_logprobs(prompts, token_ids, progress, on_batch=on_batch)
+
+
+def test_cascade_stage_one_with_a_shared_prefix_ranks_as_with_whole_prompts(smollm2_engine):
+    queries = [(QUERY, DOCS), ("stock market news", DOCS[:3])]
+    options = {"think_budget": 8, "cascade": 2}
+    shared = Rank1(engine=smollm2_engine, **options).rerank_many(queries)
+    whole = Rank1(engine=_EngineWithoutSharedPrefixes(smollm2_engine), **options).rerank_many(queries)
+    for a, b in zip(shared, whole):
+        assert [(j.index, j.reasoned, j.reasoning) for j in a] == [(j.index, j.reasoned, j.reasoning) for j in b]
+        assert [j.quick_score for j in a] == pytest.approx([j.quick_score for j in b], abs=1e-4)
+        assert [j.score for j in a] == pytest.approx([j.score for j in b], abs=1e-4)

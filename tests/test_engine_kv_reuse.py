@@ -9,6 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from thinkrank.engines import GenerationRequest
 from thinkrank.engines.transformers import TransformersEngine
+from thinkrank.errors import InvalidInputError
 
 HEAD = "Determine if the following passage is relevant to the query.\nQuery: what do cats eat\nPassage: "
 PASSAGES = ["Cats eat mice and fish.", "The stock market fell sharply on Monday after the news.", "Dogs bark."]
@@ -158,3 +159,63 @@ def test_each_batch_is_reported_as_it_finishes_and_what_is_left_is_batched_and_p
             f = full[i]
             assert (g.token_ids, g.text, g.stop_reason, g.answer_logprobs) == (f.token_ids, f.text, f.stop_reason,
                                                                                f.answer_logprobs)
+
+
+# ---- next_token_logprobs with shared prefixes ------------------------------------------------
+THIRD = "Determine if the following passage is relevant to the query.\nQuery: rivers of europe\nPassage: "
+
+
+def _scoring_prompts() -> tuple[list[str], list[str]]:
+    """Three queries (3, 2 and 1 candidates, mixed lengths, interleaved) and a prompt without a prefix."""
+    other = OTHER.split("Passage: ")[0] + "Passage: "
+    rows = [
+        (HEAD, PASSAGES[1]), (other, "Markets."), (HEAD, PASSAGES[0]), (THIRD, "The Danube flows through ten countries."),
+        ("", "Write one sentence about the sea."), (HEAD, PASSAGES[2]),
+        (other, "Bonds and equities both rallied late in a volatile trading session."),
+    ]
+    return [h + p + "\n</think>" for h, p in rows], [h for h, _ in rows]
+
+
+@pytest.mark.parametrize("static_cache", [False, True])
+def test_next_token_logprobs_with_shared_prefixes_equal_plain_forward_passes(smollm2_path, smollm2, static_cache):
+    tok, model = smollm2
+    # batch_size 2: batches span queries, and one query's candidates span batches.
+    engine = TransformersEngine(str(smollm2_path), device="cpu", batch_size=2, static_cache=static_cache)
+    ids = _answer_ids(tok)
+    prompts, heads = _scoring_prompts()
+    fed: list[list[int]] = []
+    hook = engine.model.register_forward_pre_hook(
+        lambda _m, _a, kw: fed.extend(kw["input_ids"].tolist()), with_kwargs=True
+    )
+    reports: list[list[int]] = []
+    try:
+        got = engine.next_token_logprobs(prompts, ids, shared_prefixes=heads,
+                                         on_batch=lambda idx, _: reports.append(idx))
+    finally:
+        hook.remove()
+    for prompt, lp in zip(prompts, got):
+        assert [lp[t] for t in ids] == pytest.approx(_reference(model, tok, prompt, ids), abs=1e-4)
+    assert sorted(i for b in reports for i in b) == list(range(len(prompts))) and all(len(b) <= 2 for b in reports)
+    # Each query's prefix tokens were fed once, in a pass of their own, never again inside a row.
+    for head in {h for h in heads if h}:
+        # The prefix is the head's tokens that all its prompts start with ("Passage: "'s last
+        # token may merge with the passage's first).
+        head_ids = tok(head).input_ids
+        while not all(tok(p).input_ids[: len(head_ids)] == head_ids for p, h in zip(prompts, heads) if h == head):
+            head_ids = head_ids[:-1]
+        assert len(head_ids) > 10
+        holding = [row for row in fed if any(row[k : k + len(head_ids)] == head_ids for k in range(len(row)))]
+        assert holding == [head_ids]
+
+
+def test_next_token_logprobs_without_prefixes_and_a_lone_query_match_the_full_call(smollm2_engine, smollm2):
+    tok, model = smollm2
+    ids = _answer_ids(tok)
+    prompts, heads = _scoring_prompts()
+    plain = smollm2_engine.next_token_logprobs(prompts, ids)
+    lone = smollm2_engine.next_token_logprobs([prompts[3]], ids, shared_prefixes=[heads[3]])  # one candidate alone
+    for a, b in zip(plain, smollm2_engine.next_token_logprobs(prompts, ids, shared_prefixes=heads)):
+        assert [a[t] for t in ids] == pytest.approx([b[t] for t in ids], abs=1e-4)
+    assert [lone[0][t] for t in ids] == pytest.approx(_reference(model, tok, prompts[3], ids), abs=1e-4)
+    with pytest.raises(InvalidInputError, match="shared_prefixes has 1 entries for 2 prompts"):
+        smollm2_engine.next_token_logprobs(prompts[:2], ids, shared_prefixes=[HEAD])

@@ -120,7 +120,9 @@ def test_reasoning_off_is_one_forward_pass_per_pair(tiny_qwen_engine, qwen_ref):
         ranking = Rank1(engine=tiny_qwen_engine, reasoning=False).rerank("capital of france", docs)
     finally:
         hook.remove()
-    assert len(calls) == 1  # the three pairs share one batched forward pass
+    # The query's shared prefix (instruction + query) is prefilled once, then the three pairs'
+    # rests go through one batched forward pass.
+    assert len(calls) == 2
     for j in ranking:
         assert j.reasoning == "" and j.reasoning_tokens == 0 and not j.forced
         expected = qwen_ref.score(_prompt("capital of france", docs[j.index]) + "\n</think>")
@@ -265,6 +267,21 @@ def test_judgments_are_reported_per_engine_batch_and_once_at_the_end_by_engines_
         late: list[list[int]] = []
         old = Rank1(engine=_EngineWithoutReports(smollm2_engine), think_budget=8, reasoning=reasoning)
         again = old.judge(pairs, on_judged=lambda idx, _: late.append(idx))
-        assert late == [[0, 1, 2]] and [j.score for j in again] == [j.score for j in judged]
+        # The old engine also takes no shared prefixes (prompts prefilled whole): same scores to rounding.
+        assert late == [[0, 1, 2]] and [j.score for j in again] == pytest.approx([j.score for j in judged], abs=1e-6)
     finally:
         smollm2_engine.batch_size = saved
+
+
+def test_reasoning_off_over_several_queries_equals_plain_forward_passes(smollm2_path, smol_ref):
+    # The query prefix is prefilled once per query and shared across batches (batch_size 2) and
+    # by a query with a single candidate; every score must still be a plain forward pass's.
+    from thinkrank.engines.transformers import TransformersEngine
+
+    engine = TransformersEngine(str(smollm2_path), device="cpu", batch_size=2)
+    queries = [(QUERY, DOCS), ("dogs at night", DOCS[1:2]), ("europe", ["France.", DOCS[1]])]
+    for (query, docs), ranking in zip(queries, Rank1(engine=engine, reasoning=False).rerank_many(queries)):
+        assert len(ranking) == len(docs)
+        for j in ranking:
+            expected = smol_ref.score(_prompt(query, docs[j.index]) + "\n</think>")
+            assert j.score == pytest.approx(expected, abs=1e-4)

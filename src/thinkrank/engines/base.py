@@ -21,6 +21,13 @@ with the input positions and results of each group of requests as soon as the gr
 vLLM: everything at the end), before ``progress`` counts them. Callers use it to save work
 before the call returns (a kill then loses at most the batch in flight);
 :func:`call_reporting` gives the same reports for engines written before it existed.
+
+Shared prefixes: ``next_token_logprobs`` takes an optional ``shared_prefixes``, one text per
+prompt with the meaning of ``GenerationRequest.shared_prefix`` (text that starts this prompt
+and others of the call, e.g. a Rank1 query's instruction and query; ``""``: none), a hint that
+their common tokens may be prefilled once. It never changes the results. The transformers
+engine prefills each once; vLLM (automatic prefix caching) and servers find shared prefixes
+themselves and ignore it. :func:`call_reporting` drops it for engines that predate it.
 """
 
 from __future__ import annotations
@@ -121,7 +128,7 @@ class Engine(Protocol):
 
     def next_token_logprobs(
         self, prompts: Sequence[str], token_ids: Sequence[int], progress: Progress | None = None, *,
-        on_batch: OnBatch | None = None,
+        on_batch: OnBatch | None = None, shared_prefixes: Sequence[str] | None = None,
     ) -> list[dict[int, float]]: ...
 
     def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
@@ -143,15 +150,20 @@ def single_token_id(tokenizer: Tokenizer, text: str) -> int:
 
 
 def call_reporting(method: Callable[..., list[R]], *args: Any, progress: Progress | None = None,
-                   on_batch: OnBatch | None = None) -> list[R]:
+                   on_batch: OnBatch | None = None, shared_prefixes: Sequence[str] | None = None) -> list[R]:
     """``method(*args, progress)`` (an engine's ``generate`` or ``next_token_logprobs``), with
     every result reported to ``on_batch`` exactly once: as the engine finishes it when the
     engine takes ``on_batch``, and at the end for results it did not report (or for an engine
-    that predates ``on_batch``: everything at once)."""
+    that predates ``on_batch``: everything at once). ``shared_prefixes`` (for
+    ``next_token_logprobs``) is passed on only to an engine that takes it: it is a hint that
+    never changes results, so an engine that predates it simply prefills every prompt whole."""
+    hint: dict[str, Any] = {}
+    if shared_prefixes is not None and _takes(method, "shared_prefixes"):
+        hint["shared_prefixes"] = shared_prefixes
     if on_batch is None:
-        return method(*args, progress)
+        return method(*args, progress, **hint)
     if not _takes(method, "on_batch"):
-        results = method(*args, progress)
+        results = method(*args, progress, **hint)
         if results:
             on_batch(list(range(len(results))), list(results))
         return results
@@ -163,7 +175,7 @@ def call_reporting(method: Callable[..., list[R]], *args: Any, progress: Progres
         if fresh:
             on_batch([i for i, _ in fresh], [r for _, r in fresh])
 
-    results = method(*args, progress, on_batch=report)
+    results = method(*args, progress, on_batch=report, **hint)
     rest = [i for i in range(len(results)) if i not in reported]
     if rest:
         report(rest, [results[i] for i in rest])

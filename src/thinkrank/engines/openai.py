@@ -246,11 +246,13 @@ class OpenAIEngine:
     # ---- next-token scoring ---------------------------------------------------------------
     def next_token_logprobs(
         self, prompts: Sequence[str], token_ids: Sequence[int], progress: Progress | None = None, *,
-        on_batch: OnBatch | None = None,
+        on_batch: OnBatch | None = None, shared_prefixes: Sequence[str] | None = None,
     ) -> list[dict[int, float]]:
         """Log-probs of ``token_ids`` as the next token after each prompt, **renormalised over
         those ids** (their differences are exact; see :mod:`thinkrank.engines.restricted`).
         ``on_batch`` gets them ``concurrency`` at a time, as they complete.
+        ``shared_prefixes`` is ignored: servers (vLLM's, llama.cpp's) cache shared prompt
+        prefixes themselves, and the API has no way to declare them.
 
         Raises:
             EngineError: the server is unreachable, rejects ``logprobs``/``logit_bias``, or

@@ -9,7 +9,8 @@ left-padded; finished rows leave the batch (and the cache) so long chains don't 
 Nothing is prefilled twice (see :mod:`thinkrank.engines.kv`): a chain that ends without its
 answer read (budget, end-of-sequence) is closed from its own cache, rolled back to the longest
 common token prefix with the text to score; and prompts that declare a ``shared_prefix`` (a
-Rank1 query's instruction and query) have that prefix's tokens prefilled once per call.
+Rank1 query's instruction and query) have that prefix's tokens prefilled once per call; so do
+``next_token_logprobs``'s prompts given ``shared_prefixes`` (reasoning off, a cascade's stage 1).
 
 Batches are formed and prefilled the same way whatever else a call holds: a call over what is
 left after an earlier call's first batches (a resumed run) repeats that call's later batches
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -220,18 +222,47 @@ class TransformersEngine:
     # ---- next-token scoring ---------------------------------------------------------------
     def next_token_logprobs(
         self, prompts: Sequence[str], token_ids: Sequence[int], progress: Progress | None = None, *,
-        on_batch: OnBatch | None = None,
+        on_batch: OnBatch | None = None, shared_prefixes: Sequence[str] | None = None,
     ) -> list[dict[int, float]]:
+        """Exact log-probs of ``token_ids`` as the next token after each prompt.
+
+        ``shared_prefixes`` (one per prompt, ``""`` for none): as ``GenerationRequest.shared_prefix``,
+        each prefix's tokens are prefilled once per call (per prefix text and token count, so a
+        prompt's result does not depend on the other prompts of the call) and only the rest of
+        each prompt is fed; the same logits as prefilling prompts whole, to float rounding.
+
+        Raises:
+            InvalidInputError: ``shared_prefixes`` does not have one entry per prompt.
+        """
         torch = self._torch
+        keys = [""] * len(prompts) if shared_prefixes is None else list(shared_prefixes)
+        if len(keys) != len(prompts):
+            raise InvalidInputError(f"shared_prefixes has {len(keys)} entries for {len(prompts)} prompts; give one per "
+                                    "prompt (\"\" for a prompt without one)")
         encoded = [self._tok.encode_prompt(p) for p in prompts]
+        lengths, groups = kv.shared_prefixes(keys, encoded, self._tok.encode_prompt)
+        # Rows as generation has them (no tokens to write), so scoring reuses `_prefill`'s prefix cache.
+        rows = [_Row(GenerationRequest(p, 0, shared_prefix=k), e, None, 0, prefix=n)
+                for p, k, e, n in zip(prompts, keys, encoded, lengths)]
+        left = Counter((k, n) for k, n in zip(keys, lengths) if n)  # rows still to score per cached prefix
+        prefixes: dict[tuple[str, int], kv.KV] = {}
         results: list[dict[int, float]] = [{} for _ in prompts]
-        ids_t = torch.tensor(list(token_ids), dtype=torch.long)
+        ids_t = torch.tensor(list(token_ids), dtype=torch.long, device=self.device)
         with torch.inference_mode():
-            for batch in self._batches([len(e) for e in encoded], [0] * len(encoded)):
-                ids, mask = self._left_pad([encoded[i] for i in batch])
-                logprobs = torch.log_softmax(self._forward(ids, mask), dim=-1)[:, ids_t.to(self.device)].cpu()
+            for batch in self._batches([len(e) for e in encoded], [0] * len(encoded), groups):
+                sub = [rows[i] for i in batch]
+                if any(r.prefix for r in sub):
+                    logits = self._prefill(sub, prefixes)[2]
+                else:
+                    ids, mask = self._left_pad([r.prompt_ids for r in sub])
+                    logits = self._forward(ids, mask)
+                logprobs = torch.log_softmax(logits, dim=-1)[:, ids_t].cpu()
                 for r, i in enumerate(batch):
                     results[i] = {t: float(v) for t, v in zip(token_ids, logprobs[r].tolist())}
+                for key in ((keys[i], lengths[i]) for i in batch if lengths[i]):
+                    left[key] -= 1
+                    if left[key] == 0:  # no later row needs this prefix (groups are batched together)
+                        prefixes.pop(key, None)
                 if on_batch:
                     on_batch(list(batch), [results[i] for i in batch])
                 if progress:

@@ -250,10 +250,11 @@ class VLLMEngine:
 
     def next_token_logprobs(
         self, prompts: Sequence[str], token_ids: Sequence[int], progress: Progress | None = None, *,
-        on_batch: OnBatch | None = None,
+        on_batch: OnBatch | None = None, shared_prefixes: Sequence[str] | None = None,
     ) -> list[dict[int, float]]:
         """Log-probs of ``token_ids`` after each prompt, renormalised over those ids
-        (``on_batch``: all at once, at the end).
+        (``on_batch``: all at once, at the end). ``shared_prefixes`` is ignored: vLLM's
+        automatic prefix caching finds prompts' shared prefixes itself.
 
         Raises:
             EngineError: vLLM did not honour the restriction or left an id out.

@@ -219,8 +219,10 @@ class Rank1(Reranker):
 
         if not reasoning:
             closed = [w.prompt + self.reasoning_close for w in work]
+            # Every candidate of a query starts with its instruction and query: declared, so an
+            # engine that can (transformers) prefills that prefix once per query.
             call_reporting(self.engine.next_token_logprobs, closed, [self.true_id, self.false_id], progress=tracker,
-                           on_batch=finished)
+                           on_batch=finished, shared_prefixes=[w.head for w in work])
         else:
             positions = positions if positions is not None else range(len(work))
             requests = [self._request(w, pos) for w, pos in zip(work, positions)]
@@ -238,7 +240,8 @@ class Rank1(Reranker):
         # did not close for one batched next-token pass over the closed text.
         pending = [i for i, g in enumerate(gens) if g.answer_logprobs is None]
         contexts = [work[i].prompt + close_chain(gens[i]) for i in pending]
-        late = dict(zip(pending, self.engine.next_token_logprobs(contexts, [self.true_id, self.false_id]))) if pending else {}
+        late = dict(zip(pending, call_reporting(self.engine.next_token_logprobs, contexts, [self.true_id, self.false_id],
+                                                shared_prefixes=[work[i].head for i in pending]))) if pending else {}
         out = []
         for i, (w, g) in enumerate(zip(work, gens)):
             chain, forced = closed_chain(g)
