@@ -5,6 +5,7 @@ server over SmolLM2), the resumable store, the OpenAI batch format and the engin
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections import Counter
@@ -371,7 +372,37 @@ def test_the_engine_teacher_writes_traces_with_smollm2(smollm2_engine, tmp_path)
         lp = smollm2_engine.next_token_logprobs([context], [true_id, false_id])[0]
         assert record["finish_reason"] == finish
         assert record["answer_text"] == ("true" if lp[true_id] >= lp[false_id] else "false")
-        assert 0.0 <= record["extra"]["p_true"] <= 1.0
+        assert record["extra"]["p_true"] == pytest.approx(1 / (1 + math.exp(lp[false_id] - lp[true_id])), abs=1e-4)
+
+
+@pytest.mark.slow
+def test_the_engine_teacher_reads_forced_answers_with_the_generation_not_in_a_second_pass(smollm2_engine):
+    """A cut chain's forced answer comes from the engine's close (the chain's own KV cache on
+    the transformers engine): no second pass over prompt + chain, the same value as that pass."""
+    calls: list[list[str]] = []
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(smollm2_engine, name)
+
+        def next_token_logprobs(self, prompts, token_ids, progress=None, **kw):
+            calls.append(list(prompts))
+            return smollm2_engine.next_token_logprobs(prompts, token_ids, progress, **kw)
+
+    t = EngineTeacher(Counting(), temperature=0.0, max_tokens=4, force_answer=True)
+    out = list(t.run(make_jobs(PAIRS[:2], t.settings)))
+    assert [trace.finish_reason for _, trace in out] == ["forced", "forced"]  # 4 tokens never close a chain
+    assert calls == []
+    true_id, false_id = smollm2_engine.tokenizer.encode(" true")[0], smollm2_engine.tokenizer.encode(" false")[0]
+    for job, trace in out:
+        gen = smollm2_engine.generate([GenerationRequest(job.prompt, 4, ("</think>",))])[0]
+        chain = gen.text.rstrip()  # the released rule, restated
+        last = max(chain.rfind("."), chain.rfind("!"), chain.rfind("?"))
+        if not chain.endswith((".", "!", "?")) and last != -1:
+            chain = chain[: last + 1]
+        lp = smollm2_engine.next_token_logprobs([job.prompt + "\n" + chain.strip() + "\n</think>"],
+                                                [true_id, false_id])[0]
+        assert trace.extra["p_true"] == pytest.approx(1 / (1 + math.exp(lp[false_id] - lp[true_id])), abs=1e-4)
 
 
 @pytest.mark.slow

@@ -7,6 +7,10 @@ budget (or ends with end-of-sequence) has no answer unless ``force_answer`` is s
 gets the released forced answer (:func:`~thinkrank.prompts.rank1.forced_close`: cut after its
 last ``.``/``!``/``?``, answered after ``"\\n" + chain + "\\n</think>"``, ``"forced"``), as Rank1
 does at inference.
+
+The forced answer is requested from the engine with the generation (``GenerationRequest.close``),
+so an engine that honours it (transformers: from the chain's own KV cache) never re-reads prompt
+and chain; answers an engine did not fill in are read with one more batched pass.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from thinkrank.distill.records import Trace
 from thinkrank.distill.teacher import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, Job, TeacherSettings
 from thinkrank.engines.base import Engine, Generation, GenerationRequest, single_token_id
 from thinkrank.prompts.rank1 import THINK_CLOSE, cut_forced_chain, forced_close
+from thinkrank.rerankers.pointwise import close_chain
 
 
 class EngineTeacher:
@@ -55,8 +60,11 @@ class EngineTeacher:
     def _request(self, job: Job) -> GenerationRequest:
         s = self.settings
         seed = (int(job.key[:8], 16) + (s.seed or 0)) % (2 ** 31)
+        # Without force_answer a cut chain stays unanswered, so only Rank1's close for chains
+        # whose stop string fell inside a token would be used: not worth a close for every cut.
         return GenerationRequest(job.prompt, s.max_tokens, stop=(THINK_CLOSE,), temperature=s.temperature,
-                                 seed=seed, answer_token_ids=(self.true_id, self.false_id))
+                                 seed=seed, answer_token_ids=(self.true_id, self.false_id),
+                                 close=close_chain if self.force_answer else None)
 
     def _traces(self, chunk: Sequence[Job], gens: Sequence[Generation]) -> list[Trace]:
         chains: list[str] = []
@@ -65,17 +73,15 @@ class EngineTeacher:
             closed = gen.stopped
             chains.append(gen.text if closed else cut_forced_chain(gen.text))
             finish.append("stop" if closed else ("forced" if self.force_answer else ("length" if gen.stop_reason == "length" else gen.stop_reason)))
-        # Answers the engine could not read in the same pass come from one more batched pass.
-        # A forced answer always needs its own pass: it follows the cut chain and the forced close.
-        late_idx = [i for i, g in enumerate(gens)
-                    if finish[i] == "forced" or (finish[i] == "stop" and g.answer_logprobs is None)]
+        # Answers the engine did not read with the generation come from one more batched pass.
+        late_idx = [i for i, g in enumerate(gens) if finish[i] in ("stop", "forced") and g.answer_logprobs is None]
         # The same forced answer as Rank1 (the released rule, in one function).
         contexts = [chunk[i].prompt + (chains[i] + THINK_CLOSE if finish[i] == "stop" else forced_close(gens[i].text))
                     for i in late_idx]
         late = dict(zip(late_idx, self.engine.next_token_logprobs(contexts, [self.true_id, self.false_id]))) if contexts else {}
         out = []
         for i, gen in enumerate(gens):
-            logprobs = late.get(i, gen.answer_logprobs if finish[i] == "stop" else None)
+            logprobs = late.get(i, gen.answer_logprobs if finish[i] in ("stop", "forced") else None)
             if finish[i] not in ("stop", "forced") or logprobs is None:
                 out.append(Trace(gen.text.strip(), "", finish[i], gen.prompt_tokens, gen.num_tokens))
                 continue
