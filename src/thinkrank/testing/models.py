@@ -58,6 +58,12 @@ def smollm2_dir(cache_dir: Path | None = None) -> Path:
         del config.quantization_config
     model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(quantized.state_dict())
+    return _save_once(model, tokenizer, target)
+
+
+def _save_once(model, tokenizer, target: Path) -> Path:
+    """Save into a private temporary folder, then move it to ``target`` unless another process
+    got there first (two processes may build the same cached model at once)."""
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
@@ -104,12 +110,7 @@ def tiny_qwen_dir(
     config = _tiny_qwen_config(hidden_size, num_layers, tie_word_embeddings=True)
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config)
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    if not target.exists():
-        tmp.replace(target)
-    return target
+    return _save_once(model, tok, target)
 
 
 QWEN_THINK_TOKENS = ("<think>", "</think>")
@@ -173,12 +174,7 @@ def tiny_qwen_think_dir(
         for k in range(len(ids) - 1):
             model.model.embed_tokens.weight[ids[k]] = directions[k]
             model.lm_head.weight[ids[k + 1]] = 2.0 * directions[k]
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    if not target.exists():
-        tmp.replace(target)
-    return target
+    return _save_once(model, tok, target)
 
 
 def _tiny_qwen_config(hidden_size: int, num_layers: int, *, tie_word_embeddings: bool) -> Any:
