@@ -44,8 +44,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from routes import (  # noqa: E402
-    THINKRANK_OPTIONS, agreement, chain_agreement, dl19_requests, generate_route, prompts_of, teacher_forced,
-    teacher_forced_scores, thinkrank_engine, thinkrank_route,
+    THINKRANK_OPTIONS, agreement, chain_agreement, chain_cells, dl19_requests, generate_route, prompts_of,
+    teacher_forced, teacher_forced_scores, thinkrank_engine, thinkrank_route,
 )
 
 from thinkrank.testing import smollm2_dir, tiny_qwen_dir  # noqa: E402
@@ -150,7 +150,7 @@ def main() -> None:
         reps = " / ".join(f"{x:.1f}" for x in row["cpu_reps"])
         speed = f"{base[0] / cpu:.2f}x | {base[1] / wall:.2f}x" if base else "- | -"
         print(f"| {route} | {cpu:.1f} | {reps} | {wall:.1f} | {r0.docs / cpu:.2f} | {r0.chain_tokens / cpu:.0f} "
-              f"| {100 * cpu / r0.docs:.0f} | {speed} | {diff:.1e} | {chains_cells(same)} |")
+              f"| {100 * cpu / r0.docs:.0f} | {speed} | {diff:.1e} | {chain_cells(same)} |")
     for row in rows:
         print(f"{row['route']}: scores range {min(row['scores']):.3f}-{max(row['scores']):.3f}")
         if row["chains"] and row["chains"]["first_divergence"]:
@@ -176,21 +176,11 @@ def float32_errors(model, tok, engine, requests, ref, true_id: int, false_id: in
     generate's scoring pass, thinkrank's close-from-cache path and its next_token_logprobs."""
     import copy
 
-    exact = TransformersEngine(copy.deepcopy(model).float(), tokenizer=tok, device=engine.device,
-                               batch_size=engine.batch_size)
+    exact = thinkrank_engine(copy.deepcopy(model).float(), tok, "thinkrank", engine.device, engine.batch_size)
     truth = [1.0 / (1.0 + math.exp(lp[false_id] - lp[true_id]))
              for lp in exact.next_token_logprobs(ref.closed, [true_id, false_id])]
     paths = {"generate": ref.scores, **teacher_forced_scores(engine, requests, ref, true_id, false_id)}
     return {name: max(abs(x - y) for x, y in zip(scores, truth)) for name, scores in paths.items()}
-
-
-def chains_cells(same) -> str:
-    if same is None:
-        return "- | - | -"
-    def fmt(x: float) -> str:
-        return "-" if math.isnan(x) else f"{x:.1e}"  # nan: no such pair
-
-    return f"{same.identical}/{same.pairs} | {fmt(same.max_diff_identical)} | {fmt(same.max_diff_divergent)}"
 
 
 if __name__ == "__main__":

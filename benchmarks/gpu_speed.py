@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import signal
 import statistics
@@ -52,7 +51,7 @@ sys.path.insert(0, str(HERE.parent / "src"))
 from routes import (  # noqa: E402
     THINKRANK_OPTIONS, agreement, dl19_requests, generate_route, prompts_of, thinkrank_engine, thinkrank_route,
 )
-from routes import chain_agreement, teacher_forced  # noqa: E402
+from routes import ChainAgreement, chain_agreement, chain_cells, teacher_forced  # noqa: E402
 
 PREPARED = HERE.parent / ".cache" / "gpu-bench"
 DATA = HERE.parents[1] / "shared" / "data" / "dl19"
@@ -331,20 +330,11 @@ def write(out: Path, report: dict[str, Any]) -> None:
         diff = f"{r['max_score_diff_vs_generate']:.1e}" if r.get("max_score_diff_vs_generate") is not None else "-"
         lines.append(f"| {r['shape']} | {r['batch']} | {r['route']} | {r['seconds']:.1f} | {reps} "
                      f"| {r['docs_per_s']:.1f} | {r['tok_per_s']:.0f} | {r['s_per_100']:.1f} | {sp} | {diff} "
-                     f"| {_chain_cells(r.get('chains_vs_generate'))} |")
+                     f"| {chain_cells(ChainAgreement(**c) if (c := r.get('chains_vs_generate')) else None)} |")
     if forced:
         lines += ["", "Teacher-forced: generate's own closed chains scored by thinkrank's engine, max score diff "
                   "vs generate (same chains, so scoring arithmetic alone):", *forced]
     (out / "gpu_speed.md").write_text("\n".join(lines) + "\n")
-
-
-def _chain_cells(c: dict[str, Any] | None) -> str:
-    if not c:
-        return "- | - | -"
-    def fmt(x: float) -> str:
-        return "-" if math.isnan(x) else f"{x:.1e}"  # nan: no such pair
-
-    return f"{c['identical']}/{c['pairs']} | {fmt(c['max_diff_identical'])} | {fmt(c['max_diff_divergent'])}"
 
 
 if __name__ == "__main__":

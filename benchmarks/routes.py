@@ -302,6 +302,18 @@ def chain_agreement(a: RouteResult, ref: RouteResult) -> ChainAgreement:
     return ChainAgreement(sum(same), len(diffs), pick(True), pick(False), first)
 
 
+def chain_cells(c: ChainAgreement | None) -> str:
+    """The three table cells of a chain comparison: identical chains, and the largest score
+    difference over identical and over divergent ones ("-" where there is no such pair)."""
+    if c is None:
+        return "- | - | -"
+
+    def fmt(x: float) -> str:
+        return "-" if math.isnan(x) else f"{x:.1e}"  # nan: no such pair
+
+    return f"{c.identical}/{c.pairs} | {fmt(c.max_diff_identical)} | {fmt(c.max_diff_divergent)}"
+
+
 def teacher_forced(engine: Any, requests: Requests, ref: RouteResult, true_id: int, false_id: int) -> dict[str, float]:
     """Score ``ref``'s own closed chains (a generate route's) with thinkrank's engine, so the
     chains are the same by construction and only the scoring arithmetic differs. Returns the
