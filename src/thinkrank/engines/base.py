@@ -158,11 +158,11 @@ def call_reporting(method: Callable[..., list[R]], *args: Any, progress: Progres
     ``next_token_logprobs``) is passed on only to an engine that takes it: it is a hint that
     never changes results, so an engine that predates it simply prefills every prompt whole."""
     hint: dict[str, Any] = {}
-    if shared_prefixes is not None and _takes(method, "shared_prefixes"):
+    if shared_prefixes is not None and accepts_keyword(method, "shared_prefixes"):
         hint["shared_prefixes"] = shared_prefixes
     if on_batch is None:
         return method(*args, progress, **hint)
-    if not _takes(method, "on_batch"):
+    if not accepts_keyword(method, "on_batch"):
         results = method(*args, progress, **hint)
         if results:
             on_batch(list(range(len(results))), list(results))
@@ -182,7 +182,9 @@ def call_reporting(method: Callable[..., list[R]], *args: Any, progress: Progres
     return results
 
 
-def _takes(method: Callable[..., Any], name: str) -> bool:
+def accepts_keyword(method: Callable[..., Any], name: str) -> bool:
+    """Whether ``method`` can be called with the keyword ``name`` (it names it or takes
+    ``**kwargs``): how optional protocol keywords are offered only to callees that know them."""
     try:
         params = inspect.signature(method).parameters
     except (TypeError, ValueError):  # a builtin or C callable: assume the old protocol

@@ -16,7 +16,6 @@ Rerankers whose ``judge`` cannot report batches (no ``on_judged``) are committed
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from thinkrank.cache import JudgmentCache, digest
+from thinkrank.engines.base import accepts_keyword
 from thinkrank.errors import InvalidInputError
 from thinkrank.rerankers.base import RequestLike, Reranker, RerankRequest, as_request
 from thinkrank.rerankers.pointwise import Pair
@@ -89,7 +89,7 @@ def judge_with_cache(reranker: Any, pairs: Sequence[Pair], cache: JudgmentCache,
             with _offset_progress(reranker, progress, done, len(pairs)):
                 if _reports_batches(reranker):
                     # Seeds follow each pair's place in its chunk, so a resumed chunk samples as before.
-                    offsets = {"seed_offsets": [i - start for i in todo]} if _takes(reranker.judge, "seed_offsets") else {}
+                    offsets = {"seed_offsets": [i - start for i in todo]} if accepts_keyword(reranker.judge, "seed_offsets") else {}
                     judged = reranker.judge(chunk, on_judged=commit, **offsets)
                     unreported = [p for p, i in enumerate(todo) if keys[i] not in found]
                     if unreported:  # a reranker that reported only some: commit the rest now
@@ -189,14 +189,7 @@ def default_chunk_size(reranker: Any) -> int:
 
 def _reports_batches(reranker: Any) -> bool:
     """Whether ``reranker.judge`` takes ``on_judged`` (reports each engine batch's judgments)."""
-    return _takes(reranker.judge, "on_judged")
-
-
-def _takes(method: Any, name: str) -> bool:
-    try:
-        return name in inspect.signature(method).parameters
-    except (TypeError, ValueError):
-        return False
+    return accepts_keyword(reranker.judge, "on_judged")
 
 
 def _check_chunk_size(chunk_size: int) -> None:
