@@ -65,8 +65,9 @@ def invoke(command: str, *args: str) -> tuple[int, list[str]]:
     ("args", "message"),
     [
         (["--engine", "openai", "--compile"],
-         "error: --compile is an option of the transformers engine, but the engine is openai"),
-        (["--engine", "openai", "--static-cache"], "error: --static-cache is an option of the transformers engine"),
+         "error: engine option compile: --compile is an option of the transformers engine, but the engine is openai"),
+        (["--engine", "openai", "--static-cache"],
+         "error: engine option static_cache: --static-cache is an option of the transformers engine"),
         (["--engine", "openai", "--base-url", "http://127.0.0.1:9/v1", "--extra-body", "[1]"],
          "error: --extra-body must be a JSON object"),
         (["--engine", "openai", "--context-length", "0"], "error: --context-length must be >= 1"),

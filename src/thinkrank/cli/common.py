@@ -140,13 +140,10 @@ def reranker_spec(opts: dict[str, Any]) -> Any:
     The reranker options are the flags named as the spec's fields; the engine's are the flags
     named as options some engine declares (``None`` or an unset ``--chat`` is not given), and
     the spec refuses any the chosen engine does not take."""
-    from thinkrank.cli.options import TRANSFORMERS_FLAGS
     from thinkrank.engines import engine_option_names
     from thinkrank.rerankers.spec import RerankerSpec
 
-    # The transformers switches go in only when given, so an engine without them is never asked.
-    names = dict.fromkeys([*engine_option_names(), *TRANSFORMERS_FLAGS])
-    engine_options = {name: opts[name] for name in names if opts.get(name) not in (None, False)}
+    engine_options = {name: opts[name] for name in engine_option_names() if opts.get(name) not in (None, False)}
     if isinstance(engine_options.get("extra_body"), str):
         engine_options["extra_body"] = json_object(engine_options["extra_body"], "--extra-body")
     fields = ("model", "think_budget", "prompt", "instruction", "max_passage_tokens", "temperature", "seed", "window",

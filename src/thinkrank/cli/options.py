@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from thinkrank.cli.common import Switch
-from thinkrank.engines import ENGINE_OPTIONS, ENGINES, resolve_engine_name
+from thinkrank.engines import ENGINE_OPTIONS, ENGINES
 from thinkrank.errors import InvalidInputError
 
 
@@ -92,9 +92,6 @@ BatchSize = Annotated[int | None, typer.Option(help=_engine_help("batch_size"))]
 StaticCache = Annotated[bool, typer.Option("--static-cache", help=_engine_help("static_cache"))]
 Compile = Annotated[bool, typer.Option("--compile", help=_engine_help("compile"))]
 
-TRANSFORMERS_FLAGS = ("static_cache", "compile")
-"""Switches of the transformers engine the CLI passes on only when given (``--compile``)."""
-
 DEFAULTS: dict[str, Any] = {
     "think_budget": 1024, "reasoning_close": "newline", "temperature": 0.0, "window": 20, "stride": 10,
     "depth": 100, "max_tokens": 4096,
@@ -120,13 +117,6 @@ def check(opts: Mapping[str, Any], given: Iterable[str] | None, *, reasoning_per
     if "reasoning_close" in given and not listwise and close_unused:
         raise InvalidInputError("--reasoning-close applies with --reasoning off or --cascade (it closes the empty "
                                 "think block of a no-reasoning pass); drop it or add one of them")
-    engine = opts.get("engine", "auto")
-    if engine == "auto" or engine in ENGINES:
-        resolved = resolve_engine_name(engine)
-        for name in TRANSFORMERS_FLAGS:
-            if opts.get(name) and resolved != "transformers":
-                raise InvalidInputError(f"--{name.replace('_', '-')} is an option of the transformers engine, but "
-                                        f"the engine is {resolved}")
 
 
 def per_query(opts: Mapping[str, Any]) -> bool:
