@@ -193,8 +193,7 @@ def generate_route(
     ``"auto"``: transformers' default (it compiles its decode step on CUDA); ``"manual"``: the user
     compiles ``model.forward`` (see the module docstring); ``"none"``: a static cache, no compile."""
     tok.padding_side = "left"
-    eos = {tok.eos_token_id, *([model.generation_config.eos_token_id] if isinstance(
-        model.generation_config.eos_token_id, int) else (model.generation_config.eos_token_id or []))}
+    eos = eos_ids(model, tok)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     closed: dict[int, str] = {}
     raw: dict[int, list[int]] = {}
