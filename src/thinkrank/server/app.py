@@ -294,11 +294,9 @@ def _document_item(field: str, i: int, doc: Any, rank_fields: list[str] | None, 
         item = {"text": doc, "title": None, "id": str(i)}
     elif rank_fields:
         values = {"text": doc.text, "title": doc.title, **(doc.model_extra or {})}
-        for name in rank_fields:
-            if values.get(name) is not None and not isinstance(values[name], str):
-                raise ApiError(422, f"{field}[{i}].{name}: a rank_fields value must be a string, got "
-                                    f"{type(values[name]).__name__}")
-        text = " ".join(values[name] for name in rank_fields if values.get(name))
+        # A value that is not a string (a number, a list) is read as its JSON text.
+        text = " ".join(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+                        for v in (values.get(name) for name in rank_fields) if v not in (None, ""))
         item = {"text": text, "title": None, "id": doc.id if doc.id is not None else str(i)}
     else:
         item = {"text": doc.text, "title": doc.title, "id": doc.id if doc.id is not None else str(i)}

@@ -52,7 +52,8 @@ class RerankBody(BaseModel):
     texts: list[str] | None = Field(None, description="TEI: strings; the response is TEI's bare list.")
     rank_fields: list[str] | None = Field(
         None, description="Cohere v1: the fields of each document object the model reads, in this order (default: "
-        "title, then text). Values must be strings; a field a document lacks is skipped.")
+        "title, then text), joined by spaces. A value that is not a string is read as its JSON text; a field a "
+        "document lacks is skipped.")
     top_n: PositiveInteger | None = Field(None, description="Return only the best N results (all when absent).")
     return_documents: bool | None = Field(None, description="Include each document's text (default false).")
     return_text: bool | None = Field(None, description="TEI: include each text (default false).")
