@@ -225,3 +225,14 @@ def test_a_stalled_body_gets_408_and_its_connection_closed_and_a_slow_stream_pin
         assert lines.index(": ping") < lines.index("event: result")
     logged = [json.loads(r.getMessage()[len("rerank "):]) for r in caplog.records if r.getMessage().startswith("rerank ")]
     assert [(entry["status"], entry["stream"]) for entry in logged] == [(504, True)]  # logged at its end, as it ended
+
+
+def test_strict_model_name_refuses_other_names(smollm2_engine, smollm2_path):
+    spec = RerankerSpec(model=str(smollm2_path), reasoning=False)
+    app = create_app(spec, ServerSettings(served_model_name="smol", strict_model_name=True),
+                     reranker=build_reranker(spec, engine=smollm2_engine))
+    with serving(app) as url:
+        other = post(url, {"model": "rerank-english-v3.0", "query": QUERY, "documents": DOCS[:1]})
+        schema = httpx.get(url + "/openapi.json").json()["components"]["schemas"]["RerankBody"]
+    assert other.status_code == 404 and "this server serves 'smol'" in other.json()["message"]
+    assert schema["properties"]["model"]["anyOf"][0]["enum"] == ["smol"]
