@@ -11,8 +11,9 @@ import pytest
 
 
 def serve(*args: str) -> subprocess.CompletedProcess:
+    # Wide enough that the help's table does not shorten long option names (--max-instruction-chars).
     return subprocess.run([sys.executable, "-m", "thinkrank", "serve", *args], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                          timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"})
 
 
 @pytest.mark.parametrize(
