@@ -94,6 +94,17 @@ def check_query(query: Any) -> str:
     return query
 
 
+def check_instruction(instruction: Any) -> str | None:
+    """Return ``instruction`` if it is None or a string of valid Unicode, else raise
+    :class:`InvalidInputError`."""
+    if instruction is None:
+        return None
+    if not isinstance(instruction, str):
+        raise InvalidInputError(f"instruction must be a string or None, got {type(instruction).__name__}")
+    check_encodable(instruction, "instruction")
+    return instruction
+
+
 def check_encodable(text: str, what: str) -> None:
     """Refuse text that is not valid Unicode (a lone surrogate, e.g. from a JSON ``"\\udc00"``
     escape or a badly decoded file): tokenizers and output files would fail on it much later."""

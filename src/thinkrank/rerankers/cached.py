@@ -159,6 +159,9 @@ class CachedReranker(Reranker):
     def settings(self) -> dict[str, Any]:
         return self.reranker.settings
 
+    def check(self, request: RequestLike) -> None:
+        self.reranker.check(request)
+
     def rerank_many(self, requests: Sequence[RequestLike], top_n: int | None = None) -> list[Ranking]:
         check_top_n(top_n)
         if not self.pointwise:

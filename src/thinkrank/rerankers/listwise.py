@@ -21,7 +21,7 @@ from thinkrank.prompts.rankk import build_rankk_prompt, check_template
 from thinkrank.rerankers.base import RequestLike, Reranker, RerankRequest, as_request
 from thinkrank.rerankers.parsing import THINK_OPEN, read_answer
 from thinkrank.rerankers.truncation import truncate_passage
-from thinkrank.types import Document, Judgment, Ranking, WindowTrace, as_documents, check_query
+from thinkrank.types import Document, Judgment, Ranking, WindowTrace, as_documents, check_instruction, check_query
 from thinkrank.validation import check_int, check_optional_str, check_sampling, check_top_n
 
 log = logging.getLogger(__name__)
@@ -170,10 +170,14 @@ class RankK(Reranker):
                 self._apply(p, step, gen, _cut_inside_think(text, gen))
         return [self._ranking(p).truncate(top_n) for p in passes]
 
+    def check(self, request: RequestLike) -> None:
+        self._start(as_request(request, 0), 0)
+
     # ---- internals ------------------------------------------------------------------------
     def _start(self, req: RerankRequest, seed_base: int) -> _Pass:
         query = check_query(req.query)
         docs = as_documents(req.documents)
+        check_instruction(req.instruction)
         query = " ".join(x.strip() for x in (query, req.instruction, self.instruction) if x and x.strip())
         spans = plan_windows(len(docs), self.window, self.stride, self.depth)
         shown = range(max((end for _, end in spans), default=0))  # only these are ever in a window

@@ -34,7 +34,7 @@ from thinkrank.prompts.rank1 import (
 from thinkrank.rerankers.base import RequestLike, Reranker, as_request
 from thinkrank.rerankers.cascade import Cascade, combine
 from thinkrank.rerankers.truncation import truncate_passage
-from thinkrank.types import Document, Judgment, Ranking, as_documents, check_query
+from thinkrank.types import Document, Judgment, Ranking, as_documents, check_instruction, check_query
 from thinkrank.validation import check_bool, check_int, check_optional_str, check_sampling, check_top_n
 
 
@@ -162,6 +162,12 @@ class Rank1(Reranker):
             for req, pairs in zip(reqs, per_query)
         ]
 
+    def check(self, request: RequestLike) -> None:
+        super().check(request)
+        req = as_request(request, 0)
+        # Passages are cut to fit; what can overflow the context is the query's part of the prompt.
+        self._passage_limit(self._template(req.query, req.instruction))
+
     def judge(self, pairs: Sequence[Pair], *, on_judged: Judged | None = None,
               seed_offsets: Sequence[int] | None = None) -> list[Judgment]:
         """Judge each pair (in one batched pass over the engine); judgments in input order.
@@ -250,9 +256,13 @@ class Rank1(Reranker):
         return out
 
     # ---- internals ------------------------------------------------------------------------
+    def _template(self, query: str, instruction: str | None) -> Rank1Prompt:
+        check_instruction(instruction)
+        joined = " ".join(x for x in (instruction, self.instruction) if x) or None
+        return Rank1Prompt.create(query, self.prompt, joined)
+
     def _prepare(self, pair: Pair) -> _Work:
-        instruction = " ".join(x for x in (pair.instruction, self.instruction) if x) or None
-        template = Rank1Prompt.create(pair.query, self.prompt, instruction)
+        template = self._template(pair.query, pair.instruction)
         limit = self._passage_limit(template)
         passage, truncated = truncate_passage(self.engine.tokenizer, pair.document.passage, limit)
         return _Work(pair, template.render(passage), truncated, template.head)
