@@ -182,7 +182,7 @@ def metrics_dict(result: Evaluation) -> dict[str, Any]:
     }
 
 
-RESULT_FILES = ("first-stage.trec", "reranked.trec", "rankings.jsonl", "metrics.json", "report.html")
+RESULT_FILES = ("first-stage.trec", "reranked.trec", "rankings.jsonl", "qrels.trec", "metrics.json", "report.html")
 """What :func:`write_outputs` writes; a folder's previous copies are stale once a new run starts."""
 
 
@@ -231,7 +231,8 @@ def cascade_counts(result: Evaluation) -> dict[str, Any]:
 
 def write_outputs(result: Evaluation, output: str | Path, *, report: bool = True) -> dict[str, Path]:
     """Write ``first-stage.trec``, ``reranked.trec`` and ``rankings.jsonl`` (with a reranker),
-    ``report.html`` and, last, ``metrics.json`` into ``output``; returns name -> path. Each file
+    ``qrels.trec`` (the evaluated queries' judgments, so ``thinkrank calibrate`` needs only this
+    folder), ``report.html`` and, last, ``metrics.json`` into ``output``; returns name -> path. Each file
     is written under a temporary name and renamed into place, so none is ever half-written,
     and ``metrics.json`` exists only once every other result is complete."""
     out = Path(output)
@@ -243,6 +244,9 @@ def write_outputs(result: Evaluation, output: str | Path, *, report: bool = True
         with AtomicWriter(paths["rankings"]) as handle:
             for qid, ranking in result.rankings.items():
                 handle.write(json.dumps({"query_id": qid, **ranking.to_dict()}, ensure_ascii=False) + "\n")
+    if result.qrels:
+        lines = "".join(f"{q} 0 {d} {int(g)}\n" for q, docs in result.qrels.items() for d, g in docs.items())
+        paths["qrels"] = write_text_atomic(out / "qrels.trec", lines)
     if report:
         from thinkrank.evaluation.report import write_report
 

@@ -197,7 +197,8 @@ def _check_chunk_size(chunk_size: int) -> None:
         raise InvalidInputError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
 
 
-_JUDGMENT_FIELDS = set(Judgment.__dataclass_fields__) - {"doc_id", "index"}
+# A calibrated probability is not cached: it follows from the score and whichever calibration is applied.
+_JUDGMENT_FIELDS = set(Judgment.__dataclass_fields__) - {"doc_id", "index", "probability"}
 
 
 def judgment_value(judgment: Judgment) -> dict[str, Any]:
