@@ -21,7 +21,7 @@ from thinkrank.calibration.maps import CalibrationMap, feature
 from thinkrank.cache import digest
 from thinkrank.datasets._io import write_text_atomic
 from thinkrank.errors import InvalidInputError
-from thinkrank.types import Ranking
+from thinkrank.types import Judgment, Ranking
 
 FORMAT = "thinkrank-calibration"
 VERSION = 1
@@ -77,8 +77,17 @@ class Calibration:
     def apply(self, rankings: Iterable[Ranking]) -> None:
         """Set ``probability`` on every judgment of ``rankings`` (in place; order unchanged)."""
         for ranking in rankings:
-            for judgment, p in zip(ranking.judgments, self.probabilities([j.score for j in ranking.judgments])):
-                judgment.probability = p
+            self.apply_judgments(ranking.judgments)
+
+    def apply_judgments(self, judgments: Sequence[Judgment]) -> None:
+        """Set ``probability`` on each judgment from its score (in place)."""
+        for judgment, p in zip(judgments, self.probabilities([j.score for j in judgments])):
+            judgment.probability = p
+
+    def fits(self, settings: dict[str, Any]) -> bool:
+        """Whether this calibration belongs to a reranker with ``settings``."""
+        neutral = lambda s: {k: v for k, v in s.items() if k not in SCORE_NEUTRAL}  # noqa: E731
+        return digest(neutral(self.settings)) == digest(neutral(settings))
 
     def check_settings(self, settings: dict[str, Any], where: str = "this reranker") -> None:
         """Refuse a reranker whose settings are not the ones this calibration was fitted for.
@@ -86,10 +95,10 @@ class Calibration:
         Raises:
             InvalidInputError: naming each setting that differs, with both values.
         """
+        if self.fits(settings):
+            return
         mine = {k: v for k, v in self.settings.items() if k not in SCORE_NEUTRAL}
         theirs = {k: v for k, v in settings.items() if k not in SCORE_NEUTRAL}
-        if digest(mine) == digest(theirs):
-            return
         differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         shown = "; ".join(f"{k}: calibrated {_short(mine.get(k))}, {where} {_short(theirs.get(k))}" for k in differ[:6])
         raise InvalidInputError(
@@ -153,3 +162,17 @@ def load_calibration(source: str | Path | Calibration) -> Calibration:
 def _short(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def calibration_for(source: str | Path | Calibration | None, settings: dict[str, Any],
+                    where: str = "this reranker") -> Calibration | None:
+    """The calibration ``source`` names, checked against a reranker's ``settings`` (None: none).
+
+    Raises:
+        InvalidInputError: an unreadable file, or one fitted for other settings.
+    """
+    if source is None:
+        return None
+    cal = load_calibration(source)
+    cal.check_settings(settings, where)
+    return cal

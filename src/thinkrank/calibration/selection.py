@@ -144,3 +144,29 @@ def select(ranking: Ranking, calibration: Calibration | str, *, recall: float | 
         expected_recall=kept_mass / total if total > 0 else None,
         expected_precision=kept_mass / len(keep) if keep else None, **extra,
     )
+
+
+def parse_selection(text: str) -> dict[str, float]:
+    """``"recall=0.9"``, ``"recall=0.9,alpha=0.05"`` or ``"probability=0.5"`` (``p=0.5``) as
+    :func:`select`'s keyword arguments.
+
+    Raises:
+        InvalidInputError: an unknown key, a value that is not a number, or a mix of modes.
+    """
+    names = {"recall": "recall", "alpha": "alpha", "probability": "probability", "p": "probability"}
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, _, value = part.partition("=")
+        if key.strip() not in names or not value:
+            raise InvalidInputError(
+                f"--select {text!r}: expected recall=R[,alpha=A] (conformal) or probability=P (threshold), got {part!r}"
+            )
+        try:
+            out[names[key.strip()]] = float(value)
+        except ValueError:
+            raise InvalidInputError(f"--select {text!r}: {value!r} is not a number") from None
+    if ("recall" in out) == ("probability" in out) or ("alpha" in out and "recall" not in out):
+        raise InvalidInputError(
+            f"--select {text!r}: give recall=R[,alpha=A] (conformal mode) or probability=P (threshold mode)"
+        )
+    return out

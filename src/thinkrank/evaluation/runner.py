@@ -66,6 +66,8 @@ class Evaluation:
     use: CacheUse = field(default_factory=CacheUse)
     seconds: float = 0.0
     comparison: dict[str, Any] | None = None  # against another reranker: shown in the report (thinkrank compare)
+    calibration: dict[str, Any] | None = None  # the calibration applied (thinkrank evaluate --calibration)
+    selection: dict[str, Any] | None = None  # what --select kept, per query
 
 
 def select_queries(collection: Collection, run: Run, limit: int | None = None,
@@ -179,6 +181,8 @@ def metrics_dict(result: Evaluation) -> dict[str, Any]:
         "paired_tests": {m: vars(t) for m, t in result.tests.items()},
         **({"windows": window_counts(result)} if any(r.windows for r in result.rankings.values()) else {}),
         **({"cascade": cascade_counts(result)} if (result.settings or {}).get("cascade") else {}),
+        **({"calibration": result.calibration} if result.calibration is not None else {}),
+        **({"selection": result.selection} if result.selection is not None else {}),
     }
 
 

@@ -35,6 +35,8 @@ def _result(body: RerankBody, j: Judgment, doc: Document, tei: bool, with_id: bo
             out["document"] = {"text": doc.text}
         if with_id:
             out["id"] = doc.id
+    if j.probability is not None:  # the server has a calibration for this request's setting
+        out["probability"] = j.probability
     if body.return_reasoning:
         out.update(reasoning=j.reasoning, answer=j.answer, forced=j.forced, truncated=j.truncated)
         if j.reasoned is not None:  # pointwise

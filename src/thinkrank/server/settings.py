@@ -32,6 +32,9 @@ class ServerSettings:
         max_body_bytes: largest request body (413).
         request_timeout: seconds a request may wait and run before a 504.
         max_think_budget: largest ``think_budget`` a request may ask for (422 above).
+    Calibration:
+        calibration: a calibration file (``thinkrank calibrate``) for the server's reranker
+            setting: results of requests with that setting carry ``probability``.
     """
 
     served_model_name: str | None = None
@@ -48,6 +51,7 @@ class ServerSettings:
     max_body_bytes: int = 16 * 1024 * 1024
     request_timeout: float = 600.0
     max_think_budget: int = 8192
+    calibration: Path | None = None
 
     def __post_init__(self) -> None:
         positive_ints = ("max_batch_size", "max_batch_requests", "max_queue", "max_documents", "max_query_chars",
@@ -71,3 +75,5 @@ class ServerSettings:
             raise InvalidInputError("served_model_name is empty")
         if self.cache is not None:
             object.__setattr__(self, "cache", Path(self.cache))
+        if self.calibration is not None:
+            object.__setattr__(self, "calibration", Path(self.calibration))
