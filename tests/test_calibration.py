@@ -292,3 +292,35 @@ def test_select_modes_report_what_they_kept():
         select(ranking, cal)
     with pytest.raises(InvalidInputError, match="alpha"):
         select(ranking, cal, recall=0.9, alpha=1.5)
+
+
+# ---- the report's pictures --------------------------------------------------------------------------
+def test_report_figures_by_hand():
+    from thinkrank.datasets.runs import Run
+    from thinkrank.evaluation.report_calibration import SIZE, calibration_figures
+    from thinkrank.evaluation.runner import Evaluation
+
+    def ranking(qid, scored):
+        return Ranking("q", [Judgment(doc_id=d, index=i, score=s, probability=s / 2) for i, (d, s) in enumerate(scored)], qid)
+
+    result = Evaluation(dataset="d", run_name="r", top_k=3, qids=["1", "2"], queries={"1": "a", "2": "b"},
+                        first_stage=Run({}), measures=("nDCG@10",), documents={},
+                        qrels={"1": {"a": 1, "c": 2}, "2": {"e": 1}})
+    assert calibration_figures(result) is None  # no calibration applied
+    result.rankings = {"1": ranking("1", [("a", 0.9), ("b", 0.5), ("c", 0.2)]),
+                       "2": ranking("2", [("d", 0.8), ("e", 0.6), ("f", 0.1)])}
+    result.calibration = {"relevance_threshold": 1}
+    fig = calibration_figures(result)
+    # Cut at 0.9 keeps (1, 0): mean kept 0.5 of depth 3, recall (1/2 + 0) / 2 = 0.25.
+    # Cut at 0.8 keeps (1, 1): kept 1, recall 0.25; at 0.6: (1, 2), recall 0.75; at 0.2: (3, 2), recall 1.
+    points = [float(v) for p in fig["kept"]["cut"].split() for v in p.split(",")]
+    expected = [(0, 0), (0.5 / 3, 0.25), (1 / 3, 0.25), (1.5 / 3, 0.75), (2 / 3, 0.75), (2.5 / 3, 1.0), (1.0, 1.0)]
+    assert points == pytest.approx([v for x, y in expected for v in (x * SIZE, (1 - y) * SIZE)], abs=0.06)
+    top = [float(v) for p in fig["kept"]["top_k"].split() for v in p.split(",")]
+    # Top 1: recall (1/2 + 0) / 2; top 2: (1/2 + 1) / 2; top 3: 1.
+    assert top == pytest.approx([0, SIZE, SIZE / 3, 0.75 * SIZE, 2 * SIZE / 3, 0.25 * SIZE, SIZE, 0], abs=0.06)
+    # Histograms: relevant scores 0.9, 0.2, 0.6 (one each in bins 18, 4, 12), non-relevant 0.5, 0.8, 0.1.
+    shares = [b["share"] for b in fig["histogram"]["relevant"]]
+    assert [i for i, s in enumerate(shares) if s] == [4, 12, 18] and sum(shares) == pytest.approx(1)
+    assert fig["reliability"]["calibrated"][0]["x"] == pytest.approx(np.mean(sorted(s / 2 for s in
+                                                                               [0.9, 0.5, 0.2, 0.8, 0.6, 0.1])[:1]))

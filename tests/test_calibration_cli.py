@@ -68,7 +68,7 @@ def test_calibrate_apply_and_select(run_dir, tmp_path, data_dir, smollm2_path):
     calibrated = tmp_path / "calibrated"
     proc = thinkrank("evaluate", "--dataset", str(data_dir / "dl19"), "--run", "bm25", "--queries", "4", "--top-k", "6",
                      "--model", str(smollm2_path), "--reasoning", "off", "--max-passage-tokens", "48",
-                     "--cache", str(run_dir / "judgments.sqlite"), "--output", str(calibrated), "--no-report",
+                     "--cache", str(run_dir / "judgments.sqlite"), "--output", str(calibrated),
                      "--calibration", str(cal_path), "--select", "recall=0.5,alpha=0.2")
     assert "0 judgments computed" in proc.stderr
     assert (calibrated / "reranked.trec").read_bytes() == (run_dir / "reranked.trec").read_bytes()
@@ -77,6 +77,9 @@ def test_calibrate_apply_and_select(run_dir, tmp_path, data_dir, smollm2_path):
         results = json.loads(line)["results"]
         for r in results:
             assert r["probability"] == pytest.approx(1 / (1 + np.exp(-(a * np.log(r["score"] / (1 - r["score"])) + b))))
+    report = (calibrated / "report.html").read_text()
+    assert 'aria-label="reliability diagram"' in report and 'aria-label="documents kept against recall"' in report
+    assert "platt map, relevance grade ≥ 2" in report
     metrics = json.loads((calibrated / "metrics.json").read_text())
     assert metrics["calibration"]["method"] == "platt"
     sel = metrics["selection"]
