@@ -324,3 +324,41 @@ def test_report_figures_by_hand():
     assert [i for i, s in enumerate(shares) if s] == [4, 12, 18] and sum(shares) == pytest.approx(1)
     assert fig["reliability"]["calibrated"][0]["x"] == pytest.approx(np.mean(sorted(s / 2 for s in
                                                                                [0.9, 0.5, 0.2, 0.8, 0.6, 0.1])[:1]))
+
+
+def test_select_options_are_parsed_and_checked():
+    from thinkrank.calibration.selection import parse_selection
+
+    assert parse_selection("recall=0.9") == {"recall": 0.9}
+    assert parse_selection("recall=0.8, alpha=0.05") == {"recall": 0.8, "alpha": 0.05}
+    assert parse_selection("p=0.5") == {"probability": 0.5}
+    for bad, message in [("recall=0.9,probability=0.5", "give recall"), ("alpha=0.1", "give recall"),
+                         ("recall=abc", "not a number"), ("k=3", "expected recall"), ("probability=2", r"\[0, 1\]"),
+                         ("recall=1.5", "recall target")]:
+        with pytest.raises(InvalidInputError, match=message):
+            parse_selection(bad)
+
+
+def test_a_run_folder_is_read_with_its_labels_and_bad_folders_are_named(tmp_path):
+    from thinkrank.calibration import load_labelled_run
+
+    with pytest.raises(InvalidInputError, match="no metrics.json"):
+        load_labelled_run(tmp_path)
+    (tmp_path / "metrics.json").write_text(json.dumps({"dataset": "d", "run": "bm25", "top_k": 3, "reranker": None}))
+    with pytest.raises(InvalidInputError, match="without a reranker"):
+        load_labelled_run(tmp_path)
+    (tmp_path / "metrics.json").write_text(json.dumps({"dataset": "d", "run": "bm25", "top_k": 3, "reranker": SETTINGS}))
+    rows = [{"query_id": "1", "results": [{"doc_id": "a", "score": 0.9}, {"doc_id": "b", "score": 0.4},
+                                          {"doc_id": "c", "score": 0.1}]},
+            {"query_id": "2", "results": [{"doc_id": "d", "score": 0.7}, {"doc_id": "e", "score": 0.2}]},
+            {"query_id": "3", "results": [{"doc_id": "f", "score": 0.5}]}]
+    (tmp_path / "rankings.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(InvalidInputError, match="--qrels"):
+        load_labelled_run(tmp_path)
+    (tmp_path / "qrels.trec").write_text("1 0 a 2\n1 0 c 1\n2 0 d 0\n2 0 e 1\n")
+    run = load_labelled_run(tmp_path)
+    assert [q.query_id for q in run.queries] == ["1", "2"]  # query 3 has no judgments
+    assert [q.labels for q in run.queries] == [(1, 0, 1), (0, 1)] and run.unjudged == 1  # b is unjudged
+    assert [q.labels for q in load_labelled_run(tmp_path, relevance_threshold=2).queries] == [(1, 0, 0), (0, 0)]
+    with pytest.raises(InvalidInputError, match="no candidate .* is relevant"):
+        load_labelled_run(tmp_path, relevance_threshold=3)

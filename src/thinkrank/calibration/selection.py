@@ -169,4 +169,8 @@ def parse_selection(text: str) -> dict[str, float]:
         raise InvalidInputError(
             f"--select {text!r}: give recall=R[,alpha=A] (conformal mode) or probability=P (threshold mode)"
         )
+    if "recall" in out:
+        _check(out["recall"], out.get("alpha", 0.1))
+    elif not 0 <= out["probability"] <= 1:
+        raise InvalidInputError(f"--select {text!r}: the probability threshold must be in [0, 1]")
     return out
