@@ -34,12 +34,22 @@ def test_the_server_adds_probabilities_for_its_calibrated_setting(smollm2_engine
 
 
 def test_a_calibration_for_another_setting_fails_the_load(smollm2_engine, smollm2_path, tmp_path):
+    import asyncio
+
     spec = RerankerSpec(mode="pointwise", model=str(smollm2_path), reasoning=False, max_passage_tokens=48)
     reranker = build_reranker(spec, engine=smollm2_engine)
     cal = Calibration(CalibrationMap("platt", {"a": 0.5, "b": -1.0}), "pointwise",
                       {**reranker.settings, "prompt": "another template FILL_QUERY_HERE"}, 1)
-    app = create_app(spec, ServerSettings(calibration=cal.save(tmp_path / "cal.json")), reranker=reranker)
-    with pytest.raises(AssertionError):  # never ready
-        with serving(app):
-            pass
-    assert "fitted for another reranker setting" in (app.state.service.load_error or "")
+    service = create_app(spec, ServerSettings(calibration=cal.save(tmp_path / "cal.json")),
+                         reranker=reranker).state.service
+
+    async def load() -> None:  # the app's lifespan: start, wait for the load to end, stop
+        await service.start()
+        for _ in range(600):
+            if service.ready or service.load_error:
+                break
+            await asyncio.sleep(0.05)
+        await service.stop()
+
+    asyncio.run(load())
+    assert not service.ready and "fitted for another reranker setting (prompt:" in service.load_error
