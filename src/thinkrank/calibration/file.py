@@ -86,8 +86,7 @@ class Calibration:
 
     def fits(self, settings: dict[str, Any]) -> bool:
         """Whether this calibration belongs to a reranker with ``settings``."""
-        neutral = lambda s: {k: v for k, v in s.items() if k not in SCORE_NEUTRAL}  # noqa: E731
-        return digest(neutral(self.settings)) == digest(neutral(settings))
+        return digest(_scoring(self.settings)) == digest(_scoring(settings))
 
     def check_settings(self, settings: dict[str, Any], where: str = "this reranker") -> None:
         """Refuse a reranker whose settings are not the ones this calibration was fitted for.
@@ -97,8 +96,7 @@ class Calibration:
         """
         if self.fits(settings):
             return
-        mine = {k: v for k, v in self.settings.items() if k not in SCORE_NEUTRAL}
-        theirs = {k: v for k, v in settings.items() if k not in SCORE_NEUTRAL}
+        mine, theirs = _scoring(self.settings), _scoring(settings)
         differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         shown = "; ".join(f"{k}: calibrated {_short(mine.get(k))}, {where} {_short(theirs.get(k))}" for k in differ[:6])
         raise InvalidInputError(
@@ -157,6 +155,11 @@ def load_calibration(source: str | Path | Calibration) -> Calibration:
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidInputError(f"{path} is a damaged calibration file ({type(exc).__name__}: {exc})") from None
     return cal
+
+
+def _scoring(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings that change a score."""
+    return {k: v for k, v in settings.items() if k not in SCORE_NEUTRAL}
 
 
 def _short(value: Any) -> str:
