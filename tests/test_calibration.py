@@ -28,7 +28,7 @@ from thinkrank.calibration import (
 from thinkrank.calibration.fit import query_folds
 from thinkrank.calibration.maps import feature, fit_map
 from thinkrank.errors import InvalidInputError
-from thinkrank.types import Judgment, Ranking
+from thinkrank.types import Document, Judgment, Ranking
 
 SETTINGS = {"mode": "pointwise", "model": "m", "engine": "transformers", "think_budget": 0, "reasoning": False,
             "prompt": "p", "max_passage_tokens": 128}
@@ -304,7 +304,8 @@ def test_report_figures_by_hand():
         return Ranking("q", [Judgment(doc_id=d, index=i, score=s, probability=s / 2) for i, (d, s) in enumerate(scored)], qid)
 
     result = Evaluation(dataset="d", run_name="r", top_k=3, qids=["1", "2"], queries={"1": "a", "2": "b"},
-                        first_stage=Run({}), measures=("nDCG@10",), documents={},
+                        first_stage=Run({"1": [("a", 3.0), ("b", 2.0), ("c", 1.0)], "2": [("d", 3.0), ("e", 2.0), ("f", 1.0)]}),
+                        measures=("nDCG@10",), documents={d: Document(d, f"text {d}") for d in "abcdef"},
                         qrels={"1": {"a": 1, "c": 2}, "2": {"e": 1}})
     assert calibration_figures(result) is None  # no calibration applied
     result.rankings = {"1": ranking("1", [("a", 0.9), ("b", 0.5), ("c", 0.2)]),
@@ -324,6 +325,17 @@ def test_report_figures_by_hand():
     assert [i for i, s in enumerate(shares) if s] == [4, 12, 18] and sum(shares) == pytest.approx(1)
     assert fig["reliability"]["calibrated"][0]["x"] == pytest.approx(np.mean(sorted(s / 2 for s in
                                                                                [0.9, 0.5, 0.2, 0.8, 0.6, 0.1])[:1]))
+    pytest.importorskip("jinja2")
+    from thinkrank.evaluation.report import render_report
+
+    result.settings = dict(SETTINGS)
+    result.calibration = {"relevance_threshold": 1, "method": "platt", "fitted_on": {"dataset": "d"},
+                          "metrics": {"ece_before": 0.2, "ece_after": 0.03, "brier_before": 0.3, "brier_after": 0.2}}
+    page = render_report(result)
+    assert 'aria-label="reliability diagram"' in page and "held-out ECE 0.200 → 0.030" in page
+    assert f'points="{fig["kept"]["cut"]}"' in page
+    result.calibration = None
+    assert "reliability diagram" not in render_report(result)
 
 
 def test_select_options_are_parsed_and_checked():

@@ -126,3 +126,20 @@ def test_rank1_with_a_calibration_adds_probabilities_and_changes_nothing_else(ru
 
     with pytest.raises(InvalidInputError, match="reasoning"):
         Rank1(engine=smollm2_engine, reasoning=True, think_budget=8, max_passage_tokens=48, calibration=cal)
+
+
+def test_rankk_with_a_calibration_maps_final_ranks_to_probabilities(smollm2_engine, tmp_path):
+    from thinkrank import RankK
+    from thinkrank.calibration import Calibration, CalibrationMap
+
+    docs = ["Cats are small domesticated carnivorous mammals.", "The stock market fell on Tuesday.",
+            "A cat is a feline kept as a pet.", "Dogs bark."]
+    plain = RankK(engine=smollm2_engine, window=4, stride=2, max_tokens=8)
+    # Probability by final rank (feature log(1/(rank+1))): 0.6 at rank 0, 0.1 from rank 3 on.
+    ranks = np.array([0, 1, 2, 3])
+    cal = Calibration(CalibrationMap("isotonic", {"x": (-np.log(ranks + 1))[::-1].tolist(), "y": [0.1, 0.2, 0.3, 0.6]}),
+                      "listwise", plain.settings, 1)
+    calibrated = RankK(engine=smollm2_engine, window=4, stride=2, max_tokens=8, calibration=cal)
+    want, got = plain.rerank("what is a cat", docs), calibrated.rerank("what is a cat", docs)
+    assert [j.doc_id for j in got] == [j.doc_id for j in want]
+    assert [j.probability for j in got] == pytest.approx([0.6, 0.3, 0.2, 0.1])
