@@ -301,7 +301,8 @@ def test_report_figures_by_hand():
     from thinkrank.evaluation.runner import Evaluation
 
     def ranking(qid, scored):
-        return Ranking("q", [Judgment(doc_id=d, index=i, score=s, probability=s / 2) for i, (d, s) in enumerate(scored)], qid)
+        judged = [Judgment(doc_id=d, index=i, score=s, probability=s / 2) for i, (d, s) in enumerate(scored)]
+        return Ranking("q", judged, qid)
 
     result = Evaluation(dataset="d", run_name="r", top_k=3, qids=["1", "2"], queries={"1": "a", "2": "b"},
                         first_stage=Run({"1": [("a", 3.0), ("b", 2.0), ("c", 1.0)], "2": [("d", 3.0), ("e", 2.0), ("f", 1.0)]}),
