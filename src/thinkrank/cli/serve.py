@@ -53,6 +53,8 @@ def serve(
                                  "route but /healthz and /readyz.", show_default=False)
     ] = None,
     cache: Annotated[Path | None, typer.Option(help="SQLite judgment cache shared by all requests.")] = None,
+    calibration: Annotated[Path | None, typer.Option(help="Calibration file (thinkrank calibrate) for this setting: "
+                                                     "results then carry a calibrated `probability`.")] = None,
     reasoning: Annotated[Switch, typer.Option(help="Pointwise default: off scores in one forward pass "
                                               "(requests may override).")] = Switch.on,
     think_budget: Annotated[int, typer.Option(help="Pointwise default: most reasoning tokens per document "
@@ -126,7 +128,8 @@ def _serve(**opts: Any) -> None:
     settings = ServerSettings(cors_origins=tuple(opts["cors_origin"] or ()), **{name: opts[name] for name in (
         "served_model_name", "strict_model_name", "api_key", "log_text", "max_batch_size", "max_batch_requests",
         "max_wait_ms", "cache", "max_queue", "max_documents", "max_query_chars", "max_document_chars",
-        "max_instruction_chars", "max_body_bytes", "request_timeout", "max_think_budget", "heartbeat_seconds")})
+        "max_instruction_chars", "max_body_bytes", "request_timeout", "max_think_budget", "heartbeat_seconds",
+        "calibration")})
     uvicorn = require("uvicorn", "server")
     from thinkrank.server import create_app
 
@@ -142,6 +145,10 @@ def _serve(**opts: Any) -> None:
     say = logging.getLogger("thinkrank.server").info
     say("loading %s (%s, %s engine)", spec.model_name, spec.mode, spec.engine_name)
     reranker = build_reranker(spec)
+    if opts["calibration"] is not None:
+        from thinkrank.calibration.file import calibration_for
+
+        calibration_for(opts["calibration"], reranker.settings, "the server's reranker")  # exit 2 on a mismatch
     if opts["cache"] is not None:
         from thinkrank.cache import JudgmentCache
 

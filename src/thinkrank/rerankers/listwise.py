@@ -89,6 +89,8 @@ class RankK(Reranker):
         temperature / seed: greedy by default; with sampling, window ``k`` of a call (counted
             over all its queries) uses seed ``seed + k``, so runs are reproducible.
         progress: ``progress(done, total)`` over the windows of a call.
+        calibration: a calibration file (``thinkrank calibrate``) fitted for these settings:
+            every judgment then carries ``probability``, a function of its final rank.
         engine_options: passed to the engine's constructor.
     """
 
@@ -107,6 +109,7 @@ class RankK(Reranker):
         temperature: float = 0.0,
         seed: int | None = None,
         progress: Callable[[int, int], None] | None = None,
+        calibration: Any = None,
         **engine_options: Any,
     ) -> None:
         check_settings(window, stride, depth, max_tokens, max_passage_tokens, temperature)
@@ -123,6 +126,9 @@ class RankK(Reranker):
         self.temperature = temperature
         self.seed = seed
         self.progress = progress
+        from thinkrank.calibration.file import calibration_for
+
+        self.calibration = calibration_for(calibration, self.settings)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -168,7 +174,10 @@ class RankK(Reranker):
             gens = self.engine.generate([self._request(text, p, step) for p, text in zip(active, prompts)], tracker)
             for p, text, gen in zip(active, prompts, gens):
                 self._apply(p, step, gen, _cut_inside_think(text, gen))
-        return [self._ranking(p).truncate(top_n) for p in passes]
+        rankings = [self._ranking(p) for p in passes]
+        if self.calibration is not None:
+            self.calibration.apply(rankings)
+        return [r.truncate(top_n) for r in rankings]
 
     def check(self, request: RequestLike) -> None:
         self._start(as_request(request, 0), 0)

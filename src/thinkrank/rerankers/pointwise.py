@@ -86,6 +86,9 @@ class Rank1(Reranker):
         cascade: reason only where it can change the top of each query's ranking (see
             :mod:`thinkrank.rerankers.cascade`): a :class:`Cascade`, ``top_m`` as an int, or a
             spec such as ``"top=20"`` / ``"band=0.2:0.8"``. Needs ``reasoning=True``.
+        calibration: a calibration file (``thinkrank calibrate``) or
+            :class:`~thinkrank.calibration.Calibration` fitted for these settings: every judgment
+            then carries ``probability`` beside ``score`` (settings and scores are unchanged).
         engine_options: passed to the engine's constructor.
     """
 
@@ -106,6 +109,7 @@ class Rank1(Reranker):
         reasoning_close: str = "newline",
         progress: Callable[[int, int], None] | None = None,
         cascade: Cascade | int | str | None = None,
+        calibration: Any = None,
         **engine_options: Any,
     ) -> None:
         check_settings(think_budget, reasoning, max_passage_tokens, temperature, prompt, seed, instruction)
@@ -123,6 +127,9 @@ class Rank1(Reranker):
         tok = self.engine.tokenizer
         self.true_id = single_token_id(tok, true_token)
         self.false_id = single_token_id(tok, false_token)
+        from thinkrank.calibration.file import calibration_for
+
+        self.calibration = calibration_for(calibration, self.settings)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -155,7 +162,10 @@ class Rank1(Reranker):
             docs = as_documents(req.documents)
             per_query.append([Pair(query, d, i, req.instruction) for i, d in enumerate(docs)])
         if self.cascade is not None:
-            return [Ranking(req.query, js, req.query_id).truncate(top_n) for req, js in zip(reqs, self._cascade(per_query))]
+            judged = self._cascade(per_query)
+            for js in judged:
+                self._calibrate(js)
+            return [Ranking(req.query, js, req.query_id).truncate(top_n) for req, js in zip(reqs, judged)]
         judgments = iter(self.judge([p for pairs in per_query for p in pairs]))
         return [
             Ranking(req.query, [next(judgments) for _ in pairs], req.query_id).truncate(top_n)
@@ -187,7 +197,12 @@ class Rank1(Reranker):
         if seed_offsets is not None and len(seed_offsets) != len(work):
             raise InvalidInputError(f"seed_offsets has {len(seed_offsets)} entries for {len(work)} pairs")
         tracker = _Tracker(self.progress, len(work))
-        return self._judge(work, self.reasoning, tracker, seed_offsets, on_judged)
+        return self._calibrate(self._judge(work, self.reasoning, tracker, seed_offsets, on_judged))
+
+    def _calibrate(self, judgments: list[Judgment]) -> list[Judgment]:
+        if self.calibration is not None:
+            self.calibration.apply_judgments(judgments)
+        return judgments
 
     def _cascade(self, per_query: list[list[Pair]]) -> list[list[Judgment]]:
         """Stage 1 for every pair, stage 2 (reasoning) for the selected ones, all queries batched."""

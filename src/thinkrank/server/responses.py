@@ -81,6 +81,8 @@ def _result(p: Prepared, j: Judgment, with_id: bool) -> dict[str, Any]:
             out["document"] = _document_out(p, j.index)
         if with_id:
             out["id"] = doc.id
+    if j.probability is not None:  # the server has a calibration for this request's setting
+        out["probability"] = j.probability
     if body.return_reasoning:
         out.update(reasoning=j.reasoning, answer=j.answer, forced=j.forced, truncated=j.truncated)
         if j.reasoned is not None:  # pointwise

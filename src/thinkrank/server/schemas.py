@@ -105,6 +105,8 @@ class RerankResult(BaseModel):
     truncated: bool | None = None
     reasoned: bool | None = Field(None, description="Pointwise, with `return_reasoning`: whether a reasoning chain "
                                   "made this judgment (a `--cascade` server reasons about some documents only).")
+    probability: float | None = Field(None, description="thinkrank: the calibrated probability of relevance, when "
+                                      "the server has a calibration (--calibration) for the request's setting.")
 
 
 class Usage(BaseModel):
@@ -142,6 +144,7 @@ class TEIResult(BaseModel):
     index: int
     score: float
     text: str | None = None
+    probability: float | None = None
 
 
 class ModelCard(BaseModel):

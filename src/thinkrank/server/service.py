@@ -53,6 +53,7 @@ class RerankService:
         self.batcher: Batcher | None = None
         self._variants: dict[Variant, Reranker] = {}
         self._cache: Any = None
+        self.calibration: Any = None
         self._loading: asyncio.Future[None] | None = None
 
     @property
@@ -95,6 +96,10 @@ class RerankService:
     def _load(self) -> None:
         if self.base is None:
             self.base = build_reranker(self.spec)
+        if self.settings.calibration is not None:
+            from thinkrank.calibration.file import calibration_for
+
+            self.calibration = calibration_for(self.settings.calibration, self.base.settings, "the server's reranker")
         if self.settings.cache is not None:
             from thinkrank.cache import JudgmentCache
 
@@ -158,9 +163,14 @@ class RerankService:
     def _compute(self, key: Hashable, units: list[Any]) -> list[Any]:
         assert isinstance(key, Variant)
         reranker = self._reranker(key)
-        if key.per_query:
-            return self._rank(reranker, units)
-        return self._judge(reranker, units)
+        results = self._rank(reranker, units) if key.per_query else self._judge(reranker, units)
+        # Only requests with the calibrated setting get probabilities (another think_budget is another setting).
+        if self.calibration is not None and self.calibration.fits(reranker.settings):
+            if key.per_query:
+                self.calibration.apply(results)
+            else:
+                self.calibration.apply_judgments(results)
+        return results
 
     def _judge(self, reranker: Any, pairs: list[Any]) -> list[Any]:
         metered = _Metered(reranker, self.metrics)

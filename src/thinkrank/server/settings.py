@@ -40,6 +40,9 @@ class ServerSettings:
         heartbeat_seconds: a streamed answer sends an SSE comment (``: ping``) at its start and
             after each this many seconds without an event, so proxies keep it open.
         max_think_budget: largest ``think_budget`` a request may ask for (422 above).
+    Calibration:
+        calibration: a calibration file (``thinkrank calibrate``) for the server's reranker
+            setting: results of requests with that setting carry ``probability``.
     """
 
     served_model_name: str | None = None
@@ -60,6 +63,7 @@ class ServerSettings:
     request_timeout: float = 600.0
     max_think_budget: int = 8192
     heartbeat_seconds: float = 15.0
+    calibration: Path | None = None
 
     def __post_init__(self) -> None:
         positive_ints = ("max_batch_size", "max_batch_requests", "max_queue", "max_documents", "max_query_chars",
@@ -88,3 +92,5 @@ class ServerSettings:
             raise InvalidInputError("served_model_name is empty")
         if self.cache is not None:
             object.__setattr__(self, "cache", Path(self.cache))
+        if self.calibration is not None:
+            object.__setattr__(self, "calibration", Path(self.calibration))
