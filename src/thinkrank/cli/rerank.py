@@ -226,7 +226,7 @@ def _print_table(rankings: list[Any]) -> None:
         for rank, j in enumerate(ranking, 1):
             flags = ",".join([f for f in ("forced", "truncated") if getattr(j, f)]
                              + (["unreasoned"] if j.reasoned is False and j.quick_score is not None else []))
-            if j.tie_group is not None and sum(options.tie_group == j.tie_group for o in ranking) > 1:
+            if j.tie_group is not None and sum(o.tie_group == j.tie_group for o in ranking) > 1:
                 flags = ",".join(x for x in (flags, f"tie {j.tie_group}") if x)
             chain = " ".join(j.reasoning.split())
             table.add_row(str(rank), j.doc_id, f"{j.score:.4f}", j.answer or "", flags,
