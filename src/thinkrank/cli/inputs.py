@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from thinkrank.errors import InvalidInputError
+from thinkrank.types import id_text
 
 
 @dataclass
@@ -97,14 +98,15 @@ def read_docs(path: Path) -> DocsInput:
             raise InvalidInputError(f"{path}:{n}: a document needs a 'text' field (got keys {sorted(rec)})")
         if not isinstance(rec["text"], str):
             raise InvalidInputError(f"{path}:{n}: 'text' must be a string, got {type(rec['text']).__name__}")
-        doc = {"id": str(rec.get("id", rec.get("_id", rec.get("docid", len(out.shared))))), "text": rec["text"]}
+        raw_id = rec.get("id", rec.get("_id", rec.get("docid", len(out.shared))))
+        doc = {"id": id_text(raw_id, f"{path}:{n}: document"), "text": rec["text"]}
         if rec.get("title"):
             doc["title"] = rec["title"]
         qid = rec.get("qid", rec.get("query_id"))
         if qid is None:
             out.shared.append(doc)
         else:
-            out.by_query.setdefault(str(qid), []).append(doc)
+            out.by_query.setdefault(id_text(qid, f"{path}:{n}: 'qid'"), []).append(doc)
     if out.shared and out.by_query:
         raise InvalidInputError(f"{path}: some documents have a 'qid' and some do not; use one layout")
     return out
@@ -122,5 +124,5 @@ def read_queries(path: Path) -> list[QueryInput]:
         if not isinstance(text, str):
             raise InvalidInputError(f"{path}:{n}: a query needs a 'text' (or 'query') string field")
         qid = rec.get("id", rec.get("_id", rec.get("qid", i)))
-        queries.append(QueryInput(text, str(qid), rec.get("instruction")))
+        queries.append(QueryInput(text, id_text(qid, f"{path}:{n}: query"), rec.get("instruction")))
     return queries
