@@ -160,7 +160,7 @@ def _evaluate(**opts: Any) -> None:
         unit = "query rankings" if options.per_query(opts) else "judgments"
         say(f"{result.use.computed} {unit} computed, {result.use.cached} read from the cache, "
             f"{result.seconds:.1f}s")
-        _say_unparsed(list(result.rankings.values()))
+        _say_unparsed(list(result.rankings.values()), output / "rankings.jsonl")
         if opts["cascade"] is not None:
             from thinkrank.evaluation.runner import cascade_counts
 
@@ -172,11 +172,12 @@ def _evaluate(**opts: Any) -> None:
         say(f"{name.replace('_', ' ')}: {path}")
 
 
-def _say_unparsed(rankings: list[Any]) -> None:
-    """Listwise windows without a usable ordering are never silent: one line on stderr."""
+def _say_unparsed(rankings: list[Any], rankings_file: Path) -> None:
+    """Listwise windows without a usable ordering are never silent: one line on stderr, pointing
+    at the file that holds the windows (evaluate has no --format)."""
     from thinkrank.cli.rerank import unparsed_summary
 
-    line = unparsed_summary(rankings)
+    line = unparsed_summary(rankings, f"the \"windows\" of {rankings_file}")
     if line:
         print(line, file=sys.stderr, flush=True)
 

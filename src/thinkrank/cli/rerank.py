@@ -174,14 +174,15 @@ def _check_trec_ids(requests: list[Any]) -> None:
             check_trec_field(doc.id, "document id")
 
 
-def unparsed_summary(rankings: list[Any]) -> str | None:
-    """A warning line counting listwise windows whose output held no ordering, or None."""
+def unparsed_summary(rankings: list[Any], where: str = "--format jsonl") -> str | None:
+    """A warning line counting listwise windows whose output held no ordering, or None;
+    ``where`` says where the windows can be read (rerank: --format jsonl)."""
     total = sum(len(r.windows) for r in rankings)
     unparsed = sum(r.unparsed_windows for r in rankings)
     if not unparsed:
         return None
     return (f"warning: {unparsed} of {total} listwise windows had no usable ordering in the model's output and kept "
-            "their previous order (see each window's `parsed` in --format jsonl)")
+            f"their previous order (see each window's `parsed` in {where})")
 
 
 
