@@ -232,7 +232,7 @@ def _report_generation(report: Any, teacher: Any) -> None:
 
 FILTER_HELP = """Filter traces into training data and export it.
 
-Stages: the answer parses (true/false after a closed chain), the chain is not empty, the answer agrees with the label, optionally a trained model agrees (--self-filter), optionally classes are balanced. Writes prompt/completion JSONL for `thinkrank train`, and a LLaMA-Factory dataset with --llamafactory. Example:
+Stages: the answer parses (true/false after a closed or forced-closed chain), the chain is not empty, the answer was not forced (--keep-forced keeps forced ones), the answer agrees with the label, optionally a trained model agrees (--self-filter), optionally classes are balanced. Writes prompt/completion JSONL for `thinkrank train`, and a LLaMA-Factory dataset with --llamafactory. Example:
 
   thinkrank distill filter --traces traces.jsonl --output train.jsonl --report filter.json
 """
@@ -285,7 +285,9 @@ def _filter(**o: Any) -> None:
     if o["report"]:
         write_json(result.to_dict(), o["report"])
     if not examples:
-        fail("no trace survived the filters; see the table above", code=1)
+        from thinkrank.distill.filtering import empty_result_message
+
+        fail(empty_result_message(result.stages), code=1)
 
 
 # ---- output helpers -------------------------------------------------------------------------
