@@ -142,6 +142,10 @@ class Judgment:
         reasoned: pointwise: whether a reasoning chain produced this judgment (False with
             reasoning off, and for candidates a cascade did not reason about); None: not recorded.
         quick_score: in a cascade, the candidate's no-reasoning (stage-1) score.
+        stop_reason: pointwise, reasoning on: how the engine ended the chain: ``"stop"`` (the
+            model closed it with ``</think>``), ``"eos"`` (end-of-sequence: ``forced``, yet not
+            for the budget) or ``"length"`` (the budget ran out); None: not recorded (reasoning
+            off, listwise, or a judgment cached before it was recorded).
     """
 
     doc_id: str
@@ -158,6 +162,7 @@ class Judgment:
     reasoned: bool | None = None
     quick_score: float | None = None
     tie_group: int | None = None
+    stop_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
