@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from thinkrank.cli import options, ray_options
-from thinkrank.cli.common import ProgressBar, Switch, fail, friendly_errors, reranker_spec
+from thinkrank.cli.common import Interrupted, ProgressBar, Switch, fail, friendly_errors, reranker_spec
 from thinkrank.cli.options import Mode
 from thinkrank.cli.ray_options import GpusPerWorker, RayAddress, Workers
 
@@ -147,8 +147,9 @@ def _evaluate(**opts: Any) -> None:
                               cache=cache if opts["ray"] is None else None, qids=qids,
                               measures=measures, chunk_size=opts["chunk_size"], progress=progress)
     except KeyboardInterrupt:
-        if cache is not None:
-            say(f"interrupted: {len(cache)} judgments are saved in {cache.path}; rerun the same command to resume")
+        if cache is not None:  # one line, printed by friendly_errors
+            raise Interrupted(f"interrupted: {len(cache)} judgments are saved in {cache.path}; rerun the same "
+                              "command to resume") from None
         raise
     finally:
         ray_options.close(reranker)

@@ -39,10 +39,10 @@ Documents come from --docs: JSONL records {"id", "text", "title"?} (add "qid" to
 
 
 def rerank(
-    docs: Annotated[Path, typer.Option("--docs", help="JSONL {id,text,title?[,qid]} or plain text, one per line.")],
+    docs: Annotated[Path, typer.Option("--docs", help="JSONL {id,text,title?[,qid]} or plain text, one per line; - reads standard input.")],
     query: Annotated[str | None, typer.Option("--query", "-q", help="The query text.")] = None,
     queries: Annotated[
-        Path | None, typer.Option("--queries", help="JSONL {id?, text, instruction?} or plain text, one per line.")
+        Path | None, typer.Option("--queries", help="JSONL {id?, text, instruction?} or plain text, one per line; - reads standard input.")
     ] = None,
     model: options.Model = None,
     mode: options.ModeOption = Mode.pointwise,
@@ -92,12 +92,14 @@ def rerank(
 def _rerank(**opts: Any) -> None:
     from thinkrank.cli.checks import check_numbers
     from thinkrank.cli.common import given_options, quiet_libraries
-    from thinkrank.cli.inputs import QueryInput, check_requests, read_docs, read_queries
+    from thinkrank.cli.inputs import STDIN, QueryInput, check_requests, read_docs, read_queries
     from thinkrank.rerankers.base import RerankRequest
 
     quiet_libraries(opts["quiet"])
     if (opts["query"] is None) == (opts["queries"] is None):
         fail("give exactly one of --query TEXT or --queries FILE")
+    if opts["queries"] == opts["docs"] == STDIN:
+        fail("--docs - and --queries - both read standard input; give one of them as a file")
     check_numbers(opts, {"queries": "queries_file"})
     options.check(opts, given_options())
     spec = reranker_spec(opts)  # every setting checked before files are read or a model loads
