@@ -37,7 +37,7 @@ SAMPLE_HELP = """Draw labelled (query, passage) pairs in the paper's mix and wri
 
 Default mix: 25% qrels positives, 25% sampled negatives, 25% hard negatives at ranks 1-5 and 25% at ranks 6-10 of a first-stage run (never qrels positives). Example:
 
-  thinkrank distill sample --dataset data/scifact/train --bm25 --num-pairs 2000 --output pairs.jsonl
+  thinkrank distill sample --dataset ../shared/data/scifact/train --bm25 --num-pairs 2000 --output pairs.jsonl
 """
 
 

@@ -17,13 +17,13 @@ EVALUATE_HELP = """Evaluate a first-stage run on a collection, reranked by a rea
 
 --dataset is a collection folder (see thinkrank retrieve); --run is the name of one of its runs (runs/NAME.trec) or a run file. With --model, the top --top-k candidates of each query are reranked; every judgment goes to a SQLite cache (default: OUTPUT/judgments.sqlite), committed per engine batch, so an interrupted evaluation rerun with the same arguments computes only what is missing. Writes first-stage.trec, reranked.trec, rankings.jsonl (scores with reasoning), metrics.json and report.html into --output, and prints first stage against reranked. Examples:
 
-  thinkrank evaluate --dataset data/dl19 --run bm25 --top-k 100 --model jhu-clsp/rank1-7b
+  thinkrank evaluate --dataset ../shared/data/dl19 --run bm25 --top-k 100 --model jhu-clsp/rank1-7b
 
-  thinkrank evaluate --dataset data/dl19 --run bm25 --queries 5 --model ./model.gguf --think-budget 256
+  thinkrank evaluate --dataset ../shared/data/dl19 --run bm25 --queries 5 --model ./model.gguf --think-budget 256
 
-  thinkrank evaluate --dataset data/dl19 --run runs/my-run.trec
+  thinkrank evaluate --dataset ../shared/data/dl19 --run runs/my-run.trec
 
-  thinkrank evaluate --dataset data/dl19 --run bm25 --model jhu-clsp/rank1-7b --cascade top=20
+  thinkrank evaluate --dataset ../shared/data/dl19 --run bm25 --model jhu-clsp/rank1-7b --cascade top=20
 """
 
 
