@@ -104,7 +104,7 @@ def _evaluate(**opts: Any) -> None:
         select_queries,
         write_outputs,
     )
-    from thinkrank.rerankers.spec import build_reranker
+    from thinkrank.rerankers.lazy import LazyReranker
 
     quiet_libraries(opts["quiet"])
     check_numbers(opts, {"queries": "queries_limit"})
@@ -135,8 +135,8 @@ def _evaluate(**opts: Any) -> None:
         if opts["model"]:
             cache = JudgmentCache(opts["cache"] or output / "judgments.sqlite")  # a bad file fails before the model loads
             say(f"judgment cache {cache.path}: {len(cache)} entries")
-            if opts["ray"] is None:
-                reranker = build_reranker(spec)
+            if opts["ray"] is None:  # lazy: a rerun whose judgments are all cached never loads the model
+                reranker = LazyReranker(spec, cache)
             else:  # the Ray actors judge through the cache themselves
                 from thinkrank.cli.rerank import build_in_worker
 

@@ -154,8 +154,10 @@ def _reranker(opts: dict[str, Any], spec: Any, cache: Any, progress: ProgressBar
     if cache is None:
         return build_reranker(spec, progress=progress)
     from thinkrank.rerankers.cached import CachedReranker
+    from thinkrank.rerankers.lazy import LazyReranker
 
-    return CachedReranker(build_reranker(spec), cache, progress=progress)
+    # Lazy: a rerun whose judgments are all in the cache never loads the model.
+    return CachedReranker(LazyReranker(spec, cache), cache, progress=progress)
 
 
 def _report_cascade(rankings: list[Any]) -> None:
