@@ -69,6 +69,7 @@ def _cases(f: dict[str, Path], tmp: Path) -> dict[str, tuple[list[str], str]]:
         "list as doc id": (rr + ["--docs", str(f["list-id.jsonl"])],
                            "list-id.jsonl:3: document: an id must be a string or an integer, got list [1, 2]"),
         "lone surrogate": (rr + ["--docs", str(f["surrogate.jsonl"])], "lone surrogate"),
+        "stdin twice": (["rerank", "--model", NEVER, "--queries", "-", "--docs", "-"], "both read standard input"),
         "empty query": (["rerank", "--model", NEVER, "--query", " ", "--docs", docs], "query is empty"),
         # rerank: numbers
         "temperature nan": (rr + ["--docs", docs, "--temperature", "nan"], "--temperature must be a finite number"),

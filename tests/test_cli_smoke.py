@@ -96,6 +96,10 @@ def test_rerank(app, engines, docs_file, engine, mode, fmt):
         judged = [r for r in records if "rank" in r]
         assert {r["id"] for r in judged} == IDS and [r["rank"] for r in judged] == [1, 2, 3]
         assert all(0.0 <= r["score"] <= 1.0 for r in judged)
+        if mode == "pointwise":  # how each chain ended, consistent with `forced` and the budget of 8
+            for r in judged:
+                assert r["stop_reason"] in ("stop", "eos", "length") and r["forced"] == (r["stop_reason"] != "stop")
+                assert r["reasoning_tokens"] == 8 if r["stop_reason"] == "length" else r["reasoning_tokens"] <= 8
         assert (mode == "listwise") == any("window" in r for r in records)
     else:
         assert {row[2] for row in check_trec(out.splitlines())} == IDS
@@ -220,6 +224,29 @@ def test_a_fully_cached_rerun_loads_no_model(app, smollm2_path, docs_file, data_
     missing = CliRunner().invoke(app, ["rerank", "--model", str(model), "--think-budget", "8", "--query", "dogs",
                                        "--docs", str(docs_file), "--cache", str(cache)])
     assert missing.exit_code != 0 and "error:" in missing.output, missing.output
+
+
+def test_ctrl_c_prints_one_line(smollm2_path, data_dir, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "thinkrank", "evaluate", "--dataset", str(data_dir / "dl19"), "--run", "bm25",
+         "--queries", "2", "--top-k", "20", "--model", str(smollm2_path), "--think-budget", "64", "--output",
+         str(tmp_path / "eval")], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    lines = []
+    for line in proc.stderr:  # the cache is open (what the message reports) once this line is out
+        lines.append(line)
+        if line.startswith("judgment cache"):
+            break
+    proc.send_signal(signal.SIGINT)
+    lines += proc.stderr.readlines()
+    assert proc.wait(120) == 130
+    said = [line for line in lines if "interrupted" in line]
+    assert len(said) == 1 and "judgments are saved in" in said[0] and "rerun the same command" in said[0], lines
 
 
 def test_version_and_help(app):
