@@ -6,6 +6,10 @@ against the same server) -> filter, cache check, and serve (both modes). Each ru
 and print or write output that parses: JSON and JSONL load, TREC lines have six fields, a table
 names every document.
 
+``train`` and ``quantize`` are left out: each takes a training or calibration run, and
+tests/test_pipeline.py (sample -> generate -> filter -> train -> rerank, as subprocesses) and
+tests/test_quantize.py run them end to end already.
+
 The commands run in process through typer's CliRunner (one interpreter, torch imported once,
 the model files read from the page cache), as the other CLI tests do; ``serve`` runs as a real
 process. The crash this matrix was written for (``rerank --mode listwise`` with the default table
