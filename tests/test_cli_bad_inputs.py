@@ -27,13 +27,14 @@ def _files(root: Path) -> dict[str, Path]:
     root.mkdir(parents=True, exist_ok=True)
     f = {name: root / name for name in (
         "docs.jsonl", "bad-utf8.txt", "dup.jsonl", "empty-text.jsonl", "int-text.jsonl", "surrogate.jsonl",
-        "bad-config", "traces-null-prompt.jsonl", "traces-latin1.jsonl", "damaged.sqlite", "not-a-cache.txt",
+        "list-id.jsonl", "bad-config", "traces-null-prompt.jsonl", "traces-latin1.jsonl", "damaged.sqlite", "not-a-cache.txt",
         "out")}
     f["docs.jsonl"].write_text('{"id": "a", "text": "cats eat meat"}\n{"id": "b", "text": "dogs bark"}\n')
     f["bad-utf8.txt"].write_bytes(b"fine line\ncaf\xe9 au lait\n")
     f["dup.jsonl"].write_text('{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n')
     f["empty-text.jsonl"].write_text('{"id": "a", "text": "  "}\n')
     f["int-text.jsonl"].write_text('{"id": "a", "text": 5}\n')
+    f["list-id.jsonl"].write_text('{"id": "a", "text": "x"}\n\n{"id": [1, 2], "text": "y"}\n')
     f["surrogate.jsonl"].write_text('{"id": "a", "text": "broken \\udc80 text"}\n')
     f["bad-config"].mkdir(exist_ok=True)
     (f["bad-config"] / "config.json").write_text("{not json")
@@ -65,7 +66,10 @@ def _cases(f: dict[str, Path], tmp: Path) -> dict[str, tuple[list[str], str]]:
         "duplicate doc ids": (rr + ["--docs", str(f["dup.jsonl"])], "share the id 'a'"),
         "empty document": (rr + ["--docs", str(f["empty-text.jsonl"])], "has empty text"),
         "non-string document": (rr + ["--docs", str(f["int-text.jsonl"])], "'text' must be a string, got int"),
+        "list as doc id": (rr + ["--docs", str(f["list-id.jsonl"])],
+                           "list-id.jsonl:3: document: an id must be a string or an integer, got list [1, 2]"),
         "lone surrogate": (rr + ["--docs", str(f["surrogate.jsonl"])], "lone surrogate"),
+        "stdin twice": (["rerank", "--model", NEVER, "--queries", "-", "--docs", "-"], "both read standard input"),
         "empty query": (["rerank", "--model", NEVER, "--query", " ", "--docs", docs], "query is empty"),
         # rerank: numbers
         "temperature nan": (rr + ["--docs", docs, "--temperature", "nan"], "--temperature must be a finite number"),
@@ -160,7 +164,8 @@ def results(tmp_path_factory):
 
 
 CASE_NAMES = list(_cases({k: Path(k) for k in (
-    "docs.jsonl", "bad-utf8.txt", "dup.jsonl", "empty-text.jsonl", "int-text.jsonl", "surrogate.jsonl", "bad-config",
+    "docs.jsonl", "bad-utf8.txt", "dup.jsonl", "empty-text.jsonl", "int-text.jsonl", "surrogate.jsonl", "list-id.jsonl",
+    "bad-config",
     "traces-null-prompt.jsonl", "traces-latin1.jsonl", "damaged.sqlite", "not-a-cache.txt", "out")}, Path("t")))
 
 

@@ -57,7 +57,8 @@ def test_each_stage_drops_what_it_should_and_the_counts_add_up():
     result = filter_traces(RECORDS, FilterConfig())
     assert _ids(result.records) == ["q0", "q1", "q9", "q10"]
     assert [(s.name, s.kept, s.dropped) for s in result.stages] == [
-        ("input", 11, 0), ("answer parsed", 7, 4), ("has reasoning", 6, 1), ("agrees with label", 4, 2)]
+        ("input", 11, 0), ("answer parsed", 8, 3), ("has reasoning", 7, 1), ("not forced", 6, 1),
+        ("agrees with label", 4, 2)]
     _check_counts_add_up(result, len(RECORDS))
     assert [r["answer"] for r in result.records] == ["true", "false", "true", "false"]
     assert result.records[2]["label"] is True and result.records[3]["label"] is False
@@ -74,6 +75,20 @@ def test_agreement_with_the_label_and_forced_answers_are_optional():
     _check_counts_add_up(loose, len(RECORDS))
     forced = filter_traces(RECORDS, FilterConfig(keep_forced=True))
     assert "q5" in _ids(forced.records) and "q4" not in _ids(forced.records)
+
+
+def test_when_nothing_survives_the_message_counts_each_stage_and_names_the_flag_that_keeps_more():
+    from thinkrank.distill.filtering import empty_result_message
+
+    forced = [record(i, i % 2 == 0, f"chain {i}.", "true", "forced") for i in range(8)]  # a local teacher's cut chains
+    result = filter_traces(forced, FilterConfig())
+    assert result.records == []
+    assert [(s.name, s.kept) for s in result.stages] == [
+        ("input", 8), ("answer parsed", 8), ("has reasoning", 8), ("not forced", 0), ("agrees with label", 0)]
+    message = empty_result_message(result.stages)
+    assert "input 8 -> answer parsed 8 -> has reasoning 8 -> not forced 0 -> agrees with label 0" in message
+    assert "not forced: --keep-forced" in message and "--no-agree" not in message
+    assert len(filter_traces(forced, FilterConfig(keep_forced=True)).records) == 4  # the four labelled true
 
 
 def test_the_self_filter_drops_traces_the_judge_disagrees_with():

@@ -25,6 +25,9 @@ def test_strings_get_their_position_as_id_and_mappings_keep_theirs():
         ([{"id": "a", "text": None}], "text must be a string"),
         ([{"id": "a", "text": "x"}, {"id": "a", "text": "y"}], "documents 0 and 1 share the id 'a'"),
         ("just a string", "must be a list"),
+        (["ok", {"id": [1, 2], "text": "x"}], r"document 1: an id must be a string or an integer, got list \[1, 2\]"),
+        ([{"id": 1.5, "text": "x"}], "document 0: an id must be a string or an integer, got float"),
+        ([{"id": True, "text": "x"}], "document 0: an id must be a string or an integer, got bool"),
     ],
 )
 def test_bad_documents_are_rejected_with_a_clear_message(docs, message):

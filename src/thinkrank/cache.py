@@ -156,6 +156,20 @@ class JudgmentCache:
             raise
         self.bad_keys.difference_update(k for k, _ in items)
 
+    def remembered(self, name: str) -> dict[str, Any] | None:
+        """A settings dict stored with :meth:`remember` (None when absent or unreadable)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (f"remember:{name}",)).fetchone()
+        try:
+            value = json.loads(row[0]) if row else None
+        except json.JSONDecodeError:
+            return None
+        return value if isinstance(value, dict) else None
+
+    def remember(self, name: str, settings: dict[str, Any]) -> None:
+        """Store ``settings`` under ``name`` in the meta table (a memo beside the judgments, never
+        part of a key), replacing what was there."""
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"remember:{name}", json.dumps(settings)))
+
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
 

@@ -66,7 +66,7 @@ def _as_document(doc: DocumentLike, index: int) -> Document:
             raise InvalidInputError(f"document {index} has no 'text' field (keys: {sorted(doc)})")
         text = doc["text"]
         raw_id = next((doc[k] for k in ("id", "_id", "docid") if doc.get(k) is not None), index)
-        doc_id = str(raw_id)
+        doc_id = id_text(raw_id, f"document {index}")
         title = doc.get("title") or None
         if title is not None and not isinstance(title, str):
             raise InvalidInputError(f"document {index}: 'title' must be a string, got {type(title).__name__}")
@@ -82,6 +82,15 @@ def _as_document(doc: DocumentLike, index: int) -> Document:
     if title is not None:
         check_encodable(title, f"document {index} (id {doc_id!r}) title")
     return Document(id=doc_id, text=text, title=title)
+
+
+def id_text(value: Any, where: str) -> str:
+    """An id given as a string or an integer, as text; anything else (a list, a float, a bool)
+    is refused rather than turned into a string such as ``"[1, 2]"`` that no one meant."""
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return str(value)
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    raise InvalidInputError(f"{where}: an id must be a string or an integer, got {type(value).__name__} {shown}")
 
 
 def check_query(query: Any) -> str:
@@ -147,6 +156,10 @@ class Judgment:
         probability: the calibrated probability that the document is relevant, when the
             reranker has a calibration (:mod:`thinkrank.calibration`); None (and left out of
             ``to_dict``) without one. Never cached: it follows from ``score`` and the calibration.
+        stop_reason: pointwise, reasoning on: how the engine ended the chain: ``"stop"`` (the
+            model closed it with ``</think>``), ``"eos"`` (end-of-sequence: ``forced``, yet not
+            for the budget) or ``"length"`` (the budget ran out); None: not recorded (reasoning
+            off, listwise, or a judgment cached before it was recorded).
     """
 
     doc_id: str
@@ -164,6 +177,7 @@ class Judgment:
     quick_score: float | None = None
     tie_group: int | None = None
     probability: float | None = None
+    stop_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

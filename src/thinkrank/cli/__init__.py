@@ -3,20 +3,36 @@ registered below; heavy imports happen inside the commands so ``--help`` stays f
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
+
+HELP = ("Reasoning rerankers: rerank, retrieve, evaluate, compare, distill, train, quantize and serve, "
+        "and check a judgment cache.")
 
 app = typer.Typer(
     name="thinkrank",
-    help="Reasoning rerankers: rerank, retrieve, evaluate, distill, train and serve.",
+    help=HELP,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 
 
-@app.callback()
-def _root() -> None:
-    """Reasoning rerankers: rerank, retrieve, evaluate, distill, train and serve."""
+def _version(value: bool) -> None:
+    if value:
+        from thinkrank import __version__
+
+        typer.echo(f"thinkrank {__version__}")
+        raise typer.Exit()
+
+
+@app.callback(help=HELP)
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    pass
 
 
 def _register() -> None:

@@ -22,6 +22,11 @@ class Switch(str, Enum):
     off = "off"
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with the line to print instead of the plain ``interrupted`` (what was saved and
+    how to resume): the command raises it, :func:`friendly_errors` prints it once."""
+
+
 def fail(message: str, code: int = 2) -> None:
     """Print ``message`` to stderr as an error and exit with ``code``."""
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
@@ -47,8 +52,8 @@ def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             fail(f"input is not UTF-8 text ({exc.reason} at byte {exc.start}); save the file as UTF-8")
         except OSError as exc:
             fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else f"{type(exc).__name__}: {exc}")
-        except KeyboardInterrupt:
-            typer.secho("interrupted", err=True)
+        except KeyboardInterrupt as exc:
+            typer.secho(str(exc) if isinstance(exc, Interrupted) and str(exc) else "interrupted", err=True)
             sys.exit(130)
         except (typer.Exit, typer.Abort, typer.BadParameter):
             raise

@@ -37,7 +37,7 @@ SAMPLE_HELP = """Draw labelled (query, passage) pairs in the paper's mix and wri
 
 Default mix: 25% qrels positives, 25% sampled negatives, 25% hard negatives at ranks 1-5 and 25% at ranks 6-10 of a first-stage run (never qrels positives). Example:
 
-  thinkrank distill sample --dataset data/scifact/train --bm25 --num-pairs 2000 --output pairs.jsonl
+  thinkrank distill sample --dataset ../shared/data/scifact/train --bm25 --num-pairs 2000 --output pairs.jsonl
 """
 
 
@@ -232,7 +232,7 @@ def _report_generation(report: Any, teacher: Any) -> None:
 
 FILTER_HELP = """Filter traces into training data and export it.
 
-Stages: the answer parses (true/false after a closed chain), the chain is not empty, the answer agrees with the label, optionally a trained model agrees (--self-filter), optionally classes are balanced. Writes prompt/completion JSONL for `thinkrank train`, and a LLaMA-Factory dataset with --llamafactory. Example:
+Stages: the answer parses (true/false after a closed or forced-closed chain), the chain is not empty, the answer was not forced (--keep-forced keeps forced ones), the answer agrees with the label, optionally a trained model agrees (--self-filter), optionally classes are balanced. Writes prompt/completion JSONL for `thinkrank train`, and a LLaMA-Factory dataset with --llamafactory. Example:
 
   thinkrank distill filter --traces traces.jsonl --output train.jsonl --report filter.json
 """
@@ -285,7 +285,9 @@ def _filter(**o: Any) -> None:
     if o["report"]:
         write_json(result.to_dict(), o["report"])
     if not examples:
-        fail("no trace survived the filters; see the table above", code=1)
+        from thinkrank.distill.filtering import empty_result_message
+
+        fail(empty_result_message(result.stages), code=1)
 
 
 # ---- output helpers -------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from thinkrank.cli import calibration_options, options, ray_options
-from thinkrank.cli.common import ProgressBar, Switch, fail, friendly_errors, reranker_spec
+from thinkrank.cli.common import Interrupted, ProgressBar, Switch, fail, friendly_errors, reranker_spec
 from thinkrank.cli.options import Mode
 from thinkrank.cli.ray_options import GpusPerWorker, RayAddress, Workers
 
@@ -17,15 +17,15 @@ EVALUATE_HELP = """Evaluate a first-stage run on a collection, reranked by a rea
 
 --dataset is a collection folder (see thinkrank retrieve); --run is the name of one of its runs (runs/NAME.trec) or a run file. With --model, the top --top-k candidates of each query are reranked; every judgment goes to a SQLite cache (default: OUTPUT/judgments.sqlite), committed per engine batch, so an interrupted evaluation rerun with the same arguments computes only what is missing. Writes first-stage.trec, reranked.trec, rankings.jsonl (scores with reasoning), metrics.json and report.html into --output, and prints first stage against reranked. Examples:
 
-  thinkrank evaluate --dataset data/dl19 --run bm25 --top-k 100 --model jhu-clsp/rank1-7b
+  thinkrank evaluate --dataset ../shared/data/dl19 --run bm25 --top-k 100 --model jhu-clsp/rank1-7b
 
-  thinkrank evaluate --dataset data/dl19 --run bm25 --queries 5 --model ./model.gguf --think-budget 256
+  thinkrank evaluate --dataset ../shared/data/dl19 --run bm25 --queries 5 --model ./model.gguf --think-budget 256
 
-  thinkrank evaluate --dataset data/dl19 --run runs/my-run.trec
+  thinkrank evaluate --dataset ../shared/data/dl19 --run runs/my-run.trec
 
-  thinkrank evaluate --dataset data/dl19 --run bm25 --model jhu-clsp/rank1-7b --cascade top=20
+  thinkrank evaluate --dataset ../shared/data/dl19 --run bm25 --model jhu-clsp/rank1-7b --cascade top=20
 
-  thinkrank evaluate --dataset data/dl19 --run bm25 --model jhu-clsp/rank1-7b --calibration rank1.calibration.json --select recall=0.9
+  thinkrank evaluate --dataset ../shared/data/dl19 --run bm25 --model jhu-clsp/rank1-7b --calibration rank1.calibration.json --select recall=0.9
 """
 
 
@@ -108,7 +108,7 @@ def _evaluate(**opts: Any) -> None:
         select_queries,
         write_outputs,
     )
-    from thinkrank.rerankers.spec import build_reranker
+    from thinkrank.rerankers.lazy import LazyReranker
 
     quiet_libraries(opts["quiet"])
     check_numbers(opts, {"queries": "queries_limit"})
@@ -142,8 +142,8 @@ def _evaluate(**opts: Any) -> None:
         if opts["model"]:
             cache = JudgmentCache(opts["cache"] or output / "judgments.sqlite")  # a bad file fails before the model loads
             say(f"judgment cache {cache.path}: {len(cache)} entries")
-            if opts["ray"] is None:
-                reranker = build_reranker(spec)
+            if opts["ray"] is None:  # lazy: a rerun whose judgments are all cached never loads the model
+                reranker = LazyReranker(spec, cache)
                 if cal is not None:
                     cal.check_settings(reranker.settings)  # before any judging
             else:  # the Ray actors judge through the cache themselves
@@ -156,8 +156,9 @@ def _evaluate(**opts: Any) -> None:
                               cache=cache if opts["ray"] is None else None, qids=qids,
                               measures=measures, chunk_size=opts["chunk_size"], progress=progress)
     except KeyboardInterrupt:
-        if cache is not None:
-            say(f"interrupted: {len(cache)} judgments are saved in {cache.path}; rerun the same command to resume")
+        if cache is not None:  # one line, printed by friendly_errors
+            raise Interrupted(f"interrupted: {len(cache)} judgments are saved in {cache.path}; rerun the same "
+                              "command to resume") from None
         raise
     finally:
         ray_options.close(reranker)
@@ -178,7 +179,7 @@ def _evaluate(**opts: Any) -> None:
         unit = "query rankings" if options.per_query(opts) else "judgments"
         say(f"{result.use.computed} {unit} computed, {result.use.cached} read from the cache, "
             f"{result.seconds:.1f}s")
-        _say_unparsed(list(result.rankings.values()))
+        _say_unparsed(list(result.rankings.values()), output / "rankings.jsonl")
         if opts["cascade"] is not None:
             from thinkrank.evaluation.runner import cascade_counts
 
@@ -201,11 +202,12 @@ def _say_selection(summary: dict[str, Any], say: Any) -> None:
     say(line + " (per query in metrics.json)")
 
 
-def _say_unparsed(rankings: list[Any]) -> None:
-    """Listwise windows without a usable ordering are never silent: one line on stderr."""
+def _say_unparsed(rankings: list[Any], rankings_file: Path) -> None:
+    """Listwise windows without a usable ordering are never silent: one line on stderr, pointing
+    at the file that holds the windows (evaluate has no --format)."""
     from thinkrank.cli.rerank import unparsed_summary
 
-    line = unparsed_summary(rankings)
+    line = unparsed_summary(rankings, f"the \"windows\" of {rankings_file}")
     if line:
         print(line, file=sys.stderr, flush=True)
 

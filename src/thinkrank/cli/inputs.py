@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from thinkrank.errors import InvalidInputError
+from thinkrank.types import id_text
 
 
 @dataclass
@@ -35,24 +36,48 @@ class DocsInput:
         return self.by_query[query.id]
 
 
+STDIN = Path("-")
+"""``--docs -`` / ``--queries -``: read the records from standard input."""
+
+
 def _lines(path: Path) -> list[tuple[int, str]]:
+    if path == STDIN:
+        return _numbered(_stdin_text())
     if not path.exists():
         raise InvalidInputError(f"file not found: {path}")
     if path.is_dir():
         raise InvalidInputError(f"{path} is a folder; give a file (JSONL or plain text, one record per line)")
-    text = read_utf8(path)
+    return _numbered(read_utf8(path))
+
+
+def _name(path: Path) -> str:
+    return "<stdin>" if path == STDIN else str(path)
+
+
+def _numbered(text: str) -> list[tuple[int, str]]:
     return [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+
+
+def _stdin_text() -> str:
+    """Standard input as UTF-8 text; a byte that is not UTF-8 is reported with its line."""
+    import sys
+
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8", "surrogatepass")
+    return decode_utf8(data, "<stdin>")
 
 
 def read_utf8(path: Path) -> str:
     """The file's text; a byte that is not UTF-8 is reported with its line, not as a traceback."""
-    data = path.read_bytes()
+    return decode_utf8(path.read_bytes(), str(path))
+
+
+def decode_utf8(data: bytes, name: str) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise InvalidInputError(
-            f"{path}:{line}: not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start}); "
+            f"{name}:{line}: not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start}); "
             "save the file as UTF-8"
         ) from None
 
@@ -79,9 +104,9 @@ def _record(path: Path, n: int, line: str) -> dict[str, Any]:
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"{path}:{n}: not valid JSON ({exc.msg}); expected one JSON object per line") from exc
+        raise InvalidInputError(f"{_name(path)}:{n}: not valid JSON ({exc.msg}); expected one JSON object per line") from exc
     if not isinstance(obj, dict):
-        raise InvalidInputError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
+        raise InvalidInputError(f"{_name(path)}:{n}: expected a JSON object, got {type(obj).__name__}")
     return obj
 
 
@@ -94,19 +119,20 @@ def read_docs(path: Path) -> DocsInput:
     for n, line in lines:
         rec = _record(path, n, line)
         if "text" not in rec:
-            raise InvalidInputError(f"{path}:{n}: a document needs a 'text' field (got keys {sorted(rec)})")
+            raise InvalidInputError(f"{_name(path)}:{n}: a document needs a 'text' field (got keys {sorted(rec)})")
         if not isinstance(rec["text"], str):
-            raise InvalidInputError(f"{path}:{n}: 'text' must be a string, got {type(rec['text']).__name__}")
-        doc = {"id": str(rec.get("id", rec.get("_id", rec.get("docid", len(out.shared))))), "text": rec["text"]}
+            raise InvalidInputError(f"{_name(path)}:{n}: 'text' must be a string, got {type(rec['text']).__name__}")
+        raw_id = rec.get("id", rec.get("_id", rec.get("docid", len(out.shared))))
+        doc = {"id": id_text(raw_id, f"{_name(path)}:{n}: document"), "text": rec["text"]}
         if rec.get("title"):
             doc["title"] = rec["title"]
         qid = rec.get("qid", rec.get("query_id"))
         if qid is None:
             out.shared.append(doc)
         else:
-            out.by_query.setdefault(str(qid), []).append(doc)
+            out.by_query.setdefault(id_text(qid, f"{_name(path)}:{n}: 'qid'"), []).append(doc)
     if out.shared and out.by_query:
-        raise InvalidInputError(f"{path}: some documents have a 'qid' and some do not; use one layout")
+        raise InvalidInputError(f"{_name(path)}: some documents have a 'qid' and some do not; use one layout")
     return out
 
 
@@ -120,7 +146,7 @@ def read_queries(path: Path) -> list[QueryInput]:
         rec = _record(path, n, line)
         text = rec.get("text", rec.get("query"))
         if not isinstance(text, str):
-            raise InvalidInputError(f"{path}:{n}: a query needs a 'text' (or 'query') string field")
+            raise InvalidInputError(f"{_name(path)}:{n}: a query needs a 'text' (or 'query') string field")
         qid = rec.get("id", rec.get("_id", rec.get("qid", i)))
-        queries.append(QueryInput(text, str(qid), rec.get("instruction")))
+        queries.append(QueryInput(text, id_text(qid, f"{_name(path)}:{n}: query"), rec.get("instruction")))
     return queries

@@ -18,7 +18,7 @@ QUANTIZE_HELP = """Quantize a Rank1 model's weights to int4 with AWQ (needs the 
 
 The output is a compressed-tensors W4A16 checkpoint: vLLM serves it with int4 kernels (`vllm serve OUTPUT`, `--engine vllm`); the transformers engine loads it on CPU or GPU by decompressing the weights to 16/32-bit (smaller on disk, not in memory). Calibration is in-domain by default: --dataset builds Rank1 prompts from a collection's queries and BM25 passages, --traces adds reasoning chains (prompt/completion JSONL from `thinkrank distill filter`), --calibration takes your own JSONL; with none of them a small built-in set of Rank1 prompts is used. Every quantized layer's input size must divide by --group-size; by default 128, or the largest of 64, 32, 16 that fits the model (SmolLM2: 64). Run the same command again after an interruption: a finished output is reused, a partial one is started over. Examples:
 
-  thinkrank quantize --model runs/rank1-7b/model --dataset data/scifact/train --output rank1-7b-awq
+  thinkrank quantize --model runs/rank1-7b/model --dataset ../shared/data/scifact/train --output rank1-7b-awq
 
   thinkrank quantize --model "$(python -m thinkrank.testing smollm2)" --output q/
 
@@ -93,9 +93,9 @@ COMPARE_HELP = """Compare two rerankers on the same candidates: the Rank1 paper'
 
 Both models rerank the top --top-k of --run for the same queries. Prints and writes (comparison.json, and a "Compared with" section in OUTPUT/report.html) the main measure of both with a paired t-test and randomization test, score agreement (Spearman per query and pooled, top-10 overlap, score differences), weights on disk, peak memory (process RSS on CPU, CUDA peak on GPU), load time and judgments per second. OUTPUT holds --compare-model's evaluation, OUTPUT/baseline --model's; each keeps a judgment cache, so a rerun computes only what is missing (delete the caches to time again). Example:
 
-  thinkrank retrieve --dataset data/scifact --method bm25 --output scifact-bm25.trec
+  thinkrank retrieve --dataset ../shared/data/scifact --method bm25 --output scifact-bm25.trec
 
-  thinkrank compare --dataset data/scifact --run scifact-bm25.trec --top-k 20 --reasoning off --model rank1-0.5b --compare-model rank1-0.5b-awq --output runs/awq
+  thinkrank compare --dataset ../shared/data/scifact --run scifact-bm25.trec --top-k 20 --reasoning off --model rank1-0.5b --compare-model rank1-0.5b-awq --output runs/awq
 """
 
 

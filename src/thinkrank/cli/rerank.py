@@ -39,10 +39,10 @@ Documents come from --docs: JSONL records {"id", "text", "title"?} (add "qid" to
 
 
 def rerank(
-    docs: Annotated[Path, typer.Option("--docs", help="JSONL {id,text,title?[,qid]} or plain text, one per line.")],
+    docs: Annotated[Path, typer.Option("--docs", help="JSONL {id,text,title?[,qid]} or plain text, one per line; - reads standard input.")],
     query: Annotated[str | None, typer.Option("--query", "-q", help="The query text.")] = None,
     queries: Annotated[
-        Path | None, typer.Option("--queries", help="JSONL {id?, text, instruction?} or plain text, one per line.")
+        Path | None, typer.Option("--queries", help="JSONL {id?, text, instruction?} or plain text, one per line; - reads standard input.")
     ] = None,
     model: options.Model = None,
     mode: options.ModeOption = Mode.pointwise,
@@ -94,12 +94,14 @@ def rerank(
 def _rerank(**opts: Any) -> None:
     from thinkrank.cli.checks import check_numbers
     from thinkrank.cli.common import given_options, quiet_libraries
-    from thinkrank.cli.inputs import QueryInput, check_requests, read_docs, read_queries
+    from thinkrank.cli.inputs import STDIN, QueryInput, check_requests, read_docs, read_queries
     from thinkrank.rerankers.base import RerankRequest
 
     quiet_libraries(opts["quiet"])
     if (opts["query"] is None) == (opts["queries"] is None):
         fail("give exactly one of --query TEXT or --queries FILE")
+    if opts["queries"] == opts["docs"] == STDIN:
+        fail("--docs - and --queries - both read standard input; give one of them as a file")
     check_numbers(opts, {"queries": "queries_file"})
     options.check(opts, given_options())
     spec = reranker_spec(opts)  # every setting checked before files are read or a model loads
@@ -177,8 +179,10 @@ def _reranker(opts: dict[str, Any], spec: Any, cache: Any, progress: ProgressBar
     if cache is None:
         return build_reranker(spec, progress=progress)
     from thinkrank.rerankers.cached import CachedReranker
+    from thinkrank.rerankers.lazy import LazyReranker
 
-    return CachedReranker(build_reranker(spec), cache, progress=progress)
+    # Lazy: a rerun whose judgments are all in the cache never loads the model.
+    return CachedReranker(LazyReranker(spec, cache), cache, progress=progress)
 
 
 def _report_cascade(rankings: list[Any]) -> None:
@@ -199,14 +203,15 @@ def _check_trec_ids(requests: list[Any]) -> None:
             check_trec_field(doc.id, "document id")
 
 
-def unparsed_summary(rankings: list[Any]) -> str | None:
-    """A warning line counting listwise windows whose output held no ordering, or None."""
+def unparsed_summary(rankings: list[Any], where: str = "--format jsonl") -> str | None:
+    """A warning line counting listwise windows whose output held no ordering, or None;
+    ``where`` says where the windows can be read (rerank: --format jsonl)."""
     total = sum(len(r.windows) for r in rankings)
     unparsed = sum(r.unparsed_windows for r in rankings)
     if not unparsed:
         return None
     return (f"warning: {unparsed} of {total} listwise windows had no usable ordering in the model's output and kept "
-            "their previous order (see each window's `parsed` in --format jsonl)")
+            f"their previous order (see each window's `parsed` in {where})")
 
 
 
@@ -251,7 +256,7 @@ def _print_table(rankings: list[Any]) -> None:
         for rank, j in enumerate(ranking, 1):
             flags = ",".join([f for f in ("forced", "truncated") if getattr(j, f)]
                              + (["unreasoned"] if j.reasoned is False and j.quick_score is not None else []))
-            if j.tie_group is not None and sum(options.tie_group == j.tie_group for o in ranking) > 1:
+            if j.tie_group is not None and sum(o.tie_group == j.tie_group for o in ranking) > 1:
                 flags = ",".join(x for x in (flags, f"tie {j.tie_group}") if x)
             chain = " ".join(j.reasoning.split())
             table.add_row(str(rank), j.doc_id, f"{j.score:.4f}", j.answer or "", flags,

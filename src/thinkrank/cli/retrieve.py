@@ -22,9 +22,9 @@ RETRIEVE_HELP = """Retrieve the top K documents per query with BM25 or a dense m
 
 --dataset is a collection folder (corpus.jsonl, queries.jsonl, qrels.trec or BEIR qrels/<split>.tsv; a split sub-folder such as scifact/train finds the corpus in its parent). The output format follows the extension: .json is run JSON {qid: {docid: score}}, .jsonl is rank_llm request JSONL (with the document texts), anything else a TREC run. With judgments, the run's scores are printed on stderr. Examples:
 
-  thinkrank retrieve --dataset data/scifact --method bm25 --top-k 100 --output runs/scifact-bm25.trec
+  thinkrank retrieve --dataset ../shared/data/scifact --method bm25 --top-k 100 --output runs/scifact-bm25.trec
 
-  thinkrank retrieve --dataset data/vaswani --method dense --model ./all-MiniLM-L6-v2 --output vaswani-dense.trec
+  thinkrank retrieve --dataset ../shared/data/vaswani --method dense --model ./all-MiniLM-L6-v2 --output vaswani-dense.trec
 """
 
 

@@ -11,7 +11,7 @@ from thinkrank.datasets._io import iter_jsonl
 from thinkrank.datasets.qrels import Qrels, read_qrels
 from thinkrank.datasets.runs import Run, read_run
 from thinkrank.errors import InvalidInputError
-from thinkrank.types import Document
+from thinkrank.types import Document, id_text
 
 RUN_SUFFIXES = (".trec", ".txt", ".run", ".json", ".jsonl")
 
@@ -103,7 +103,7 @@ def read_corpus(path: str | Path) -> dict[str, Document]:
     corpus: dict[str, Document] = {}
     for number, obj in iter_jsonl(path):
         where = f"{path}:{number}"
-        docid = str(get_field(obj, ("_id", "id", "docid", "doc_id"), where))
+        docid = id_text(get_field(obj, ("_id", "id", "docid", "doc_id"), where), f"{where}: document")
         text = get_field(obj, ("text", "contents", "content", "body"), where)
         title = obj.get("title") or None
         if not isinstance(text, str) or (title is not None and not isinstance(title, str)):
@@ -124,7 +124,7 @@ def read_queries(path: str | Path) -> tuple[dict[str, str], dict[str, str]]:
     instructions: dict[str, str] = {}
     for number, obj in iter_jsonl(path):
         where = f"{path}:{number}"
-        qid = str(get_field(obj, ("_id", "id", "qid", "query_id"), where))
+        qid = id_text(get_field(obj, ("_id", "id", "qid", "query_id"), where), f"{where}: query")
         text = get_field(obj, ("text", "query"), where)
         if not isinstance(text, str) or not text.strip():
             raise InvalidInputError(f"{where}: query {qid!r} has no text")

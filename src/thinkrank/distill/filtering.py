@@ -1,8 +1,9 @@
 """Filter teacher traces into training data, counting what each stage keeps (paper §2.2).
 
 Stages, in order: the answer parses (``true``/``false`` after the reasoning, from a chain that
-closed); the trace has reasoning; the teacher agrees with the label; optionally a trained
-model agrees with the teacher (self-filter); optionally the classes are balanced.
+closed or was forced closed); the trace has reasoning; the answer was not forced (unless
+``keep_forced``); the teacher agrees with the label; optionally a trained model agrees with the
+teacher (self-filter); optionally the classes are balanced.
 """
 
 from __future__ import annotations
@@ -107,13 +108,16 @@ def filter_traces(records: Sequence[Record], config: FilterConfig, self_judge: S
         current = [r for r in current if keep(r)]
         stages.append(_stage(name, current, before - len(current)))
 
-    allowed = {"stop", "forced"} if config.keep_forced else {"stop"}
     for record in current:
-        finished = str(record.get("finish_reason") or "stop") in allowed
+        # A forced verdict parses like any other; whether it is kept is its own stage below, so the
+        # table shows how many were dropped for being forced (and --keep-forced keeps them).
+        finished = _finish(record) in {"stop", "forced"}
         record["answer"] = parse_answer(str(record["answer_text"])) if finished else None
     step("answer parsed", lambda r: r["answer"] is not None)
     if config.require_reasoning:
         step("has reasoning", lambda r: bool(str(r["reasoning"]).strip()))
+    if not config.keep_forced:
+        step("not forced", lambda r: _finish(r) != "forced")
     if config.agree_with_label:
         step("agrees with label", lambda r: r["answer"] == ("true" if r["label"] else "false"))
     if self_judge is not None and current:
@@ -126,6 +130,24 @@ def filter_traces(records: Sequence[Record], config: FilterConfig, self_judge: S
         current = balance_classes(current, config.balance, config.seed)
         stages.append(_stage("balanced", current, before - len(current)))
     return FilterResult(current, stages)
+
+
+def _finish(record: Record) -> str:
+    return str(record.get("finish_reason") or "stop")
+
+
+# The option that relaxes each stage, for the message when nothing survives.
+RELAX = {"answer parsed": "a larger --max-tokens for the teacher, or --force-answer (local teachers)",
+         "has reasoning": "--no-require-reasoning", "not forced": "--keep-forced", "agrees with label": "--no-agree",
+         "self-filter": "drop --self-filter", "balanced": "drop --balance"}
+
+
+def empty_result_message(stages: Sequence[Stage]) -> str:
+    """Why nothing survived: every stage's count, and the option that would relax each stage
+    that dropped traces."""
+    counts = " -> ".join(f"{s.name} {s.kept}" for s in stages)
+    hints = [f"{s.name}: {RELAX[s.name]}" for s in stages[1:] if s.dropped and s.name in RELAX]
+    return f"no trace survived the filters ({counts})" + (f"; to keep more: {'; '.join(hints)}" if hints else "")
 
 
 def balance_classes(records: Sequence[Record], ratio: float, seed: int = 0) -> list[Record]:

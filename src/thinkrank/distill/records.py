@@ -16,6 +16,7 @@ from typing import Any
 
 from thinkrank.datasets._io import iter_jsonl, open_text
 from thinkrank.errors import InvalidInputError
+from thinkrank.types import id_text
 
 SOURCES_HELP = "positive, negative, or hard:A-B (a rank band of the run)"
 
@@ -77,7 +78,7 @@ def pair_from_dict(obj: dict[str, Any], where: str) -> LabeledPair:
             raise InvalidInputError(f"{where}: {key!r} must be non-empty text")
     rank = obj.get("rank")
     return LabeledPair(
-        qid=str(obj["qid"]), docid=str(obj["docid"]), query=obj["query"], passage=obj["passage"],
+        qid=id_text(obj["qid"], f"{where}: 'qid'"), docid=id_text(obj["docid"], f"{where}: 'docid'"), query=obj["query"], passage=obj["passage"],
         label=parse_label(obj["label"], where), source=str(obj.get("source") or "unknown"),
         rank=int(rank) if rank is not None else None,
     )

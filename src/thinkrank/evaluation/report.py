@@ -44,10 +44,22 @@ class DocRow:
     reasoning: str = ""
     reasoning_tokens: int = 0
     flags: list[str] = field(default_factory=list)
+    stop_reason: str | None = None
 
     @property
     def move(self) -> int:
         return 0 if self.first_rank is None else self.first_rank - self.rank
+
+    @property
+    def ending(self) -> str | None:
+        """How a forced chain ended, as the report words it; None for a chain the model closed."""
+        if "forced" not in self.flags:
+            return None
+        return FORCED_ENDINGS.get(self.stop_reason, "closed by the reranker (stop reason not recorded)")
+
+
+# A forced chain did not close by itself; the label follows what ended it.
+FORCED_ENDINGS = {"length": "cut at the budget", "eos": "ended by end-of-sequence, closed by the reranker"}
 
 
 @dataclass
@@ -147,7 +159,7 @@ def _query_view(result: Evaluation, qid: str, main: str) -> QueryView:
         rows = [
             DocRow(rank, first_rank.get(j.doc_id), j.doc_id, result.documents[j.doc_id].title,
                    result.documents[j.doc_id].text, j.score, labels.get(j.doc_id), j.answer, j.reasoning,
-                   j.reasoning_tokens, [f for f in ("forced", "truncated") if getattr(j, f)])
+                   j.reasoning_tokens, [f for f in ("forced", "truncated") if getattr(j, f)], j.stop_reason)
             for rank, j in enumerate(ranking, 1)
         ]
     else:

@@ -267,7 +267,7 @@ class Rank1(Reranker):
         for i, (w, g) in enumerate(zip(work, gens)):
             chain, forced = closed_chain(g)
             out.append(self._judgment(w, late.get(i, g.answer_logprobs), chain, g.prompt_tokens, g.num_tokens, forced,
-                                      True))
+                                      True, g.stop_reason))
         return out
 
     # ---- internals ------------------------------------------------------------------------
@@ -319,7 +319,7 @@ class Rank1(Reranker):
 
     def _judgment(
         self, work: _Work, logprobs: dict[int, float] | None, chain: str, prompt_tokens: int, chain_tokens: int,
-        forced: bool, reasoned: bool,
+        forced: bool, reasoned: bool, stop_reason: str | None = None,
     ) -> Judgment:
         if logprobs is None:  # an engine broke its contract; never invent a score
             raise RuntimeError(f"engine {self.engine.name} returned no answer log-probabilities")
@@ -338,6 +338,7 @@ class Rank1(Reranker):
             p_true=math.exp(lt),
             p_false=math.exp(lf),
             reasoned=reasoned,
+            stop_reason=stop_reason,
         )
 
 
