@@ -215,7 +215,7 @@ def test_judgment_output_is_unchanged_without_a_calibration():
     j = Judgment(doc_id="a", index=0, score=0.25, p_true=0.1, p_false=0.3)
     assert list(j.to_dict()) == ["doc_id", "index", "score", "reasoning", "answer", "prompt_tokens",
                                  "reasoning_tokens", "forced", "truncated", "p_true", "p_false", "reasoned",
-                                 "quick_score", "tie_group"]
+                                 "quick_score", "tie_group", "stop_reason"]  # no "probability"
     j.probability = 0.2
     assert j.to_dict()["probability"] == 0.2
     from thinkrank.rerankers.cached import judgment_value
