@@ -71,7 +71,7 @@ def test_generation_requests_become_explicit_sampling_params():
 def test_scoring_uses_logprob_token_ids_when_this_vllm_has_them():
     assert scoring_kwargs([830, 895], frozenset({"logprob_token_ids", "logprobs"})) == {
         "max_tokens": 1, "temperature": 0.0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0,
-        "logprobs": 0, "logprob_token_ids": [830, 895],
+        "logprobs": 2, "logprob_token_ids": [830, 895],
     }
     restricted = scoring_kwargs([830, 895], frozenset({"allowed_token_ids", "logprobs"}))
     assert (restricted["allowed_token_ids"], restricted["logprobs"]) == ([830, 895], 2)

@@ -67,7 +67,9 @@ def scoring_kwargs(allowed: Sequence[int], fields: frozenset[str]) -> dict[str, 
     when this vLLM has it, else a restriction to ``allowed`` with ``len(allowed)`` log-probs."""
     base: dict[str, Any] = {"max_tokens": 1, "temperature": 0.0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0}
     if "logprob_token_ids" in fields:
-        return {**base, "logprobs": 0, "logprob_token_ids": list(allowed)}
+        # vLLM requires logprobs == len(logprob_token_ids) when both are set (0.32 refuses any
+        # other value); the returned values are then the full-softmax log-probs of exactly those ids.
+        return {**base, "logprobs": len(allowed), "logprob_token_ids": list(allowed)}
     return {**base, "logprobs": len(allowed), "allowed_token_ids": list(allowed)}
 
 

