@@ -110,11 +110,101 @@ def test_vllm_forces_the_released_answer_on_a_chain_cut_by_the_budget(think_vllm
             assert j.score == pytest.approx(ref.score(text), abs=1e-4)
 
 
-def test_next_token_logprobs_are_exact_and_renormalised(think_vllm):
-    engine, ref = think_vllm
+def test_thinkrank_serve_on_vllm_answers_the_cohere_sdk(vllm_worker, smol_vllm, smollm2_path, smollm2_engine):
+    import cohere
+
+    from thinkrank.rerankers.spec import RerankerSpec
+    from thinkrank.server.settings import ServerSettings
+
+    key, name, texts = "test-key-0123456789", "smol-rank1", [d["text"] for d in DOCS]
+    spec = RerankerSpec(model=str(smollm2_path), engine="vllm", think_budget=16,
+                        engine_options={"dtype": "float32", "max_model_len": CONTEXT})
+    url = vllm_worker.serve(smol_vllm, spec, ServerSettings(api_key=key, served_model_name=name))
+    response = cohere.ClientV2(base_url=url, api_key=key).rerank(model=name, query=QUERIES[0], documents=texts)
+    want = {j.index: j.score for j in Rank1(engine=smollm2_engine, think_budget=16).rerank(QUERIES[0], texts)}
+    assert sorted(r.index for r in response.results) == list(range(len(texts)))
+    for r in response.results:
+        assert r.relevance_score == pytest.approx(want[r.index], abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def vllm_server(smollm2_path):
+    """A real ``vllm serve`` process on 127.0.0.1 over SmolLM2 (float32)."""
+    import os
+    import socket
+    import subprocess
+    import time
+
+    import httpx
+    from conftest import vllm_env, vllm_python
+
+    python = vllm_python()
+    if python is None:
+        pytest.skip("no vLLM environment: scripts/install.sh builds .venv-vllm (or set THINKRANK_VLLM_PYTHON)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [str(python.parent / "vllm"), "serve", str(smollm2_path), "--host", "127.0.0.1", "--port", str(port),
+         "--dtype", "float32", "--max-model-len", str(CONTEXT), "--generation-config", "vllm", "--block-size", "32",
+         "--enable-prefix-caching"],
+        env={**os.environ, **vllm_env()}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(url + "/v1/models", timeout=5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(2)
+    else:
+        proc.kill()
+        pytest.fail(f"vllm serve did not start: {proc.stderr.read()[-3000:] if proc.stderr else ''}")
+    yield url + "/v1"
+    proc.terminate()
+    proc.wait(60)
+
+
+def test_openai_engine_on_vllm_serve_writes_the_transformers_chains(vllm_server, smollm2_path, smollm2_engine):
+    from thinkrank.engines.openai import OpenAIEngine
+
+    client = OpenAIEngine(str(smollm2_path), base_url=vllm_server)
+    assert client.context_length == CONTEXT  # read from vLLM's /v1/models
+    requests = [(q, DOCS) for q in QUERIES]
+    got = _by_index(Rank1(engine=client, think_budget=24).rerank_many(requests))
+    want = _by_index(Rank1(engine=smollm2_engine, think_budget=24).rerank_many(requests))
+    assert [j.reasoning for j in got] == [j.reasoning for j in want]
+    for g, w in zip(got, want):
+        assert g.score == pytest.approx(w.score, abs=1e-4)
+    client.close()
+
+
+def test_openai_engine_with_chat_on_vllm_serve_writes_the_transformers_windows(vllm_server, smollm2_path,
+                                                                              smollm2_engine):
+    from thinkrank.engines.openai import OpenAIEngine
+
+    client = OpenAIEngine(str(smollm2_path), base_url=vllm_server, chat=True)
+    got = RankK(engine=client, window=4, stride=4, max_tokens=32).rerank(QUERIES[0], DOCS)
+    want = RankK(engine=smollm2_engine, window=4, stride=4, max_tokens=32).rerank(QUERIES[0], DOCS)
+    assert [(t.reasoning, t.ordering) for t in got.windows] == [(t.reasoning, t.ordering) for t in want.windows]
+    client.close()
+
+
+@pytest.mark.parametrize("reading", ["auto", "restricted"])
+def test_answer_log_probs_are_exact_with_either_reading(vllm_worker, think_vllm, reading):
+    """``auto``: vLLM's ``logprob_token_ids``; ``restricted``: ``allowed_token_ids`` with vLLM V1's
+    raw log-probs, whose top-k may leave an answer out (then read by a second request)."""
+    base, ref = think_vllm
+    engine = vllm_worker.sharing(base, answer_reading=reading)
     prompts = [released_prompt(THINK_QUERY, d) + "\n</think>" for d in THINK_DOCS]
-    got = engine.next_token_logprobs(prompts, [ref.true_id, ref.false_id])
-    for prompt, lp in zip(prompts, got):
-        assert torch.logsumexp(torch.tensor([lp[ref.true_id], lp[ref.false_id]]), 0).item() == pytest.approx(0, abs=1e-6)
-        assert torch.sigmoid(torch.tensor(lp[ref.true_id] - lp[ref.false_id])).item() == pytest.approx(
-            ref.score(prompt), abs=1e-4)
+    for ids in ([ref.true_id, ref.false_id], [ref.true_id, ref.false_id, ref.close_id]):
+        for prompt, lp in zip(prompts, engine.next_token_logprobs(prompts, ids)):
+            assert torch.logsumexp(torch.tensor([lp[t] for t in ids]), 0).item() == pytest.approx(0, abs=1e-6)
+            with torch.no_grad():
+                full = torch.log_softmax(ref.model(ref.tok(prompt, return_tensors="pt").input_ids).logits[0, -1], -1)
+            want = full[ids] - torch.logsumexp(full[ids], 0)
+            assert [lp[t] for t in ids] == pytest.approx(want.tolist(), abs=1e-4)
+    budgeted = Rank1(engine=engine, think_budget=5).rerank(THINK_QUERY, THINK_DOCS)
+    for j in budgeted:
+        _, text = released_forced(released_prompt(THINK_QUERY, THINK_DOCS[j.index]), " The passage fits. Yes")
+        assert j.score == pytest.approx(ref.score(text), abs=1e-4)

@@ -7,8 +7,8 @@ one worker process started from the vLLM environment's Python::
 
     python -m thinkrank.testing.engine_worker      # prints "READY <port>", then serves
 
-The worker loads engines on request (``load_engine`` with the same options the CLI passes) and
-runs their calls; :class:`RemoteEngine` is the Engine protocol on the caller's side, so Rank1,
+The worker loads engines on request (``load_engine`` with the same options the CLI passes),
+runs their calls, and serves ``thinkrank serve``'s app on a loaded engine; :class:`RemoteEngine` is the Engine protocol on the caller's side, so Rank1,
 Rank-K and the evaluate runner run unchanged in the caller against the real engine in the
 worker. Only requests and results cross (pickled over a local socket with a random key);
 ``progress``/``on_batch`` callbacks stay on the caller's side (results are reported when a call
@@ -56,16 +56,42 @@ def _serve() -> None:
                     elif op == "call":
                         key, method, call_args, call_kwargs = args
                         value = getattr(engines[key], method)(*call_args, **call_kwargs)
-                    elif op == "eval":  # a module-level function run in the worker, by name
-                        module, name, call_args = args
-                        import importlib
+                    elif op == "share":  # another VLLMEngine over an already built vllm.LLM
+                        key, base, options = args
+                        from thinkrank.engines.vllm import VLLMEngine
 
-                        value = getattr(importlib.import_module(module), name)(*call_args)
+                        if key not in engines:
+                            engines[key] = VLLMEngine(engines[base].llm, **options)
+                        e = engines[key]
+                        value = {"name": e.name, "model_name": e.model_name, "context_length": e.context_length}
+                    elif op == "serve":
+                        key, spec, settings = args
+                        value = _serve_app(engines[key], spec, settings)
                     else:
                         raise ValueError(f"unknown worker operation {op!r}")
                     conn.send(("ok", value))
                 except Exception as exc:  # noqa: BLE001  (sent back and raised on the caller's side)
                     conn.send(("error", exc))
+
+
+def _serve_app(engine: Any, spec: Any, settings: Any) -> str:
+    """``thinkrank serve``'s app for ``spec`` under ``settings``, its reranker built on the
+    worker's loaded ``engine``, served on 127.0.0.1 by uvicorn in a thread; returns its URL."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from thinkrank.rerankers.spec import build_reranker
+    from thinkrank.server.app import create_app
+
+    app = create_app(spec, settings, reranker=build_reranker(spec, engine=engine))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return f"http://127.0.0.1:{port}"
 
 
 @dataclass
@@ -103,6 +129,17 @@ class Worker:
         info = self.request("load", key, model, engine, options)
         return RemoteEngine(self, key, info, options.get("tokenizer") or model)
 
+    def sharing(self, base: RemoteEngine, **options: Any) -> RemoteEngine:
+        """A second ``VLLMEngine`` with ``options`` over ``base``'s ``vllm.LLM`` (no second load)."""
+        key = repr((base.key, sorted(options.items())))
+        info = self.request("share", key, base.key, options)
+        return RemoteEngine(self, key, info, base.tokenizer_source)
+
+    def serve(self, engine: RemoteEngine, spec: Any, settings: Any) -> str:
+        """Serve ``thinkrank serve``'s app for ``spec`` (a ``RerankerSpec``) under ``settings``
+        (``ServerSettings``) from the worker, on ``engine``; returns the server's URL."""
+        return self.request("serve", engine.key, spec, settings)
+
     def close(self) -> None:
         try:
             self.request("close")
@@ -126,6 +163,7 @@ class RemoteEngine:
         self.worker, self.key = worker, key
         self.name, self.model_name = info["name"], info["model_name"]
         self._context = info["context_length"]
+        self.tokenizer_source = tokenizer
         self._tok = HFTokenizer(AutoTokenizer.from_pretrained(tokenizer))
 
     @property
