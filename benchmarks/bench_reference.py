@@ -138,7 +138,8 @@ def main() -> None:
     prompts = [build_rank1_prompt(q, p) for q, ps in requests for p in ps]
     block = args.block_size or CPU_BLOCK_SIZE
     start = time.perf_counter()
-    llm = LLM(model=model, dtype="float32", max_model_len=4096, enable_prefix_caching=True, block_size=block)
+    llm = LLM(model=model, dtype="float32", max_model_len=4096, enable_prefix_caching=True, block_size=block,
+              disable_log_stats=not args.profile)
     print(f"# vLLM loaded in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     engine = VLLMEngine(llm)
     counted = Counting(llm)
@@ -185,9 +186,9 @@ def main() -> None:
     for rep in range(args.reps):
         for route in routes[rep % len(routes):] + routes[: rep % len(routes)]:
             run(route)
+    report(results, args, block)
     if args.profile:
         profile(engine, requests, args.budget)
-    report(results, args, block)
 
 
 def profile(engine: Any, requests: Any, budget: int) -> None:

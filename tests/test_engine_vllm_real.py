@@ -39,8 +39,8 @@ def _by_index(rankings):
     return [j for r in rankings for j in sorted(r, key=lambda j: j.index)]
 
 
-@pytest.mark.parametrize("budget", [24, 64])
-def test_rank1_on_vllm_writes_the_transformers_chains_and_scores(smol_vllm, smollm2_engine, budget):
+def test_rank1_on_vllm_writes_the_transformers_chains_and_scores(smol_vllm, smollm2_engine):
+    budget = 24
     requests = [(q, DOCS) for q in QUERIES]
     got = _by_index(Rank1(engine=smol_vllm, think_budget=budget).rerank_many(requests))
     want = _by_index(Rank1(engine=smollm2_engine, think_budget=budget).rerank_many(requests))
@@ -61,7 +61,8 @@ def test_rank1_without_reasoning_reads_the_answer_of_a_plain_forward_pass(smol_v
 
 
 def test_rankk_on_vllm_writes_the_transformers_windows(smol_vllm, smollm2_engine):
-    requests = [(q, DOCS * 2) for q in QUERIES]  # 8 documents: two windows per query, batched across queries
+    texts = [d["text"] for d in DOCS] * 2  # 8 documents: two windows per query, batched across queries
+    requests = [(q, texts) for q in QUERIES]
     got = RankK(engine=smol_vllm, window=4, stride=4, max_tokens=32).rerank_many(requests)
     want = RankK(engine=smollm2_engine, window=4, stride=4, max_tokens=32).rerank_many(requests)
     for g, w in zip(got, want):
@@ -81,7 +82,7 @@ def test_max_model_len_is_the_context_prompts_are_fitted_to(smol_vllm):
 
 def test_a_request_past_the_context_is_a_clear_error(smol_vllm):
     prompt = "cats " * (CONTEXT + 10)
-    with pytest.raises(Exception, match=r"(?i)context|max_model_len|longer than"):
+    with pytest.raises(InvalidInputError, match=rf"longer than the maximum model length of {CONTEXT}.*context is"):
         smol_vllm.generate([GenerationRequest(prompt, 4)])
 
 
@@ -93,7 +94,7 @@ def think_vllm(vllm_worker):
 
 def test_vllm_stops_on_the_special_think_close_and_reads_the_answer_after_it(think_vllm):
     engine, ref = think_vllm
-    assert ref.tok.convert_tokens_to_ids("</think>") in ref.tok.all_special_ids
+    assert ref.tok.added_tokens_decoder[ref.close_id].special  # </think> is one special token
     ranking = Rank1(engine=engine, think_budget=16).rerank(THINK_QUERY, THINK_DOCS)
     for j in ranking:
         prompt = released_prompt(THINK_QUERY, THINK_DOCS[j.index])
@@ -118,7 +119,7 @@ def test_thinkrank_serve_on_vllm_answers_the_cohere_sdk(vllm_worker, smol_vllm, 
 
     key, name, texts = "test-key-0123456789", "smol-rank1", [d["text"] for d in DOCS]
     spec = RerankerSpec(model=str(smollm2_path), engine="vllm", think_budget=16,
-                        engine_options={"dtype": "float32", "max_model_len": CONTEXT})
+                        engine_options={"max_model_len": CONTEXT})
     url = vllm_worker.serve(smol_vllm, spec, ServerSettings(api_key=key, served_model_name=name))
     response = cohere.ClientV2(base_url=url, api_key=key).rerank(model=name, query=QUERIES[0], documents=texts)
     want = {j.index: j.score for j in Rank1(engine=smollm2_engine, think_budget=16).rerank(QUERIES[0], texts)}
@@ -208,3 +209,31 @@ def test_answer_log_probs_are_exact_with_either_reading(vllm_worker, think_vllm,
     for j in budgeted:
         _, text = released_forced(released_prompt(THINK_QUERY, THINK_DOCS[j.index]), " The passage fits. Yes")
         assert j.score == pytest.approx(ref.score(text), abs=1e-4)
+
+
+def test_a_killed_cached_run_on_vllm_resumes_exactly(smol_vllm, tmp_path):
+    """evaluate's resumable cache (CachedReranker) with the vllm engine: a run killed after its first
+    chunk keeps that chunk, and the resumed run samples every pair as an uninterrupted run (vLLM's
+    per-request seeds do not depend on what else is in the batch)."""
+    from thinkrank.cache import JudgmentCache
+    from thinkrank.rerankers.cached import CachedReranker
+
+    docs = [d["text"] for d in DOCS] + ["Tea is hot.", "Rain is wet."]
+
+    def rank1() -> Rank1:
+        return Rank1(engine=smol_vllm, think_budget=12, temperature=1.0, seed=11)
+
+    def kill_after_first_chunk(done: int, total: int) -> None:
+        if done >= 3:
+            raise KeyboardInterrupt
+
+    with JudgmentCache(tmp_path / "killed.sqlite") as cache:
+        with pytest.raises(KeyboardInterrupt):
+            CachedReranker(rank1(), cache, chunk_size=3, progress=kill_after_first_chunk).rerank(QUERIES[0], docs)
+        assert len(cache) == 3
+        resumed = CachedReranker(rank1(), cache, chunk_size=3)
+        got = resumed.rerank(QUERIES[0], docs)
+        assert (resumed.use.cached, resumed.use.computed) == (3, 3)
+    fresh = CachedReranker(rank1(), tmp_path / "fresh.sqlite", chunk_size=3).rerank(QUERIES[0], docs)
+    assert len({j.reasoning for j in fresh}) > 1  # really sampled
+    assert [(j.index, j.reasoning, j.score) for j in got] == [(j.index, j.reasoning, j.score) for j in fresh]

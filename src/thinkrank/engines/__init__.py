@@ -62,7 +62,6 @@ def _at_least(low: float) -> Callable[[Any], bool]:
     return lambda value: value >= low
 
 
-_VLLM_DTYPES = ("auto", "float32", "bfloat16", "float16")
 _TOKENIZER = EngineOption("tokenizer", str, "local tokenizer dir or hub id, when the served model name is not loadable")
 ENGINE_OPTIONS: dict[str, tuple[EngineOption, ...]] = {
     "openai": (
@@ -83,8 +82,6 @@ ENGINE_OPTIONS: dict[str, tuple[EngineOption, ...]] = {
         EngineOption("tensor_parallel_size", int, "GPUs per model", _at_least(1), ">= 1"),
         EngineOption("gpu_memory_utilization", float, "share of GPU memory to use", lambda v: 0 < v <= 1, "in (0, 1]"),
         EngineOption("max_model_len", int, "context length", _at_least(1), ">= 1"),
-        EngineOption("dtype", str, "weights' and activations' type", lambda v: v in _VLLM_DTYPES,
-                     "one of " + ", ".join(_VLLM_DTYPES)),
     ),
     "transformers": (
         EngineOption("device", str, "cpu, cuda, cuda:1, …"),

@@ -203,7 +203,13 @@ class VLLMEngine:
 
     def _run(self, prompts: list[Any], kwargs: list[dict[str, Any]]) -> list[Any]:
         params = [self._sampling_params(**kw) for kw in kwargs]
-        return list(self.llm.generate(prompts, sampling_params=params, use_tqdm=False))
+        try:
+            return list(self.llm.generate(prompts, sampling_params=params, use_tqdm=False))
+        except (ValueError, *_request_errors()) as exc:  # vLLM refused a request before running any
+            raise InvalidInputError(
+                f"vLLM refused a request: {' '.join(str(exc).split())[:400]} (the context is {self.context_length} "
+                "tokens: shorten the prompt, or raise max_model_len up to the model's own)"
+            ) from exc
 
     def generate(
         self, requests: Sequence[GenerationRequest], progress: Progress | None = None, *,
@@ -300,3 +306,12 @@ def _on_cpu() -> bool:
     from vllm.platforms import current_platform
 
     return bool(current_platform.is_cpu())
+
+
+def _request_errors() -> tuple[type[BaseException], ...]:
+    """vLLM's exception for a request it refuses (0.32: ``VLLMValidationError``; older: ValueError)."""
+    try:
+        from vllm.exceptions import VLLMValidationError
+    except ImportError:
+        return ()
+    return (VLLMValidationError,)

@@ -71,7 +71,15 @@ def _serve() -> None:
                         raise ValueError(f"unknown worker operation {op!r}")
                     conn.send(("ok", value))
                 except Exception as exc:  # noqa: BLE001  (sent back and raised on the caller's side)
-                    conn.send(("error", exc))
+                    conn.send(("error", _portable(exc)))
+
+
+def _portable(exc: Exception) -> Exception:
+    """``exc`` as the caller can unpickle it: thinkrank's and Python's own errors as they are,
+    others (vLLM's, which the caller's environment may lack) as an EngineError naming them."""
+    if type(exc).__module__.split(".")[0] in ("thinkrank", "builtins"):
+        return exc
+    return EngineError(f"{type(exc).__module__}.{type(exc).__name__}: {exc}")
 
 
 def _serve_app(engine: Any, spec: Any, settings: Any) -> str:
