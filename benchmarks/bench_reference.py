@@ -186,6 +186,9 @@ def main() -> None:
     for rep in range(args.reps):
         for route in routes[rep % len(routes):] + routes[: rep % len(routes)]:
             run(route)
+            res = results[route]
+            print(f"# rep {rep} {route}: {res.seconds[-1]:.2f} s, {res.tokens} tokens, "
+                  f"{ {k: v for k, v in res.notes.items() if k not in ('chains', 'eos')} }", file=sys.stderr, flush=True)
     report(results, args, block)
     if args.profile:
         profile(engine, requests, args.budget)

