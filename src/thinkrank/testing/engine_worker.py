@@ -150,7 +150,7 @@ class Worker:
         (``ServerSettings``) from the worker, on ``engine``; returns the server's URL."""
         import dataclasses
 
-        fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}  # its options are read-only
+        fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.init}  # options: read-only
         fields["engine_options"] = dict(fields["engine_options"])
         return self.request("serve", engine.key, fields, settings)
 
