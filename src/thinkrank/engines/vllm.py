@@ -67,7 +67,9 @@ def scoring_kwargs(allowed: Sequence[int], fields: frozenset[str]) -> dict[str, 
     when this vLLM has it, else a restriction to ``allowed`` with ``len(allowed)`` log-probs."""
     base: dict[str, Any] = {"max_tokens": 1, "temperature": 0.0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0}
     if "logprob_token_ids" in fields:
-        return {**base, "logprobs": 0, "logprob_token_ids": list(allowed)}
+        # vLLM requires logprobs == len(logprob_token_ids) when both are set (0.32 refuses any
+        # other value); the returned values are then the full-softmax log-probs of exactly those ids.
+        return {**base, "logprobs": len(allowed), "logprob_token_ids": list(allowed)}
     return {**base, "logprobs": len(allowed), "allowed_token_ids": list(allowed)}
 
 
@@ -143,9 +145,13 @@ class VLLMEngine:
     """Engine over ``vllm.LLM``.
 
     Args:
-        model: hub id, local directory or ``.gguf`` file (LoRA adapter directories: merge first).
+        model: hub id, local directory or ``.gguf`` file (LoRA adapter directories: merge first),
+            or a ``vllm.LLM`` already built (the other arguments are then ignored).
         tokenizer: a tokenizer directory or hub id when it differs from ``model`` (GGUF).
         enable_prefix_caching: keep on; it makes scoring after ``</think>`` nearly free.
+        answer_reading: ``"auto"`` reads answer ids with ``logprob_token_ids`` where this vLLM
+            has it; ``"restricted"`` always restricts the next token with ``allowed_token_ids``
+            (what older releases get; the values are the same).
         llm_kwargs: passed to ``vllm.LLM`` (``tensor_parallel_size``, ``gpu_memory_utilization``,
             ``max_model_len``, ``dtype``, …).
 
@@ -157,29 +163,23 @@ class VLLMEngine:
     name = "vllm"
 
     def __init__(
-        self, model: Any, *, tokenizer: str | None = None, enable_prefix_caching: bool = True, **llm_kwargs: Any
+        self, model: Any, *, tokenizer: str | None = None, enable_prefix_caching: bool = True,
+        answer_reading: str = "auto", **llm_kwargs: Any
     ) -> None:
         vllm = require("vllm", "vllm")
-        from thinkrank.engines.loading import resolve_model
         from thinkrank.engines.transformers import HFTokenizer
 
-        ref = resolve_model(model)
-        if ref.adapter:
-            raise ModelLoadError(
-                f"the vLLM engine does not apply LoRA adapters ({ref.adapter}); merge it into its base "
-                "model first, or use --engine transformers"
-            )
-        source = str(Path(ref.source) / ref.gguf_file) if ref.gguf_file else ref.source
-        kwargs = {"model": source, "enable_prefix_caching": enable_prefix_caching, **llm_kwargs}
-        if tokenizer is not None:
-            kwargs["tokenizer"] = str(tokenizer)
-        try:
-            self.llm = vllm.LLM(**kwargs)
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise ModelLoadError(f"vLLM could not load {ref.display!r}: {' '.join(str(exc).split())[:500]}") from exc
-        self.model_name = ref.display
+        if answer_reading not in ("auto", "restricted"):
+            raise InvalidInputError(f"answer_reading must be 'auto' or 'restricted', got {answer_reading!r}")
         self._sampling_params = vllm.SamplingParams
         self._fields = sampling_fields(vllm.SamplingParams)
+        if answer_reading == "restricted":  # as on releases without logprob_token_ids
+            self._fields = self._fields - {"logprob_token_ids"}
+        if isinstance(model, vllm.LLM):  # an engine the caller built (and shares with other code)
+            self.llm = model
+            self.model_name = str(model.llm_engine.model_config.model)
+        else:
+            self.llm, self.model_name = _build_llm(vllm, model, tokenizer, enable_prefix_caching, llm_kwargs)
         self._tok = HFTokenizer(self.llm.get_tokenizer())
 
     @property
@@ -203,7 +203,13 @@ class VLLMEngine:
 
     def _run(self, prompts: list[Any], kwargs: list[dict[str, Any]]) -> list[Any]:
         params = [self._sampling_params(**kw) for kw in kwargs]
-        return list(self.llm.generate(prompts, sampling_params=params, use_tqdm=False))
+        try:
+            return list(self.llm.generate(prompts, sampling_params=params, use_tqdm=False))
+        except (ValueError, *_request_errors()) as exc:  # vLLM refused a request before running any
+            raise InvalidInputError(
+                f"vLLM refused a request: {' '.join(str(exc).split())[:400]} (the context is {self.context_length} "
+                "tokens: shorten the prompt, or raise max_model_len up to the model's own)"
+            ) from exc
 
     def generate(
         self, requests: Sequence[GenerationRequest], progress: Progress | None = None, *,
@@ -265,3 +271,47 @@ class VLLMEngine:
         if progress:
             progress(len(prompts))
         return results
+
+
+# vLLM's CPU backend caches prefixes in blocks of 128 tokens by default, so the answer pass after
+# a chain would prefill again up to 127 of the chain's tokens; 32 is the smallest size the CPU
+# attention kernels are tuned for (GPU backends default to 16).
+CPU_BLOCK_SIZE = 32
+
+
+def _build_llm(vllm: Any, model: Any, tokenizer: str | None, enable_prefix_caching: bool,
+               llm_kwargs: dict[str, Any]) -> tuple[Any, str]:
+    """A ``vllm.LLM`` for ``model`` (hub id, directory or ``.gguf``) and its display name."""
+    from thinkrank.engines.loading import resolve_model
+
+    ref = resolve_model(model)
+    if ref.adapter:
+        raise ModelLoadError(
+            f"the vLLM engine does not apply LoRA adapters ({ref.adapter}); merge it into its base "
+            "model first, or use --engine transformers"
+        )
+    source = str(Path(ref.source) / ref.gguf_file) if ref.gguf_file else ref.source
+    kwargs = {"model": source, "enable_prefix_caching": enable_prefix_caching, **llm_kwargs}
+    if tokenizer is not None:
+        kwargs["tokenizer"] = str(tokenizer)
+    if "block_size" not in kwargs and _on_cpu():
+        kwargs["block_size"] = CPU_BLOCK_SIZE
+    try:
+        return vllm.LLM(**kwargs), ref.display
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f"vLLM could not load {ref.display!r}: {' '.join(str(exc).split())[:500]}") from exc
+
+
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())
+
+
+def _request_errors() -> tuple[type[BaseException], ...]:
+    """vLLM's exception for a request it refuses (0.32: ``VLLMValidationError``; older: ValueError)."""
+    try:
+        from vllm.exceptions import VLLMValidationError
+    except ImportError:
+        return ()
+    return (VLLMValidationError,)
