@@ -58,6 +58,20 @@ def vllm_python() -> Path | None:
     return path if path.exists() else None
 
 
+def require_vllm_python() -> Path:
+    """:func:`vllm_python`, or skip the test; CI sets ``THINKRANK_REQUIRE_VLLM=1`` to make a
+    missing vLLM environment a failure (there the real-vLLM tests must run)."""
+    import os
+
+    python = vllm_python()
+    if python is None:
+        message = "no vLLM environment: scripts/install.sh builds .venv-vllm (or set THINKRANK_VLLM_PYTHON)"
+        if os.environ.get("THINKRANK_REQUIRE_VLLM"):
+            pytest.fail(message + " (THINKRANK_REQUIRE_VLLM is set, as in CI)")
+        pytest.skip(message)
+    return python
+
+
 def vllm_env() -> dict[str, str]:
     """Environment for processes that run vLLM's CPU build: this checkout's code, a small KV
     cache, and no pinning of its threads to cores (CI machines are shared with other work)."""
@@ -73,9 +87,7 @@ def vllm_worker():
     """One worker process running a real vLLM for the whole session (``vllm.LLM`` needs a main
     guard, and vLLM's CPU build its own environment): tests get engines from it with
     ``vllm_worker.engine(model, **options)``, each model loaded once."""
-    python = vllm_python()
-    if python is None:
-        pytest.skip("no vLLM environment: scripts/install.sh builds .venv-vllm (or set THINKRANK_VLLM_PYTHON)")
+    python = require_vllm_python()
     from thinkrank.testing.engine_worker import Worker
 
     worker = Worker.start(python, env=vllm_env())

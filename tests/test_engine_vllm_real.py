@@ -137,11 +137,9 @@ def vllm_server(smollm2_path):
     import time
 
     import httpx
-    from conftest import vllm_env, vllm_python
+    from conftest import require_vllm_python, vllm_env
 
-    python = vllm_python()
-    if python is None:
-        pytest.skip("no vLLM environment: scripts/install.sh builds .venv-vllm (or set THINKRANK_VLLM_PYTHON)")
+    python = require_vllm_python()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
