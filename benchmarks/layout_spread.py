@@ -116,6 +116,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, nargs="+", default=list(BATCHES))
     ap.add_argument("--reasoning-batches", type=int, nargs="+", default=list(REASONING_BATCHES))
     ap.add_argument("--threads", type=int, nargs="+", default=list(THREADS))
+    ap.add_argument("--keep", type=Path, help="folder keeping each thread count's judgments; a rerun reuses them")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -129,16 +130,24 @@ def main() -> None:
                "--candidates", str(args.candidates), "--passage-words", str(args.passage_words),
                "--budget", str(args.budget), "--batches", *map(str, args.batches),
                "--reasoning-batches", *map(str, args.reasoning_batches)]
+        kept = args.keep / f"threads-{threads}.json" if args.keep else None
+        if kept and kept.exists():  # a run cut short on a busy machine resumes from its finished workers
+            runs.append(json.loads(kept.read_text()))
+            continue
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if done.returncode:
             sys.exit(f"worker with {threads} threads failed:\n{done.stderr}")
         runs.append(json.loads(done.stdout))
+        if kept:
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            kept.write_text(done.stdout)
     import torch
     import transformers
 
     print(f"threads {[r['threads'] for r in runs]} x shared prefix on/off x batch sizes {args.batches} (reasoning "
-          f"off) or {args.reasoning_batches} (reasoning on, think budget {args.budget}); {args.queries} DL19 queries x {args.candidates} candidates, passages of 2 to "
-          f"{args.passage_words} words; float32, cpu, torch {torch.__version__}, transformers "
+          f"off) or {args.reasoning_batches} (reasoning on, think budget {args.budget}); {args.queries} DL19 queries "
+          f"x {args.candidates} candidates, passages of 2 to {args.passage_words} words; float32, cpu, torch "
+          f"{torch.__version__}, transformers "
           f"{transformers.__version__}; {time.time() - started:.0f} s\n")
     print("| model | reasoning | pairs | layouts | chains differ | max spread: score | p(true) | p(false) | log-prob |")
     print("|---|---|---|---|---|---|---|---|---|")
