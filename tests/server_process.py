@@ -1,14 +1,18 @@
-"""Start ``thinkrank serve`` as a real process on 127.0.0.1 (any free port) for the server tests."""
+"""Start ``thinkrank serve`` as a real process on 127.0.0.1 (any free port) for the server tests, or
+serve an app built in the test process with a real uvicorn server (``serving``)."""
 
 from __future__ import annotations
 
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import httpx
@@ -71,3 +75,28 @@ def start_server(*args: str, startup_timeout: float = 180) -> ServerProcess:
         time.sleep(0.1)
     proc.kill()
     raise RuntimeError("thinkrank serve never became ready:\n" + server.log)
+
+
+@contextmanager
+def serving(app) -> Iterator[str]:
+    """Run ``app`` (lifespan included) with uvicorn in a thread; yields its base URL."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.01)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    while httpx.get(url + "/readyz").status_code != 200:
+        time.sleep(0.01)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(60)
+        sock.close()

@@ -77,3 +77,28 @@ def test_a_listwise_window_that_cannot_fit_is_refused_before_any_generation(smol
     assert calls == []
     # with a budget that fits, the windows run (the largest window is checked against a bound)
     assert len(RankK(engine=engine, window=6, stride=3, max_tokens=8).rerank("cats", docs).windows) == 1
+
+
+def test_check_refuses_what_rerank_would_before_any_work_and_passes_the_rest(small_context, smollm2_path):
+    from thinkrank import RankK
+    from thinkrank.rerankers import RerankRequest
+
+    calls = []
+    hook = small_context.model.register_forward_hook(lambda *a: calls.append(1))
+    rank1 = Rank1(engine=small_context, think_budget=64)
+    try:
+        with pytest.raises(InvalidInputError, match="no room for a passage in the model's context of 256"):
+            rank1.check(RerankRequest(" ".join(["cats"] * 300), ["Cats purr."]))
+        with pytest.raises(InvalidInputError, match="instruction holds a lone surrogate"):
+            rank1.check(RerankRequest("cats", ["Cats purr."], instruction="\ud800"))
+        with pytest.raises(InvalidInputError, match="instruction holds a lone surrogate"):
+            rank1.rerank("cats", ["Cats purr."], instruction="\ud800")  # rerank makes the same check
+        rank1.check(RerankRequest("cats", [LONG, "Cats purr."], instruction="about pets"))  # passages are cut to fit
+    finally:
+        hook.remove()
+    assert calls == []
+    listwise = RankK(engine=TransformersEngine(str(smollm2_path), device="cpu", context_length=1024), window=6,
+                     stride=3, max_tokens=400)
+    with pytest.raises(InvalidInputError, match="more than the model's context of 1024"):
+        listwise.check(RerankRequest("cats", [f"Passage {i} about cats and what they eat every day of the week." * 4
+                                              for i in range(6)]))

@@ -91,7 +91,11 @@ def test_written_files_hold_the_runs_judgments_and_metrics(dl19, rank1_off, tmp_
                           permutations=0)
     paths = write_outputs(result, tmp_path / "out")
     assert sorted(p.name for p in paths.values()) == [
-        "first-stage.trec", "metrics.json", "rankings.jsonl", "report.html", "reranked.trec"]
+        "first-stage.trec", "metrics.json", "qrels.trec", "rankings.jsonl", "report.html", "reranked.trec"]
+    # The evaluated queries' judgments, so `thinkrank calibrate` needs only the folder.
+    from thinkrank.datasets.qrels import read_qrels
+
+    assert read_qrels(paths["qrels"]) == {q: dl19.qrels[q] for q in ("19335", "47923")}
     reread = read_run(paths["reranked"])
     assert {q: reread.doc_ids(q) for q in reread} == {q: result.reranked.doc_ids(q) for q in result.reranked}
     assert read_run(paths["first_stage"]).rankings == dl19.run("bm25").subset(["19335", "47923"]).top_k(3).rankings

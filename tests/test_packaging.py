@@ -41,6 +41,7 @@ EXTRA_IMPORTS = {
     "haystack": ["haystack", "thinkrank.integrations.haystack"],
     "mteb": ["mteb", "thinkrank.integrations.mteb"],
     "ray": ["ray", "ray.data", "thinkrank.integrations.ray"],
+    "pyterrier": ["pyterrier", "pyterrier_alpha", "pyterrier_caching", "thinkrank.integrations.pyterrier"],
 }
 NOT_INSTALLED_HERE = {"vllm"}  # GPU-only; its engine has its own tests
 
@@ -137,7 +138,7 @@ def test_each_extras_imports_work(extra):
         importlib.import_module(module)
 
 
-@pytest.mark.parametrize("extra", ["langchain", "llamaindex", "haystack", "mteb", "ray"])
+@pytest.mark.parametrize("extra", ["langchain", "llamaindex", "haystack", "mteb", "ray", "pyterrier"])
 def test_a_missing_integration_extra_names_it(extra):
     framework = EXTRA_IMPORTS[extra][0].split(".")[0]
     code = f"sys.modules[{framework!r}] = None\nimport thinkrank.integrations.{extra}"

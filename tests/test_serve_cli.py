@@ -11,8 +11,9 @@ import pytest
 
 
 def serve(*args: str) -> subprocess.CompletedProcess:
+    # Wide enough that the help's table does not shorten long option names (--max-instruction-chars).
     return subprocess.run([sys.executable, "-m", "thinkrank", "serve", *args], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                          timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"})
 
 
 @pytest.mark.parametrize(
@@ -22,6 +23,8 @@ def serve(*args: str) -> subprocess.CompletedProcess:
         (["--engine", "transformers", "--concurrency", "4"], "--concurrency is an option of the openai engine"),
         (["--max-documents", "2000", "--max-queue", "100"], "max_queue (100) must be >= max_documents (2000)"),
         (["--request-timeout", "0"], "request_timeout must be > 0"),
+        (["--heartbeat-seconds", "0"], "heartbeat_seconds must be > 0"),
+        (["--max-instruction-chars", "0"], "max_instruction_chars must be an int >= 1"),
         (["--port", "70000"], "--port must be from 0 to 65535"),
         (["--model", "/no/such/model", "--port", "0"], "model path not found"),
     ],
@@ -45,5 +48,6 @@ def test_help_lists_the_server_options():
     for option in ("--model", "--mode", "--host", "--port", "--served-model-name", "--api-key", "--cache",
                    "--max-batch-size", "--max-batch-requests", "--max-wait-ms", "--max-queue", "--max-documents",
                    "--max-query-chars", "--max-document-chars", "--max-body-bytes", "--request-timeout",
-                   "--max-think-budget", "--log-text", "--engine", "--engine-api-key"):
+                   "--max-think-budget", "--log-text", "--engine", "--engine-api-key", "--max-instruction-chars",
+                   "--strict-model-name", "--cors-origin", "--heartbeat-seconds"):
         assert option in out, option

@@ -34,6 +34,10 @@ DOCS = [
     "A cat's diet needs taurine, found in animal tissue.",
 ]
 MAX_DOCUMENTS, MAX_QUEUE, MAX_THINK = 12, 32, 8
+# Above the largest body the schema allows (12 documents of 600 characters, JSON-escaped), so a
+# body valid by the schema is never refused for its size.
+MAX_BODY = 200_000
+ORIGIN = "http://app.example"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 # The server judges in engine calls of at most --max-batch-size 4 pairs, the library fixture in one
 # call of 6: another batch layout, so scores agree to LAYOUT_TOL (tests/tolerances.py); a wrong
@@ -45,8 +49,9 @@ def server(smollm2_path):
     srv = start_server(
         "--model", str(smollm2_path), "--served-model-name", NAME, "--api-key", KEY, "--reasoning", "off",
         "--think-budget", "4", "--max-think-budget", str(MAX_THINK), "--max-documents", str(MAX_DOCUMENTS),
-        "--max-document-chars", "600", "--max-query-chars", "300", "--max-body-bytes", "20000",
-        "--max-queue", str(MAX_QUEUE), "--max-batch-size", "4", "--request-timeout", "20", "--device", "cpu",
+        "--max-document-chars", "600", "--max-query-chars", "300", "--max-body-bytes", str(MAX_BODY),
+        "--cors-origin", ORIGIN,
+        "--max-queue", str(MAX_QUEUE), "--max-batch-size", "4", "--request-timeout", "120", "--device", "cpu",
     )
     yield srv
     assert srv.stop() == 0
@@ -149,6 +154,32 @@ def test_llamaindex_cohere_rerank_postprocessor_reranks_through_the_server(serve
         assert n.score == pytest.approx(want[int(n.node.id_[1:])], abs=LAYOUT_TOL)
 
 
+def test_llamaindex_cohere_rerank_without_a_model_name_is_answered_by_the_served_model(server, library):
+    from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+    from llama_index.postprocessor.cohere_rerank import CohereRerank
+
+    nodes = [NodeWithScore(node=TextNode(text=d, id_=f"n{i}"), score=0.0) for i, d in enumerate(DOCS[:3])]
+    got = CohereRerank(api_key=KEY, top_n=2, base_url=server.url).postprocess_nodes(nodes, QueryBundle(QUERY))
+    want = library(QUERY, DOCS[:3])  # the client sends model "rerank-english-v3.0" by default
+    assert [n.node.id_ for n in got] == [f"n{i}" for i in sorted(want, key=lambda i: -want[i])[:2]]
+
+
+def test_cohere_v1_rank_fields_choose_what_the_model_reads_and_documents_come_back_whole(server, library):
+    import cohere
+
+    client = cohere.Client(base_url=server.url, api_key=KEY)
+    docs = [{"title": f"Note {i}", "text": d, "id": f"d{i}", "lang": "en"} for i, d in enumerate(DOCS[:3])]
+    whole = client.rerank(model=NAME, query=QUERY, documents=docs, return_documents=True)
+    only_text = client.rerank(model=NAME, query=QUERY, documents=docs, rank_fields=["text"])
+    titled = library(QUERY, [f"Note {i} {d}" for i, d in enumerate(DOCS[:3])])  # Rank1 reads "{title} {text}"
+    plain = library(QUERY, DOCS[:3])
+    for r in whole.results:
+        assert r.relevance_score == pytest.approx(titled[r.index], abs=LAYOUT_TOL)
+        assert dict(r.document) == docs[r.index]  # title, id and the other fields kept, as Cohere v1 does
+    for r in only_text.results:
+        assert r.relevance_score == pytest.approx(plain[r.index], abs=LAYOUT_TOL)
+
+
 def test_tei_body_gets_teis_bare_list_and_jina_body_the_cohere_shape(server, library):
     want = library(QUERY, DOCS[:3])
     tei = post(server, "/rerank", {"query": QUERY, "texts": DOCS[:3], "return_text": True}).json()
@@ -218,15 +249,16 @@ def test_api_key_is_required_except_for_probes(server):
         ({"query": QUERY, "documents": ["ok", "y" * 601]}, 413, "documents[1]: 601 characters"),
         ({"query": QUERY, "texts": ["ok", "y" * 601]}, 413, "texts[1]: 601 characters"),
         ({"query": "q" * 301, "documents": ["ok"]}, 413, "query: 301 characters"),
-        ({"query": QUERY, "documents": ["a"], "model": "rank1-7b"}, 404, "model 'rank1-7b' is not served here"),
         ({"documents": ["a"]}, 422, "query: Field required"),
         ({"query": QUERY}, 422, "documents: give exactly one of documents"),
         ({"query": QUERY, "documents": ["a"], "texts": ["a"]}, 422, "documents: give exactly one"),
         ({"query": QUERY, "documents": [{"title": "no text"}]}, 422, "documents[0].text: Field required"),
-        ({"query": QUERY, "documents": ["a", "  "]}, 422, "documents: document 1"),
         ({"query": "   ", "documents": ["a"]}, 422, "query: query is empty"),
         ({"query": QUERY, "documents": ["a"], "top_n": 0}, 422, "top_n: Input should be greater than or equal to 1"),
-        ({"query": QUERY, "documents": ["a"], "think_budget": MAX_THINK + 1}, 422, "think_budget: 9 is above"),
+        ({"query": QUERY, "documents": ["a"], "reasoning": True, "think_budget": MAX_THINK + 1}, 422,
+         "think_budget: 9 is above"),
+        ({"query": QUERY, "documents": ["a"], "think_budget": 2}, 422, "think_budget: has no effect with reasoning off"),
+        ({"query": QUERY, "documents": ["a"], "instruction": "i" * 4097}, 413, "instruction: 4097 characters"),
         ({"query": QUERY, "documents": [{"text": "a", "id": "x"}, {"text": "b", "id": "x"}]}, 422, "share the id 'x'"),
     ],
 )
@@ -237,12 +269,23 @@ def test_bad_requests_get_4xx_naming_the_field(server, body, status, names):
 
 
 def test_body_over_the_limit_and_invalid_json(server):
-    big = post(server, "/v1/rerank", {"query": QUERY, "documents": ["z" * 500] * 50})
+    big = post(server, "/v1/rerank", {"query": QUERY, "documents": ["z" * 5000] * 50})
     assert big.status_code == 413 and "body" in big.json()["message"]
     bad = httpx.post(server.url + "/v1/rerank", content=b'{"query": ', headers={**AUTH, "content-type": "application/json"})
     assert bad.status_code == 400 and "not valid JSON" in bad.json()["message"]
-    empty = post(server, "/v1/rerank", {"query": QUERY, "documents": []}).json()
-    assert empty["results"] == []
+    empty = post(server, "/v1/rerank", {"query": QUERY, "documents": []})  # as Cohere answers it
+    assert empty.status_code == 400 and empty.json()["message"].startswith("documents: the list is empty")
+
+
+def test_cors_preflights_are_answered_without_the_key_for_the_allowed_origin_only(server):
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type"}
+    allowed = httpx.options(server.url + "/v2/rerank", headers={"Origin": ORIGIN, **preflight}, timeout=10)
+    assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == ORIGIN
+    other = httpx.options(server.url + "/v2/rerank", headers={"Origin": "http://evil.example", **preflight}, timeout=10)
+    assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
+    call = post(server, "/v2/rerank", {"query": QUERY, "documents": DOCS[:1]}, headers={**AUTH, "Origin": ORIGIN})
+    assert call.status_code == 200 and call.headers["access-control-allow-origin"] == ORIGIN
+    assert "x-request-id" in call.headers["access-control-expose-headers"].lower()
 
 
 # ---- load ----------------------------------------------------------------------------------------
@@ -296,13 +339,18 @@ def test_load_16_clients_all_answered_correctly_in_shared_batches_and_a_full_que
 
 # ---- schemathesis --------------------------------------------------------------------------------
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(server, tmp_path):
-    # Every check but two: a limit is a 413 (as the issue asks), which negative_data_rejection does
-    # not count as a rejection, and positive_data_acceptance flags requests that break the
-    # schema's own minimum (think_budget -4.2e10) as valid. Response times are not the point here
-    # (a shared CI machine can be slow); the load test and the benchmark look at speed.
+    # Every check, none excluded. One setting: negative_data_rejection also counts 413 as a
+    # rejection. Schemathesis's list of rejection statuses (400, 422, …) leaves it out, but 413
+    # is HTTP's status for a payload over a limit, which is what this server answers when a
+    # query, document or list is longer than the schema's maxLength/maxItems (docs/server.md).
+    # Response times are not the point here (a shared CI machine can be slow); the load test and
+    # the benchmark look at speed.
+    (tmp_path / "schemathesis.toml").write_text(
+        '[checks.negative_data_rejection]\nexpected-statuses = ["400", "401", "403", "404", "405", "406", "409", '
+        '"413", "415", "422", "428", "429"]\n')
     proc = subprocess.run(
-        [sys.executable, "-m", "schemathesis.cli", "run", server.url + "/openapi.json", "--checks", "all",
-         "--exclude-checks", "negative_data_rejection,positive_data_acceptance",
+        [sys.executable, "-m", "schemathesis.cli", "--config-file", str(tmp_path / "schemathesis.toml"), "run",
+         server.url + "/openapi.json", "--checks", "all",
          "-H", f"Authorization: Bearer {KEY}", "--max-examples", "8", "--seed", "7", "--workers", "1",
          "--generation-database", "none", "--phases", "coverage,fuzzing", "--request-timeout", "300",
          "--max-response-time", "300", "--no-color"],

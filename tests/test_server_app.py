@@ -4,16 +4,14 @@ the request timeout (504)."""
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
 import pytest
 
 pytest.importorskip("fastapi")
+
+from server_process import serving  # noqa: E402
 
 from thinkrank.rerankers import RerankerSpec, build_reranker  # noqa: E402
 from thinkrank.server import ServerSettings, create_app  # noqa: E402
@@ -25,31 +23,6 @@ DOCS = [
     "Dogs are loyal companions that bark at strangers.",
     "Kittens drink their mother's milk before they eat solid cat food.",
 ]
-
-
-@contextmanager
-def serving(app) -> Iterator[str]:
-    """Run ``app`` (lifespan included) with uvicorn in a thread; yields its base URL."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.01)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    while httpx.get(url + "/readyz").status_code != 200:
-        time.sleep(0.01)
-    try:
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(60)
-        sock.close()
 
 
 def test_a_listwise_server_gives_the_rankk_ranking(smollm2_engine, smollm2_path):

@@ -161,3 +161,25 @@ def test_weights_count_documents_and_a_heavy_unit_runs_alone():
         return rec.calls
 
     assert run(main()) == [("k", ["big"]), ("k", ["s1", "s2"])]
+
+
+def test_a_failing_call_is_bisected_so_only_the_request_that_breaks_it_fails():
+    async def main():
+        rec = Recorder()
+        rec.fail_on = 3
+        b = make(rec, max_batch_size=10)
+        b.start()
+        first, poison, last = Job("k", [1, 2], [1, 1]), Job("k", [3], [1]), Job("k", [4, 5], [1, 1])
+        for j in (first, poison, last):
+            b.submit(j)
+        with pytest.raises(RuntimeError, match="engine failed"):
+            await poison.future
+        got = await first.future, await last.future
+        await b.close()
+        return rec.calls, got, b.pending
+
+    calls, (first, last), pending = run(main())
+    assert first == [("k", 1), ("k", 2)] and last == [("k", 4), ("k", 5)]
+    # the shared call, then halves of its requests: [first] | [poison, last] -> [poison] | [last]
+    assert [units for _, units in calls] == [[1, 2, 3, 4, 5], [1, 2], [3, 4, 5], [3], [4, 5]]
+    assert pending == 0

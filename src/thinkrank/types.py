@@ -94,6 +94,17 @@ def check_query(query: Any) -> str:
     return query
 
 
+def check_instruction(instruction: Any) -> str | None:
+    """Return ``instruction`` if it is None or a string of valid Unicode, else raise
+    :class:`InvalidInputError`."""
+    if instruction is None:
+        return None
+    if not isinstance(instruction, str):
+        raise InvalidInputError(f"instruction must be a string or None, got {type(instruction).__name__}")
+    check_encodable(instruction, "instruction")
+    return instruction
+
+
 def check_encodable(text: str, what: str) -> None:
     """Refuse text that is not valid Unicode (a lone surrogate, e.g. from a JSON ``"\\udc00"``
     escape or a badly decoded file): tokenizers and output files would fail on it much later."""
@@ -133,6 +144,9 @@ class Judgment:
         reasoned: pointwise: whether a reasoning chain produced this judgment (False with
             reasoning off, and for candidates a cascade did not reason about); None: not recorded.
         quick_score: in a cascade, the candidate's no-reasoning (stage-1) score.
+        probability: the calibrated probability that the document is relevant, when the
+            reranker has a calibration (:mod:`thinkrank.calibration`); None (and left out of
+            ``to_dict``) without one. Never cached: it follows from ``score`` and the calibration.
     """
 
     doc_id: str
@@ -149,9 +163,13 @@ class Judgment:
     reasoned: bool | None = None
     quick_score: float | None = None
     tie_group: int | None = None
+    probability: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if out["probability"] is None:  # uncalibrated output stays as it was before calibration existed
+            del out["probability"]
+        return out
 
 
 @dataclass
@@ -266,6 +284,15 @@ class Ranking:
         if check_top_n(top_n) is None:
             return self
         return Ranking(self.query, self.judgments[:top_n], self.query_id, self.windows)
+
+    def select(self, calibration: Any, *, recall: float | None = None, alpha: float = 0.1,
+               probability: float | None = None) -> Any:
+        """Which documents to keep: conformal mode (``recall`` reached with confidence
+        ``1 - alpha``) or threshold mode (calibrated ``probability`` at least this); see
+        :func:`thinkrank.calibration.select`. Returns a :class:`~thinkrank.calibration.Selection`."""
+        from thinkrank.calibration.selection import select
+
+        return select(self, calibration, recall=recall, alpha=alpha, probability=probability)
 
     @property
     def unparsed_windows(self) -> int:

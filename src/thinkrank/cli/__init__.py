@@ -21,9 +21,9 @@ def _root() -> None:
 
 def _register() -> None:
     # Each module defines `register(app)`; the order is the order in --help.
-    from thinkrank.cli import cache, distill, evaluate, quantize, rerank, retrieve, serve, train
+    from thinkrank.cli import cache, calibrate, distill, evaluate, quantize, rerank, retrieve, serve, train
 
-    for module in (rerank, retrieve, evaluate, distill, train, quantize, serve, cache):
+    for module in (rerank, retrieve, evaluate, calibrate, distill, train, quantize, serve, cache):
         module.register(app)
 
 

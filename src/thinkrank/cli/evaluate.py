@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from thinkrank.cli import options, ray_options
+from thinkrank.cli import calibration_options, options, ray_options
 from thinkrank.cli.common import ProgressBar, Switch, fail, friendly_errors, reranker_spec
 from thinkrank.cli.options import Mode
 from thinkrank.cli.ray_options import GpusPerWorker, RayAddress, Workers
@@ -24,6 +24,8 @@ EVALUATE_HELP = """Evaluate a first-stage run on a collection, reranked by a rea
   thinkrank evaluate --dataset data/dl19 --run runs/my-run.trec
 
   thinkrank evaluate --dataset data/dl19 --run bm25 --model jhu-clsp/rank1-7b --cascade top=20
+
+  thinkrank evaluate --dataset data/dl19 --run bm25 --model jhu-clsp/rank1-7b --calibration rank1.calibration.json --select recall=0.9
 """
 
 
@@ -51,6 +53,8 @@ def evaluate(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder.  "
                                                 "\\[default: runs/DATASET-RUN\\[-MODEL]]")] = None,
     cache: Annotated[Path | None, typer.Option(help="Judgment cache file.  \\[default: OUTPUT/judgments.sqlite]")] = None,
+    calibration: calibration_options.CalibrationFile = None,
+    select: calibration_options.Select = None,
     chunk_size: Annotated[int | None, typer.Option(help="Pairs sent to the engine together (sorted by length, "
                                                    "each finished engine batch saved at once: a kill loses at most the "
                                                    "batch in flight).  \\[default: 64 pairs; listwise and --cascade: 1 "
@@ -119,6 +123,9 @@ def _evaluate(**opts: Any) -> None:
     measures = [m.strip() for m in opts["measures"].split(",") if m.strip()] if opts["measures"] else DEFAULT_MEASURES
     measures = [measure_name(m) for m in measures]  # fail on a bad name before loading a model
     spec = reranker_spec(opts) if opts["model"] else None
+    if opts["calibration"] is not None and not opts["model"]:
+        fail("--calibration applies to a reranker's scores: give --model too")
+    cal, selection = calibration_options.load(opts)  # a bad file or --select fails before the model loads
     collection = load_collection(opts["dataset"], split=opts["split"])
     first_stage = _load_run(opts["run"], collection)
     ids = [q.strip() for q in opts["query_ids"].split(",") if q.strip()] if opts["query_ids"] else None
@@ -137,6 +144,8 @@ def _evaluate(**opts: Any) -> None:
             say(f"judgment cache {cache.path}: {len(cache)} entries")
             if opts["ray"] is None:
                 reranker = build_reranker(spec)
+                if cal is not None:
+                    cal.check_settings(reranker.settings)  # before any judging
             else:  # the Ray actors judge through the cache themselves
                 from thinkrank.cli.rerank import build_in_worker
 
@@ -154,6 +163,15 @@ def _evaluate(**opts: Any) -> None:
         ray_options.close(reranker)
         if cache is not None:
             cache.close()
+    if cal is not None:
+        from thinkrank.calibration.evaluation import calibration_info, selection_summary
+
+        cal.check_settings(result.settings)
+        cal.apply(result.rankings.values())
+        result.calibration = calibration_info(cal)
+        if selection is not None:
+            result.selection = selection_summary(result.rankings, result.qrels, cal, selection)
+            _say_selection(result.selection, say)
     paths = write_outputs(result, output, report=opts["report"])
     if reranker is not None:
         # A listwise or cascade reranker is cached per query: its unit is a query's ranking.
@@ -170,6 +188,17 @@ def _evaluate(**opts: Any) -> None:
     _print_table(result)
     for name, path in paths.items():
         say(f"{name.replace('_', ' ')}: {path}")
+
+
+def _say_selection(summary: dict[str, Any], say: Any) -> None:
+    line = f"select: kept {summary['mean_kept']:.2f} documents per query on average over {summary['queries']} queries"
+    if summary.get("mean_recall") is not None:
+        line += f", mean recall {summary['mean_recall']:.3f}"
+    if summary.get("coverage") is not None:
+        fixed = summary["fixed_top_k"]
+        line += (f", {summary['coverage']:.3f} of queries reached recall {summary['recall']:g} (a fixed top "
+                 f"{fixed['k'] or 'all'} with the same guarantee: {fixed['coverage']:.3f})")
+    say(line + " (per query in metrics.json)")
 
 
 def _say_unparsed(rankings: list[Any]) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from thinkrank.cli import options, ray_options
+from thinkrank.cli import calibration_options, options, ray_options
 from thinkrank.cli.common import ProgressBar, Switch, fail, friendly_errors, reranker_spec
 from thinkrank.cli.options import Mode
 from thinkrank.cli.ray_options import GpusPerWorker, RayAddress, Workers
@@ -56,6 +56,8 @@ def rerank(
     output_format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
     cache: Annotated[Path | None, typer.Option(help="SQLite judgment cache file (as evaluate's): judgments found "
                                                "there are read back, new ones saved as they are computed.")] = None,
+    calibration: calibration_options.CalibrationFile = None,
+    select: calibration_options.Select = None,
     max_passage_tokens: options.MaxPassageTokens = None,
     temperature: options.Temperature = options.DEFAULTS["temperature"],
     seed: options.Seed = None,
@@ -108,12 +110,18 @@ def _rerank(**opts: Any) -> None:
     check_requests(requests)  # before the model loads
     if opts["output_format"] == Format.trec:
         _check_trec_ids(requests)  # before the model loads, not after the reranking
+    cal, selection = calibration_options.load(opts)  # a bad file or --select fails before the model loads
     cache = _open_cache(opts["cache"])  # a bad cache file fails before the model loads
     try:
         with ProgressBar("reranking", opts["quiet"], transient=True) as progress:
             reranker = _reranker(opts, spec, cache, progress)
             try:
+                if cal is not None and opts["ray"] is None:
+                    cal.check_settings(reranker.settings)  # before any judging
                 rankings = reranker.rerank_many(requests)
+                if cal is not None:
+                    cal.check_settings(reranker.settings)  # on Ray the settings come from the workers
+                    cal.apply(rankings)
             finally:
                 ray_options.close(reranker)
     finally:
@@ -128,7 +136,24 @@ def _rerank(**opts: Any) -> None:
     summary = unparsed_summary(rankings)
     if summary:
         typer.secho(summary, fg=typer.colors.YELLOW, err=True)
+    if selection is not None:
+        rankings = _selected(rankings, cal, selection)
     _print([r.truncate(opts["top_n"]) for r in rankings], opts["output_format"])
+
+
+def _selected(rankings: list[Any], cal: Any, selection: dict[str, float]) -> list[Any]:
+    """Each ranking cut to the documents the selection keeps, with one line per query on stderr."""
+    from thinkrank.types import Ranking
+
+    out = []
+    for ranking in rankings:
+        chosen = ranking.select(cal, **selection)
+        recall = "–" if chosen.expected_recall is None else f"{chosen.expected_recall:.3f}"
+        precision = "–" if chosen.expected_precision is None else f"{chosen.expected_precision:.3f}"
+        print(f"select: query {ranking.query_id}: kept {len(chosen.kept)} of {chosen.candidates} (expected recall "
+              f"{recall}, precision {precision})", file=sys.stderr)
+        out.append(Ranking(ranking.query, chosen.kept, ranking.query_id, ranking.windows))
+    return out
 
 
 def _open_cache(path: Path | None) -> Any:

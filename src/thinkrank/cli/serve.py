@@ -39,13 +39,22 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port, printed at start).")] = 8000,
     served_model_name: Annotated[
-        str | None, typer.Option(help="The model name requests must use.  \\[default: --model as given]")
+        str | None, typer.Option(help="The model name responses and /v1/models give.  \\[default: the model "
+                                 "directory's or file's name, or the hub id]")
     ] = None,
+    strict_model_name: Annotated[bool, typer.Option(
+        "--strict-model-name", help="Refuse (404) requests naming another model (default: any name is answered "
+        "by the one served model).")] = False,
+    cors_origin: Annotated[list[str] | None, typer.Option(
+        help="Allow browsers on this origin to call the server (repeat for several; '*' for any). Default: no "
+        "CORS.", show_default=False)] = None,
     api_key: Annotated[
         str | None, typer.Option(envvar="THINKRANK_API_KEY", help="Require 'Authorization: Bearer KEY' on every "
                                  "route but /healthz and /readyz.", show_default=False)
     ] = None,
     cache: Annotated[Path | None, typer.Option(help="SQLite judgment cache shared by all requests.")] = None,
+    calibration: Annotated[Path | None, typer.Option(help="Calibration file (thinkrank calibrate) for this setting: "
+                                                     "results then carry a calibrated `probability`.")] = None,
     reasoning: Annotated[Switch, typer.Option(help="Pointwise default: off scores in one forward pass "
                                               "(requests may override).")] = Switch.on,
     think_budget: Annotated[int, typer.Option(help="Pointwise default: most reasoning tokens per document "
@@ -70,8 +79,12 @@ def serve(
     max_documents: Annotated[int, typer.Option(help="Most documents per request (then 413).")] = 1000,
     max_query_chars: Annotated[int, typer.Option(help="Longest query in characters (then 413).")] = 8192,
     max_document_chars: Annotated[int, typer.Option(help="Longest document in characters (then 413).")] = 65536,
+    max_instruction_chars: Annotated[int, typer.Option(help="Longest instruction in characters (then 413).")] = 4096,
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body (then 413).")] = 16 * 1024 * 1024,
-    request_timeout: Annotated[float, typer.Option(help="Seconds a request may take (then 504).")] = 600.0,
+    request_timeout: Annotated[float, typer.Option(help="Seconds a request may take (then 504), and to send its "
+                                                   "body (then 408).")] = 600.0,
+    heartbeat_seconds: Annotated[float, typer.Option(help="Streams send an SSE ': ping' comment this often "
+                                                     "while no result comes.")] = 15.0,
     log_text: Annotated[bool, typer.Option("--log-text", help="Log queries and documents (off: only sizes).")] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     engine: options.Engine = "auto",
@@ -112,25 +125,39 @@ def _serve(**opts: Any) -> None:
     check_numbers(engine_opts)
     options.check(engine_opts, given_options(), reasoning_per_request=True)
     spec = reranker_spec(engine_opts)
-    settings = ServerSettings(**{name: opts[name] for name in (
-        "served_model_name", "api_key", "log_text", "max_batch_size", "max_batch_requests", "max_wait_ms", "cache",
-        "max_queue", "max_documents", "max_query_chars", "max_document_chars", "max_body_bytes", "request_timeout",
-        "max_think_budget")})
+    settings = ServerSettings(cors_origins=tuple(opts["cors_origin"] or ()), **{name: opts[name] for name in (
+        "served_model_name", "strict_model_name", "api_key", "log_text", "max_batch_size", "max_batch_requests",
+        "max_wait_ms", "cache", "max_queue", "max_documents", "max_query_chars", "max_document_chars",
+        "max_instruction_chars", "max_body_bytes", "request_timeout", "max_think_budget", "heartbeat_seconds",
+        "calibration")})
     uvicorn = require("uvicorn", "server")
     from thinkrank.server import create_app
 
+    from thinkrank.server.request_id import RequestIdFilter
+
+    # One handler for every logger, uvicorn's included (log_config=None below), so that every
+    # line names the request it was written for.
     logging.basicConfig(level=opts["log_level"].upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format="%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RequestIdFilter())
     sock = _bind(opts["host"], opts["port"])  # before the model loads: a taken port fails at once
     say = logging.getLogger("thinkrank.server").info
     say("loading %s (%s, %s engine)", spec.model_name, spec.mode, spec.engine_name)
     reranker = build_reranker(spec)
+    if opts["calibration"] is not None:
+        from thinkrank.calibration.file import calibration_for
+
+        calibration_for(opts["calibration"], reranker.settings, "the server's reranker")  # exit 2 on a mismatch
     if opts["cache"] is not None:
         from thinkrank.cache import JudgmentCache
 
         JudgmentCache(opts["cache"]).close()  # a bad cache file fails here, with exit 2
     app = create_app(spec, settings, reranker=reranker)
-    config = uvicorn.Config(app, log_level=opts["log_level"], timeout_graceful_shutdown=int(settings.request_timeout) + 5)
+    # An idle kept-alive connection is closed after 5 s (uvicorn's default); a body that does not
+    # arrive within --request-timeout is answered 408 and its connection closed (the edge).
+    config = uvicorn.Config(app, log_level=opts["log_level"], log_config=None, timeout_keep_alive=5,
+                            timeout_graceful_shutdown=int(settings.request_timeout) + 5)
     host, port = sock.getsockname()[:2]
     # Printed whatever the log level: scripts read the address from it (--port 0 picks a free one).
     typer.echo(f"thinkrank serve: serving {app.state.service.model_name!r} on http://{host}:{port} (OpenAPI docs "

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from thinkrank.datasets._io import write_text_atomic
 from thinkrank.errors import require
+from thinkrank.evaluation.report_calibration import calibration_figures
 
 if TYPE_CHECKING:
     from thinkrank.evaluation.runner import Evaluation
@@ -86,6 +87,7 @@ def render_report(result: Evaluation) -> str:
     queries = [_query_view(result, q, main) for q in result.qids]
     return template.render(
         r=result, main=main, queries=queries, summary=_summary(result), chart=_chart(queries), facts=_facts(result),
+        calib=calibration_figures(result),
         reasoning_off=bool(result.settings) and result.settings.get("reasoning") is False,
         settings=json.dumps(result.settings, indent=2, ensure_ascii=False) if result.settings else None,
         style=folder.joinpath("report.css").read_text(encoding="utf-8"), script=script,

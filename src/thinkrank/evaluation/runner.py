@@ -66,6 +66,8 @@ class Evaluation:
     use: CacheUse = field(default_factory=CacheUse)
     seconds: float = 0.0
     comparison: dict[str, Any] | None = None  # against another reranker: shown in the report (thinkrank compare)
+    calibration: dict[str, Any] | None = None  # the calibration applied (thinkrank evaluate --calibration)
+    selection: dict[str, Any] | None = None  # what --select kept, per query
 
 
 def select_queries(collection: Collection, run: Run, limit: int | None = None,
@@ -179,10 +181,12 @@ def metrics_dict(result: Evaluation) -> dict[str, Any]:
         "paired_tests": {m: vars(t) for m, t in result.tests.items()},
         **({"windows": window_counts(result)} if any(r.windows for r in result.rankings.values()) else {}),
         **({"cascade": cascade_counts(result)} if (result.settings or {}).get("cascade") else {}),
+        **({"calibration": result.calibration} if result.calibration is not None else {}),
+        **({"selection": result.selection} if result.selection is not None else {}),
     }
 
 
-RESULT_FILES = ("first-stage.trec", "reranked.trec", "rankings.jsonl", "metrics.json", "report.html")
+RESULT_FILES = ("first-stage.trec", "reranked.trec", "rankings.jsonl", "qrels.trec", "metrics.json", "report.html")
 """What :func:`write_outputs` writes; a folder's previous copies are stale once a new run starts."""
 
 
@@ -231,7 +235,8 @@ def cascade_counts(result: Evaluation) -> dict[str, Any]:
 
 def write_outputs(result: Evaluation, output: str | Path, *, report: bool = True) -> dict[str, Path]:
     """Write ``first-stage.trec``, ``reranked.trec`` and ``rankings.jsonl`` (with a reranker),
-    ``report.html`` and, last, ``metrics.json`` into ``output``; returns name -> path. Each file
+    ``qrels.trec`` (the evaluated queries' judgments, so ``thinkrank calibrate`` needs only this
+    folder), ``report.html`` and, last, ``metrics.json`` into ``output``; returns name -> path. Each file
     is written under a temporary name and renamed into place, so none is ever half-written,
     and ``metrics.json`` exists only once every other result is complete."""
     out = Path(output)
@@ -243,6 +248,9 @@ def write_outputs(result: Evaluation, output: str | Path, *, report: bool = True
         with AtomicWriter(paths["rankings"]) as handle:
             for qid, ranking in result.rankings.items():
                 handle.write(json.dumps({"query_id": qid, **ranking.to_dict()}, ensure_ascii=False) + "\n")
+    if result.qrels:
+        lines = "".join(f"{q} 0 {d} {int(g)}\n" for q, docs in result.qrels.items() for d, g in docs.items())
+        paths["qrels"] = write_text_atomic(out / "qrels.trec", lines)
     if report:
         from thinkrank.evaluation.report import write_report
 

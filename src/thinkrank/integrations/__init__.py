@@ -12,6 +12,8 @@ One module per framework, each behind its own extra and imported only when used:
   evaluates as a cross-encoder (its ``CrossEncoderProtocol``) on reranking/retrieval tasks.
 - :mod:`thinkrank.integrations.ray` (``thinkrank[ray]``): ``RayReranker``, reranking over a Ray
   cluster with Ray Data, one engine per actor, through the judgment cache.
+- :mod:`thinkrank.integrations.pyterrier` (``thinkrank[pyterrier]``): ``ThinkrankReranker``, a
+  PyTerrier ``pt.Transformer`` for pipelines and ``pt.Experiment``, with the reasoning columns.
 
 See docs/integrations.md for a runnable example of each.
 """

@@ -116,6 +116,8 @@ class ThinkrankRanker:
                 continue
             source = documents[judgment.index]
             meta = {**source.meta, "reasoning": judgment.reasoning} if self.include_reasoning else dict(source.meta)
+            if judgment.probability is not None:  # a reranker built with calibration=...
+                meta["probability"] = judgment.probability
             out.append(dataclasses.replace(source, score=judgment.score, meta=meta))
         return {"documents": out}
 

@@ -62,6 +62,8 @@ class ThinkrankCompressor(BaseDocumentCompressor):
         for judgment in ranking:
             source = documents[judgment.index]
             metadata = {**source.metadata, "relevance_score": judgment.score}
+            if judgment.probability is not None:  # a reranker built with calibration=...
+                metadata["probability"] = judgment.probability
             if self.include_reasoning:
                 metadata["reasoning"] = judgment.reasoning
             out.append(Document(page_content=source.page_content, metadata=metadata, id=source.id))

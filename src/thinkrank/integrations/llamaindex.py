@@ -25,7 +25,7 @@ from llama_index.core.bridge.pydantic import Field, model_validator  # noqa: E40
 from llama_index.core.postprocessor.types import BaseNodePostprocessor  # noqa: E402
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle  # noqa: E402
 
-_KEYS = ("relevance_score", "reasoning")
+_KEYS = ("relevance_score", "reasoning", "probability")
 
 
 class ThinkrankRerank(BaseNodePostprocessor):
@@ -67,6 +67,8 @@ class ThinkrankRerank(BaseNodePostprocessor):
         for judgment in ranking:
             node = nodes[judgment.index].node.model_copy()  # the index's stored node stays as it was
             node.metadata = {**node.metadata, "relevance_score": judgment.score}
+            if judgment.probability is not None:  # a reranker built with calibration=...
+                node.metadata["probability"] = judgment.probability
             if self.include_reasoning:
                 node.metadata["reasoning"] = judgment.reasoning
             node.excluded_llm_metadata_keys = [*node.excluded_llm_metadata_keys, *_KEYS]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from thinkrank.errors import InvalidInputError
-from thinkrank.types import DocumentLike, Ranking
+from thinkrank.types import DocumentLike, Ranking, as_documents, check_instruction, check_query
 
 
 @dataclass(frozen=True)
@@ -63,3 +63,17 @@ class Reranker(ABC):
     @abstractmethod
     def rerank_many(self, requests: Sequence[RequestLike], top_n: int | None = None) -> list[Ranking]:
         """Rerank many queries at once (all their work batched together), one Ranking each."""
+
+    def check(self, request: RequestLike) -> None:
+        """Every check :meth:`rerank_many` makes on ``request`` before model work, and nothing
+        else (tokenizing only): a caller that batches many callers' requests together (the
+        server) runs it on each first, so that one bad request never fails the others' call.
+
+        Raises:
+            InvalidInputError: what ``rerank_many`` would refuse: an empty query, a bad document
+                or instruction, or a query and instruction too long for the model's context.
+        """
+        req = as_request(request, 0)
+        check_query(req.query)
+        as_documents(req.documents)
+        check_instruction(req.instruction)

@@ -159,19 +159,28 @@ class CachedReranker(Reranker):
     def settings(self) -> dict[str, Any]:
         return self.reranker.settings
 
+    def check(self, request: RequestLike) -> None:
+        self.reranker.check(request)
+
     def rerank_many(self, requests: Sequence[RequestLike], top_n: int | None = None) -> list[Ranking]:
         check_top_n(top_n)
+        calibration = getattr(self.reranker, "calibration", None)  # probabilities are never cached
         if not self.pointwise:
             rankings = rerank_with_cache(self.reranker, requests, self.cache, chunk_size=self.chunk_size,
                                          progress=self.progress, use=self.use)
+            if calibration is not None:
+                calibration.apply(rankings)
             return [r.truncate(top_n) for r in rankings]
         reqs = [as_request(r, i) for i, r in enumerate(requests)]
         per_query = [
             [Pair(check_query(q.query), d, i, q.instruction) for i, d in enumerate(as_documents(q.documents))]
             for q in reqs
         ]
-        judged = iter(judge_with_cache(self.reranker, [p for ps in per_query for p in ps], self.cache,
-                                       chunk_size=self.chunk_size, progress=self.progress, use=self.use))
+        judgments = judge_with_cache(self.reranker, [p for ps in per_query for p in ps], self.cache,
+                                     chunk_size=self.chunk_size, progress=self.progress, use=self.use)
+        if calibration is not None:
+            calibration.apply_judgments(judgments)
+        judged = iter(judgments)
         return [Ranking(q.query, [next(judged) for _ in ps], q.query_id).truncate(top_n) for q, ps in zip(reqs, per_query)]
 
 
@@ -197,7 +206,8 @@ def _check_chunk_size(chunk_size: int) -> None:
         raise InvalidInputError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
 
 
-_JUDGMENT_FIELDS = set(Judgment.__dataclass_fields__) - {"doc_id", "index"}
+# A calibrated probability is not cached: it follows from the score and whichever calibration is applied.
+_JUDGMENT_FIELDS = set(Judgment.__dataclass_fields__) - {"doc_id", "index", "probability"}
 
 
 def judgment_value(judgment: Judgment) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from thinkrank.prompts.rankk import build_rankk_prompt, check_template
 from thinkrank.rerankers.base import RequestLike, Reranker, RerankRequest, as_request
 from thinkrank.rerankers.parsing import THINK_OPEN, read_answer
 from thinkrank.rerankers.truncation import truncate_passage
-from thinkrank.types import Document, Judgment, Ranking, WindowTrace, as_documents, check_query
+from thinkrank.types import Document, Judgment, Ranking, WindowTrace, as_documents, check_instruction, check_query
 from thinkrank.validation import check_int, check_optional_str, check_sampling, check_top_n
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,8 @@ class RankK(Reranker):
         temperature / seed: greedy by default; with sampling, window ``k`` of a call (counted
             over all its queries) uses seed ``seed + k``, so runs are reproducible.
         progress: ``progress(done, total)`` over the windows of a call.
+        calibration: a calibration file (``thinkrank calibrate``) fitted for these settings:
+            every judgment then carries ``probability``, a function of its final rank.
         engine_options: passed to the engine's constructor.
     """
 
@@ -107,6 +109,7 @@ class RankK(Reranker):
         temperature: float = 0.0,
         seed: int | None = None,
         progress: Callable[[int, int], None] | None = None,
+        calibration: Any = None,
         **engine_options: Any,
     ) -> None:
         check_settings(window, stride, depth, max_tokens, max_passage_tokens, temperature)
@@ -123,6 +126,9 @@ class RankK(Reranker):
         self.temperature = temperature
         self.seed = seed
         self.progress = progress
+        from thinkrank.calibration.file import calibration_for
+
+        self.calibration = calibration_for(calibration, self.settings)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -168,12 +174,19 @@ class RankK(Reranker):
             gens = self.engine.generate([self._request(text, p, step) for p, text in zip(active, prompts)], tracker)
             for p, text, gen in zip(active, prompts, gens):
                 self._apply(p, step, gen, _cut_inside_think(text, gen))
-        return [self._ranking(p).truncate(top_n) for p in passes]
+        rankings = [self._ranking(p) for p in passes]
+        if self.calibration is not None:
+            self.calibration.apply(rankings)
+        return [r.truncate(top_n) for r in rankings]
+
+    def check(self, request: RequestLike) -> None:
+        self._start(as_request(request, 0), 0)
 
     # ---- internals ------------------------------------------------------------------------
     def _start(self, req: RerankRequest, seed_base: int) -> _Pass:
         query = check_query(req.query)
         docs = as_documents(req.documents)
+        check_instruction(req.instruction)
         query = " ".join(x.strip() for x in (query, req.instruction, self.instruction) if x and x.strip())
         spans = plan_windows(len(docs), self.window, self.stride, self.depth)
         shown = range(max((end for _, end in spans), default=0))  # only these are ever in a window

@@ -34,7 +34,7 @@ from thinkrank.prompts.rank1 import (
 from thinkrank.rerankers.base import RequestLike, Reranker, as_request
 from thinkrank.rerankers.cascade import Cascade, combine
 from thinkrank.rerankers.truncation import truncate_passage
-from thinkrank.types import Document, Judgment, Ranking, as_documents, check_query
+from thinkrank.types import Document, Judgment, Ranking, as_documents, check_instruction, check_query
 from thinkrank.validation import check_bool, check_int, check_optional_str, check_sampling, check_top_n
 
 
@@ -86,6 +86,9 @@ class Rank1(Reranker):
         cascade: reason only where it can change the top of each query's ranking (see
             :mod:`thinkrank.rerankers.cascade`): a :class:`Cascade`, ``top_m`` as an int, or a
             spec such as ``"top=20"`` / ``"band=0.2:0.8"``. Needs ``reasoning=True``.
+        calibration: a calibration file (``thinkrank calibrate``) or
+            :class:`~thinkrank.calibration.Calibration` fitted for these settings: every judgment
+            then carries ``probability`` beside ``score`` (settings and scores are unchanged).
         engine_options: passed to the engine's constructor.
     """
 
@@ -106,6 +109,7 @@ class Rank1(Reranker):
         reasoning_close: str = "newline",
         progress: Callable[[int, int], None] | None = None,
         cascade: Cascade | int | str | None = None,
+        calibration: Any = None,
         **engine_options: Any,
     ) -> None:
         check_settings(think_budget, reasoning, max_passage_tokens, temperature, prompt, seed, instruction)
@@ -123,6 +127,9 @@ class Rank1(Reranker):
         tok = self.engine.tokenizer
         self.true_id = single_token_id(tok, true_token)
         self.false_id = single_token_id(tok, false_token)
+        from thinkrank.calibration.file import calibration_for
+
+        self.calibration = calibration_for(calibration, self.settings)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -155,12 +162,21 @@ class Rank1(Reranker):
             docs = as_documents(req.documents)
             per_query.append([Pair(query, d, i, req.instruction) for i, d in enumerate(docs)])
         if self.cascade is not None:
-            return [Ranking(req.query, js, req.query_id).truncate(top_n) for req, js in zip(reqs, self._cascade(per_query))]
+            judged = self._cascade(per_query)
+            for js in judged:
+                self._calibrate(js)
+            return [Ranking(req.query, js, req.query_id).truncate(top_n) for req, js in zip(reqs, judged)]
         judgments = iter(self.judge([p for pairs in per_query for p in pairs]))
         return [
             Ranking(req.query, [next(judgments) for _ in pairs], req.query_id).truncate(top_n)
             for req, pairs in zip(reqs, per_query)
         ]
+
+    def check(self, request: RequestLike) -> None:
+        super().check(request)
+        req = as_request(request, 0)
+        # Passages are cut to fit; what can overflow the context is the query's part of the prompt.
+        self._passage_limit(self._template(req.query, req.instruction))
 
     def judge(self, pairs: Sequence[Pair], *, on_judged: Judged | None = None,
               seed_offsets: Sequence[int] | None = None) -> list[Judgment]:
@@ -181,7 +197,12 @@ class Rank1(Reranker):
         if seed_offsets is not None and len(seed_offsets) != len(work):
             raise InvalidInputError(f"seed_offsets has {len(seed_offsets)} entries for {len(work)} pairs")
         tracker = _Tracker(self.progress, len(work))
-        return self._judge(work, self.reasoning, tracker, seed_offsets, on_judged)
+        return self._calibrate(self._judge(work, self.reasoning, tracker, seed_offsets, on_judged))
+
+    def _calibrate(self, judgments: list[Judgment]) -> list[Judgment]:
+        if self.calibration is not None:
+            self.calibration.apply_judgments(judgments)
+        return judgments
 
     def _cascade(self, per_query: list[list[Pair]]) -> list[list[Judgment]]:
         """Stage 1 for every pair, stage 2 (reasoning) for the selected ones, all queries batched."""
@@ -250,9 +271,13 @@ class Rank1(Reranker):
         return out
 
     # ---- internals ------------------------------------------------------------------------
+    def _template(self, query: str, instruction: str | None) -> Rank1Prompt:
+        check_instruction(instruction)
+        joined = " ".join(x for x in (instruction, self.instruction) if x) or None
+        return Rank1Prompt.create(query, self.prompt, joined)
+
     def _prepare(self, pair: Pair) -> _Work:
-        instruction = " ".join(x for x in (pair.instruction, self.instruction) if x) or None
-        template = Rank1Prompt.create(pair.query, self.prompt, instruction)
+        template = self._template(pair.query, pair.instruction)
         limit = self._passage_limit(template)
         passage, truncated = truncate_passage(self.engine.tokenizer, pair.document.passage, limit)
         return _Work(pair, template.render(passage), truncated, template.head)

@@ -203,3 +203,26 @@ def build_reranker(spec: RerankerSpec, *, engine: Engine | None = None,
 
     return Rank1(spec.model_name, think_budget=spec.think_budget, reasoning=spec.reasoning,
                  reasoning_close=spec.reasoning_close, cascade=spec.cascade, **common)
+
+
+def spec_from_options(model: str | os.PathLike[str] | None = None, **options: Any) -> RerankerSpec:
+    """The spec flat keyword options describe, as a library user writes them
+    (``reasoning=False``, ``think_budget=256``, ``engine="openai"``, ``base_url=...``): the spec's
+    fields by name, and every option some engine declares goes to ``engine_options``.
+
+    Raises:
+        InvalidInputError: an option that is neither a spec field nor an engine option (the
+            message lists both), or any error the spec itself raises.
+    """
+    from thinkrank.engines import engine_option_names
+
+    fields = {f.name for f in dataclasses.fields(RerankerSpec) if f.init} - {"model", "engine_options"}
+    engine_names = set(engine_option_names())
+    unknown = sorted(set(options) - fields - engine_names)
+    if unknown:
+        raise InvalidInputError(
+            f"unknown reranker option(s) {', '.join(unknown)}; reranker options: {', '.join(sorted(fields))}; "
+            f"engine options: {', '.join(sorted(engine_names))}"
+        )
+    return RerankerSpec(model=model, engine_options={k: v for k, v in options.items() if k in engine_names},
+                        **{k: v for k, v in options.items() if k in fields})

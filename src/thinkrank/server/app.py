@@ -9,10 +9,10 @@ style), ``GET /v1/models``, ``/healthz``, ``/readyz``, ``/metrics`` and the Open
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,25 +21,30 @@ from thinkrank.errors import InvalidInputError, require
 from thinkrank.rerankers.base import Reranker, RerankRequest
 from thinkrank.rerankers.pointwise import Pair
 from thinkrank.rerankers.spec import RerankerSpec
+from thinkrank.server import request_id
 from thinkrank.server.batching import Closed, Job, QueueFull
 from thinkrank.server.edge import Edge
 from thinkrank.server.errors import ApiError, install_error_handlers
 from thinkrank.server.schemas import ErrorBody, Health, ModelCard, ModelList, RerankBody, RerankResponse, TEIResult
-from thinkrank.server.responses import ranking_of, response_body, stream
-from thinkrank.server.service import RerankService
+from thinkrank.server.responses import Prepared, ranking_of, response_body, stream
+from thinkrank.server.service import RerankService, Variant
 from thinkrank.server.settings import ServerSettings
-from thinkrank.types import Document, Ranking, as_documents, check_query
+from thinkrank.types import Document, Ranking, as_documents, check_encodable, check_query
 
 fastapi = require("fastapi", "server")
+from fastapi import Request  # noqa: E402
 from fastapi.responses import JSONResponse, PlainTextResponse  # noqa: E402
 
 log = logging.getLogger("thinkrank.server")
 
 _ERRORS = {code: {"model": ErrorBody, "description": text} for code, text in (
-    (400, "The body is not valid JSON."),
+    (400, "The body is not valid JSON, or the document list is empty."),
     (401, "Missing or wrong API key."),
     (404, "The model is not served here."),
-    (413, "Too many documents, a query or document too long, or a body too large."),
+    (408, "The body did not arrive in full within the request timeout."),
+    (413, "Too many documents, a query, instruction or document too long (in characters, or in tokens for the "
+          "model's context), or a body too large."),
+    (415, "The body was not sent as JSON (Content-Type)."),
     (422, "A field is missing or invalid; the message names it."),
     (429, "The queue is full; retry after Retry-After seconds."),
     (503, "The model is loading, failed to load, or the server is shutting down."),
@@ -88,6 +93,13 @@ def create_app(spec: RerankerSpec, settings: ServerSettings | None = None, *,
     )
     app.state.service = service
     app.add_middleware(Edge, settings=settings, metrics=service.metrics)
+    if settings.cors_origins:  # outside the edge: a preflight is answered before any key check
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                           allow_methods=["GET", "HEAD", "POST", "OPTIONS"],
+                           allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+                           expose_headers=["X-Request-Id", "Retry-After"], max_age=600)
     install_error_handlers(app)
     _add_routes(app, service)
     app.openapi = lambda: _openapi(app, service)
@@ -104,20 +116,29 @@ def _openapi(app: Any, service: RerankService) -> dict[str, Any]:
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     s, schemas = service.settings, schema["components"]["schemas"]
     body, props = schemas["RerankBody"], schemas["RerankBody"]["properties"]
-    text = {"maxLength": s.max_document_chars, "pattern": r"\S"}  # \S: not blank
-    props["model"]["anyOf"][0]["enum"] = [service.model_name]
+    text = {"maxLength": s.max_document_chars}  # an empty document is allowed: scored 0 without model work
+    if s.strict_model_name:
+        props["model"]["anyOf"][0]["enum"] = [service.model_name]
     props["query"].update(minLength=1, maxLength=s.max_query_chars, pattern=r"\S")
+    props["instruction"]["anyOf"][0]["maxLength"] = s.max_instruction_chars
     for name in ("documents", "texts"):
         array = next(branch for branch in props[name]["anyOf"] if branch.get("type") == "array")
         items = array["items"]
         next(b for b in items.get("anyOf", [items]) if b.get("type") == "string").update(text)
-        props[name] = {**array, "maxItems": s.max_documents, "description": props[name]["description"]}
+        props[name] = {**array, "minItems": 1, "maxItems": s.max_documents, "description": props[name]["description"]}
     schemas["DocumentIn"]["properties"]["text"].update(text)
+    props["truncate"]["anyOf"][0]["enum"] = [True]
+    props["truncation_direction"]["anyOf"][0]["pattern"] = "^[Rr][Ii][Gg][Hh][Tt]$"
     body["oneOf"] = [{"required": ["documents"]}, {"required": ["texts"]}]
     if service.pointwise:
         props["think_budget"]["anyOf"][0]["maximum"] = s.max_think_budget
+        # A budget needs reasoning on: sent as true, or left to a server whose default is on.
+        on = {"const": True} if not service.spec.reasoning else {"enum": [True, None]}
+        body["if"] = {"required": ["think_budget"], "properties": {"think_budget": {"type": "integer"}}}
+        body["then"] = {"properties": {"reasoning": on}, **({"required": ["reasoning"]} if not service.spec.reasoning else {})}
     else:
-        props.pop("think_budget")
+        for name in ("think_budget", "raw_scores"):
+            props.pop(name)
     if s.api_key:
         from thinkrank.server.edge import OPEN_PATHS
 
@@ -137,8 +158,8 @@ def _add_routes(app: Any, service: RerankService) -> None:
     response_model = RerankResponse | list[TEIResult]
 
     def rerank_route(path: str, version: str, summary: str) -> None:
-        async def rerank(body: RerankBody) -> Any:
-            return await _rerank(service, body, version)
+        async def rerank(body: RerankBody, request: Request) -> Any:
+            return await _rerank(service, body, version, request)
 
         app.post(path, response_model=response_model, responses=_RERANK_RESPONSES, summary=summary,
                  operation_id=f"rerank_{path.strip('/').replace('/', '_')}")(rerank)
@@ -151,16 +172,21 @@ def _add_routes(app: Any, service: RerankService) -> None:
     async def models() -> Any:
         return ModelList(data=[ModelCard(id=service.model_name, settings=service.info())])
 
-    @app.get("/healthz", response_model=Health)
     async def healthz() -> Any:
         return Health(status="ok")
 
-    @app.get("/readyz", response_model=Health, responses={503: {"model": Health, "description": "Not ready."}})
     async def readyz() -> Any:
         if service.ready:
             return Health(status="ready")
         status = f"failed: {service.load_error}" if service.load_error else "loading"
         return JSONResponse(Health(status=status).model_dump(), status_code=503)
+
+    # Probes may use HEAD (load balancers, uptime checkers): the same status, no body.
+    not_ready = {503: {"model": Health, "description": "Not ready."}}
+    for method in ("get", "head"):
+        route = getattr(app, method)
+        route("/healthz", response_model=Health, operation_id=f"healthz_{method}")(healthz)
+        route("/readyz", response_model=Health, responses=not_ready, operation_id=f"readyz_{method}")(readyz)
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> Any:
@@ -169,20 +195,24 @@ def _add_routes(app: Any, service: RerankService) -> None:
 
 
 # ---- one rerank request ---------------------------------------------------------------------------
-async def _rerank(service: RerankService, body: RerankBody, version: str) -> Any:
+async def _rerank(service: RerankService, body: RerankBody, version: str, request: Any) -> Any:
     started = time.perf_counter()
-    request_id = uuid.uuid4().hex
+    rid = request_id.of(request.scope)
     docs: list[Document] = []
     status = 200
+    streaming = False
     try:
-        docs, tei = _check(service, body)
-        if not docs:
-            return JSONResponse(response_body(service, body, request_id, version, docs, Ranking(body.query, []), tei))
-        job = _submit(service, body, docs)
+        prepared = _check(service, body, version, rid)
+        docs = prepared.docs
+        await _check_with_library(service, prepared)
+        if not prepared.judged:  # only empty documents: nothing for the model to do
+            return JSONResponse(response_body(service, prepared, ranking_of(prepared, None, [])))
+        job = _submit(service, prepared)
         if body.stream:
-            return stream(service, body, request_id, version, docs, tei, job)
-        ranking = await _wait(service, body, docs, job)
-        return JSONResponse(response_body(service, body, request_id, version, docs, ranking, tei))
+            streaming = True
+            return stream(service, prepared, job, lambda outcome: _log(service, body, rid, version, docs, outcome, started))
+        ranking = await _wait(service, prepared, job, request)
+        return JSONResponse(response_body(service, prepared, ranking))
     except ApiError as exc:
         status = exc.status
         raise
@@ -190,13 +220,14 @@ async def _rerank(service: RerankService, body: RerankBody, version: str) -> Any
         status = 500
         raise
     finally:
-        _log(service, body, request_id, version, docs, status, started)
+        if not streaming:
+            _log(service, body, rid, version, docs, status, started)
 
 
-def _check(service: RerankService, body: RerankBody) -> tuple[list[Document], bool]:
-    """The request's documents, after every check that can refuse it (before any work)."""
+def _check(service: RerankService, body: RerankBody, version: str, rid: str) -> Prepared:
+    """The request's documents, after every check that can refuse it without the tokenizer."""
     s = service.settings
-    if body.model is not None and body.model != service.model_name:
+    if s.strict_model_name and body.model is not None and body.model != service.model_name:
         raise ApiError(404, f"model {body.model!r} is not served here; this server serves {service.model_name!r} "
                             "(see GET /v1/models), or leave model out")
     for name in ("documents", "texts"):
@@ -204,58 +235,134 @@ def _check(service: RerankService, body: RerankBody) -> tuple[list[Document], bo
             raise ApiError(422, f"{name}: must be a list, not null; leave it out instead")
     if (body.documents is None) == (body.texts is None):
         raise ApiError(422, "documents: give exactly one of documents (Cohere/Jina shape) or texts (TEI shape)")
+    _refuse_lone_surrogates(body.model_dump(exclude_unset=True))
     field, raw = ("documents", body.documents) if body.documents is not None else ("texts", body.texts)
     assert raw is not None
+    if not raw:  # as Cohere answers it
+        raise ApiError(400, f"{field}: the list is empty; send at least one document")
     if len(raw) > s.max_documents:
         raise ApiError(413, f"{field}: {len(raw)} documents; this server takes at most {s.max_documents} per request "
                             "(split the request, or raise --max-documents)")
     if len(body.query) > s.max_query_chars:
         raise ApiError(413, f"query: {len(body.query)} characters; at most {s.max_query_chars} "
                             "(--max-query-chars)")
-    items: list[Any] = []
-    for i, doc in enumerate(raw):
-        item = doc if isinstance(doc, str) else {"text": doc.text, "title": doc.title, "id": doc.id}
-        size = len(item) if isinstance(item, str) else len(item["text"]) + len(item["title"] or "")
-        if size > s.max_document_chars:
-            raise ApiError(413, f"{field}[{i}]: {size} characters; at most {s.max_document_chars} per document "
-                                "(--max-document-chars)")
-        items.append(item)
+    if body.instruction is not None and len(body.instruction) > s.max_instruction_chars:
+        raise ApiError(413, f"instruction: {len(body.instruction)} characters; at most {s.max_instruction_chars} "
+                            "(--max-instruction-chars)")
     try:
         check_query(body.query)
     except InvalidInputError as exc:
         raise ApiError(422, f"query: {exc}") from None
+    variant = _check_options(service, body)
+    items = [_document_item(field, i, doc, body.rank_fields, s.max_document_chars) for i, doc in enumerate(raw)]
+    judged = [i for i, item in enumerate(items) if item["text"].strip()]
     try:
-        docs = as_documents(items)
+        as_documents([items[i] for i in judged])  # the library's rules: types, unique ids
     except InvalidInputError as exc:
         raise ApiError(422, f"{field}: {exc}") from None
-    _check_options(service, body)
+    docs = [Document(item["id"], item["text"], item["title"]) for item in items]
     if service.load_error:
         raise ApiError(503, f"the reranker failed to load ({service.load_error}); see the server log")
     if not service.ready:
         service.metrics.rejected.labels("not_ready").inc()
         raise ApiError(503, "the model is still loading; retry shortly (GET /readyz says when it is ready)",
                        {"Retry-After": "5"})
-    return docs, body.texts is not None
+    return Prepared(body, version, rid, docs, judged, body.texts is not None, variant, service.pointwise)
 
 
-def _check_options(service: RerankService, body: RerankBody) -> None:
-    if not service.pointwise:
-        if body.think_budget is not None or body.reasoning is False:
-            field = "think_budget" if body.think_budget is not None else "reasoning"
-            raise ApiError(422, f"{field}: this server runs a listwise reranker (one chain per window); "
-                                "think_budget and reasoning=false apply to pointwise servers only")
-        return
-    if body.think_budget is not None and body.think_budget > service.settings.max_think_budget:
-        raise ApiError(422, f"think_budget: {body.think_budget} is above this server's limit of "
-                            f"{service.settings.max_think_budget} tokens (--max-think-budget)")
+def _refuse_lone_surrogates(value: Any, path: str = "") -> None:
+    """Refuse text that is not valid Unicode anywhere in the body (a JSON "\\ud800" escape):
+    no tokenizer, log or response could carry it."""
+    if isinstance(value, str):
+        try:
+            check_encodable(value, path or "body")
+        except InvalidInputError as exc:
+            raise ApiError(422, str(exc)) from None  # the message starts with the field's path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_lone_surrogates(str(key), f"{path}.{key}" if path else "field name")
+            _refuse_lone_surrogates(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _refuse_lone_surrogates(item, f"{path}[{i}]")
 
 
-def _submit(service: RerankService, body: RerankBody, docs: list[Document]) -> Job:
-    key = service.variant(body.reasoning, body.think_budget, body.max_tokens_per_doc)
-    if key.per_query:
-        job = Job(key, [RerankRequest(body.query, docs, None, body.instruction)], [len(docs)])
+def _document_item(field: str, i: int, doc: Any, rank_fields: list[str] | None, max_chars: int) -> dict[str, Any]:
+    """One document as the library takes it: its id (given, or its input position), and the
+    text the model reads (``rank_fields``' values in order, or text with title)."""
+    if isinstance(doc, str):
+        item = {"text": doc, "title": None, "id": str(i)}
+    elif rank_fields:
+        values = {"text": doc.text, "title": doc.title, **(doc.model_extra or {})}
+        # A value that is not a string (a number, a list) is read as its JSON text.
+        text = " ".join(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+                        for v in (values.get(name) for name in rank_fields) if v not in (None, ""))
+        item = {"text": text, "title": None, "id": doc.id if doc.id is not None else str(i)}
     else:
-        job = Job(key, [Pair(body.query, d, i, body.instruction) for i, d in enumerate(docs)], [1] * len(docs))
+        item = {"text": doc.text, "title": doc.title, "id": doc.id if doc.id is not None else str(i)}
+    size = len(item["text"]) + len(item["title"] or "")
+    if size > max_chars:
+        raise ApiError(413, f"{field}[{i}]: {size} characters; at most {max_chars} per document "
+                            "(--max-document-chars)")
+    return item
+
+
+def _check_options(service: RerankService, body: RerankBody) -> Variant:
+    if body.truncate is False:
+        raise ApiError(422, "truncate: this server always cuts documents too long for the model to fit (flagged "
+                            "`truncated` with return_reasoning); send truncate: true or leave it out")
+    if body.truncation_direction is not None and body.truncation_direction.lower() != "right":
+        raise ApiError(422, f"truncation_direction: {body.truncation_direction!r}; this server keeps the start of a "
+                            "long document (right), so only 'right' is accepted")
+    if not service.pointwise:
+        for name in ("think_budget", "reasoning", "raw_scores"):
+            value = getattr(body, name)
+            if value is not None and (name != "reasoning" or value is False) and (name != "raw_scores" or value):
+                raise ApiError(422, f"{name}: this server runs a listwise reranker (one chain per window); "
+                                    "think_budget, reasoning=false and raw_scores apply to pointwise servers only")
+    elif body.think_budget is not None:
+        reasoning = service.spec.reasoning if body.reasoning is None else body.reasoning
+        if not reasoning:
+            raise ApiError(422, "think_budget: has no effect with reasoning off (no chain is generated); drop "
+                                "think_budget or send reasoning: true")
+        if body.think_budget > service.settings.max_think_budget:
+            raise ApiError(422, f"think_budget: {body.think_budget} is above this server's limit of "
+                                f"{service.settings.max_think_budget} tokens (--max-think-budget)")
+    return service.variant(body.reasoning, body.think_budget, body.max_tokens_per_doc)
+
+
+async def _check_with_library(service: RerankService, p: Prepared) -> None:
+    """The reranker's own checks, token counts against the context included, before the request
+    joins a batch: a request that cannot run is refused here and never shares an engine call."""
+    if not p.judged:
+        return
+    request = RerankRequest(p.body.query, p.model_docs, None, p.body.instruction)
+    try:
+        await service.check(p.variant, request)
+    except InvalidInputError as exc:
+        if service.pointwise and p.variant.think_budget and await _fits_without_budget(service, p, request):
+            raise ApiError(422, f"think_budget: {exc}") from None
+        field = "query" if service.pointwise else "documents"
+        if p.body.instruction and service.pointwise:
+            field = "query and instruction"
+        raise ApiError(413, f"{field}: {exc}") from None
+
+
+async def _fits_without_budget(service: RerankService, p: Prepared, request: RerankRequest) -> bool:
+    try:
+        await service.check(dataclasses.replace(p.variant, reasoning=False, think_budget=0, per_query=False), request)
+    except InvalidInputError:
+        return False
+    return True
+
+
+def _submit(service: RerankService, p: Prepared) -> Job:
+    key = p.variant
+    docs = p.model_docs
+    if key.per_query:
+        job = Job(key, [RerankRequest(p.body.query, docs, None, p.body.instruction)], [len(docs)])
+    else:
+        job = Job(key, [Pair(p.body.query, d, i, p.body.instruction) for i, d in enumerate(docs)], [1] * len(docs))
     assert service.batcher is not None
     try:
         service.batcher.submit(job)
@@ -269,25 +376,44 @@ def _submit(service: RerankService, body: RerankBody, docs: list[Document]) -> J
     return job
 
 
-async def _wait(service: RerankService, body: RerankBody, docs: list[Document], job: Job) -> Ranking:
+async def _wait(service: RerankService, p: Prepared, job: Job, request: Any) -> Ranking:
+    """The job's ranking; a client that leaves (checked as the job waits) has its documents
+    dropped from the queue so that the others go on."""
     assert service.batcher is not None
+    gone = asyncio.ensure_future(_disconnected(request))
     try:
-        results = await asyncio.wait_for(asyncio.shield(job.future), service.settings.request_timeout)
-    except TimeoutError:
-        service.batcher.cancel(job)
-        service.metrics.rejected.labels("timeout").inc()
-        raise ApiError(504, f"the request took longer than {service.settings.request_timeout:g}s "
-                            "(--request-timeout); send fewer documents or a smaller think_budget") from None
+        done, _ = await asyncio.wait({job.future, gone}, timeout=service.settings.request_timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
         service.batcher.cancel(job)
         raise
-    return ranking_of(body, job, results)
+    finally:
+        gone.cancel()
+    if job.future not in done:
+        service.batcher.cancel(job)
+        if gone in done:
+            service.metrics.rejected.labels("client_gone").inc()
+            raise ApiError(499, "the client closed the connection; its documents were dropped")
+        service.metrics.rejected.labels("timeout").inc()
+        raise ApiError(504, f"the request took longer than {service.settings.request_timeout:g}s "
+                            "(--request-timeout); send fewer documents or a smaller think_budget")
+    try:
+        results = job.future.result()
+    except InvalidInputError as exc:  # a check the library makes only while working
+        raise ApiError(422, str(exc)) from None
+    return ranking_of(p, job, results)
 
 
-def _log(service: RerankService, body: RerankBody, request_id: str, version: str, docs: list[Document],
+async def _disconnected(request: Any) -> None:
+    """Returns when the client has gone (the body is already read: what comes next is that)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _log(service: RerankService, body: RerankBody, rid: str, version: str, docs: list[Document],
          status: int, started: float) -> None:
     fields: dict[str, Any] = {
-        "id": request_id, "api": version, "status": status, "documents": len(docs), "query_chars": len(body.query),
+        "id": rid, "api": version, "status": status, "documents": len(docs), "query_chars": len(body.query),
         "top_n": body.top_n, "reasoning": body.reasoning, "think_budget": body.think_budget, "stream": body.stream,
         "ms": round((time.perf_counter() - started) * 1000, 1),
     }

@@ -12,6 +12,9 @@ costs little more than over 1.
 
 Memory is bounded by ``max_queue`` documents (waiting or in progress): a job that does not fit
 is refused with :class:`QueueFull`, whose ``retry_after`` comes from the measured throughput.
+
+A failed engine call that served several requests is split in halves and each retried, down to
+one request: one bad request costs the others a few extra calls, never their answer.
 """
 
 from __future__ import annotations
@@ -199,14 +202,26 @@ class Batcher:
         return list(groups.items())
 
     async def _call(self, loop: asyncio.AbstractEventLoop, key: Hashable, parts: list[_Part]) -> None:
+        """One engine call over ``parts``. When it fails and holds several requests, each half is
+        tried again on its own (bisection), so that only the request whose input breaks the
+        engine gets the error and the others their normal results."""
         units = [u for p in parts for u in p.job.units[p.start:p.end]]
         documents = sum(sum(p.job.weights[p.start:p.end]) for p in parts)
         started = time.perf_counter()
         try:
             results = await loop.run_in_executor(self.executor, self.compute, key, units)
-        except Exception as exc:  # the engine failed: every request in the call gets the error
+        except Exception as exc:
+            live = [p for p in parts if not p.job.cancelled]
+            if len(live) <= 1:
+                for part in parts:
+                    self._fail(part, exc)
+                return
             for part in parts:
-                self._fail(part, exc)
+                if part.job.cancelled:
+                    self._deliver(part, [])  # gives back its documents' room in the queue
+            half = len(live) // 2
+            await self._call(loop, key, live[:half])
+            await self._call(loop, key, live[half:])
             return
         seconds = time.perf_counter() - started
         rate = documents / max(seconds, 1e-6)

@@ -1,19 +1,24 @@
 """What every request passes first (a plain ASGI middleware, so streaming answers pass untouched):
-the API key check, the body size limit, and the request metrics.
+the request id, the API key check, the body size and time limits, and the request metrics.
 
 The key is compared with :func:`hmac.compare_digest`, in time that does not depend on where a
-wrong key differs. ``/healthz`` and ``/readyz`` (probes) and the OpenAPI docs stay open. A body
-is read in full (the rerank routes need all of it anyway) and refused with 413 as soon as it
-passes the limit, whatever Content-Length claims, so a client cannot make the server hold more.
+wrong key differs. ``/healthz`` and ``/readyz`` (probes), the OpenAPI docs and ``OPTIONS``
+(CORS preflights, which browsers send without credentials) stay open. A body is read in full
+(the rerank routes need all of it anyway) and refused with 413 as soon as it passes the limit,
+whatever Content-Length claims, so a client cannot make the server hold more; a body not
+received in full within the request timeout is answered 408 and its connection closed, so a
+slow or stalled client cannot hold one open.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
 from typing import Any
 
+from thinkrank.server import request_id
 from thinkrank.server.metrics import Metrics
 from thinkrank.server.settings import ServerSettings
 
@@ -31,17 +36,24 @@ class Edge:
             return
         started = time.perf_counter()
         status = 500
+        rid = request_id.choose(_header(scope, request_id.HEADER))
+        scope.setdefault("state", {})["request_id"] = rid
+        token = request_id.current.set(rid)
 
         async def send_and_note(message: dict[str, Any]) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == request_id.HEADER for k, _ in headers):
+                    message = {**message, "headers": [*headers, (request_id.HEADER, rid.encode())]}
             await send(message)
 
         self.metrics.in_progress.inc()
         try:
             await self._handle(scope, receive, send_and_note)
         finally:
+            request_id.current.reset(token)
             self.metrics.in_progress.dec()
             route = scope.get("route")
             label = getattr(route, "path", None) or "unmatched"
@@ -49,7 +61,8 @@ class Edge:
             self.metrics.latency.labels(label).observe(time.perf_counter() - started)
 
     async def _handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if self._key is not None and scope["path"] not in OPEN_PATHS and not self._authorised(scope):
+        open_path = scope["path"] in OPEN_PATHS or scope["method"] == "OPTIONS"
+        if self._key is not None and not open_path and not self._authorised(scope):
             await _send_error(send, 401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'",
                               [(b"www-authenticate", b"Bearer")])
             return
@@ -58,19 +71,26 @@ class Edge:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _send_error(send, 413, f"body: {int(declared)} bytes; at most {limit} (--max-body-bytes)")
             return
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                await _send_error(send, 413, f"body: more than {limit} bytes (--max-body-bytes)")
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.settings.request_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        await _send_error(send, 413, f"body: more than {limit} bytes (--max-body-bytes)")
+                        return
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            await _send_error(send, 408, f"body: not received in full within {self.settings.request_timeout:g}s "
+                                         f"(--request-timeout; {size} bytes came)", [(b"connection", b"close")])
+            return
         body = b"".join(chunks)
         replayed = False
 
@@ -99,7 +119,7 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
 
 
 async def _send_error(send: Any, status: int, message: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
-    body = json.dumps({"message": message}).encode()
+    body = json.dumps({"message": message, "request_id": request_id.current.get()}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             *headers]})

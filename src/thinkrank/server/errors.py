@@ -1,12 +1,15 @@
-"""Every error the server sends has the body ``{"message": ..., "detail"?: ...}``, and bad input
-is never a 500: invalid JSON is a 400, a field that fails validation a 422 naming the field."""
+"""Every error the server sends has the body ``{"message": ..., "detail"?: ..., "request_id": ...}``,
+and bad input is never a 500: invalid JSON is a 400, a body that is not sent as JSON a 415 naming
+the content type, a field that fails validation a 422 naming the field. Each refusal is logged."""
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 from thinkrank.errors import require
+from thinkrank.server import request_id
 
 require("fastapi", "server")
 from fastapi.exceptions import RequestValidationError  # noqa: E402
@@ -24,11 +27,28 @@ class ApiError(Exception):
         self.status, self.message, self.headers = status, message, headers or {}
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None, detail: Any = None) -> Any:
+def error_response(status: int, message: str, headers: dict[str, str] | None = None, detail: Any = None,
+                   rid: str | None = None) -> Any:
     body: dict[str, Any] = {"message": message}
     if detail is not None:
         body["detail"] = detail
+    body["request_id"] = rid or request_id.current.get()
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def log_refusal(request: Any, status: int, message: str) -> None:
+    """One log line for a request refused before the route ran (the route logs the others)."""
+    log.info("refused %s", json.dumps({"id": request_id.of(request.scope), "method": request.method,
+                                       "path": request.url.path, "status": status, "error": message},
+                                      ensure_ascii=False))
+
+
+_JSON_TYPES = ("application/json", "application/problem+json")
+
+
+def _not_json(content_type: str) -> bool:
+    media = content_type.split(";")[0].strip().lower()
+    return bool(media) and media not in _JSON_TYPES and not media.endswith("+json")
 
 
 # pydantic names the member of a union it tried inside the location ("documents", 0, "str");
@@ -70,16 +90,9 @@ def install_error_handlers(app: Any) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Any, exc: RequestValidationError) -> Any:
-        errors = exc.errors()
-        if any(e.get("type") == "json_invalid" for e in errors):
-            first = next(e for e in errors if e.get("type") == "json_invalid")
-            return error_response(400, f"the body is not valid JSON ({first.get('ctx', {}).get('error', 'parse error')})")
-        detail = _problems(errors)
-        first = detail[0] if detail else {"field": "body", "message": "invalid body"}
-        message = f"{first['field']}: {first['message']}"
-        if len(detail) > 1:
-            message += f" (and {len(detail) - 1} more problem{'s' if len(detail) > 2 else ''}; see detail)"
-        return error_response(422, message, detail=detail)
+        status, message, detail = _validation_answer(request, exc.errors())
+        log_refusal(request, status, message)
+        return error_response(status, message, detail=detail)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Any, exc: StarletteHTTPException) -> Any:
@@ -87,5 +100,24 @@ def install_error_handlers(app: Any) -> None:
 
     @app.exception_handler(Exception)
     async def crashed(request: Any, exc: Exception) -> Any:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return error_response(500, f"internal error ({type(exc).__name__}); see the server log")
+        # Runs outside the edge middleware (Starlette calls it last): the id comes from the scope.
+        rid = request_id.of(request.scope)
+        log.exception("unexpected error on %s %s (request %s)", request.method, request.url.path, rid)
+        return error_response(500, f"internal error ({type(exc).__name__}); see the server log (request id {rid})",
+                              {"X-Request-Id": rid}, rid=rid)
+
+
+def _validation_answer(request: Any, errors: list[Any]) -> tuple[int, str, Any]:
+    content_type = request.headers.get("content-type", "")
+    if _not_json(content_type):
+        return (415, f"Content-Type: the body was sent as {content_type.split(';')[0].strip()!r}; send JSON with "
+                     "the header 'Content-Type: application/json' (curl: -H 'Content-Type: application/json')", None)
+    if any(e.get("type") == "json_invalid" for e in errors):
+        first = next(e for e in errors if e.get("type") == "json_invalid")
+        return 400, f"the body is not valid JSON ({first.get('ctx', {}).get('error', 'parse error')})", None
+    detail = _problems(errors)
+    first = detail[0] if detail else {"field": "body", "message": "invalid body"}
+    message = f"{first['field']}: {first['message']}"
+    if len(detail) > 1:
+        message += f" (and {len(detail) - 1} more problem{'s' if len(detail) > 2 else ''}; see detail)"
+    return 422, message, detail

@@ -3,38 +3,86 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi.responses import StreamingResponse
 
+from thinkrank.errors import InvalidInputError
 from thinkrank.server.batching import Job
 from thinkrank.server.schemas import RerankBody
-from thinkrank.server.service import RerankService
+from thinkrank.server.service import RerankService, Variant
 from thinkrank.types import Document, Judgment, Ranking
 
 log = logging.getLogger("thinkrank.server")
 
 
-def ranking_of(body: RerankBody, job: Job, results: list[Any]) -> Ranking:
-    """The request's ranking: one unit per document (its judgment), or the whole request as one unit."""
-    return results[0] if job.key.per_query else Ranking(body.query, results)
+@dataclass
+class Prepared:
+    """A request after every check: its documents in input order (the empty ones included, which
+    the model never sees) and the input positions of those the model judges."""
+
+    body: RerankBody
+    version: str
+    request_id: str
+    docs: list[Document]
+    judged: list[int]
+    tei: bool
+    variant: Variant
+    pointwise: bool
+
+    @property
+    def model_docs(self) -> list[Document]:
+        return [self.docs[i] for i in self.judged]
 
 
-def _result(body: RerankBody, j: Judgment, doc: Document, tei: bool, with_id: bool) -> dict[str, Any]:
-    if tei:
-        out: dict[str, Any] = {"index": j.index, "score": j.score}
+def _placed(p: Prepared, j: Judgment) -> Judgment:
+    """A judgment of the model's documents, at its document's input position."""
+    return dataclasses.replace(j, index=p.judged[j.index])
+
+
+def _empty_judgments(p: Prepared) -> list[Judgment]:
+    """Empty documents are not sent to the model: score 0, after every judged document."""
+    judged = set(p.judged)
+    return [Judgment(doc_id=d.id, index=i, score=0.0, reasoned=False if p.pointwise else None)
+            for i, d in enumerate(p.docs) if i not in judged]
+
+
+def ranking_of(p: Prepared, job: Job | None, results: list[Any]) -> Ranking:
+    """The request's ranking: one unit per judged document, or the whole request as one unit."""
+    if job is not None and job.key.per_query:
+        model = results[0]
+        return Ranking(p.body.query, [_placed(p, j) for j in model] + _empty_judgments(p), windows=model.windows)
+    return Ranking(p.body.query, [_placed(p, j) for j in results] + _empty_judgments(p))
+
+
+def _raw_score(j: Judgment) -> float:
+    """TEI's raw score: the log-odds whose sigmoid is ``score``, from the answer probabilities."""
+    if j.p_true is None or j.p_false is None:  # an empty document
+        return -math.inf if j.score == 0 else math.log(j.score) - math.log1p(-j.score)
+    return math.log(max(j.p_true, 1e-300)) - math.log(max(j.p_false, 1e-300))
+
+
+def _result(p: Prepared, j: Judgment, with_id: bool) -> dict[str, Any]:
+    body, doc = p.body, p.docs[j.index]
+    if p.tei:
+        score = _raw_score(j) if body.raw_scores else j.score
+        out: dict[str, Any] = {"index": j.index, "score": max(score, -1e300)}  # JSON has no -inf
         if body.return_text:
             out["text"] = doc.text
     else:
         out = {"index": j.index, "relevance_score": j.score}
         if body.return_documents:
-            out["document"] = {"text": doc.text}
+            out["document"] = _document_out(p, j.index)
         if with_id:
             out["id"] = doc.id
+    if j.probability is not None:  # the server has a calibration for this request's setting
+        out["probability"] = j.probability
     if body.return_reasoning:
         out.update(reasoning=j.reasoning, answer=j.answer, forced=j.forced, truncated=j.truncated)
         if j.reasoned is not None:  # pointwise
@@ -42,16 +90,24 @@ def _result(body: RerankBody, j: Judgment, doc: Document, tei: bool, with_id: bo
     return out
 
 
+def _document_out(p: Prepared, index: int) -> dict[str, Any]:
+    """v2 (Cohere v2) returns the text; v1 (Cohere v1, Jina) the document as given, title and
+    every other field included, as Cohere v1 does."""
+    given = (p.body.documents or [])[index]
+    if isinstance(given, str) or p.version != "1":
+        return {"text": given if isinstance(given, str) else given.text}
+    return given.model_dump(exclude_none=True)
+
+
 def _has_ids(body: RerankBody) -> bool:
     return any(not isinstance(d, str) and d.id is not None for d in body.documents or ())
 
 
-def response_body(service: RerankService, body: RerankBody, request_id: str, version: str, docs: list[Document],
-              ranking: Ranking, tei: bool) -> Any:
-    with_id = _has_ids(body)
-    top = ranking.truncate(body.top_n)
-    results = [_result(body, j, docs[j.index], tei, with_id) for j in top]
-    if tei:
+def response_body(service: RerankService, p: Prepared, ranking: Ranking) -> Any:
+    with_id = _has_ids(p.body)
+    top = ranking.truncate(p.body.top_n)
+    results = [_result(p, j, with_id) for j in top]
+    if p.tei:
         return results
     if ranking.windows:
         prompt = sum(w.prompt_tokens for w in ranking.windows)
@@ -60,48 +116,78 @@ def response_body(service: RerankService, body: RerankBody, request_id: str, ver
         prompt = sum(j.prompt_tokens for j in ranking)
         completion = sum(j.reasoning_tokens for j in ranking)
     return {
-        "id": request_id, "model": service.model_name, "results": results,
+        "id": p.request_id, "model": service.model_name, "results": results,
         "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
         # Cohere bills one search unit per query and 100 documents.
-        "meta": {"api_version": {"version": version}, "billed_units": {"search_units": max(1, math.ceil(len(docs) / 100))}},
+        "meta": {"api_version": {"version": p.version},
+                 "billed_units": {"search_units": max(1, math.ceil(len(p.docs) / 100))}},
     }
 
 
-def stream(service: RerankService, body: RerankBody, request_id: str, version: str, docs: list[Document],
-            tei: bool, job: Job) -> Any:
-    """Server-Sent Events: ``result`` for each document as its engine call finishes, then ``ranking``
-    (the whole response); ``error`` with a status instead when the request fails or times out."""
+def stream(service: RerankService, p: Prepared, job: Job, on_end: Callable[[int], None]) -> Any:
+    """Server-Sent Events: a ``: ping`` comment at once and after every ``heartbeat_seconds``
+    without news, ``result`` for each document as its engine call finishes, then ``ranking``
+    (the whole response); ``error`` with a status instead when the request fails or times out.
+    ``on_end(status)`` is called once the stream is over, with its real outcome (499: the client
+    left first)."""
     assert service.batcher is not None
     batcher = service.batcher
     events: asyncio.Queue[list[tuple[int, Any]] | None] = asyncio.Queue()
     job.on_results = events.put_nowait
     job.future.add_done_callback(lambda _: events.put_nowait(None))
-    with_id = _has_ids(body)
+    with_id = _has_ids(p.body)
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + service.settings.request_timeout
+    settings = service.settings
+    deadline = loop.time() + settings.request_timeout
 
-    async def produce() -> AsyncIterator[str]:
+    async def produce() -> AsyncIterator[bytes]:
+        status = 499  # until the stream ends otherwise: the client left
         try:
-            while (batch := await asyncio.wait_for(events.get(), max(0.0, deadline - loop.time()))) is not None:
+            yield b": ping\n\n"
+            while True:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise TimeoutError
+                try:
+                    batch = await asyncio.wait_for(events.get(), min(left, settings.heartbeat_seconds))
+                except TimeoutError:
+                    if loop.time() >= deadline:
+                        raise
+                    yield b": ping\n\n"
+                    continue
+                if batch is None:
+                    break
                 for _, result in batch:
                     for j in (result if isinstance(result, Ranking) else [result]):
-                        yield _sse("result", _result(body, j, docs[j.index], tei, with_id))
-            ranking = ranking_of(body, job, job.future.result())
-            yield _sse("ranking", response_body(service, body, request_id, version, docs, ranking, tei))
+                        yield _sse("result", _result(p, _placed(p, j), with_id))
+            for j in _empty_judgments(p):
+                yield _sse("result", _result(p, j, with_id))
+            ranking = ranking_of(p, job, job.future.result())
+            yield _sse("ranking", response_body(service, p, ranking))
+            status = 200
         except TimeoutError:
             service.metrics.rejected.labels("timeout").inc()
+            status = 504
             yield _sse("error", {"status": 504, "message": f"the request took longer than "
-                                 f"{service.settings.request_timeout:g}s (--request-timeout)"})
+                                 f"{settings.request_timeout:g}s (--request-timeout)", "request_id": p.request_id})
+        except InvalidInputError as exc:  # a check the library makes only while working
+            status = 422
+            yield _sse("error", {"status": 422, "message": str(exc), "request_id": p.request_id})
         except Exception as exc:  # the engine failed after the stream began: say so in the stream
-            log.exception("rerank %s failed while streaming", request_id)
-            yield _sse("error", {"status": 500, "message": f"{type(exc).__name__}: {exc}"})
+            log.exception("rerank %s failed while streaming", p.request_id)
+            status = 500
+            yield _sse("error", {"status": 500, "message": f"internal error ({type(exc).__name__}); see the server "
+                                 f"log (request id {p.request_id})", "request_id": p.request_id})
         finally:
             if not job.future.done():
                 batcher.cancel(job)
+            on_end(status)
 
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Request-Id": request_id}
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(produce(), media_type="text/event-stream", headers=headers)
 
 
-def _sse(event: str, data: Any) -> str:
-    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+def _sse(event: str, data: Any) -> bytes:
+    # Encoded here, inside the stream's error handling: text that cannot be encoded becomes an
+    # ``error`` event, not a dropped connection.
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()

@@ -4,7 +4,8 @@ One request model serves every rerank route: it is the union of Cohere v1/v2, Ji
 fields plus thinkrank's (``reasoning``, ``think_budget``, ``instruction``, ``return_reasoning``,
 ``stream``). Values are strict (``0`` is not ``false``, ``"3"`` not ``3``). Unknown fields are
 ignored, as the hosted APIs do, so a client that sends a field thinkrank does not use (Cohere's
-``priority``, TEI's ``truncate``) still works.
+``priority``) still works; a known field thinkrank cannot honour as asked (TEI's
+``truncate: false``) is refused, never silently ignored.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ def _integral(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-Integer = Annotated[int, BeforeValidator(_integral)]
+# The bound sits on the int itself, inside the validator: on the union ``int | None`` (or on a
+# validator-wrapped int) pydantic writes it into the JSON Schema as a bare "ge", which is not
+# JSON Schema, instead of "minimum".
+PositiveInteger = Annotated[int, Field(ge=1), BeforeValidator(_integral)]
 
 
 class DocumentIn(BaseModel):
@@ -30,7 +34,7 @@ class DocumentIn(BaseModel):
 
     model_config = ConfigDict(extra="allow", strict=True)
 
-    text: str = Field(description="The document's text.")
+    text: str = Field(description="The document's text. Empty or blank: see docs/server.md (scored 0, no model work).")
     title: str | None = Field(None, description="Shown to the model before the text (`{title} {text}`).")
     id: str | None = Field(None, description="Your id for the document; unique within the request.")
 
@@ -40,23 +44,38 @@ class RerankBody(BaseModel):
 
     model_config = ConfigDict(extra="ignore", strict=True)
 
-    model: str | None = Field(None, description="The served model name; any other name is a 404. May be left out.")
+    model: str | None = Field(None, description="The served model's name (GET /v1/models). May be left out; other "
+                              "names are answered by the served model unless the server runs with --strict-model-name.")
     query: str = Field(description="The search query.")
     documents: list[str | DocumentIn] | None = Field(
         None, description="Strings or {text, title?, id?} objects. The response uses the Cohere/Jina shape.")
     texts: list[str] | None = Field(None, description="TEI: strings; the response is TEI's bare list.")
-    top_n: Integer | None = Field(None, ge=1, description="Return only the best N results (all when absent).")
+    rank_fields: list[str] | None = Field(
+        None, description="Cohere v1: the fields of each document object the model reads, in this order (default: "
+        "title, then text), joined by spaces. A value that is not a string is read as its JSON text; a field a "
+        "document lacks is skipped.")
+    top_n: PositiveInteger | None = Field(None, description="Return only the best N results (all when absent).")
     return_documents: bool | None = Field(None, description="Include each document's text (default false).")
     return_text: bool | None = Field(None, description="TEI: include each text (default false).")
-    max_tokens_per_doc: Integer | None = Field(
-        None, ge=1, description="Cut each document to this many tokens (never above the server's limit).")
+    raw_scores: bool | None = Field(
+        None, description="TEI: `score` is the raw log-odds log p(true) - log p(false) (whose sigmoid is the "
+        "usual score) instead of the probability. Pointwise only.")
+    truncate: bool | None = Field(
+        None, description="TEI: documents too long for the model are cut to fit (flagged `truncated` with "
+        "`return_reasoning`); this server always does, so only true (or leaving it out) is accepted.")
+    truncation_direction: str | None = Field(
+        None, description="TEI: the side a long document is cut from; this server keeps the start, so only "
+        "`right` is accepted.")
+    max_tokens_per_doc: PositiveInteger | None = Field(
+        None, description="Cut each document to this many tokens (never above the server's limit).")
     reasoning: bool | None = Field(
         None, description="thinkrank: reason before judging (true) or judge in one forward pass (false). "
         "Default: the server's setting. Pointwise only.")
-    think_budget: Integer | None = Field(
-        None, ge=1, description="thinkrank: most reasoning tokens per document (at most the server's "
-        "max_think_budget). Pointwise only.")
-    instruction: str | None = Field(None, description="thinkrank: text appended to the query.")
+    think_budget: PositiveInteger | None = Field(
+        None, description="thinkrank: most reasoning tokens per document (at most the server's "
+        "max_think_budget). Pointwise only, and only with reasoning on.")
+    instruction: str | None = Field(None, description="thinkrank: text appended to the query (at most the server's "
+                                    "max_instruction_chars).")
     return_reasoning: bool = Field(
         False, description="thinkrank: add `reasoning`, `answer`, `forced`, `truncated` (and pointwise `reasoned`) to "
         "each result.")
@@ -65,6 +84,11 @@ class RerankBody(BaseModel):
 
 
 class ResultDocument(BaseModel):
+    """The document as given: v1 (Cohere v1, Jina) returns every field of a document object, v2
+    only its text."""
+
+    model_config = ConfigDict(extra="allow")
+
     text: str
 
 
@@ -81,6 +105,8 @@ class RerankResult(BaseModel):
     truncated: bool | None = None
     reasoned: bool | None = Field(None, description="Pointwise, with `return_reasoning`: whether a reasoning chain "
                                   "made this judgment (a `--cascade` server reasons about some documents only).")
+    probability: float | None = Field(None, description="thinkrank: the calibrated probability of relevance, when "
+                                      "the server has a calibration (--calibration) for the request's setting.")
 
 
 class Usage(BaseModel):
@@ -118,6 +144,7 @@ class TEIResult(BaseModel):
     index: int
     score: float
     text: str | None = None
+    probability: float | None = None
 
 
 class ModelCard(BaseModel):
@@ -134,10 +161,12 @@ class ModelList(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    """Every error: ``message`` says what was wrong (naming the field) and what to do."""
+    """Every error: ``message`` says what was wrong (naming the field) and what to do;
+    ``request_id`` is the ``X-Request-Id`` of the answer, which the server log names too."""
 
     message: str
     detail: Any = None
+    request_id: str | None = None
 
 
 class Health(BaseModel):

@@ -2,16 +2,21 @@
 optional judgment cache and the batcher, with nothing HTTP-specific.
 
 Everything that touches the engine or the SQLite cache runs in one worker thread: the engine
-is not re-entrant, and an SQLite connection belongs to the thread that opened it.
+is not re-entrant, and an SQLite connection belongs to the thread that opened it. The checks a
+request passes before it joins a batch (:meth:`RerankService.check`: the library's own, token
+counts included) run in a second thread, so they never wait behind an engine call; they only
+read the tokenizer (``encode``), which is safe beside the engine's own use of it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from thinkrank.rerankers.base import Reranker, RerankRequest
@@ -42,10 +47,13 @@ class RerankService:
         self.base = reranker
         self.load_error: str | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="thinkrank-engine")
+        self.checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="thinkrank-check")
+        self._variants_lock = threading.Lock()
         self.metrics = Metrics(lambda: self.batcher.pending if self.batcher else 0)
         self.batcher: Batcher | None = None
         self._variants: dict[Variant, Reranker] = {}
         self._cache: Any = None
+        self.calibration: Any = None
         self._loading: asyncio.Future[None] | None = None
 
     @property
@@ -54,7 +62,11 @@ class RerankService:
 
     @property
     def model_name(self) -> str:
-        return self.settings.served_model_name or self.spec.model_name
+        return self.settings.served_model_name or short_model_name(self.spec.model_name)
+
+    @property
+    def context_length(self) -> int | None:
+        return getattr(getattr(self.base, "engine", None), "context_length", None)
 
     @property
     def pointwise(self) -> bool:
@@ -79,10 +91,15 @@ class RerankService:
         if self._cache is not None:
             await asyncio.get_running_loop().run_in_executor(self.executor, self._cache.close)
         self.executor.shutdown(wait=True)
+        self.checker.shutdown(wait=True)
 
     def _load(self) -> None:
         if self.base is None:
             self.base = build_reranker(self.spec)
+        if self.settings.calibration is not None:
+            from thinkrank.calibration.file import calibration_for
+
+            self.calibration = calibration_for(self.settings.calibration, self.base.settings, "the server's reranker")
         if self.settings.cache is not None:
             from thinkrank.cache import JudgmentCache
 
@@ -111,7 +128,22 @@ class RerankService:
         # The server's cascade applies to requests with reasoning on; reasoning off needs no chains to save.
         return Variant(reasoning, budget, limit, per_query=reasoning and self.spec.cascade is not None)
 
+    async def check(self, variant: Variant, request: RerankRequest) -> None:
+        """The reranker's own checks of ``request`` under ``variant`` (no model work).
+
+        Raises:
+            InvalidInputError: what the library would refuse, e.g. a query too long for the context.
+        """
+        await asyncio.get_running_loop().run_in_executor(self.checker, self._check, variant, request)
+
+    def _check(self, variant: Variant, request: RerankRequest) -> None:
+        self._reranker(variant).check(request)
+
     def _reranker(self, variant: Variant) -> Reranker:
+        with self._variants_lock:  # the check thread and the engine thread both ask
+            return self._build_variant(variant)
+
+    def _build_variant(self, variant: Variant) -> Reranker:
         assert self.base is not None
         if variant not in self._variants:
             if self._default_variant() == variant:
@@ -131,9 +163,14 @@ class RerankService:
     def _compute(self, key: Hashable, units: list[Any]) -> list[Any]:
         assert isinstance(key, Variant)
         reranker = self._reranker(key)
-        if key.per_query:
-            return self._rank(reranker, units)
-        return self._judge(reranker, units)
+        results = self._rank(reranker, units) if key.per_query else self._judge(reranker, units)
+        # Only requests with the calibrated setting get probabilities (another think_budget is another setting).
+        if self.calibration is not None and self.calibration.fits(reranker.settings):
+            if key.per_query:
+                self.calibration.apply(results)
+            else:
+                self.calibration.apply_judgments(results)
+        return results
 
     def _judge(self, reranker: Any, pairs: list[Any]) -> list[Any]:
         metered = _Metered(reranker, self.metrics)
@@ -162,6 +199,13 @@ class RerankService:
         self.metrics.batch_documents.observe(stats.documents)
         self.metrics.batch_requests.observe(stats.requests)
         self.metrics.batch_seconds.observe(stats.seconds)
+
+
+def short_model_name(model: str) -> str:
+    """The name a server shows for ``model``: a local directory's or file's own name (never the
+    whole filesystem path, which would leak into every response), a hub id as it is."""
+    path = Path(model)
+    return path.resolve().name if path.exists() else model
 
 
 class _Metered:

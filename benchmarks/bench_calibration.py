@@ -1,0 +1,109 @@
+"""Held-out calibration and conformal selection on labelled evaluate runs.
+
+For each run folder (``thinkrank evaluate --model ... --output DIR``):
+
+1. Calibration: each method fitted with 5-fold cross-validation by query (every pair scored
+   by a map that never saw its query): ECE (10 equal-mass bins), Brier score and log loss of
+   the raw scores and of the held-out calibrated probabilities.
+2. Conformal selection over ``--splits`` random splits of the queries: ``--fraction`` of them
+   calibrate the threshold, the others test it. Coverage is the fraction of test queries (with
+   a relevant candidate) whose kept documents reach the target recall; on average it should be
+   ``>= 1 - alpha`` and ``<= 1 - alpha + 1/(n+1)`` (exactly ``1 - floor((n+1) alpha)/(n+1)``
+   without ties, ``n`` calibration queries). The baseline is the fixed top-k with the same
+   guarantee (:func:`~thinkrank.calibration.conformal_top_k` on the same calibration queries):
+   what a capable user who wants a recall guarantee would otherwise keep.
+
+    python benchmarks/bench_calibration.py runs/scifact-off runs/dl19-off:2 --recall 0.9 --alpha 0.1
+
+``DIR:T`` counts grades ``>= T`` relevant (DL19: 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import numpy as np
+
+from thinkrank.calibration import METHODS, conformal_threshold, conformal_top_k, fit_calibration, load_labelled_run
+from thinkrank.calibration.fit import conformal_queries
+
+
+def calibration_rows(run) -> list[dict]:
+    rows = []
+    for method in METHODS:
+        cal = fit_calibration(run, method=method)
+        m = cal.metrics
+        rows.append({"method": method, **{k: round(v, 4) for k, v in m.items() if k != "bins"}})
+    return rows
+
+
+def recall(query, threshold: float, target: float) -> bool:
+    needed = max(1, math.ceil(target * len(query.relevant) - 1e-9))
+    return sum(score >= threshold for _, score in query.relevant) >= needed
+
+
+def kept_by_threshold(scores: tuple[float, ...], threshold: float) -> int:
+    return sum(s >= threshold for s in scores)
+
+
+def conformal_rows(run, target: float, alpha: float, splits: int, seed: int, fraction: float) -> dict:
+    rng = np.random.default_rng(seed)
+    labelled = [q for q in run.queries if q.relevant]
+    conformal = conformal_queries(run)
+    n = len(labelled)
+    adaptive_cov, fixed_cov, adaptive_kept, fixed_kept, adaptive_recall, fixed_recall = [], [], [], [], [], []
+    for _ in range(splits):
+        order = rng.permutation(n)
+        cut = int(round(n * fraction))
+        cal_idx, test_idx = order[:cut], order[cut:]
+        cal = [conformal[i] for i in cal_idx]
+        lam = conformal_threshold(cal, target, alpha)
+        k = conformal_top_k(cal, target, alpha)
+        tests = [(conformal[i], labelled[i]) for i in test_idx]
+        adaptive_cov.append(np.mean([recall(c, lam, target) for c, _ in tests]))
+        adaptive_kept.append(np.mean([kept_by_threshold(q.scores, lam) for _, q in tests]))
+        adaptive_recall.append(np.mean([sum(s >= lam for _, s in c.relevant) / len(c.relevant) for c, _ in tests]))
+        depth = [min(k or c.candidates, c.candidates) for c, _ in tests]
+        fixed_cov.append(np.mean([sum(r <= d for r, _ in c.relevant) / len(c.relevant) >= target - 1e-12
+                                  for (c, _), d in zip(tests, depth)]))
+        fixed_kept.append(np.mean(depth))
+        fixed_recall.append(np.mean([sum(r <= d for r, _ in c.relevant) / len(c.relevant) for (c, _), d in zip(tests, depth)]))
+    cut = int(round(n * fraction))
+    k = math.floor((cut + 1) * alpha)
+    return {
+        "target_recall": target, "alpha": alpha, "splits": splits, "queries_with_relevant": n,
+        "calibration_queries": cut, "test_queries": n - cut,
+        # Without ties the adaptive cut's expected coverage is exactly 1 - k/(n+1), k = floor((n+1) alpha).
+        "expected_coverage": round(1 - k / (cut + 1), 4), "upper_bound": round(1 - alpha + 1 / (cut + 1), 4),
+        "adaptive": {"coverage": round(float(np.mean(adaptive_cov)), 4), "coverage_sd": round(float(np.std(adaptive_cov)), 4),
+                     "mean_kept": round(float(np.mean(adaptive_kept)), 3), "mean_recall": round(float(np.mean(adaptive_recall)), 4)},
+        "fixed_top_k": {"coverage": round(float(np.mean(fixed_cov)), 4), "coverage_sd": round(float(np.std(fixed_cov)), 4),
+                        "mean_kept": round(float(np.mean(fixed_kept)), 3), "mean_recall": round(float(np.mean(fixed_recall)), 4)},
+        "candidates": run.top_k,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="evaluate output folders, DIR or DIR:THRESHOLD")
+    parser.add_argument("--recall", type=float, nargs="+", default=[0.9])
+    parser.add_argument("--alpha", type=float, default=0.1)
+    parser.add_argument("--splits", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fraction", type=float, default=0.5, help="share of the queries that calibrate each split")
+    args = parser.parse_args()
+    for spec in args.runs:
+        path, _, threshold = spec.partition(":")
+        run = load_labelled_run(path, relevance_threshold=int(threshold or 1))
+        pairs = sum(len(q.scores) for q in run.queries)
+        out = {"run": path, "relevance_threshold": run.relevance_threshold, "queries": len(run.queries), "pairs": pairs,
+               "relevant": sum(q.relevant for q in run.queries), "calibration": calibration_rows(run),
+               "conformal": [conformal_rows(run, t, args.alpha, args.splits, args.seed, args.fraction)
+                             for t in args.recall]}
+        print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

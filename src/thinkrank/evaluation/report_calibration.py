@@ -1,0 +1,95 @@
+"""The report's calibration pictures, as SVG coordinates: a reliability diagram of the raw scores
+and of the calibrated probabilities, the score histograms of relevant and non-relevant
+candidates, and documents kept against recall reached (a score cut against a fixed top-k).
+
+All are drawn from this evaluation's own queries and qrels: when the calibration was fitted on
+the same queries they are in-sample pictures (docs/calibration.md has held-out figures)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from thinkrank.calibration.metrics import reliability_bins
+
+if TYPE_CHECKING:
+    from thinkrank.evaluation.runner import Evaluation
+
+SIZE = 200  # every plot is SIZE x SIZE viewBox units, y upwards from the bottom edge
+HISTOGRAM_BINS = 20
+
+
+def _labelled(result: Evaluation, threshold: int) -> list[list[tuple[float, float | None, int]]]:
+    """Per query with judgments: (score, probability, relevant) in ranking order."""
+    out = []
+    for qid, ranking in result.rankings.items():
+        grades = result.qrels.get(qid)
+        if grades:
+            out.append([(j.score, j.probability, int(grades.get(j.doc_id, 0) >= threshold)) for j in ranking])
+    return out
+
+
+def _point(x: float, y: float) -> str:
+    return f"{x * SIZE:.1f},{(1 - y) * SIZE:.1f}"
+
+
+def calibration_figures(result: Evaluation) -> dict[str, Any] | None:
+    """The three pictures' coordinates, or None without a calibration or judged rankings."""
+    if result.calibration is None:
+        return None
+    queries = _labelled(result, int(result.calibration["relevance_threshold"]))
+    pairs = [p for q in queries for p in q]
+    if not pairs or all(prob is None for _, prob, _ in pairs):
+        return None
+    scores = [s for s, _, _ in pairs]
+    probs = [p for _, p, _ in pairs]
+    labels = [y for _, _, y in pairs]
+    reliability = {
+        name: [{"x": b.mean_probability, "y": b.fraction_relevant, "n": b.count,
+                "at": _point(b.mean_probability, b.fraction_relevant)} for b in reliability_bins(values, labels)]
+        for name, values in (("raw", scores), ("calibrated", probs))
+    }
+    histogram = _histograms(scores, labels)
+    return {"size": SIZE, "reliability": reliability,
+            "reliability_lines": {k: " ".join(b["at"] for b in v) for k, v in reliability.items()},
+            "histogram": histogram, "kept": _kept_curves(queries), "pairs": len(pairs), "queries": len(queries)}
+
+
+def _histograms(scores: list[float], labels: list[int]) -> dict[str, Any]:
+    """Share of each class's candidates per score bin (each class sums to 1)."""
+    bars: dict[str, list[dict[str, float]]] = {}
+    tallest = 0.0
+    for name, cls in (("relevant", 1), ("not_relevant", 0)):
+        counts = [0] * HISTOGRAM_BINS
+        for s, y in zip(scores, labels):
+            if y == cls:
+                counts[min(int(s * HISTOGRAM_BINS), HISTOGRAM_BINS - 1)] += 1
+        total = sum(counts) or 1
+        bars[name] = [{"share": c / total} for c in counts]
+        tallest = max([tallest] + [b["share"] for b in bars[name]])
+    width = SIZE / HISTOGRAM_BINS
+    for offset, name in ((0.0, "not_relevant"), (0.5, "relevant")):
+        for i, bar in enumerate(bars[name]):
+            h = bar["share"] / (tallest or 1) * SIZE
+            bar.update(x=(i + offset) * width, y=SIZE - h, w=width / 2, h=h)
+    return {**bars, "tallest": tallest}
+
+
+def _kept_curves(queries: list[list[tuple[float, float | None, int]]]) -> dict[str, Any]:
+    """Mean documents kept per query against mean recall, over the queries with a relevant
+    candidate: one global score cut at every distinct score, and every fixed top-k."""
+    judged = [q for q in queries if any(y for _, _, y in q)]
+    if not judged:
+        return {"cut": "", "top_k": "", "depth": 0}
+    depth = max(len(q) for q in judged)
+
+    def mean_recall(kept: list[int]) -> float:
+        return sum(sum(y for _, _, y in q[:k]) / sum(y for _, _, y in q) for q, k in zip(judged, kept)) / len(judged)
+
+    cuts = sorted({s for q in judged for s, _, _ in q}, reverse=True)
+    cut_points = []
+    for c in cuts:
+        kept = [sum(s >= c for s, _, _ in q) for q in judged]
+        cut_points.append((sum(kept) / len(judged) / depth, mean_recall(kept)))
+    top_points = [(k / depth, mean_recall([min(k, len(q)) for q in judged])) for k in range(1, depth + 1)]
+    return {"cut": " ".join(_point(x, y) for x, y in [(0.0, 0.0)] + cut_points),
+            "top_k": " ".join(_point(x, y) for x, y in [(0.0, 0.0)] + top_points), "depth": depth}
