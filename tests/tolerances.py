@@ -21,8 +21,9 @@ pair's value over all those layouts:
         --batches 1 2 3 4 8 16 32 64 --reasoning-batches 1 4 64
 
 Measured so far (2026-12-04, torch 2.13.0+cpu, transformers 5.25.0, x86_64): the Qwen2.5-shaped
-model, batch sizes 1, 8 and 64 (64 pairs), both thread counts and prefix modes, reasoning off and
-on: largest score spread 2.4e-7, log-prob spread 1.9e-6. SmolLM2 (the model the suite compares
+model, batch sizes 1, 8 and 64 (64 pairs, passages cut to 64 tokens: the script's first version,
+``--models qwen --batches 1 8 64``), both thread counts and prefix modes, reasoning off and on:
+largest score spread 2.4e-7, log-prob spread 1.9e-6. SmolLM2 (the model the suite compares
 most): 1.16e-6 in score (issue 24's failure, three pairs in one call against one call each),
 7.9e-7 (shared prefix against whole prompts, benchmarks/bench_prefix_scoring.py); the full
 SmolLM2 run of the command above is pending on the shared machine.
