@@ -19,6 +19,8 @@ from thinkrank.rerankers.base import RerankRequest
 from thinkrank.rerankers.pointwise import Pair, Rank1
 from thinkrank.types import Document
 
+from tolerances import LAYOUT_TOL
+
 SETTINGS = {"mode": "pointwise", "model": "m", "think_budget": 8}
 DOCS = [
     Document("cat", "Cats are small domesticated carnivorous mammals."),
@@ -174,7 +176,7 @@ def test_judge_with_cache_matches_plain_rank1_and_judges_each_missing_pair_once(
     assert counting.judged == [] and (use.cached, use.computed) == (4, 0)
     assert [(j.doc_id, j.index) for j in again] == [("cat", 0), ("stocks", 1), ("dog", 2), ("cat-copy", 3)]
     for got, ref in zip(first + again, reference[:3] + reference):
-        assert got.score == pytest.approx(ref.score, abs=1e-5)
+        assert got.score == pytest.approx(ref.score, abs=LAYOUT_TOL)
         assert (got.answer, got.reasoning, got.truncated) == (ref.answer, ref.reasoning, ref.truncated)
     assert set(cache.computations().values()) == {1}
 
@@ -198,7 +200,7 @@ def test_cached_reranker_gives_the_rankings_of_the_plain_reranker(tmp_path, rank
         got = cached.rerank_many(requests, top_n=3)
         for g, p in zip(got, plain):
             assert g.query_id == p.query_id and g.doc_ids == p.doc_ids[:3]
-            assert [j.score for j in g] == pytest.approx([j.score for j in p][:3], abs=1e-5)
+            assert [j.score for j in g] == pytest.approx([j.score for j in p][:3], abs=LAYOUT_TOL)
     assert (cached.use.computed, cached.use.cached) == (5, 5)  # computed once, then all read back
     assert cached.settings == rank1_off.settings
 

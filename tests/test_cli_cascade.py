@@ -6,6 +6,7 @@ import json
 
 import pytest
 from test_cli_rerank import DOCS, run_cli
+from tolerances import LAYOUT_TOL
 
 
 def test_cascade_reasons_about_the_top_m_and_reports_what_it_spent(smollm2_path, tmp_path):
@@ -115,7 +116,7 @@ def test_serve_cascade_answers_as_the_library_cascade_and_says_so_in_v1_models(s
     want = Rank1(engine=smollm2_engine, think_budget=4, cascade="top=1").rerank(query, docs)
     assert [(r["index"], r["reasoned"], r["reasoning"]) for r in got["results"]] == [
         (j.index, j.reasoned, j.reasoning) for j in want]
-    assert [r["relevance_score"] for r in got["results"]] == pytest.approx([j.score for j in want], abs=1e-6)
+    assert [r["relevance_score"] for r in got["results"]] == pytest.approx([j.score for j in want], abs=LAYOUT_TOL)
     assert sum(r["reasoned"] for r in got["results"]) == 1
     assert got["usage"]["completion_tokens"] == sum(j.reasoning_tokens for j in want) == 4
     assert cached["results"] == got["results"]
@@ -123,6 +124,6 @@ def test_serve_cascade_answers_as_the_library_cascade_and_says_so_in_v1_models(s
     # reasoning=false needs no cascade: one forward pass per document, as Rank1 with reasoning off.
     plain = Rank1(engine=smollm2_engine, reasoning=False).rerank(query, docs)
     assert [(r["index"], r["reasoned"]) for r in off["results"]] == [(j.index, False) for j in plain]
-    assert [r["relevance_score"] for r in off["results"]] == pytest.approx([j.score for j in plain], abs=1e-6)
+    assert [r["relevance_score"] for r in off["results"]] == pytest.approx([j.score for j in plain], abs=LAYOUT_TOL)
     assert card["settings"]["cascade"] == {"top_m": 1, "band": None}
     assert card["settings"]["reasoning_close"] == "\n</think>" and card["settings"]["think_budget"] == 4

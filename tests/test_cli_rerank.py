@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from tolerances import LAYOUT_TOL
+
 DOCS = [
     {"id": "cat", "text": "Cats are small domesticated carnivorous mammals."},
     {"id": "stocks", "title": "Markets", "text": "The stock market fell today after the tariff news."},
@@ -129,7 +131,7 @@ def test_openai_engine_from_the_cli_matches_the_in_process_scores(smollm2_engine
                       "--reasoning", "off", "--format", "jsonl", "--quiet").stdout
     over_http = {r["id"]: r["score"] for r in map(json.loads, out.splitlines())}
     local = Rank1(engine=smollm2_engine, reasoning=False).rerank("what is a cat", DOCS)
-    assert over_http == pytest.approx({j.doc_id: j.score for j in local}, abs=1e-4)
+    assert over_http == pytest.approx({j.doc_id: j.score for j in local}, abs=LAYOUT_TOL)
 
 
 def test_a_flag_of_another_engine_is_refused(smollm2_path, docs_file):

@@ -27,6 +27,8 @@ from thinkrank.errors import EngineError, InvalidInputError
 from thinkrank.prompts.rank1 import build_rank1_prompt
 from thinkrank.testing.openai_server import EngineServer, ServerOptions, serving
 
+from tolerances import LAYOUT_TOL
+
 MODEL = "teacher-test"
 PAIRS = [
     LabeledPair(f"q{i}", f"d{i}", f"is claim {i} supported", f"Passage {i}: evidence number {i} about the claim.", i % 2 == 0,
@@ -372,7 +374,7 @@ def test_the_engine_teacher_writes_traces_with_smollm2(smollm2_engine, tmp_path)
         lp = smollm2_engine.next_token_logprobs([context], [true_id, false_id])[0]
         assert record["finish_reason"] == finish
         assert record["answer_text"] == ("true" if lp[true_id] >= lp[false_id] else "false")
-        assert record["extra"]["p_true"] == pytest.approx(1 / (1 + math.exp(lp[false_id] - lp[true_id])), abs=1e-4)
+        assert record["extra"]["p_true"] == pytest.approx(1 / (1 + math.exp(lp[false_id] - lp[true_id])), abs=LAYOUT_TOL)
 
 
 @pytest.mark.slow
@@ -402,7 +404,7 @@ def test_the_engine_teacher_reads_forced_answers_with_the_generation_not_in_a_se
             chain = chain[: last + 1]
         lp = smollm2_engine.next_token_logprobs([job.prompt + "\n" + chain.strip() + "\n</think>"],
                                                 [true_id, false_id])[0]
-        assert trace.extra["p_true"] == pytest.approx(1 / (1 + math.exp(lp[false_id] - lp[true_id])), abs=1e-4)
+        assert trace.extra["p_true"] == pytest.approx(1 / (1 + math.exp(lp[false_id] - lp[true_id])), abs=LAYOUT_TOL)
 
 
 @pytest.mark.slow

@@ -11,6 +11,8 @@ from thinkrank.engines import GenerationRequest
 from thinkrank.engines.transformers import TransformersEngine
 from thinkrank.errors import InvalidInputError
 
+from tolerances import LAYOUT_LOGPROB_TOL
+
 HEAD = "Determine if the following passage is relevant to the query.\nQuery: what do cats eat\nPassage: "
 PASSAGES = ["Cats eat mice and fish.", "The stock market fell sharply on Monday after the news.", "Dogs bark."]
 OTHER = "Determine if the following passage is relevant to the query.\nQuery: stock news\nPassage: Markets.\n<think>"
@@ -54,7 +56,7 @@ def test_cut_chains_are_scored_from_the_cache_like_a_plain_forward_pass(smollm2_
     assert {g.stop_reason for g in gens} <= {"length", "eos"} and "length" in {g.stop_reason for g in gens}
     for prompt, gen in zip(prompts, gens):
         ref = _reference(model, tok, prompt + _cut_mid_token(gen), ids)
-        assert [gen.answer_logprobs[t] for t in ids] == pytest.approx(ref, abs=1e-4)
+        assert [gen.answer_logprobs[t] for t in ids] == pytest.approx(ref, abs=LAYOUT_LOGPROB_TOL)
 
 
 def test_chains_ended_by_end_of_sequence_are_closed_from_the_cache(smollm2_path, smollm2):
@@ -72,7 +74,7 @@ def test_chains_ended_by_end_of_sequence_are_closed_from_the_cache(smollm2_path,
     assert [g.stop_reason for g in gens] == ["eos"] * 3
     for prompt, gen in zip(prompts, gens):
         ref = _reference(model, tok, prompt + gen.text + "\n</think>", ids)
-        assert [gen.answer_logprobs[t] for t in ids] == pytest.approx(ref, abs=1e-4)
+        assert [gen.answer_logprobs[t] for t in ids] == pytest.approx(ref, abs=LAYOUT_LOGPROB_TOL)
 
 
 def test_closing_from_the_cache_never_refeeds_prompt_and_chain(smollm2_engine, smollm2):
@@ -110,7 +112,7 @@ def test_shared_prefix_gives_the_same_chains_and_answers_as_full_prefills(smollm
     plain, shared = run(False), run(True)
     for a, b in zip(plain, shared):
         assert (a.token_ids, a.text, a.stop_reason, a.prompt_tokens) == (b.token_ids, b.text, b.stop_reason, b.prompt_tokens)
-        assert [a.answer_logprobs[t] for t in ids] == pytest.approx([b.answer_logprobs[t] for t in ids], abs=1e-4)
+        assert [a.answer_logprobs[t] for t in ids] == pytest.approx([b.answer_logprobs[t] for t in ids], abs=LAYOUT_LOGPROB_TOL)
 
 
 @pytest.mark.parametrize("stop", ["</think>", "sea.", "e", " the"])
@@ -194,7 +196,7 @@ def test_next_token_logprobs_with_shared_prefixes_equal_plain_forward_passes(smo
     finally:
         hook.remove()
     for prompt, lp in zip(prompts, got):
-        assert [lp[t] for t in ids] == pytest.approx(_reference(model, tok, prompt, ids), abs=1e-4)
+        assert [lp[t] for t in ids] == pytest.approx(_reference(model, tok, prompt, ids), abs=LAYOUT_LOGPROB_TOL)
     assert sorted(i for b in reports for i in b) == list(range(len(prompts))) and all(len(b) <= 2 for b in reports)
     # Each query's prefix tokens were fed once, in a pass of their own, never again inside a row.
     for head in {h for h in heads if h}:
@@ -215,7 +217,7 @@ def test_next_token_logprobs_without_prefixes_and_a_lone_query_match_the_full_ca
     plain = smollm2_engine.next_token_logprobs(prompts, ids)
     lone = smollm2_engine.next_token_logprobs([prompts[3]], ids, shared_prefixes=[heads[3]])  # one candidate alone
     for a, b in zip(plain, smollm2_engine.next_token_logprobs(prompts, ids, shared_prefixes=heads)):
-        assert [a[t] for t in ids] == pytest.approx([b[t] for t in ids], abs=1e-4)
-    assert [lone[0][t] for t in ids] == pytest.approx(_reference(model, tok, prompts[3], ids), abs=1e-4)
+        assert [a[t] for t in ids] == pytest.approx([b[t] for t in ids], abs=LAYOUT_LOGPROB_TOL)
+    assert [lone[0][t] for t in ids] == pytest.approx(_reference(model, tok, prompts[3], ids), abs=LAYOUT_LOGPROB_TOL)
     with pytest.raises(InvalidInputError, match="shared_prefixes has 1 entries for 2 prompts"):
         smollm2_engine.next_token_logprobs(prompts[:2], ids, shared_prefixes=[HEAD])

@@ -18,6 +18,8 @@ from thinkrank.engines.openai import OpenAIEngine
 from thinkrank.errors import EngineError, InvalidInputError, MissingExtraError, ModelLoadError
 from thinkrank.testing.openai_server import EngineServer, ServerOptions, serving
 
+from tolerances import LAYOUT_LOGPROB_TOL, LAYOUT_TOL
+
 MODEL = "smollm2-test"
 FEW_SHOT = "Q: capital of Italy?\n<think>Rome.</think>\nQ: capital of Spain?\n<think>Madrid.</think>\nQ: capital of France?\n<think>"
 RANK1_FEW_SHOT = (
@@ -116,7 +118,7 @@ def test_next_token_logprobs_are_renormalised_and_their_differences_exact(engine
     for prompt, lp in zip(prompts, got):
         assert math.exp(lp[ids[0]]) + math.exp(lp[ids[1]]) == pytest.approx(1.0, abs=1e-6)
         plain = _plain_logprobs(hf, prompt, ids)
-        assert lp[ids[0]] - lp[ids[1]] == pytest.approx(plain[0] - plain[1], abs=1e-4)
+        assert lp[ids[0]] - lp[ids[1]] == pytest.approx(plain[0] - plain[1], abs=LAYOUT_LOGPROB_TOL)
 
 
 def test_a_raw_logprob_server_like_vllm_v1_gives_the_same_values(smollm2_engine, smollm2_path, hf):
@@ -130,7 +132,7 @@ def test_a_raw_logprob_server_like_vllm_v1_gives_the_same_values(smollm2_engine,
         got = OpenAIEngine(MODEL, base_url=url, tokenizer=str(smollm2_path)).next_token_logprobs([prompt], ids)[0]
     assert app.stats.requests == 2
     plain = _plain_logprobs(hf, prompt, ids)
-    assert got[ids[0]] - got[ids[1]] == pytest.approx(plain[0] - plain[1], abs=1e-4)
+    assert got[ids[0]] - got[ids[1]] == pytest.approx(plain[0] - plain[1], abs=LAYOUT_LOGPROB_TOL)
 
 
 def test_a_server_that_ignores_logit_bias_is_an_error_not_a_score(smollm2_engine, smollm2_path):
@@ -148,10 +150,11 @@ def test_rank1_scores_over_http_equal_the_transformers_engine(engine, smollm2_en
     assert [j.doc_id for j in over_http] == [j.doc_id for j in local]
     for a, b in zip(over_http, local):
         assert a.reasoning == b.reasoning and a.forced == b.forced
-        assert a.score == pytest.approx(b.score, abs=1e-4)
+        assert a.score == pytest.approx(b.score, abs=LAYOUT_TOL)
     forced = Rank1(engine=engine, think_budget=8).rerank(QUERY, DOCS[:1])[0]
     assert forced.forced
-    assert forced.score == pytest.approx(Rank1(engine=smollm2_engine, think_budget=8).rerank(QUERY, DOCS[:1])[0].score, abs=1e-4)
+    local_forced = Rank1(engine=smollm2_engine, think_budget=8).rerank(QUERY, DOCS[:1])[0]
+    assert forced.score == pytest.approx(local_forced.score, abs=LAYOUT_TOL)
 
 
 # ---- concurrency, retries, errors ---------------------------------------------------------

@@ -11,6 +11,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from thinkrank.engines import GenerationRequest
 from thinkrank.engines.transformers import TransformersEngine
 
+from tolerances import LAYOUT_LOGPROB_TOL
+
 HEAD = "Determine if the following passage is relevant to the query.\nQuery: what do cats eat\nPassage: "
 PASSAGES = [
     "Cats eat mice and fish.",
@@ -48,7 +50,7 @@ def _assert_same(plain, static) -> None:
         if a.answer_logprobs is not None:
             assert sorted(a.answer_logprobs) == sorted(b.answer_logprobs)
             assert [b.answer_logprobs[t] for t in a.answer_logprobs] == pytest.approx(list(a.answer_logprobs.values()),
-                                                                                      abs=1e-4)
+                                                                                      abs=LAYOUT_LOGPROB_TOL)
 
 
 def _next_logprobs(model, ids: list[int], answer: tuple[int, ...]) -> list[float]:
@@ -83,7 +85,7 @@ def test_stop_strings_end_where_the_greedy_text_first_holds_them(engines, stop):
         if text.endswith(stop):  # on a token boundary: the answer is read in the same pass
             assert gen.answer_logprobs is not None
             expected = _next_logprobs(model, ids[0].tolist() + ref[:n], answer)
-            assert [gen.answer_logprobs[t] for t in answer] == pytest.approx(expected, abs=1e-4)
+            assert [gen.answer_logprobs[t] for t in answer] == pytest.approx(expected, abs=LAYOUT_LOGPROB_TOL)
         else:  # inside a token, no close rule: left to the caller
             assert gen.answer_logprobs is None and stop == "sharp"
 
@@ -101,7 +103,7 @@ def test_budget_cuts_are_closed_from_the_static_buffers_like_a_plain_forward_pas
     assert [g.stop_reason for g in static] == ["length"] * 4
     for prompt, gen in zip(prompts, static):
         expected = _text_logprobs(model, tok, prompt + _close(gen), answer)
-        assert [gen.answer_logprobs[t] for t in answer] == pytest.approx(expected, abs=1e-4)
+        assert [gen.answer_logprobs[t] for t in answer] == pytest.approx(expected, abs=LAYOUT_LOGPROB_TOL)
 
 
 def test_end_of_sequence_chains_match_and_are_closed_from_the_buffers(smollm2_path):
@@ -119,7 +121,7 @@ def test_end_of_sequence_chains_match_and_are_closed_from_the_buffers(smollm2_pa
     assert [g.stop_reason for g in gens] == ["eos"] * 4 and len({g.num_tokens for g in gens}) > 1
     for prompt, gen in zip(prompts, gens):
         expected = _text_logprobs(model, tok, prompt + gen.text + "\n</think>", answer)
-        assert [gen.answer_logprobs[t] for t in answer] == pytest.approx(expected, abs=1e-4)
+        assert [gen.answer_logprobs[t] for t in answer] == pytest.approx(expected, abs=LAYOUT_LOGPROB_TOL)
 
 
 def test_seeded_sampling_gives_the_same_chains(engines):
@@ -160,7 +162,7 @@ def test_finished_rows_are_compacted_into_power_of_two_batches(smollm2_engine):
     for prompt, gen in zip(prompts, static):
         if gen.stop_reason == "length":
             expected = _text_logprobs(smollm2_engine.model, tok, prompt + _close(gen), answer)
-            assert [gen.answer_logprobs[t] for t in answer] == pytest.approx(expected, abs=1e-4)
+            assert [gen.answer_logprobs[t] for t in answer] == pytest.approx(expected, abs=LAYOUT_LOGPROB_TOL)
 
 
 def _qwen_requests(tok) -> list[GenerationRequest]:
@@ -185,7 +187,7 @@ def test_the_decode_step_traces_as_one_graph_and_gives_the_same_outputs(tiny_qwe
     assert shapes == {4, 2, 1} and counters["stats"]["unique_graphs"] == len(shapes)  # one graph per shape
     for request, gen in zip(requests, gens):
         expected = _text_logprobs(model, tok, request.prompt + _close(gen), request.answer_token_ids)
-        assert [gen.answer_logprobs[t] for t in request.answer_token_ids] == pytest.approx(expected, abs=1e-4)
+        assert [gen.answer_logprobs[t] for t in request.answer_token_ids] == pytest.approx(expected, abs=LAYOUT_LOGPROB_TOL)
     counters.clear()
     _assert_same(gens, compiled.generate(requests))
     assert counters["stats"]["unique_graphs"] == 0  # a second call of the same shapes compiles nothing

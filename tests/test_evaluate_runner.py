@@ -15,6 +15,8 @@ from thinkrank.errors import InvalidInputError
 from thinkrank.evaluation.runner import evaluate, metrics_dict, run_tag, select_queries, write_outputs
 from thinkrank.rerankers.pointwise import Pair, Rank1
 
+from tolerances import LAYOUT_TOL
+
 
 def ndcg_at_10(ranked: list[str], labels: dict[str, int]) -> float:
     """trec_eval's nDCG@10: gain = grade, log2(rank + 1) discount, ideal from all judged grades."""
@@ -70,7 +72,7 @@ def test_reranked_evaluation_scores_each_candidate_like_plain_rank1_and_ranks_by
         expected = sorted(((j.doc_id, j.score) for j in plain), key=lambda x: -x[1])
         got = result.reranked[qid]
         assert [d for d, _ in got] == [d for d, _ in expected]
-        assert [s for _, s in got] == pytest.approx([s for _, s in expected], abs=1e-5)
+        assert [s for _, s in got] == pytest.approx([s for _, s in expected], abs=LAYOUT_TOL)
         # metrics follow the ranking: checked against a hand-written nDCG@10
         assert result.first_metrics.per_query[qid]["nDCG@10"] == pytest.approx(
             ndcg_at_10(bm25.doc_ids(qid)[:3], dl19.qrels[qid]))

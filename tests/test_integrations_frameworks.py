@@ -9,6 +9,8 @@ import pytest
 from thinkrank import Rank1
 from thinkrank.errors import InvalidInputError
 
+from tolerances import LAYOUT_TOL
+
 CORPUS = {
     "cats": "Cats are obligate carnivores: they eat meat, such as mice, birds and fish.",
     "dogs": "Dogs are omnivores and eat both meat and plants; many also eat dry kibble.",
@@ -64,7 +66,7 @@ def test_langchain_compressor_reranks_inside_contextual_compression_retriever(re
     expected = _reference(reranker, [d.page_content for d in first_stage])[:2]
     assert [d.page_content for d in docs] == [t for t, _, _ in expected]
     for doc, (_, score, reasoning) in zip(docs, expected):
-        assert doc.metadata["relevance_score"] == pytest.approx(score, abs=1e-6)
+        assert doc.metadata["relevance_score"] == pytest.approx(score, abs=LAYOUT_TOL)
         assert doc.metadata["reasoning"] == reasoning and reasoning
         assert doc.metadata["doc_id"] == doc.id and "bm25" in doc.metadata  # the retriever's metadata kept
     assert all("relevance_score" not in d.metadata for d in first_stage)  # inputs untouched
@@ -126,8 +128,8 @@ def test_llamaindex_postprocessor_reranks_inside_a_query_engine(reranker):
     expected = _reference(reranker, [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in first_stage])[:2]
     assert [h.node.get_content(metadata_mode=MetadataMode.EMBED) for h in hits] == [t for t, _, _ in expected]
     for hit, (_, score, reasoning) in zip(hits, expected):
-        assert hit.score == pytest.approx(score, abs=1e-6)
-        assert hit.node.metadata["relevance_score"] == pytest.approx(score, abs=1e-6)
+        assert hit.score == pytest.approx(score, abs=LAYOUT_TOL)
+        assert hit.node.metadata["relevance_score"] == pytest.approx(score, abs=LAYOUT_TOL)
         assert hit.node.metadata["reasoning"] == reasoning
         assert "reasoning" not in hit.node.get_content(metadata_mode=MetadataMode.LLM)  # kept out of prompts
     assert all("reasoning" not in n.metadata for n in stored.values())  # the stored nodes untouched
@@ -174,7 +176,7 @@ def test_haystack_ranker_in_a_pipeline_and_serialised(reranker, smollm2_path):
     expected = _reference(reranker, [d.content for d in first_stage])[:3]
     assert [d.content for d in ranked] == [t for t, _, _ in expected]
     for doc, (_, score, reasoning) in zip(ranked, expected):
-        assert doc.score == pytest.approx(score, abs=1e-6)
+        assert doc.score == pytest.approx(score, abs=LAYOUT_TOL)
         assert doc.meta["reasoning"] == reasoning and doc.meta["topic"] == doc.id
 
     # The pipeline saves to YAML and loads back with the same component settings and output.

@@ -20,6 +20,8 @@ from thinkrank import Rank1
 from thinkrank.errors import InvalidInputError
 from thinkrank.integrations.pyterrier import OUTPUT_COLUMNS, ThinkrankReranker
 
+from tolerances import LAYOUT_TOL
+
 TOP_K = 10
 N_QUERIES = 3
 
@@ -163,8 +165,8 @@ def test_column_contract_and_scores_equal_rank1_called_directly(smollm2_engine, 
         rows = out[out.qid == qid]
         assert list(rows.docno) == ranking.doc_ids and list(rows["rank"]) == list(range(len(ranking)))
         for (_, row), judgment in zip(rows.iterrows(), ranking):
-            assert row.score == pytest.approx(judgment.score, abs=1e-5)
-            assert row.p_true == pytest.approx(judgment.p_true, abs=1e-5)
+            assert row.score == pytest.approx(judgment.score, abs=LAYOUT_TOL)
+            assert row.p_true == pytest.approx(judgment.p_true, abs=LAYOUT_TOL)
             assert (row.reasoning, row.answer, row.forced, row.truncated, row.reasoning_tokens) == (
                 "", judgment.answer, False, False, 0)
             assert frame.set_index("docno").bm25_feature[row.docno] == row.bm25_feature  # input columns kept
@@ -200,7 +202,7 @@ def test_scorer_cache_keyed_by_judgment_key_recomputes_nothing(smollm2_engine, t
     assert calls.prompts == 5 and tr.use.computed == 5  # second run: no engine call
     assert list(one.score) == list(two.score)
     plain = tr(_frame())
-    assert dict(zip(plain.docno, plain.score)) == pytest.approx(dict(zip(two.docno, two.score)), abs=1e-6)
+    assert dict(zip(plain.docno, plain.score)) == pytest.approx(dict(zip(two.docno, two.score)), abs=LAYOUT_TOL)
     # The key is thinkrank's judgment-cache key: settings, query, title and text.
     row = _frame().iloc[0]
     expected = digest(["pointwise", tr.settings, row.query, None, row.title, row.text])
@@ -229,4 +231,4 @@ def test_cascade_as_a_pipeline_orders_and_reasons_like_the_built_in_cascade(smol
         for (_, a), (_, b) in zip(mine.head(2).iterrows(), theirs.head(2).iterrows()):
             assert a.reasoning == b.reasoning and a.reasoning and a.reasoning_tokens == b.reasoning_tokens > 0
             assert (a.answer, a.forced) == (b.answer, b.forced)
-            assert a.p_true == pytest.approx(b.p_true, abs=1e-5)
+            assert a.p_true == pytest.approx(b.p_true, abs=LAYOUT_TOL)

@@ -25,6 +25,8 @@ from thinkrank.engines.vllm import sampling_kwargs, to_generation
 from thinkrank.testing.models import tiny_qwen_think_dir
 from thinkrank.testing.openai_server import EngineServer, ServerOptions, serving
 
+from tolerances import LAYOUT_TOL
+
 CLOSES = (" The", " passage", " fits", ".", " Yes", "</think>")  # 6 tokens, then the chain is closed
 ENDS = (" The", " passage", " ends", ".", "<|endoftext|>")  # ends with end-of-sequence instead
 QUERY = "what do cats eat"
@@ -101,7 +103,7 @@ def _check_closed(ranking, ref):
         assert not j.forced and j.reasoning == "".join(CLOSES[:-1])
         text = released_prompt(QUERY, DOCS[j.index]) + j.reasoning + "</think>"
         assert ref.tok(text).input_ids[-1] == ref.close_id  # scored after the special token itself
-        assert j.score == pytest.approx(ref.score(text), abs=1e-5)
+        assert j.score == pytest.approx(ref.score(text), abs=LAYOUT_TOL)
 
 
 def test_transformers_engine_stops_on_the_special_think_close(closes):
@@ -138,7 +140,7 @@ def _check_forced(ranking, ref, chain):
     for j in ranking:
         cut, text = released_forced(released_prompt(QUERY, DOCS[j.index]), chain)
         assert j.forced and j.reasoning == cut
-        assert j.score == pytest.approx(ref.score(text), abs=1e-5)
+        assert j.score == pytest.approx(ref.score(text), abs=LAYOUT_TOL)
 
 
 def test_a_chain_cut_by_the_budget_gets_the_released_forced_answer(closes, closes_dir):
