@@ -12,7 +12,6 @@ import pytest
 
 from thinkrank.calibration import (
     Calibration,
-    CalibrationMap,
     ConformalQuery,
     LabelledQuery,
     LabelledRun,

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from thinkrank.datasets import (
-    Collection, Run, load_collection, read_json_run, read_qrels, read_rank_llm, read_run, read_trec_run,
+    Collection, Run, load_collection, read_qrels, read_rank_llm, read_run, read_trec_run,
     requests_from_run, write_json_run, write_rank_llm, write_trec_qrels, write_trec_run,
 )
 from thinkrank.errors import InvalidInputError

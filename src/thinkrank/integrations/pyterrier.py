@@ -37,7 +37,7 @@ from thinkrank.rerankers.base import Reranker, RerankRequest
 from thinkrank.rerankers.cached import CachedReranker, CacheUse, pair_key
 from thinkrank.rerankers.pointwise import Pair
 from thinkrank.rerankers.spec import RerankerSpec, build_reranker, spec_from_options
-from thinkrank.types import Document, Judgment, Ranking, as_documents
+from thinkrank.types import Judgment, Ranking, as_documents
 
 require("pyterrier", "pyterrier")
 require("pyterrier_alpha", "pyterrier")
