@@ -18,7 +18,7 @@ SHARED = ("model", "mode", "reasoning", "think_budget", "cascade", "reasoning_cl
           "max_passage_tokens", "temperature", "seed", "window", "stride", "depth", "max_tokens", "engine",
           "base_url", "tokenizer", "concurrency", "max_retries", "timeout", "chat", "extra_body", "context_length",
           "tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "device", "batch_size", "static_cache",
-          "compile", "dtype")
+          "compile")
 
 
 def params(command: str) -> dict[str, object]:
