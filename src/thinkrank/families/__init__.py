@@ -1,0 +1,1 @@
+"""Reranker families: one module per released model family (see :mod:`thinkrank.families.base`)."""
