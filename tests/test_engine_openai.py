@@ -98,15 +98,24 @@ def test_zero_budget_needs_no_request_and_negative_budget_is_refused(engine, ser
         engine.generate([GenerationRequest("Hello", -1)])
 
 
-def test_chat_mode_sends_the_messages_to_chat_completions(server, smollm2_path, smollm2_engine):
+def test_chat_mode_sends_the_messages_to_chat_completions(server, engine, hf, smollm2_path, smollm2_engine):
     app, url = server
     chat = OpenAIEngine(MODEL, base_url=url, tokenizer=str(smollm2_path), chat=True)
-    prompt = _chat_prompt(chat)
-    before = app.stats.paths["/v1/chat/completions"]
-    gen = chat.generate([GenerationRequest(prompt, 20)])[0]
-    assert app.stats.paths["/v1/chat/completions"] == before + 1
-    ref = smollm2_engine.generate([GenerationRequest(prompt, 20)])[0]
+    messages = ({"role": "user", "content": "Reply with one word: yes or no. Is water wet?"},)
+    before = dict(app.stats.paths)
+    gen = chat.generate([GenerationRequest("", 20, messages=messages)])[0]
+    assert app.stats.paths["/v1/chat/completions"] == before.get("/v1/chat/completions", 0) + 1
+    rendered = hf[0].apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    ref = smollm2_engine.generate([GenerationRequest(rendered, 20)])[0]
     assert (gen.text, gen.stop_reason) == (ref.text, "eos")
+    # without chat mode the same messages are rendered here and sent as one completion prompt
+    plain = engine.generate([GenerationRequest("", 20, messages=messages)])[0]
+    assert app.stats.paths["/v1/completions"] == before.get("/v1/completions", 0) + 1
+    assert (plain.text, plain.stop_reason, plain.prompt_tokens) == (ref.text, "eos", ref.prompt_tokens)
+    # a chat API has no portable way to start the assistant's turn with given text: refused before any request
+    with pytest.raises(InvalidInputError, match="assistant_prefix"):
+        chat.generate([GenerationRequest("", 4, messages=messages, assistant_prefix="Yes")])
+    assert app.stats.paths["/v1/chat/completions"] == before.get("/v1/chat/completions", 0) + 1
 
 
 # ---- exact answer log-probs ---------------------------------------------------------------

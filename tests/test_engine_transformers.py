@@ -76,6 +76,20 @@ def test_zero_budget_and_bad_budget(smollm2_engine):
         smollm2_engine.generate([GenerationRequest("Hello", -1)])
 
 
+def test_chat_messages_are_rendered_with_the_models_template_then_the_assistant_prefix(smollm2_engine, hf):
+    tok, _ = hf
+    messages = ({"role": "user", "content": "Name a colour."},)
+    text = tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True) + "<think>\n"
+    got, ref = smollm2_engine.generate([GenerationRequest("", 8, messages=messages, assistant_prefix="<think>\n"),
+                                        GenerationRequest(text, 8)])
+    assert (got.text, got.token_ids, got.stop_reason) == (ref.text, ref.token_ids, ref.stop_reason)
+    assert got.prompt_tokens == ref.prompt_tokens == len(tok(text).input_ids)
+    with pytest.raises(InvalidInputError, match="not both"):
+        GenerationRequest("Hello", 8, messages=messages)
+    with pytest.raises(InvalidInputError, match="assistant_prefix"):
+        GenerationRequest("Hello", 8, assistant_prefix="<think>\n")
+
+
 def test_unknown_engine_name_is_a_clear_error():
     with pytest.raises(InvalidInputError, match="unknown engine 'tensorrt'.*transformers"):
         load_engine("x", "tensorrt")

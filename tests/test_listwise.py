@@ -120,7 +120,8 @@ def test_windows_of_different_queries_share_generate_calls(smollm2_engine, hf_to
     requests = [r for reqs, _ in rec.calls for r in reqs]
     generations = [g for _, gens in rec.calls for g in gens]
     for req, gen, w, q, docs in zip(requests, generations, windows, queries, sources):
-        assert req.prompt == _chat(hf_tok, build_rankk_prompt(q, [docs[i]["text"] for i in w.indices]))
+        assert req.messages == ({"role": "user", "content": build_rankk_prompt(q, [docs[i]["text"] for i in w.indices])},)
+        assert smollm2_engine.tokenizer.prompt_text(req) == _chat(hf_tok, req.messages[0]["content"])
         assert (req.max_tokens, req.temperature) == (16, 0.0)
         assert (w.prompt_tokens, w.completion_tokens) == (gen.prompt_tokens, gen.num_tokens)
         if not w.ordering:  # no ordering: everything the model wrote is its reasoning
@@ -196,8 +197,8 @@ def test_budget_out_before_an_ordering_keeps_the_order(smollm2_engine, hf_tok):
     # the cut passage keeps its number and every other passage and instruction is intact
     cut = hf_tok.decode(hf_tok.encode(long_text, add_special_tokens=False)[:16])
     shown = [cut if i == 4 else docs[i]["text"] for i in range(10)]
-    assert rec.calls[0][0][0].prompt == _chat(hf_tok, build_rankk_prompt("notes", shown))
-    assert f"[5] {cut}\n\n[6] " in rec.calls[0][0][0].prompt
+    assert rec.calls[0][0][0].messages == ({"role": "user", "content": build_rankk_prompt("notes", shown)},)
+    assert f"[5] {cut}\n\n[6] " in rec.calls[0][0][0].messages[0]["content"]
     assert len(ranker.rerank("notes", docs, top_n=3)) == 3
 
 
@@ -229,7 +230,7 @@ def test_a_template_that_opens_the_chain(smollm2_engine, smollm2_path):
         ranker = RankK(engine=rec, window=10, max_tokens=max_tokens, prompt=STATES_AN_ORDER)
         (traces[max_tokens],) = ranker.rerank("cats", _docs(5, "d")).windows
         (req,), (gen,) = rec.calls[0]
-        assert req.prompt.endswith("<|im_start|>assistant\n<think>\n")
+        assert engine.tokenizer.prompt_text(req).endswith("<|im_start|>assistant\n<think>\n")
         assert gen.text == said, gen.text
     cut, ended = traces[budget], traces[budget + 4]
     assert (cut.forced, cut.ordering, cut.reasoning, cut.order) == (True, "", said.strip(), [[0], [1], [2], [3], [4]])

@@ -1,6 +1,8 @@
 """The one protocol every inference engine implements.
 
-An engine does two things, both on raw text prompts (templates are applied by callers):
+An engine does two things, on raw text prompts (a family's templates are applied by callers),
+or for generation also on chat messages, which the engine gives the model its own way (the
+model's chat template for local engines, the messages themselves over a chat API):
 
 * ``generate``: continue prompts until a stop string or a token budget, and when asked, also
   return the *exact* log-probabilities of a few given token ids at the position right after
@@ -62,6 +64,12 @@ class GenerationRequest:
     transformers engine reads them from the chain's KV cache). ``shared_prefix``: text that
     starts this prompt and others of the same call (e.g. instruction + query), a hint that
     their common tokens may be prefilled once.
+
+    ``messages``: chat turns instead of a prompt (``prompt`` is then ``""``), for a family whose
+    model needs its chat template; the text they stand for is the template's rendering, ready
+    for the assistant's turn, followed by ``assistant_prefix`` (text the released code writes at
+    the start of that turn, e.g. ``"<think>\\n"``). An engine renders them itself (or sends them
+    as chat messages), so no engine has to map text back to messages.
     """
 
     prompt: str
@@ -72,6 +80,16 @@ class GenerationRequest:
     answer_token_ids: tuple[int, ...] = ()
     close: Callable[[Generation], str] | None = None
     shared_prefix: str = ""
+    messages: tuple[dict[str, str], ...] | None = None
+    assistant_prefix: str = ""
+
+    def __post_init__(self) -> None:
+        from thinkrank.errors import InvalidInputError
+
+        if self.messages is not None and self.prompt:
+            raise InvalidInputError("a GenerationRequest takes a prompt or messages, not both; give prompt=\"\" with messages")
+        if self.messages is None and self.assistant_prefix:
+            raise InvalidInputError("assistant_prefix follows chat messages; with a raw prompt, end the prompt with it")
 
 
 @dataclass

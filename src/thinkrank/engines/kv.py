@@ -60,7 +60,7 @@ def reusable(cache: Any) -> bool:
     windows and other layer kinds drop or transform old positions, so rows cannot be cut)."""
     from transformers.cache_utils import DynamicLayer
 
-    layers = getattr(cache, "layers", None)
+    layers = getattr(cache, "layers", None) or ()
     return bool(layers) and all(type(layer) is DynamicLayer and layer.keys is not None for layer in layers)
 
 

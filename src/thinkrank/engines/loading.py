@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from thinkrank.errors import MissingExtraError, ModelLoadError, require
+from thinkrank.engines.base import GenerationRequest
+from thinkrank.errors import InvalidInputError, MissingExtraError, ModelLoadError, require
 from thinkrank.hub import describe_local, local_files_only, looks_like_path
 
 DEFAULT_MODEL = "jhu-clsp/rank1-7b"
@@ -75,6 +77,45 @@ def resolve_model(model: str | os.PathLike[str]) -> ModelRef:
     if looks_like_path(text):
         raise ModelLoadError(f"model path not found: {text}")
     return ModelRef(text)
+
+
+class HFTokenizer:
+    """Adapter giving a transformers tokenizer the :class:`~thinkrank.engines.base.Tokenizer`
+    protocol: ``encode`` never adds special tokens (prompts get them once, at the front).
+    ``model_name`` names the model in errors. Every engine with a local tokenizer renders chat
+    messages here, so they all give the model the same bytes."""
+
+    def __init__(self, tokenizer: Any, model_name: str = "") -> None:
+        self.hf = tokenizer
+        self.model_name = model_name
+
+    def encode(self, text: str) -> list[int]:
+        return self.hf.encode(text, add_special_tokens=False)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.hf.decode(list(ids), skip_special_tokens=False)
+
+    def encode_prompt(self, text: str) -> list[int]:
+        return self.hf.encode(text, add_special_tokens=True)
+
+    def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
+        """``messages`` through the model's chat template, ready for the assistant's turn.
+
+        Raises:
+            InvalidInputError: the tokenizer has no chat template.
+        """
+        if not getattr(self.hf, "chat_template", None):
+            raise InvalidInputError(
+                f"model {self.model_name!r} has no chat template; listwise reranking needs a chat model"
+            )
+        return self.hf.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+
+    def prompt_text(self, request: GenerationRequest) -> str:
+        """The text ``request`` stands for: its ``prompt``, or its ``messages`` through the chat
+        template followed by its ``assistant_prefix``."""
+        if request.messages is None:
+            return request.prompt
+        return self.apply_chat_template(request.messages) + request.assistant_prefix
 
 
 def _hub_options(ref: ModelRef) -> dict[str, Any]:

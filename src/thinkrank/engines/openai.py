@@ -31,17 +31,16 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, TypeVar
 
 from thinkrank.engines.base import Generation, GenerationRequest, OnBatch, Progress
+from thinkrank.engines.loading import HFTokenizer, load_tokenizer, resolve_model
 from thinkrank.engines.restricted import Reading, check_restricted, forced_value, missing, renormalise
 from thinkrank.errors import EngineError, InvalidInputError, ModelLoadError, require
 
 _BIAS = 100  # the largest logit_bias the OpenAI API accepts; makes the answer ids the only candidates
-_CHAT_MEMORY = 4096  # rendered chat prompts remembered for chat mode
 _TOKEN_ID = re.compile(r"token_id:(\d+)")  # vLLM's `return_tokens_as_token_ids` spelling
 # Sent with every request so a server's own defaults cannot truncate or penalise the distribution.
 _PLAIN = {"top_p": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.0}
@@ -67,9 +66,10 @@ class OpenAIEngine:
             (default: ``model`` as a hub id or directory).
         concurrency: requests in flight at once.
         max_retries / timeout: per request, passed to the ``openai`` client.
-        chat: send ``generate`` prompts to ``/v1/chat/completions`` (for servers without a
-            completions endpoint); prompts made by :meth:`apply_chat_template` go as their
-            messages, others as one user message. ``next_token_logprobs`` always uses
+        chat: send ``generate`` requests to ``/v1/chat/completions`` (for servers without a
+            completions endpoint): a request's ``messages`` go as they are, a raw prompt as one
+            user message. Without it, messages are rendered here with the tokenizer's chat
+            template and sent as a completion prompt. ``next_token_logprobs`` always uses
             ``/v1/completions``.
         extra_body: extra JSON fields sent with every request (server-specific sampling
             options, e.g. ``{"top_k": -1}``); they override the engine's own.
@@ -134,8 +134,7 @@ class OpenAIEngine:
             max_retries=max_retries,
             timeout=timeout,
         )
-        self._tok = _local_tokenizer(tokenizer if tokenizer is not None else model)
-        self._chats: OrderedDict[str, list[dict[str, str]]] = OrderedDict()
+        self._tok = _local_tokenizer(tokenizer if tokenizer is not None else model, model)
 
     @property
     def tokenizer(self) -> Any:
@@ -187,17 +186,7 @@ class OpenAIEngine:
         self.client.close()
 
     def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
-        hf = self._tok.hf
-        if not getattr(hf, "chat_template", None):
-            raise InvalidInputError(
-                f"the tokenizer of {self.model_name!r} has no chat template; listwise reranking needs a chat model"
-            )
-        text = hf.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-        if self.chat:  # remembered so generate() can send the messages themselves
-            self._chats[text] = [dict(m) for m in messages]
-            while len(self._chats) > _CHAT_MEMORY:
-                self._chats.popitem(last=False)
-        return text
+        return self._tok.apply_chat_template(messages)
 
     # ---- generation -----------------------------------------------------------------------
     def generate(
@@ -209,11 +198,16 @@ class OpenAIEngine:
         for r in requests:
             if r.max_tokens < 0:
                 raise InvalidInputError(f"max_tokens must be >= 0, got {r.max_tokens}")
+            if self.chat and r.assistant_prefix:
+                raise InvalidInputError(
+                    "a chat completions request cannot start the assistant's turn with given text (assistant_prefix); "
+                    "use the completions endpoint (chat=False, CLI: no --chat), where the prefix follows the rendered chat"
+                )
         return self._map(self._generate_one, requests, progress, on_batch)
 
     def _generate_one(self, req: GenerationRequest) -> Generation:
         if req.max_tokens == 0:  # servers reject max_tokens=0; nothing to ask
-            return Generation("", "length", 0, len(self._tok.encode_prompt(req.prompt)))
+            return Generation("", "length", 0, len(self._tok.encode_prompt(self._tok.prompt_text(req))))
         options: dict[str, Any] = {
             "model": self.model_name, "max_tokens": req.max_tokens, "temperature": req.temperature, **_PLAIN,
         }
@@ -225,23 +219,28 @@ class OpenAIEngine:
             options["seed"] = req.seed
         options.update(self._extra(_KEEP_SPECIAL if self.keep_special_tokens else {}))
         if self.chat:
-            messages = self._chats.get(req.prompt) or [{"role": "user", "content": req.prompt}]
+            messages = [dict(m) for m in req.messages] if req.messages is not None else [{"role": "user", "content": req.prompt}]
             resp = self._call(lambda: self.client.chat.completions.create(messages=messages, **options), "chat/completions")
             choice = resp.choices[0]
             text = choice.message.content or ""
         else:
-            resp = self._call(lambda: self.client.completions.create(prompt=req.prompt, **options), "completions")
+            prompt = self._tok.prompt_text(req)
+            resp = self._call(lambda: self.client.completions.create(prompt=prompt, **options), "completions")
             choice = resp.choices[0]
             text = choice.text or ""
         reason = _stop_reason(choice.finish_reason, choice.model_extra or {}, server_stops, self.base_url)
         cut = [text.find(s) for s in req.stop if s in text]
         if cut:  # stops found here (not sent, or a server that returned them): cut and count here
             text, reason = text[: min(cut)], "stop"
-            return Generation(text, reason, len(self._tok.encode(text)), len(self._tok.encode_prompt(req.prompt)))
+            return Generation(text, reason, len(self._tok.encode(text)), self._prompt_tokens(req))
         usage = resp.usage
         if usage is None:  # the server reports no counts: count with the local tokenizer
-            return Generation(text, reason, len(self._tok.encode(text)), len(self._tok.encode_prompt(req.prompt)))
+            return Generation(text, reason, len(self._tok.encode(text)), self._prompt_tokens(req))
         return Generation(text, reason, usage.completion_tokens, usage.prompt_tokens)
+
+    def _prompt_tokens(self, req: GenerationRequest) -> int:
+        """The request's prompt in tokens, as the local tokenizer counts the text it stands for."""
+        return len(self._tok.encode_prompt(self._tok.prompt_text(req)))
 
     # ---- next-token scoring ---------------------------------------------------------------
     def next_token_logprobs(
@@ -340,14 +339,11 @@ class OpenAIEngine:
             ) from exc
 
 
-def _local_tokenizer(source: Any) -> Any:
-    from thinkrank.engines.loading import load_tokenizer, resolve_model
-    from thinkrank.engines.transformers import HFTokenizer
-
+def _local_tokenizer(source: Any, model: str) -> HFTokenizer:
     if not isinstance(source, (str, os.PathLike)):
-        return HFTokenizer(source)
+        return HFTokenizer(source, model)
     try:
-        return HFTokenizer(load_tokenizer(resolve_model(source)))
+        return HFTokenizer(load_tokenizer(resolve_model(source)), model)
     except ModelLoadError as exc:
         raise ModelLoadError(
             f"the openai engine needs the model's tokenizer locally (to count and cut passages and find "

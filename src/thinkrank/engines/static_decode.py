@@ -1,7 +1,7 @@
 """Fixed-shape decoding for the transformers engine: static KV buffers and an optional
 ``torch.compile``-d (on CUDA: CUDA-graph) decode step.
 
-The default loop (:meth:`TransformersEngine._decode_batch`) grows its ``DynamicCache`` by one
+The default loop (:meth:`thinkrank.engines.transformers.TransformersEngine.generate`) grows its ``DynamicCache`` by one
 column per step and drops finished rows, so no two steps have the same shapes: right for eager
 execution, useless for CUDA graphs, which replay one recorded shape. Here:
 
@@ -19,9 +19,9 @@ execution, useless for CUDA graphs, which replay one recorded shape. Here:
 * chains that end without their answer are closed exactly as in the default loop, by cutting
   their row out of the fixed buffers (:func:`thinkrank.engines.kv.cut_row`).
 
-The token-level logic (stop strings on token ids, budgets, sampling, reading answers) is the
-engine's own (:meth:`TransformersEngine._advance`): both loops give the same generations, up to
-float rounding of attention over a wider (masked) window.
+The token-level logic (stop strings on token ids, budgets, sampling, reading answers, closing
+chains) is the one both loops share (:class:`thinkrank.engines.decoding.Stepper`): both give the
+same generations, up to float rounding of attention over a wider (masked) window.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from thinkrank.engines import kv
 
 if TYPE_CHECKING:
-    from thinkrank.engines.transformers import TransformersEngine, _Row
+    from thinkrank.engines.decoding import Row, Stepper
 
 WIDTH_STEP = 64
 """Buffer widths are rounded up to a multiple of this, so calls of similar length share buffers
@@ -209,7 +209,7 @@ class StaticDecoder:
         return dynamo_config.patch(**{name: max(getattr(dynamo_config, name), _RECOMPILE_LIMIT)})
 
     # ---- the loop ---------------------------------------------------------------------------
-    def decode(self, engine: TransformersEngine, rows: list[_Row], prefill: kv.KV, mask: Any, logits: Any) -> None:
+    def decode(self, step: Stepper, rows: list[Row], prefill: kv.KV, mask: Any, logits: Any) -> None:
         """Decode ``rows`` from their prefill (keys/values ``prefill``, ``mask``, first ``logits``)
         to the end. ``prefill`` is emptied once copied, so its memory is freed during decoding."""
         torch = self._torch
@@ -220,10 +220,10 @@ class StaticDecoder:
         prefill.clear()
         live: list[int | None] = list(range(len(rows)))  # batch position -> row index, None: dead row
         greedy = logits.argmax(dim=-1).tolist()
-        pad = engine.tokenizer.hf.pad_token_id
+        pad = step.pad_id
         while True:
-            engine._advance(rows, live, logits, greedy)
-            engine._close_from_cache(rows, live, None, slot.mask, slot.layers)
+            step.advance(rows, live, logits, greedy)
+            step.close_from_cache(rows, live, None, slot.mask, slot.layers)
             live = [i if i is not None and rows[i].result is None else None for i in live]
             alive = [pos for pos, i in enumerate(live) if i is not None]
             if not alive:

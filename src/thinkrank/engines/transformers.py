@@ -28,52 +28,17 @@ import inspect
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from thinkrank.engines import gguf_cache, kv, static_decode
 from thinkrank.engines.base import Generation, GenerationRequest, OnBatch, Progress
-from thinkrank.engines.loading import ModelRef, load_causal_lm, load_tokenizer, resolve_model
+from thinkrank.engines.decoding import Row, Stepper
+from thinkrank.engines.loading import HFTokenizer, ModelRef, load_causal_lm, load_tokenizer, resolve_model
 from thinkrank.errors import InvalidInputError, require
 
 
 # Config fields that hold a model's context length, in the order transformers models use them.
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
-
-
-class HFTokenizer:
-    """Adapter giving a transformers tokenizer the :class:`~thinkrank.engines.base.Tokenizer`
-    protocol: ``encode`` never adds special tokens (prompts get them once, at the front)."""
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.hf = tokenizer
-
-    def encode(self, text: str) -> list[int]:
-        return self.hf.encode(text, add_special_tokens=False)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.hf.decode(list(ids), skip_special_tokens=False)
-
-    def encode_prompt(self, text: str) -> list[int]:
-        return self.hf.encode(text, add_special_tokens=True)
-
-
-@dataclass
-class _Row:
-    """Decoding state of one request inside a batch."""
-
-    request: GenerationRequest
-    prompt_ids: list[int]
-    generator: Any
-    window: int
-    out: list[int] = field(default_factory=list)
-    result: Generation | None = None
-    awaiting_answer: bool = False  # stop string ended on a token boundary: read the next step's logits
-    stop_at: int = -1  # character offset of the stop string in the decoded continuation
-    prefix: int = 0  # leading prompt tokens shared with its group, prefilled once
-
-
-_CLOSE_CHUNK = 32  # rows closed together: bounds the keys/values copied out of a batch cache
 
 
 class TransformersEngine:
@@ -137,7 +102,7 @@ class TransformersEngine:
             self.model, hf_tok = model.to(self.device).eval(), tokenizer
         if hf_tok.pad_token_id is None:
             hf_tok.pad_token = hf_tok.eos_token
-        self._tok = HFTokenizer(hf_tok)
+        self._tok = HFTokenizer(hf_tok, self.model_name)
         self.batch_size = batch_size or (32 if self.device.startswith("cuda") else 8)
         self.max_batch_tokens = max_batch_tokens
         # transformers >= 5.2x names the KV cache argument `cache` and warns on every call that
@@ -146,8 +111,8 @@ class TransformersEngine:
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
         eos = self.model.generation_config.eos_token_id if self.model.generation_config else None
         eos = eos if isinstance(eos, list) else [eos]
-        self._eos = {e for e in eos + [hf_tok.eos_token_id] if e is not None}
-        self._triggers: dict[tuple[str, ...], frozenset[int] | None] = {}
+        self._step = Stepper(torch, self._tok, {e for e in eos + [hf_tok.eos_token_id] if e is not None}, self.device,
+                             self._forward, self.next_token_logprobs)
         if context_length is not None and context_length < 1:
             raise InvalidInputError(f"context_length must be >= 1, got {context_length}")
         config = self.model.config
@@ -172,11 +137,7 @@ class TransformersEngine:
         return self._tok
 
     def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
-        if not getattr(self._tok.hf, "chat_template", None):
-            raise InvalidInputError(
-                f"model {self.model_name!r} has no chat template; listwise reranking needs a chat model"
-            )
-        return self._tok.hf.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        return self._tok.apply_chat_template(messages)
 
     # ---- batching -------------------------------------------------------------------------
     def _batches(
@@ -242,7 +203,7 @@ class TransformersEngine:
         encoded = [self._tok.encode_prompt(p) for p in prompts]
         lengths, groups = kv.shared_prefixes(keys, encoded, self._tok.encode_prompt)
         # Rows as generation has them (no tokens to write), so scoring reuses `_prefill`'s prefix cache.
-        rows = [_Row(GenerationRequest(p, 0, shared_prefix=k), e, None, 0, prefix=n)
+        rows = [Row(GenerationRequest(p, 0, shared_prefix=k), p, e, None, 0, prefix=n)
                 for p, k, e, n in zip(prompts, keys, encoded, lengths)]
         left = Counter((k, n) for k, n in zip(keys, lengths) if n)  # rows still to score per cached prefix
         prefixes: dict[tuple[str, int], kv.KV] = {}
@@ -275,7 +236,7 @@ class TransformersEngine:
         on_batch: OnBatch | None = None,
     ) -> list[Generation]:
         torch = self._torch
-        rows = [self._new_row(r) for r in requests]
+        rows = [self._step.new_row(r) for r in requests]
         lengths, groups = kv.shared_prefixes([r.request.shared_prefix for r in rows], [r.prompt_ids for r in rows],
                                              self._tok.encode_prompt)
         for row, n in zip(rows, lengths):
@@ -293,17 +254,7 @@ class TransformersEngine:
                     progress(len(batch))
         return [r.result for r in rows]  # type: ignore[misc]
 
-    def _new_row(self, request: GenerationRequest) -> _Row:
-        if request.max_tokens < 0:
-            raise InvalidInputError(f"max_tokens must be >= 0, got {request.max_tokens}")
-        generator = None
-        if request.temperature > 0:
-            generator = self._torch.Generator(device=self.device)
-            generator.manual_seed(request.seed if request.seed is not None else self._torch.seed())
-        window = max((len(self._tok.encode(s)) for s in request.stop), default=0) + 2
-        return _Row(request, self._tok.encode_prompt(request.prompt), generator, window)
-
-    def _prefill(self, rows: list[_Row], prefixes: dict[tuple[str, int], kv.KV]) -> tuple[Any, Any, Any]:
+    def _prefill(self, rows: list[Row], prefixes: dict[tuple[str, int], kv.KV]) -> tuple[Any, Any, Any]:
         """The batch's cache, mask and next-token logits after its prompts; shared prefixes
         come from ``prefixes`` (computed on first use) and only the rest of each row is fed."""
         from transformers import DynamicCache
@@ -335,19 +286,19 @@ class TransformersEngine:
         mask = torch.cat([head_mask, rest_mask], dim=1)
         return cache, mask, self._forward(ids, mask, cache)
 
-    def _decode_batch(self, rows: list[_Row], prefixes: dict[tuple[str, int], kv.KV]) -> None:
+    def _decode_batch(self, rows: list[Row], prefixes: dict[tuple[str, int], kv.KV]) -> None:
         torch = self._torch
         cache, mask, logits = self._prefill(rows, prefixes)
         if self._static is not None and kv.reusable(cache):  # else (e.g. sliding windows): the dynamic loop
             layers = kv.layers_of(cache)
             del cache  # the decoder empties `layers` once copied, so the prefill's keys/values are freed
-            self._static.decode(self, rows, layers, mask, logits)
+            self._static.decode(self._step, rows, layers, mask, logits)
             return
         live = list(range(len(rows)))  # batch position -> index into rows
         while live:
             greedy = logits.argmax(dim=-1).tolist()  # one device sync per step, not one per row
-            self._advance(rows, live, logits, greedy)
-            self._close_from_cache(rows, live, cache, mask)
+            self._step.advance(rows, live, logits, greedy)
+            self._step.close_from_cache(rows, live, cache, mask)
             keep = [pos for pos, idx in enumerate(live) if rows[idx].result is None]
             if not keep:
                 break
@@ -359,114 +310,3 @@ class TransformersEngine:
             step = torch.tensor([[rows[i].out[-1]] for i in live], device=self.device)
             mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
             logits = self._forward(step, mask, cache)
-
-    def _advance(self, rows: list[_Row], live: Sequence[int | None], logits: Any, greedy: list[int]) -> None:
-        """One step for every live row: read an awaited answer, or append the next token and
-        check stop strings and the budget. ``live`` maps batch positions to rows (None: a dead row)."""
-        for pos, idx in enumerate(live):
-            if idx is None:
-                continue
-            row = rows[idx]
-            if row.awaiting_answer:
-                self._read_answer(row, logits[pos])
-                continue
-            if row.request.max_tokens == 0:
-                self._finish(row, "length")
-                continue
-            token = greedy[pos] if row.generator is None else self._pick(logits[pos], row)
-            row.out.append(token)
-            self._check_stop(row, token)
-            if row.result is None and not row.awaiting_answer and len(row.out) >= row.request.max_tokens:
-                self._finish(row, "length")
-
-    def _close_from_cache(
-        self, rows: list[_Row], live: Sequence[int | None], cache: Any, mask: Any, layers: kv.KV | None = None
-    ) -> None:
-        """Score the rows that just ended without their answer (budget, end-of-sequence, a stop
-        string inside a token) at ``prompt + close(generation)``, from their own cache (or from
-        ``layers``, fixed-width buffers whose ``mask`` marks the real tokens)."""
-        todo = [
-            (pos, rows[idx]) for pos, idx in enumerate(live)
-            if idx is not None and (g := rows[idx].result) is not None and g.answer_logprobs is None
-            and rows[idx].request.close is not None and rows[idx].request.answer_token_ids
-        ]
-        if not todo:
-            return
-        if layers is None and not kv.reusable(cache):  # cannot cut this cache: score the closed text from scratch
-            for _, row in todo:
-                text = row.request.prompt + row.request.close(row.result)  # type: ignore[arg-type,misc]
-                row.result.answer_logprobs = self.next_token_logprobs([text], row.request.answer_token_ids)[0]  # type: ignore[union-attr]
-            return
-        layers = kv.layers_of(cache) if layers is None else layers
-        for start in range(0, len(todo), _CLOSE_CHUNK):  # bounds the copied keys/values
-            segments, rests = [], []
-            for pos, row in todo[start : start + _CLOSE_CHUNK]:
-                target = self._tok.encode_prompt(row.request.prompt + row.request.close(row.result))  # type: ignore[arg-type,misc]
-                held = row.prompt_ids + row.out[: max(len(row.out) - 1, 0)]  # the last pick was never fed
-                keep = min(kv.common_prefix(held, target), len(target) - 1)
-                segments.append(kv.cut_row(layers, mask, pos, keep))
-                rests.append(target[keep:])
-            sub_cache, head_mask = kv.stack(segments, self.device)
-            ids, rest_mask = kv.right_align(rests, self._tok.hf.pad_token_id, self.device)
-            logits = self._forward(ids, self._torch.cat([head_mask, rest_mask], dim=1), sub_cache)
-            logprobs = self._torch.log_softmax(logits, dim=-1).cpu()
-            for r, (_, row) in enumerate(todo[start : start + _CLOSE_CHUNK]):
-                answer_ids = row.request.answer_token_ids
-                row.result.answer_logprobs = {t: float(logprobs[r, t]) for t in answer_ids}  # type: ignore[union-attr]
-
-    def _pick(self, logits: Any, row: _Row) -> int:
-        torch = self._torch
-        if row.generator is None:
-            return int(torch.argmax(logits))
-        probs = torch.softmax(logits / row.request.temperature, dim=-1)
-        return int(torch.multinomial(probs, 1, generator=row.generator))
-
-    def _check_stop(self, row: _Row, token: int) -> None:
-        req = row.request
-        if token in self._eos:
-            self._finish(row, "eos", row.out[:-1])
-            return
-        if not req.stop:
-            return
-        triggers = self._stop_triggers(req.stop)
-        if triggers is not None and token not in triggers:
-            return  # this token cannot have completed a stop string: no decoding this step
-        tail = self._tok.decode(row.out[-row.window:])
-        if not any(s in tail for s in req.stop):
-            return
-        text = self._tok.decode(row.out)
-        cut, stop = min((text.find(s), s) for s in req.stop if s in text)
-        boundary = cut + len(stop) == len(text)
-        row.result = Generation(text[:cut], "stop", len(row.out), len(row.prompt_ids), list(row.out))
-        if boundary and req.answer_token_ids:
-            row.result = None
-            row.awaiting_answer = True
-            row.stop_at = cut
-
-    def _stop_triggers(self, stops: tuple[str, ...]) -> frozenset[int] | None:
-        """Ids of the tokens that can complete one of ``stops``: those whose text holds a stop
-        string's last character, or part of a multi-byte character. A stop string can only
-        appear when such a token is written, so other steps skip decoding. None (check every
-        step) when a stop string ends in whitespace, which some tokenizers drop from a lone token."""
-        if stops not in self._triggers:
-            last = {s[-1] for s in stops if s}
-            if not last or any(c.isspace() for c in last):
-                self._triggers[stops] = None
-            else:
-                pieces = self._tok.hf.batch_decode([[i] for i in range(len(self._tok.hf))], skip_special_tokens=False)
-                self._triggers[stops] = frozenset(
-                    i for i, p in enumerate(pieces) if "\ufffd" in p or any(c in p for c in last)
-                )
-        return self._triggers[stops]
-
-    def _read_answer(self, row: _Row, logits: Any) -> None:
-        logprobs = self._torch.log_softmax(logits, dim=-1)
-        ids = row.request.answer_token_ids
-        answer = {t: float(logprobs[t]) for t in ids}
-        text = self._tok.decode(row.out)[: row.stop_at]
-        row.result = Generation(text, "stop", len(row.out), len(row.prompt_ids), list(row.out), answer)
-        row.awaiting_answer = False
-
-    def _finish(self, row: _Row, reason: str, ids: list[int] | None = None) -> None:
-        ids = row.out if ids is None else ids
-        row.result = Generation(self._tok.decode(ids), reason, len(row.out), len(row.prompt_ids), list(row.out))

@@ -167,7 +167,7 @@ class VLLMEngine:
         answer_reading: str = "auto", **llm_kwargs: Any
     ) -> None:
         vllm = require("vllm", "vllm")
-        from thinkrank.engines.transformers import HFTokenizer
+        from thinkrank.engines.loading import HFTokenizer
 
         if answer_reading not in ("auto", "restricted"):
             raise InvalidInputError(f"answer_reading must be 'auto' or 'restricted', got {answer_reading!r}")
@@ -180,7 +180,7 @@ class VLLMEngine:
             self.model_name = str(model.llm_engine.model_config.model)
         else:
             self.llm, self.model_name = _build_llm(vllm, model, tokenizer, enable_prefix_caching, llm_kwargs)
-        self._tok = HFTokenizer(self.llm.get_tokenizer())
+        self._tok = HFTokenizer(self.llm.get_tokenizer(), self.model_name)
 
     @property
     def tokenizer(self) -> Any:
@@ -194,18 +194,14 @@ class VLLMEngine:
         return int(value) if isinstance(value, int) else None
 
     def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
-        hf = self._tok.hf
-        if not getattr(hf, "chat_template", None):
-            raise InvalidInputError(
-                f"model {self.model_name!r} has no chat template; listwise reranking needs a chat model"
-            )
-        return hf.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        return self._tok.apply_chat_template(messages)
 
     def _run(self, prompts: list[Any], kwargs: list[dict[str, Any]]) -> list[Any]:
         params = [self._sampling_params(**kw) for kw in kwargs]
+        refused: tuple[type[BaseException], ...] = (ValueError, *_request_errors())
         try:
             return list(self.llm.generate(prompts, sampling_params=params, use_tqdm=False))
-        except (ValueError, *_request_errors()) as exc:  # vLLM refused a request before running any
+        except refused as exc:  # vLLM refused a request before running any
             raise InvalidInputError(
                 f"vLLM refused a request: {' '.join(str(exc).split())[:400]} (the context is {self.context_length} "
                 "tokens: shorten the prompt, or raise max_model_len up to the model's own)"
@@ -220,25 +216,27 @@ class VLLMEngine:
         for r in requests:
             if r.max_tokens < 0:
                 raise InvalidInputError(f"max_tokens must be >= 0, got {r.max_tokens}")
+        texts = [self._tok.prompt_text(r) for r in requests]  # chat messages rendered with the model's template
         results: list[Generation | None] = [None] * len(requests)
         todo = [i for i, r in enumerate(requests) if r.max_tokens > 0]
         for i, r in enumerate(requests):
             if r.max_tokens == 0:  # vLLM needs max_tokens >= 1; nothing to generate
-                results[i] = Generation("", "length", 0, len(self._tok.encode_prompt(r.prompt)))
+                results[i] = Generation("", "length", 0, len(self._tok.encode_prompt(texts[i])))
         if todo:
-            outputs = self._run([requests[i].prompt for i in todo], [sampling_kwargs(requests[i]) for i in todo])
+            outputs = self._run([texts[i] for i in todo], [sampling_kwargs(requests[i]) for i in todo])
             for i, out in zip(todo, outputs):
                 results[i] = to_generation(out)
-        self._close(requests, results, [out.prompt_token_ids for out in outputs] if todo else [], todo)
+        self._close(requests, texts, results, [out.prompt_token_ids for out in outputs] if todo else [], todo)
         if on_batch and results:
             on_batch(list(range(len(results))), list(results))
         if progress:
             progress(len(requests))
         return results  # type: ignore[return-value]
 
-    def _close(self, requests: Sequence[GenerationRequest], results: list[Any], prompt_ids: list[Any],
-               generated: list[int]) -> None:
-        """Fill ``answer_logprobs`` of the requests with a ``close`` rule, grouped by answer ids."""
+    def _close(self, requests: Sequence[GenerationRequest], texts: list[str], results: list[Any],
+               prompt_ids: list[Any], generated: list[int]) -> None:
+        """Fill ``answer_logprobs`` of the requests with a ``close`` rule, grouped by answer ids
+        (``texts``: what each request's prompt stands for)."""
         ids_of = dict(zip(generated, prompt_ids))
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, r in enumerate(requests):
@@ -247,7 +245,7 @@ class VLLMEngine:
         for answer_ids, members in groups.items():
             prompts = [
                 {"prompt_token_ids": scoring_ids(
-                    self._tok, ids_of.get(i) or self._tok.encode_prompt(requests[i].prompt), results[i].token_ids,
+                    self._tok, ids_of.get(i) or self._tok.encode_prompt(texts[i]), results[i].token_ids,
                     requests[i].close(results[i]))}  # type: ignore[misc]
                 for i in members
             ]

@@ -170,10 +170,10 @@ class RankK(Reranker):
         tracker = _Tracker(self.progress, sum(len(p.spans) for p in passes))
         for step in range(max((len(p.spans) for p in passes), default=0)):
             active = [p for p in passes if step < len(p.spans)]
-            prompts = [self._window_prompt(p, step) for p in active]
-            gens = self.engine.generate([self._request(text, p, step) for p, text in zip(active, prompts)], tracker)
-            for p, text, gen in zip(active, prompts, gens):
-                self._apply(p, step, gen, _cut_inside_think(text, gen))
+            batch = [self._request(p, step) for p in active]
+            gens = self.engine.generate(batch, tracker)
+            for p, request, gen in zip(active, batch, gens):
+                self._apply(p, step, gen, self._cut_inside_think(request, gen))
         rankings = [self._ranking(p) for p in passes]
         if self.calibration is not None:
             self.calibration.apply(rankings)
@@ -218,14 +218,23 @@ class RankK(Reranker):
                 f"{context}: lower max_passage_tokens, window or max_tokens"
             )
 
-    def _window_prompt(self, p: _Pass, step: int) -> str:
+    def _request(self, p: _Pass, step: int) -> GenerationRequest:
+        """Window ``step`` of ``p`` as one user message, for the engine's chat template or chat API."""
         start, end = p.spans[step]
         content = build_rankk_prompt(p.query, [p.passages[i][0] for i in p.order[start:end]], self.prompt)
-        return self.engine.apply_chat_template([{"role": "user", "content": content}])
-
-    def _request(self, prompt: str, p: _Pass, step: int) -> GenerationRequest:
         seed = None if self.seed is None else self.seed + p.seed_base + step
-        return GenerationRequest(prompt=prompt, max_tokens=self.max_tokens, temperature=self.temperature, seed=seed)
+        return GenerationRequest(prompt="", max_tokens=self.max_tokens, temperature=self.temperature, seed=seed,
+                                 messages=({"role": "user", "content": content},))
+
+    def _cut_inside_think(self, request: GenerationRequest, gen: Generation) -> bool:
+        """Whether the budget ran out inside a chain the chat template opened (QwQ's prompt ends in
+        ``<think>\\n``). Then the text, lacking ``</think>``, is an unfinished chain, not an answer.
+        A model that ended its turn did close its chain: a server that strips chains (vLLM's
+        reasoning parser in chat mode) returns just the answer, which is read as it is."""
+        if gen.stop_reason != "length":
+            return False
+        messages = request.messages or ()
+        return self.engine.apply_chat_template(list(messages)).rstrip().endswith(THINK_OPEN)
 
     def _apply(self, p: _Pass, step: int, gen: Generation, opened: bool) -> None:
         start, end = p.spans[step]
@@ -265,14 +274,6 @@ class RankK(Reranker):
             judgment.truncated = p.passages.get(index, ("", False))[1]
             judgments.append(judgment)
         return Ranking(p.request.query, judgments, p.request.query_id, windows=p.traces)
-
-
-def _cut_inside_think(prompt: str, gen: Generation) -> bool:
-    """Whether the budget ran out inside a chain the chat template opened (QwQ's prompt ends in
-    ``<think>\\n``). Then the text, lacking ``</think>``, is an unfinished chain, not an answer.
-    A model that ended its turn did close its chain: a server that strips chains (vLLM's
-    reasoning parser in chat mode) returns just the answer, which is read as it is."""
-    return gen.stop_reason == "length" and prompt.rstrip().endswith(THINK_OPEN)
 
 
 def check_settings(

@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Client, Connection, Listener
@@ -172,7 +171,7 @@ class RemoteEngine:
     def __init__(self, worker: Worker, key: str, info: dict[str, Any], tokenizer: str) -> None:
         from transformers import AutoTokenizer
 
-        from thinkrank.engines.transformers import HFTokenizer
+        from thinkrank.engines.loading import HFTokenizer
 
         self.worker, self.key = worker, key
         self.name, self.model_name = info["name"], info["model_name"]
@@ -214,4 +213,4 @@ def _report(results: list[Any], progress: Progress | None, on_batch: OnBatch | N
 
 
 if __name__ == "__main__":
-    sys.exit(_serve())
+    _serve()
