@@ -68,7 +68,7 @@ class Calibration:
         return self.map.method
 
     # ---- applying --------------------------------------------------------------------------
-    def probabilities(self, scores: Sequence[float]) -> list[float]:
+    def probabilities(self, scores: Sequence[float] | np.ndarray) -> list[float]:
         """Calibrated probabilities of raw scores (non-decreasing in the score)."""
         if not len(scores):
             return []

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from thinkrank.errors import InvalidInputError
 
@@ -71,7 +72,7 @@ class CalibrationMap:
         raise InvalidInputError(f"unknown calibration method {self.method!r}; expected one of {', '.join(METHODS)}")
 
 
-def fit_map(method: str, x: Sequence[float], y: Sequence[int]) -> CalibrationMap:
+def fit_map(method: str, x: ArrayLike, y: ArrayLike) -> CalibrationMap:
     """Fit ``method`` to features ``x`` and 0/1 labels ``y``.
 
     Raises:

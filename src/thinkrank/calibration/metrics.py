@@ -8,10 +8,10 @@ mass of a polarised reranker in the two end bins).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from thinkrank.errors import InvalidInputError
 
@@ -27,7 +27,7 @@ class ReliabilityBin:
     count: int
 
 
-def _arrays(p: Sequence[float], y: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+def _arrays(p: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     p, y = np.asarray(p, dtype=float), np.asarray(y, dtype=float)
     if p.shape != y.shape or p.ndim != 1 or not len(p):
         raise InvalidInputError(f"need equally long, non-empty lists of probabilities and labels, got {p.shape} and {y.shape}")
@@ -38,7 +38,7 @@ def _arrays(p: Sequence[float], y: Sequence[int]) -> tuple[np.ndarray, np.ndarra
     return p, y
 
 
-def reliability_bins(p: Sequence[float], y: Sequence[int], bins: int = 10) -> list[ReliabilityBin]:
+def reliability_bins(p: ArrayLike, y: ArrayLike, bins: int = 10) -> list[ReliabilityBin]:
     """The equal-mass bins of a reliability diagram (fewer when there are fewer pairs than bins).
     Pairs are ordered by probability, ties by their input order (stable)."""
     p, y = _arrays(p, y)
@@ -49,7 +49,7 @@ def reliability_bins(p: Sequence[float], y: Sequence[int], bins: int = 10) -> li
     return [ReliabilityBin(float(p[g].mean()), float(y[g].mean()), len(g)) for g in groups]
 
 
-def ece(p: Sequence[float], y: Sequence[int], bins: int = 10) -> float:
+def ece(p: ArrayLike, y: ArrayLike, bins: int = 10) -> float:
     """Expected calibration error over equal-mass bins: sum over bins of
     ``count / n * |mean probability - fraction relevant|``."""
     found = reliability_bins(p, y, bins)
@@ -57,20 +57,20 @@ def ece(p: Sequence[float], y: Sequence[int], bins: int = 10) -> float:
     return float(sum(b.count / n * abs(b.mean_probability - b.fraction_relevant) for b in found))
 
 
-def brier(p: Sequence[float], y: Sequence[int]) -> float:
+def brier(p: ArrayLike, y: ArrayLike) -> float:
     """Mean squared difference between probability and label."""
     p, y = _arrays(p, y)
     return float(np.mean((p - y) ** 2))
 
 
-def log_loss(p: Sequence[float], y: Sequence[int]) -> float:
+def log_loss(p: ArrayLike, y: ArrayLike) -> float:
     """Mean negative log-likelihood of the labels (natural log), probabilities clipped to
     ``[1e-15, 1 - 1e-15]``."""
     p, y = _arrays(p, y)
-    p = np.clip(p, LOG_LOSS_EPS, 1 - LOG_LOSS_EPS)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+    q = np.clip(p, LOG_LOSS_EPS, 1 - LOG_LOSS_EPS)
+    return float(-np.mean(y * np.log(q) + (1 - y) * np.log1p(-q)))
 
 
-def summary(p: Sequence[float], y: Sequence[int], bins: int = 10) -> dict[str, float]:
+def summary(p: ArrayLike, y: ArrayLike, bins: int = 10) -> dict[str, float]:
     """``{"ece", "brier", "log_loss"}`` of one set of probabilities."""
     return {"ece": ece(p, y, bins), "brier": brier(p, y), "log_loss": log_loss(p, y)}

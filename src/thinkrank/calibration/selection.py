@@ -124,8 +124,9 @@ def select(ranking: Ranking, calibration: Calibration | str, *, recall: float | 
     if (recall is None) == (probability is None):
         raise InvalidInputError("select needs exactly one of recall= (conformal mode) and probability= (threshold mode)")
     judgments = ranking.judgments
-    probs = [j.probability for j in judgments]
-    if any(p is None for p in probs):
+    given = [j.probability for j in judgments]
+    probs = [p for p in given if p is not None]
+    if len(probs) < len(given):
         probs = cal.probabilities([j.score for j in judgments])
     if recall is not None:
         lam = conformal_threshold(cal.conformal, recall, alpha)

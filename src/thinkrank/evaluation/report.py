@@ -55,7 +55,7 @@ class DocRow:
         """How a forced chain ended, as the report words it; None for a chain the model closed."""
         if "forced" not in self.flags:
             return None
-        return FORCED_ENDINGS.get(self.stop_reason, "closed by the reranker (stop reason not recorded)")
+        return FORCED_ENDINGS.get(self.stop_reason or "", "closed by the reranker (stop reason not recorded)")
 
 
 # A forced chain did not close by itself; the label follows what ended it.
@@ -100,7 +100,7 @@ def render_report(result: Evaluation) -> str:
     return template.render(
         r=result, main=main, queries=queries, summary=_summary(result), chart=_chart(queries), facts=_facts(result),
         calib=calibration_figures(result),
-        reasoning_off=bool(result.settings) and result.settings.get("reasoning") is False,
+        reasoning_off=bool(result.settings and result.settings.get("reasoning") is False),
         settings=json.dumps(result.settings, indent=2, ensure_ascii=False) if result.settings else None,
         style=folder.joinpath("report.css").read_text(encoding="utf-8"), script=script,
         script_hash=base64.b64encode(hashlib.sha256(script.encode()).digest()).decode(),

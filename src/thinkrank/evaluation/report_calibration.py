@@ -43,10 +43,11 @@ def calibration_figures(result: Evaluation) -> dict[str, Any] | None:
     scores = [s for s, _, _ in pairs]
     probs = [p for _, p, _ in pairs]
     labels = [y for _, _, y in pairs]
-    reliability = {
+    series: tuple[tuple[str, list[Any]], ...] = (("raw", scores), ("calibrated", probs))
+    reliability: dict[str, list[dict[str, Any]]] = {
         name: [{"x": b.mean_probability, "y": b.fraction_relevant, "n": b.count,
                 "at": _point(b.mean_probability, b.fraction_relevant)} for b in reliability_bins(values, labels)]
-        for name, values in (("raw", scores), ("calibrated", probs))
+        for name, values in series
     }
     histogram = _histograms(scores, labels)
     return {"size": SIZE, "reliability": reliability,

@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from thinkrank.cache import JudgmentCache
 from thinkrank.errors import InvalidInputError, require
@@ -37,7 +37,7 @@ from thinkrank.rerankers.base import Reranker, RerankRequest
 from thinkrank.rerankers.cached import CachedReranker, CacheUse, pair_key
 from thinkrank.rerankers.pointwise import Pair
 from thinkrank.rerankers.spec import RerankerSpec, build_reranker, spec_from_options
-from thinkrank.types import Judgment, Ranking, as_documents
+from thinkrank.types import Document, Judgment, Ranking, as_documents
 
 require("pyterrier", "pyterrier")
 require("pyterrier_alpha", "pyterrier")
@@ -206,7 +206,8 @@ class _JudgmentKeys(pt.Transformer):
         keys = pd.Series(index=inp.index, dtype="object")
         for request, positions in zip(requests, rows):
             for position, document in zip(positions, request.documents):
-                keys.iloc[position] = pair_key(self.settings, Pair(request.query, document))
+                # _requests gave every request checked Documents
+                keys.iloc[position] = pair_key(self.settings, Pair(request.query, cast(Document, document)))
         return inp.assign(judgment_key=keys)
 
 
@@ -232,7 +233,7 @@ def _empty_output(inp: pd.DataFrame) -> pd.DataFrame:
 def _output(inp: pd.DataFrame, qids: Sequence[Any], rows: Sequence[list[int]],
             rankings: Sequence[Ranking]) -> pd.DataFrame:
     n = len(inp)
-    order = [0] * n
+    order: list[tuple[int, int]] = [(0, 0)] * n
     values: dict[str, list[Any]] = {c: [None] * n for c in OUTPUT_COLUMNS}
     for q, (positions, ranking) in enumerate(zip(rows, rankings)):
         for rank, judgment in enumerate(ranking):

@@ -37,7 +37,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse  # noqa: E402
 
 log = logging.getLogger("thinkrank.server")
 
-_ERRORS = {code: {"model": ErrorBody, "description": text} for code, text in (
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody, "description": text} for code, text in (
     (400, "The body is not valid JSON, or the document list is empty."),
     (401, "Missing or wrong API key."),
     (404, "The model is not served here."),
@@ -291,7 +291,7 @@ def _document_item(field: str, i: int, doc: Any, rank_fields: list[str] | None, 
     """One document as the library takes it: its id (given, or its input position), and the
     text the model reads (``rank_fields``' values in order, or text with title)."""
     if isinstance(doc, str):
-        item = {"text": doc, "title": None, "id": str(i)}
+        item: dict[str, Any] = {"text": doc, "title": None, "id": str(i)}
     elif rank_fields:
         values = {"text": doc.text, "title": doc.title, **(doc.model_extra or {})}
         # A value that is not a string (a number, a list) is read as its JSON text.
@@ -382,7 +382,8 @@ async def _wait(service: RerankService, p: Prepared, job: Job, request: Any) -> 
     assert service.batcher is not None
     gone = asyncio.ensure_future(_disconnected(request))
     try:
-        done, _ = await asyncio.wait({job.future, gone}, timeout=service.settings.request_timeout,
+        waited: set[asyncio.Future[Any]] = {job.future, gone}
+        done, _ = await asyncio.wait(waited, timeout=service.settings.request_timeout,
                                      return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
         service.batcher.cancel(job)

@@ -16,6 +16,7 @@ import asyncio
 import hmac
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from thinkrank.server import request_id
@@ -118,7 +119,7 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
     return None
 
 
-async def _send_error(send: Any, status: int, message: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
+async def _send_error(send: Any, status: int, message: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
     body = json.dumps({"message": message, "request_id": request_id.current.get()}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),

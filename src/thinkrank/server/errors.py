@@ -90,7 +90,7 @@ def install_error_handlers(app: Any) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Any, exc: RequestValidationError) -> Any:
-        status, message, detail = _validation_answer(request, exc.errors())
+        status, message, detail = _validation_answer(request, list(exc.errors()))
         log_refusal(request, status, message)
         return error_response(status, message, detail=detail)
 

@@ -9,7 +9,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from fastapi.responses import StreamingResponse
 
@@ -55,7 +55,7 @@ def _empty_judgments(p: Prepared) -> list[Judgment]:
 
 def ranking_of(p: Prepared, job: Job | None, results: list[Any]) -> Ranking:
     """The request's ranking: one unit per judged document, or the whole request as one unit."""
-    if job is not None and job.key.per_query:
+    if job is not None and cast(Variant, job.key).per_query:
         model = results[0]
         return Ranking(p.body.query, [_placed(p, j) for j in model] + _empty_judgments(p), windows=model.windows)
     return Ranking(p.body.query, [_placed(p, j) for j in results] + _empty_judgments(p))

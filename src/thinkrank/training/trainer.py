@@ -107,7 +107,7 @@ def train(config: TrainConfig, *, resume: bool = True, progress: bool = True,
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
             if not logs or "loss" not in logs:
                 return
-            record = {"step": state.global_step, "epoch": round(float(state.epoch or 0), 4),
+            record: dict[str, Any] = {"step": state.global_step, "epoch": round(float(state.epoch or 0), 4),
                       **{k: float(logs[k]) for k in ("loss", "learning_rate", "grad_norm") if k in logs}}
             with log_path.open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
