@@ -20,6 +20,7 @@ as it is decoded.
 
 ``static_cache=True`` / ``compile=True`` decode with fixed shapes instead (after the same
 prefill), so the step can be compiled into CUDA graphs: :mod:`thinkrank.engines.static_decode`.
+What a step does to each request is shared by both loops: :mod:`thinkrank.engines.decoding`.
 """
 
 from __future__ import annotations
