@@ -73,7 +73,7 @@ class PairFamily:
 
     name: str  # the CLI name, e.g. "qwen3-reranker"
     source: Source
-    default_model: str  # hub id of the released model the defaults are for
+    default_model: str | None  # hub id of the released model the defaults are for; None: none published
     default_instruction: str | None
     generation: GenerationSettings
     readings: tuple[Reading, ...]
