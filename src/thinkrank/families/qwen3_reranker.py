@@ -29,7 +29,14 @@ variant is offered.
 from __future__ import annotations
 
 from thinkrank.families.base import ModelInput, PairAnswer, Source
-from thinkrank.families.pair import GenerationSettings, PairFamily, Reading, Readings, missing_tokens, softmax_share
+from thinkrank.families.pair import (
+    GenerationSettings,
+    PairFamily,
+    Reading,
+    Readings,
+    missing_tokens,
+    softmax_share,
+)
 
 SOURCE = Source(
     repository="QwenLM/Qwen3-Embedding",

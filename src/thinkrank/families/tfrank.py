@@ -27,7 +27,14 @@ missing token); here the log-probabilities of "yes", "no" and "0"…"4" are exac
 from __future__ import annotations
 
 from thinkrank.families.base import Fallback, ModelInput, PairAnswer, Source
-from thinkrank.families.pair import GenerationSettings, PairFamily, Reading, Readings, missing_tokens, softmax_share
+from thinkrank.families.pair import (
+    GenerationSettings,
+    PairFamily,
+    Reading,
+    Readings,
+    missing_tokens,
+    softmax_share,
+)
 
 SOURCE = Source(
     repository="JOHNNY-fans/TFRank",
