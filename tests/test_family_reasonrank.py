@@ -10,11 +10,11 @@ import pytest
 
 pytest.importorskip("ftfy", reason="ReasonRank prompts need ftfy (a core dependency: pip install ftfy)")
 
-import jinja2  # noqa: E402
+import jinja2
 
-from thinkrank.errors import InvalidInputError  # noqa: E402
-from thinkrank.families import reasonrank  # noqa: E402
-from thinkrank.families.truncation import token_truncation  # noqa: E402
+from thinkrank.errors import InvalidInputError
+from thinkrank.families import reasonrank
+from thinkrank.families.truncation import token_truncation
 
 FIXTURES = json.loads((Path(__file__).parent / "fixtures/families/reasonrank_released.json").read_text("utf-8"))
 

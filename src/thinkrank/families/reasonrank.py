@@ -275,11 +275,11 @@ def read_window(text: str, n: int) -> WindowReading:
         ids = tuple(int(run) for run in runs)
     except ValueError:
         bad = next(r for r in runs if not _is_int(r))
-        fallback = Fallback(
+        refused = Fallback(
             "unparsable",
             f"the answer holds {bad[:20]!r}, digits int() refuses; the window keeps its order, as released",
         )
-        return WindowReading(WindowAnswer(kept, no_ties, fallback), reasoning, span, where, ())
+        return WindowReading(WindowAnswer(kept, no_ties, refused), reasoning, span, where, ())
     order: list[int] = []
     duplicates: list[int] = []
     out: list[int] = []
