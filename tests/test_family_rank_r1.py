@@ -111,3 +111,19 @@ def test_rank_and_bad_use():
         rank_r1.build_input("q", [f"d{i}" for i in range(21)])
     with pytest.raises(InvalidInputError):
         rank_r1.parse_set("<answer>[1]</answer>", 0)
+
+
+def test_a_model_round_trip_through_the_helpers():
+    """The reranker's loop: the chat of the pending set, the model's text, the candidate it names."""
+    documents = [f"document {i}" for i in range(25)]
+    relevance = [(i * 7) % 25 for i in range(25)]  # candidate 7 is the best (relevance 24)
+    sort = rank_r1.SetwiseSort(25, k=1, seed=3)
+    while sort.pending is not None:
+        comparison = sort.pending
+        chat = rank_r1.comparison_input("q", documents, comparison)
+        user = chat.messages[1]["content"]
+        best = max(comparison.shown, key=lambda d: relevance[d])
+        assert f"\n[{comparison.shown.index(best) + 1}] document {best}\n" in user
+        text = f"<think>best</think>\n<answer>[{comparison.shown.index(best) + 1}]</answer>"
+        sort.answer(rank_r1.chosen_candidate(comparison, rank_r1.parse_set(text, len(comparison.shown))))
+    assert sort.ranking()[0] == 7

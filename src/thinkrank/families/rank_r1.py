@@ -299,6 +299,28 @@ def _bubblesort(order: list[int], k: int, num_child: int) -> _Steps:
             end -= num_child
 
 
+def comparison_input(
+    query: str, documents: Sequence[str], comparison: Comparison, *, instruction: str | None = None
+) -> ModelInput:
+    """The chat for ``comparison`` of a query's ``documents`` (all candidates, first-stage order,
+    already cut): its ``shown`` documents labelled ``[1]…`` in that order."""
+    return build_input(query, [documents[i] for i in comparison.shown], instruction=instruction)
+
+
+def chosen_candidate(comparison: Comparison, answer: SetAnswer) -> int | None:
+    """The candidate index an answer picks (``comparison.shown[chosen]``), None when unexpected:
+    what :meth:`SetwiseSort.answer` takes.
+
+    Raises:
+        InvalidInputError: an answer read for a set of another size.
+    """
+    if answer.chosen is None:
+        return None
+    if not 0 <= answer.chosen < len(comparison.shown):
+        raise InvalidInputError(f"answer position {answer.chosen} is outside the set of {len(comparison.shown)}")
+    return comparison.shown[answer.chosen]
+
+
 def sort_many(
     sorts: Sequence[SetwiseSort],
     compare: Callable[[list[tuple[int, Comparison]]], Sequence[int | None]],
