@@ -111,6 +111,8 @@ def test_rank_and_bad_use():
         rank_r1.build_input("q", [f"d{i}" for i in range(21)])
     with pytest.raises(InvalidInputError):
         rank_r1.parse_set("<answer>[1]</answer>", 0)
+    with pytest.raises(InvalidInputError, match="instruction"):
+        rank_r1.build_input("q", ["d"], instruction=3)  # type: ignore[arg-type]
 
 
 def test_a_model_round_trip_through_the_helpers():

@@ -99,5 +99,7 @@ def test_modes_and_bad_input():
         reasonrank.build_input("q", [])
     with pytest.raises(InvalidInputError, match="query"):
         reasonrank.build_input("  ", ["p"])
+    with pytest.raises(InvalidInputError, match="instruction"):
+        reasonrank.build_input("q", ["p"], instruction=["x"])  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="n "):
         reasonrank.read_window("[1]", 0)

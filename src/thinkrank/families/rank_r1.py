@@ -112,6 +112,8 @@ def build_input(query: str, documents: Sequence[str], *, instruction: str | None
     for i, doc in enumerate(documents):
         if not isinstance(doc, str):
             raise InvalidInputError(f"document {i} must be a string, got {type(doc).__name__}")
+    if instruction is not None and not isinstance(instruction, str):
+        raise InvalidInputError(f"the instruction must be a string or None, got {type(instruction).__name__}")
     if instruction and instruction.strip():
         query = f"{query} {instruction.strip()}"
     values = {"query": query, "docs": format_documents(documents)}

@@ -211,6 +211,8 @@ def build_input(
     for i, passage in enumerate(passages):
         if not isinstance(passage, str):
             raise InvalidInputError(f"passage {i} must be a string, got {type(passage).__name__}")
+    if instruction is not None and not isinstance(instruction, str):
+        raise InvalidInputError(f"the instruction must be a string or None, got {type(instruction).__name__}")
     joined = " ".join(x.strip() for x in (query, instruction or "") if x.strip())
     q = replace_number(joined).strip()
     num = len(passages)
