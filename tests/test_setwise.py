@@ -100,13 +100,59 @@ def qwen_tok(tiny_qwen_path):
     return AutoTokenizer.from_pretrained(tiny_qwen_path)
 
 
+ADAPTER_ID = "ielabgroup/Rank-R1-3B-v0.1"
+
+
+@pytest.fixture(scope="module")
+def hub_cache(tmp_path_factory, tiny_qwen_path):
+    """A Hugging Face cache holding ``ADAPTER_ID`` as a real LoRA adapter (random, nonzero) over the
+    tiny Qwen model, in the hub client's own layout, with the hub offline: what a user who
+    downloaded the released adapter has, shrunk."""
+    import torch
+    from huggingface_hub import constants
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    cache = tmp_path_factory.mktemp("hub")
+    repo = cache / ("models--" + ADAPTER_ID.replace("/", "--"))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_qwen_path)
+    lora = LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(base, lora).save_pretrained(repo / "snapshots" / commit)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(constants, "HF_HUB_CACHE", str(cache))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        yield repo / "snapshots" / commit
+
+
+def test_a_released_adapter_id_loads_as_base_plus_adapter(hub_cache, tiny_qwen_path):
+    from thinkrank.engines.loading import resolve_model
+    from thinkrank.errors import ModelLoadError
+    from thinkrank.rerankers.setwise import adapter_source
+
+    config = json.loads((hub_cache / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(tiny_qwen_path)
+    for engine in ("transformers", "vllm"):
+        assert Path(adapter_source(ADAPTER_ID, engine)) == hub_cache
+    ref = resolve_model(adapter_source(ADAPTER_ID, "transformers"))
+    assert (ref.source, Path(ref.adapter)) == (str(tiny_qwen_path), hub_cache)
+    assert adapter_source(ADAPTER_ID, "openai") == ADAPTER_ID  # a server serves it under its own name
+    assert adapter_source("org/plain-model", "transformers") == "org/plain-model"
+    with pytest.raises(ModelLoadError, match="HF_HUB_OFFLINE"):
+        adapter_source("ielabgroup/Rank-R1-14B-v0.1", "transformers")  # not in the cache
+
+
 def _passages(n: int) -> list[dict]:
     return [{"id": f"p{i}", "text": f"Passage {i} on heaps, variant {i * 13 % 17}."} for i in range(n)]
 
 
-def test_comparisons_of_all_queries_share_each_generate_call(tiny_qwen_engine, qwen_tok):
-    rec = Recorder(tiny_qwen_engine)
-    ranker = RankR1(engine=rec, k=3, num_child=3, max_tokens=3)
+def test_comparisons_of_all_queries_share_each_generate_call(hub_cache, tiny_qwen_path, qwen_tok):
+    ranker = RankR1(ADAPTER_ID, engine="transformers", device="cpu", k=3, num_child=3, max_tokens=3)
+    assert ranker.engine.model_name == f"{tiny_qwen_path}+{hub_cache}"  # base + the released adapter
+    ranker.engine = rec = Recorder(ranker.engine)
     docs_a, docs_b = _docs(7, "a"), _docs(4, "b")
     rankings = ranker.rerank_many([RerankRequest("notes about cats", docs_a, "qa"), ("rain today", docs_b)])
     # one call per round: each holds the pending comparison of every query still sorting
@@ -141,8 +187,7 @@ def test_comparisons_of_all_queries_share_each_generate_call(tiny_qwen_engine, q
 def _fixture_judge(cases):
     """The released sorts' judge (its answer depends on the set, not on the order shown)."""
     def judge(query, shown):
-        position = scripted_choice(shown, cases[int(query.split()[1])]["relevance"])
-        return position
+        return scripted_choice(shown, cases[int(query.split()[1])]["relevance"])
     return judge
 
 
@@ -195,6 +240,11 @@ def test_rankings_are_deterministic_and_independent_of_the_batch(qwen_tok):
         assert [t.shown for t in a.comparisons] == [t.shown for t in b.comparisons] == [t.shown for t in c.comparisons]
     other = run(requests, seed=1)
     assert [r.doc_ids for r in other] != [r.doc_ids for r in together]  # the seed draws the shuffles
+    # sampling: comparison i of every query samples with seed + i, whatever the batch
+    engine = ScriptedEngine(qwen_tok, _first_shown)
+    RankR1(engine=engine, seed=5, temperature=0.7, k=5, num_child=4).rerank_many(requests)
+    assert [{r.seed for r in reqs} for reqs in engine.calls] == [{5 + i} for i in range(len(engine.calls))]
+    assert all(r.temperature == 0.7 for reqs in engine.calls for r in reqs)
 
 
 def test_judgments_carry_the_chain_that_chose_them_and_top_n_cuts(qwen_tok):
