@@ -211,6 +211,33 @@ class WindowTrace:
         return asdict(self)
 
 
+@dataclass
+class ComparisonTrace:
+    """One setwise call: the candidates a sort compared and which one the model chose.
+
+    ``indices``: input indices in the sort's order, ``indices[0]`` the parent (the one kept on
+    an unexpected answer); ``shown``: the same in the order the model saw them (``[1]`` first).
+    ``chosen``: the input index the answer names, or None when the answer was unexpected; then
+    ``fallback`` says why (``"unexpected"``) and ``detail`` how, and the sort kept the parent,
+    as the released code does. ``step``: the comparison's number within its query, from 0.
+    """
+
+    step: int
+    indices: list[int]
+    shown: list[int]
+    reasoning: str
+    answer: str
+    chosen: int | None
+    fallback: str | None = None
+    detail: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    stop_reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 def check_trec_field(value: str, what: str) -> str:
     """``value`` if it can be a column of a TREC file: non-empty, no whitespace, no control
     characters (trec_eval and ir-measures split lines on whitespace). Other characters, such as
@@ -261,6 +288,7 @@ class Ranking:
     judgments: list[Judgment]
     query_id: str | None = None
     windows: list[WindowTrace] = field(default_factory=list)
+    comparisons: list[ComparisonTrace] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.judgments = sorted(self.judgments, key=lambda j: (-j.score, j.index))
@@ -297,7 +325,7 @@ class Ranking:
 
         if check_top_n(top_n) is None:
             return self
-        return Ranking(self.query, self.judgments[:top_n], self.query_id, self.windows)
+        return Ranking(self.query, self.judgments[:top_n], self.query_id, self.windows, self.comparisons)
 
     def select(self, calibration: Any, *, recall: float | None = None, alpha: float = 0.1,
                probability: float | None = None) -> Any:
@@ -312,6 +340,11 @@ class Ranking:
     def unparsed_windows(self) -> int:
         """Listwise windows whose output held no usable ordering."""
         return sum(not w.parsed for w in self.windows)
+
+    @property
+    def unexpected_comparisons(self) -> int:
+        """Setwise comparisons whose answer named no document of the set (the parent was kept)."""
+        return sum(c.chosen is None for c in self.comparisons)
 
     def to_trec(self, query_id: str | None = None, tag: str = "thinkrank") -> list[str]:
         """TREC run lines ``qid Q0 docid rank score tag``, rank from 1, scores at full precision.
@@ -329,6 +362,8 @@ class Ranking:
             "query_id": self.query_id,
             "results": [{"rank": r, **j.to_dict()} for r, j in enumerate(self.judgments, 1)],
             "windows": [w.to_dict() for w in self.windows],
+            # only setwise rankings have comparisons: other output stays as it was
+            **({"comparisons": [c.to_dict() for c in self.comparisons]} if self.comparisons else {}),
         }
 
     def to_json(self, **kwargs: Any) -> str:
