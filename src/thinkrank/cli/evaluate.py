@@ -149,7 +149,7 @@ def _evaluate(**opts: Any) -> None:
             else:  # the Ray actors judge through the cache themselves
                 from thinkrank.cli.rerank import build_in_worker
 
-                reranker = ray_options.ray_reranker(opts, build_in_worker, pointwise=not options.per_query(opts),
+                reranker = ray_options.ray_reranker(opts, build_in_worker, judges=spec.judges,
                                                     cache=cache.path, chunk_size=opts["chunk_size"], progress=progress)
         with progress:
             result = evaluate(collection, first_stage, top_k=opts["top_k"], reranker=reranker,
@@ -176,7 +176,7 @@ def _evaluate(**opts: Any) -> None:
     paths = write_outputs(result, output, report=opts["report"])
     if reranker is not None:
         # A listwise or cascade reranker is cached per query: its unit is a query's ranking.
-        unit = "query rankings" if options.per_query(opts) else "judgments"
+        unit = "judgments" if spec.judges == "pair" else "query rankings"
         say(f"{result.use.computed} {unit} computed, {result.use.cached} read from the cache, "
             f"{result.seconds:.1f}s")
         _say_unparsed(list(result.rankings.values()), output / "rankings.jsonl")

@@ -117,9 +117,3 @@ def check(opts: Mapping[str, Any], given: Iterable[str] | None, *, reasoning_per
     if "reasoning_close" in given and not listwise and close_unused:
         raise InvalidInputError("--reasoning-close applies with --reasoning off or --cascade (it closes the empty "
                                 "think block of a no-reasoning pass); drop it or add one of them")
-
-
-def per_query(opts: Mapping[str, Any]) -> bool:
-    """Whether the reranker's results depend on a query's whole candidate list (listwise, or a
-    cascade): such rerankers are cached and distributed per query, not per pair."""
-    return opts.get("mode") == Mode.listwise or opts.get("cascade") is not None

@@ -130,7 +130,7 @@ def _rerank(**opts: Any) -> None:
         if cache is not None:
             cache.close()
     if cache is not None and not opts["quiet"]:
-        unit = "query rankings" if options.per_query(opts) else "judgments"
+        unit = "judgments" if spec.judges == "pair" else "query rankings"
         print(f"judgment cache {opts['cache']}: {reranker.use.computed} {unit} computed, {reranker.use.cached} read "
               "from the cache", file=sys.stderr)
     if opts["cascade"] is not None and not opts["quiet"]:
@@ -174,7 +174,7 @@ def _reranker(opts: dict[str, Any], spec: Any, cache: Any, progress: ProgressBar
     from thinkrank.rerankers.spec import build_reranker
 
     if opts["ray"] is not None:
-        return ray_options.ray_reranker(opts, build_in_worker, pointwise=not options.per_query(opts), progress=progress,
+        return ray_options.ray_reranker(opts, build_in_worker, judges=spec.judges, progress=progress,
                                         cache=cache.path if cache is not None else None)
     if cache is None:
         return build_reranker(spec, progress=progress)

@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from thinkrank.engines import Engine, Generation, GenerationRequest, load_engine
 from thinkrank.errors import InvalidInputError
+from thinkrank.families.base import Kind
 from thinkrank.prompts.rankk import build_rankk_prompt, check_template
 from thinkrank.rerankers.base import RequestLike, Reranker, RerankRequest, as_request
 from thinkrank.rerankers.parsing import THINK_OPEN, read_answer
@@ -93,6 +94,8 @@ class RankK(Reranker):
             every judgment then carries ``probability``, a function of its final rank.
         engine_options: passed to the engine's constructor.
     """
+
+    kind: ClassVar[Kind] = "query"
 
     def __init__(
         self,
