@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from thinkrank.cli import options
-from thinkrank.cli.common import ProgressBar, Switch, fail, friendly_errors
+from thinkrank.cli.common import ProgressBar, fail, friendly_errors
 from thinkrank.cli.options import Mode
 
 
@@ -28,6 +28,9 @@ Both models rerank the top --top-k of --run for the same queries. Prints and wri
 """
 
 
+@options.command(lambda **opts: _compare(**opts), {
+    "engine": options.HEAD[2:], "split": ("device", "batch_size", "static_cache", "compile", "max_passage_tokens"),
+})
 def compare(
     dataset: Annotated[Path, typer.Option("--dataset", "-d", help="Collection folder (with qrels).")],
     run: Annotated[str, typer.Option("--run", "-r", help="A run of the collection or a run file.")],
@@ -36,22 +39,11 @@ def compare(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")],
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Candidates per query.")] = 100,
     queries: Annotated[int | None, typer.Option("--queries", "-n", help="Only the first N queries.")] = None,
-    reasoning: options.Reasoning = Switch.on,
-    think_budget: options.ThinkBudget = options.DEFAULTS["think_budget"],
-    cascade: options.Cascade = None,
-    reasoning_close: options.ReasoningClose = options.DEFAULTS["reasoning_close"],
-    prompt: options.Prompt = None,
-    instruction: options.Instruction = None,
     engine: Annotated[str, typer.Option(help="auto, transformers or vllm (the same for both models).")] = "auto",
-    device: options.Device = None,
-    batch_size: options.BatchSize = None,
-    static_cache: options.StaticCache = False,
-    compile: options.Compile = False,
-    max_passage_tokens: options.MaxPassageTokens = None,
     split: Annotated[str, typer.Option(help="BEIR folders: which qrels/<split>.tsv to use.")] = "test",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
-    _compare(**locals())
+    """The command's own flags; the pointwise and local-engine ones come from their declarations."""
 
 
 @friendly_errors

@@ -9,8 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from thinkrank.cli import calibration_options, options, ray_options
-from thinkrank.cli.common import Interrupted, ProgressBar, Switch, fail, friendly_errors, reranker_spec
-from thinkrank.cli.options import Mode
+from thinkrank.cli.common import Interrupted, ProgressBar, fail, friendly_errors, reranker_spec
 from thinkrank.cli.ray_options import GpusPerWorker, RayAddress, Workers
 
 EVALUATE_HELP = """Evaluate a first-stage run on a collection, reranked by a reasoning reranker or as it is.
@@ -33,6 +32,7 @@ def register(app: typer.Typer) -> None:
     app.command("evaluate", help=EVALUATE_HELP)(evaluate)
 
 
+@options.command(lambda **opts: _evaluate(**opts), {"queries": options.HEAD[1:], "report": options.SAMPLING + options.LISTWISE + options.ENGINE})
 def evaluate(
     dataset: Annotated[Path, typer.Option("--dataset", "-d", help="Collection folder.")],
     run: Annotated[str, typer.Option("--run", "-r", help="A run of the collection (bm25, …) or a run file.")],
@@ -41,13 +41,6 @@ def evaluate(
         str | None, typer.Option("--model", "-m", help="Reranker: hub id, local directory, .gguf or adapter. "
                                  "Without it the run is evaluated as it is.")
     ] = None,
-    mode: options.ModeOption = Mode.pointwise,
-    reasoning: options.Reasoning = Switch.on,
-    think_budget: options.ThinkBudget = options.DEFAULTS["think_budget"],
-    cascade: options.Cascade = None,
-    reasoning_close: options.ReasoningClose = options.DEFAULTS["reasoning_close"],
-    prompt: options.Prompt = None,
-    instruction: options.Instruction = None,
     queries: Annotated[int | None, typer.Option("--queries", "-n", help="Only the first N queries.")] = None,
     query_ids: Annotated[str | None, typer.Option(help="Only these query ids, comma-separated.")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder.  "
@@ -62,37 +55,13 @@ def evaluate(
     measures: Annotated[str | None, typer.Option(help="Comma-separated ir-measures names; the first is the main one. "
                                                  "\\[default: nDCG@10,nDCG@20,AP,R@100,RR@10,Judged@10]")] = None,
     split: Annotated[str, typer.Option(help="BEIR folders: which qrels/<split>.tsv to use.")] = "test",
-    max_passage_tokens: options.MaxPassageTokens = None,
-    temperature: options.Temperature = options.DEFAULTS["temperature"],
-    seed: options.Seed = None,
-    window: options.Window = options.DEFAULTS["window"],
-    stride: options.Stride = options.DEFAULTS["stride"],
-    depth: options.Depth = options.DEFAULTS["depth"],
-    max_tokens: options.MaxTokens = options.DEFAULTS["max_tokens"],
-    engine: options.Engine = "auto",
-    base_url: options.BaseUrl = None,
-    api_key: options.ApiKey = None,
-    tokenizer: options.Tokenizer = None,
-    concurrency: options.Concurrency = None,
-    max_retries: options.MaxRetries = None,
-    timeout: options.Timeout = None,
-    chat: options.Chat = False,
-    extra_body: options.ExtraBody = None,
-    context_length: options.ContextLength = None,
-    tensor_parallel_size: options.TensorParallelSize = None,
-    gpu_memory_utilization: options.GpuMemoryUtilization = None,
-    max_model_len: options.MaxModelLen = None,
-    device: options.Device = None,
-    batch_size: options.BatchSize = None,
-    static_cache: options.StaticCache = False,
-    compile: options.Compile = False,
     report: Annotated[bool, typer.Option(help="Write report.html.")] = True,
     ray: RayAddress = None,
     workers: Workers = None,
     gpus_per_worker: GpusPerWorker = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
-    _evaluate(**locals())
+    """The command's own flags (``--model`` is optional here); the others come from their declarations."""
 
 
 @friendly_errors

@@ -11,8 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from thinkrank.cli import calibration_options, options, ray_options
-from thinkrank.cli.common import ProgressBar, Switch, fail, friendly_errors, reranker_spec
-from thinkrank.cli.options import Mode
+from thinkrank.cli.common import ProgressBar, fail, friendly_errors, reranker_spec
 from thinkrank.cli.ray_options import GpusPerWorker, RayAddress, Workers
 
 
@@ -38,56 +37,25 @@ Documents come from --docs: JSONL records {"id", "text", "title"?} (add "qid" to
 """
 
 
+@options.command(lambda **opts: _rerank(**opts), {"top_n": options.HEAD, "ray": options.SAMPLING + options.LISTWISE + options.ENGINE})
 def rerank(
     docs: Annotated[Path, typer.Option("--docs", help="JSONL {id,text,title?[,qid]} or plain text, one per line; - reads standard input.")],
     query: Annotated[str | None, typer.Option("--query", "-q", help="The query text.")] = None,
     queries: Annotated[
         Path | None, typer.Option("--queries", help="JSONL {id?, text, instruction?} or plain text, one per line; - reads standard input.")
     ] = None,
-    model: options.Model = None,
-    mode: options.ModeOption = Mode.pointwise,
-    reasoning: options.Reasoning = Switch.on,
-    think_budget: options.ThinkBudget = options.DEFAULTS["think_budget"],
-    cascade: options.Cascade = None,
-    reasoning_close: options.ReasoningClose = options.DEFAULTS["reasoning_close"],
-    prompt: options.Prompt = None,
-    instruction: options.Instruction = None,
     top_n: Annotated[int | None, typer.Option("--top-n", "-k", help="Print only the best K per query.")] = None,
     output_format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
     cache: Annotated[Path | None, typer.Option(help="SQLite judgment cache file (as evaluate's): judgments found "
                                                "there are read back, new ones saved as they are computed.")] = None,
     calibration: calibration_options.CalibrationFile = None,
     select: calibration_options.Select = None,
-    max_passage_tokens: options.MaxPassageTokens = None,
-    temperature: options.Temperature = options.DEFAULTS["temperature"],
-    seed: options.Seed = None,
-    window: options.Window = options.DEFAULTS["window"],
-    stride: options.Stride = options.DEFAULTS["stride"],
-    depth: options.Depth = options.DEFAULTS["depth"],
-    max_tokens: options.MaxTokens = options.DEFAULTS["max_tokens"],
-    engine: options.Engine = "auto",
-    base_url: options.BaseUrl = None,
-    api_key: options.ApiKey = None,
-    tokenizer: options.Tokenizer = None,
-    concurrency: options.Concurrency = None,
-    max_retries: options.MaxRetries = None,
-    timeout: options.Timeout = None,
-    chat: options.Chat = False,
-    extra_body: options.ExtraBody = None,
-    context_length: options.ContextLength = None,
-    tensor_parallel_size: options.TensorParallelSize = None,
-    gpu_memory_utilization: options.GpuMemoryUtilization = None,
-    max_model_len: options.MaxModelLen = None,
-    device: options.Device = None,
-    batch_size: options.BatchSize = None,
-    static_cache: options.StaticCache = False,
-    compile: options.Compile = False,
     ray: RayAddress = None,
     workers: Workers = None,
     gpus_per_worker: GpusPerWorker = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
-    _rerank(**locals())
+    """The command's own flags; the reranker's and engine's come from their declarations."""
 
 
 @friendly_errors

@@ -15,7 +15,6 @@ import typer
 
 from thinkrank.cli import options
 from thinkrank.cli.common import Switch, fail, friendly_errors, reranker_spec
-from thinkrank.cli.options import Mode
 
 SERVE_HELP = """Serve a reasoning reranker over HTTP, compatible with the Cohere (v1, v2), Jina and TEI rerank APIs.
 
@@ -33,9 +32,11 @@ def register(app: typer.Typer) -> None:
     app.command("serve", help=SERVE_HELP)(serve)
 
 
+@options.command(lambda **opts: _serve(**opts), {
+    "host": ("model", "mode"), "max_batch_size": options.HEAD[4:] + options.SAMPLING + options.LISTWISE,
+    None: ("engine", "base_url", "engine_api_key", *options.ENGINE[3:]),
+})
 def serve(
-    model: options.Model = None,
-    mode: options.ModeOption = Mode.pointwise,
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port, printed at start).")] = 8000,
     served_model_name: Annotated[
@@ -58,19 +59,8 @@ def serve(
     reasoning: Annotated[Switch, typer.Option(help="Pointwise default: off scores in one forward pass "
                                               "(requests may override).")] = Switch.on,
     think_budget: Annotated[int, typer.Option(help="Pointwise default: most reasoning tokens per document "
-                                              "(requests may override).")] = options.DEFAULTS["think_budget"],
+                                              "(requests may override).")] = options.default("think_budget"),
     max_think_budget: Annotated[int, typer.Option(help="Largest think_budget a request may ask for.")] = 8192,
-    cascade: options.Cascade = None,
-    reasoning_close: options.ReasoningClose = options.DEFAULTS["reasoning_close"],
-    prompt: options.Prompt = None,
-    instruction: options.Instruction = None,
-    max_passage_tokens: options.MaxPassageTokens = None,
-    temperature: options.Temperature = options.DEFAULTS["temperature"],
-    seed: options.Seed = None,
-    window: options.Window = options.DEFAULTS["window"],
-    stride: options.Stride = options.DEFAULTS["stride"],
-    depth: options.Depth = options.DEFAULTS["depth"],
-    max_tokens: options.MaxTokens = options.DEFAULTS["max_tokens"],
     max_batch_size: Annotated[int, typer.Option(help="Most documents judged in one engine call.")] = 32,
     max_batch_requests: Annotated[int, typer.Option(help="Most requests sharing one engine call (1: no "
                                                     "batching across requests).")] = 64,
@@ -87,25 +77,8 @@ def serve(
                                                      "while no result comes.")] = 15.0,
     log_text: Annotated[bool, typer.Option("--log-text", help="Log queries and documents (off: only sizes).")] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
-    engine: options.Engine = "auto",
-    base_url: options.BaseUrl = None,
-    engine_api_key: options.EngineApiKey = None,
-    tokenizer: options.Tokenizer = None,
-    concurrency: options.Concurrency = None,
-    max_retries: options.MaxRetries = None,
-    timeout: options.Timeout = None,
-    chat: options.Chat = False,
-    extra_body: options.ExtraBody = None,
-    context_length: options.ContextLength = None,
-    tensor_parallel_size: options.TensorParallelSize = None,
-    gpu_memory_utilization: options.GpuMemoryUtilization = None,
-    max_model_len: options.MaxModelLen = None,
-    device: options.Device = None,
-    batch_size: options.BatchSize = None,
-    static_cache: options.StaticCache = False,
-    compile: options.Compile = False,
 ) -> None:
-    _serve(**locals())
+    """The command's own flags (--reasoning and --think-budget are defaults here); the others come from their declarations."""
 
 
 @friendly_errors
