@@ -27,7 +27,9 @@ class Declared:
     inclusive bounds of a number; ``positive``: a number > 0. ``modes``: the reranker modes it
     applies to (empty: all). ``flags``: the CLI spellings (default ``--name-with-dashes``).
     ``cli_type``: the value type on the command line when it differs from the field's
-    (``cascade`` is text there)."""
+    (``cascade`` is text there). ``envvar``: an environment variable the flag is read from;
+    ``show_default``: whether ``--help`` shows the default (not for a secret). ``unit``: what
+    the number counts, for an error message (``" seconds"``)."""
 
     help: str
     minimum: float | None = None
@@ -36,6 +38,9 @@ class Declared:
     modes: tuple[str, ...] = ()
     flags: tuple[str, ...] = ()
     cli_type: Any = None
+    envvar: str | None = None
+    show_default: bool = True
+    unit: str = ""
 
     def check(self, label: str, value: Any, kind: type, optional: bool) -> None:
         """``value`` in range, or an InvalidInputError naming ``label`` (a field or a flag)."""

@@ -69,10 +69,29 @@ def _engine_parameter(name: str, flags: Sequence[str] = ()) -> tuple[Any, Any]:
     return Annotated[kind | None, info], None
 
 
+def _server_parameter(name: str) -> tuple[Any, Any]:
+    from thinkrank.server.settings import server_options
+
+    f = server_options()[name]
+    d = f.declared
+    extra: dict[str, Any] = {"help": _escape(d.help)}
+    if d.envvar:
+        extra["envvar"] = d.envvar
+    if not d.show_default:
+        extra["show_default"] = False
+    kind = f.kind | None if f.optional else f.kind
+    return Annotated[kind, typer.Option(*d.flags, **extra)], f.default
+
+
 def parameter(name: str) -> inspect.Parameter:
-    """The typer parameter of the declared option ``name``. ``engine_api_key`` is the engine's
-    ``api_key`` spelled ``--engine-api-key`` (``serve``'s own ``--api-key`` guards the server)."""
-    if name == "engine_api_key":
+    """The typer parameter of the declared option ``name``: a spec field, an engine option, or
+    ``server:NAME``, a :class:`~thinkrank.server.settings.ServerSettings` field. ``engine_api_key``
+    is the engine's ``api_key`` spelled ``--engine-api-key`` (``serve``'s own ``--api-key`` guards
+    the server)."""
+    if name.startswith("server:"):
+        name = name.removeprefix("server:")
+        annotation, default = _server_parameter(name)
+    elif name == "engine_api_key":
         annotation, default = _engine_parameter("api_key", ("--engine-api-key",))
     elif name in engine_option_names():
         annotation, default = _engine_parameter(name)
