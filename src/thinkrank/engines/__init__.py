@@ -111,6 +111,20 @@ may carry for it and what the CLI offers as flags. An engine registered in :data
 an entry here takes no options through a spec."""
 
 
+def check_options(engine: str, **values: Any) -> None:
+    """Each of ``values`` within the range ``engine`` declares for it in :data:`ENGINE_OPTIONS`
+    (an engine's constructor checks its arguments with this, so the range is written once).
+
+    Raises:
+        InvalidInputError: ``"<name> must be <rule>, got <value>"`` for the first value out of range.
+    """
+    declared = {o.name: o for o in ENGINE_OPTIONS[engine]}
+    for name, value in values.items():
+        option = declared[name]
+        if not option.valid(value):
+            raise InvalidInputError(f"{name} must be {option.rule}, got {value!r}")
+
+
 def engine_option_names() -> list[str]:
     """Every option name any engine declares, each once."""
     return list(dict.fromkeys(o.name for options in ENGINE_OPTIONS.values() for o in options))
@@ -150,5 +164,5 @@ def load_engine(model: Any, engine: str | Engine = "auto", **options: Any) -> En
 
 
 __all__ = [
-    "ENGINES", "ENGINE_OPTIONS", "Engine", "EngineOption", "engine_option_names", "Generation", "GenerationRequest", "load_engine", "resolve_engine_name", "single_token_id",
+    "ENGINES", "ENGINE_OPTIONS", "Engine", "EngineOption", "check_options", "engine_option_names", "Generation", "GenerationRequest", "load_engine", "resolve_engine_name", "single_token_id",
 ]
