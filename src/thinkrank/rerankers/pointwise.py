@@ -36,7 +36,7 @@ from thinkrank.rerankers.base import RequestLike, Reranker, as_request
 from thinkrank.rerankers.cascade import Cascade, combine
 from thinkrank.rerankers.truncation import truncate_passage
 from thinkrank.types import Document, Judgment, Ranking, as_documents, check_instruction, check_query
-from thinkrank.validation import check_bool, check_int, check_optional_str, check_sampling, check_top_n
+from thinkrank.validation import check_bool, check_int, check_optional_str, check_top_n
 
 
 Judged = Callable[[list[int], list[Judgment]], None]
@@ -380,10 +380,15 @@ def check_settings(
         InvalidInputError: a setting of the wrong type or out of range (named), or an unknown
             dataset template name.
     """
+    from thinkrank.rerankers.spec import spec_options  # the ranges are declared on the spec's fields
+
+    declared = spec_options()
     check_bool("reasoning", reasoning)
-    check_int("think_budget", think_budget, minimum=1 if reasoning else 0)
-    check_int("max_passage_tokens", max_passage_tokens, minimum=1, optional=True)
-    check_sampling(temperature, seed)
+    budget = declared["think_budget"]
+    check_int("think_budget", think_budget, minimum=int(budget.declared.minimum or 0) if reasoning else 0)
+    declared["max_passage_tokens"].check(max_passage_tokens)
+    declared["temperature"].check(temperature)
+    declared["seed"].check(seed)
     check_optional_str("prompt", prompt)
     check_optional_str("instruction", instruction)
     resolve_template(prompt)  # fail early on an unknown dataset name
