@@ -64,6 +64,12 @@ class Declared:
         return ""
 
 
+def bounds(minimum: float | None = None, maximum: float | None = None) -> Declared:
+    """The range of a command's own numeric flag, put beside its ``typer.Option`` in ``Annotated``
+    (``Annotated[int, typer.Option(help=...), bounds(1)]``): the command's checks read it there."""
+    return Declared("", minimum=minimum, maximum=maximum)
+
+
 def _int(bound: float | None) -> int | None:
     return None if bound is None else int(bound)
 

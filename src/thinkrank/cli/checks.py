@@ -7,27 +7,15 @@ An option that would be silently ignored is an error here, because a user who pa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import typing
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from thinkrank.declare import Declared
 from thinkrank.errors import InvalidInputError
 
-# The ranges of flags that belong to a command itself (counts and BM25 parameters), not to a
-# reranker, engine or server setting: those are declared on their settings (thinkrank.declare).
-_COMMAND_FLAGS: dict[str, tuple[type, Declared]] = {
-    "top_n": (int, Declared("", minimum=1)),
-    "top_k": (int, Declared("", minimum=1)),
-    "queries_limit": (int, Declared("", minimum=1)),
-    "limit": (int, Declared("", minimum=1)),
-    "chunk_size": (int, Declared("", minimum=1)),
-    "k1": (float, Declared("", minimum=0.0)),
-    "b": (float, Declared("", minimum=0.0, maximum=1.0)),
-}
-
-
 def _declared(name: str) -> tuple[type, Declared] | None:
-    """The value type and declaration of option ``name``: a spec field, an engine option or a command flag."""
+    """The value type and declaration of option ``name``: a spec field or an engine option."""
     from thinkrank.engines import ENGINE_OPTIONS
     from thinkrank.rerankers.spec import spec_options
 
@@ -38,7 +26,23 @@ def _declared(name: str) -> tuple[type, Declared] | None:
         for option in declared:
             if option.name == name:
                 return option.kind, option.declared
-    return _COMMAND_FLAGS.get(name)
+    return None
+
+
+def _own(command: Callable[..., Any] | None) -> dict[str, tuple[type, Declared]]:
+    """The ranges a command declares beside its own flags (``Annotated[int, typer.Option(...), bounds(1)]``)."""
+    if command is None:
+        return {}
+    out: dict[str, tuple[type, Declared]] = {}
+    for name, hint in typing.get_type_hints(command, include_extras=True).items():
+        if typing.get_origin(hint) is not typing.Annotated:
+            continue
+        base, *extras = typing.get_args(hint)
+        for extra in extras:
+            if isinstance(extra, Declared):
+                members = typing.get_args(base) or (base,)
+                out[name] = (next(t for t in members if t is not type(None)), extra)
+    return out
 
 
 def reranker_options() -> list[str]:
@@ -54,12 +58,12 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def check_numbers(opts: Mapping[str, Any], names: dict[str, str] | None = None) -> None:
-    """Every numeric option in ``opts`` within its declared range. ``names`` maps an option to
-    the declaration it takes (``evaluate --queries N`` is a count, ``rerank --queries FILE`` a file)."""
-    names = names or {}
+def check_numbers(opts: Mapping[str, Any], command: Callable[..., Any] | None = None) -> None:
+    """Every numeric option in ``opts`` within its declared range: a ``command``'s own flags by
+    what it declares beside them, the reranker's, engine's and server's by their settings."""
+    own = _own(command)
     for option, value in opts.items():
-        found = _declared(names.get(option, option))
+        found = own.get(option) or _declared(option)
         if found is not None and found[0] in (int, float):
             found[1].check(flag(option), value, found[0], optional=True)
 

@@ -11,6 +11,7 @@ import typer
 from thinkrank.cli import calibration_options, options, ray_options
 from thinkrank.cli.common import Interrupted, ProgressBar, fail, friendly_errors, reranker_spec
 from thinkrank.cli.ray_options import GpusPerWorker, RayAddress, Workers
+from thinkrank.declare import bounds
 
 EVALUATE_HELP = """Evaluate a first-stage run on a collection, reranked by a reasoning reranker or as it is.
 
@@ -36,12 +37,13 @@ def register(app: typer.Typer) -> None:
 def evaluate(
     dataset: Annotated[Path, typer.Option("--dataset", "-d", help="Collection folder.")],
     run: Annotated[str, typer.Option("--run", "-r", help="A run of the collection (bm25, …) or a run file.")],
-    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Candidates per query to evaluate and rerank.")] = 100,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Candidates per query to evaluate and rerank."),
+                     bounds(1)] = 100,
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="Reranker: hub id, local directory, .gguf or adapter. "
                                  "Without it the run is evaluated as it is.")
     ] = None,
-    queries: Annotated[int | None, typer.Option("--queries", "-n", help="Only the first N queries.")] = None,
+    queries: Annotated[int | None, typer.Option("--queries", "-n", help="Only the first N queries."), bounds(1)] = None,
     query_ids: Annotated[str | None, typer.Option(help="Only these query ids, comma-separated.")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder.  "
                                                 "\\[default: runs/DATASET-RUN\\[-MODEL]]")] = None,
@@ -51,7 +53,7 @@ def evaluate(
     chunk_size: Annotated[int | None, typer.Option(help="Pairs sent to the engine together (sorted by length, "
                                                    "each finished engine batch saved at once: a kill loses at most the "
                                                    "batch in flight).  \\[default: 64 pairs; listwise and --cascade: 1 "
-                                                   "query, saved per query]")] = None,
+                                                   "query, saved per query]"), bounds(1)] = None,
     measures: Annotated[str | None, typer.Option(help="Comma-separated ir-measures names; the first is the main one. "
                                                  "\\[default: nDCG@10,nDCG@20,AP,R@100,RR@10,Judged@10]")] = None,
     split: Annotated[str, typer.Option(help="BEIR folders: which qrels/<split>.tsv to use.")] = "test",
@@ -72,7 +74,7 @@ def _evaluate(**opts: Any) -> None:
     from thinkrank.datasets import load_collection
     from thinkrank.evaluation.metrics import DEFAULT_MEASURES, measure_name
     from thinkrank.evaluation.runner import (
-        evaluate,
+        evaluate as evaluate_run,
         prepare_output,
         select_queries,
         write_outputs,
@@ -80,7 +82,7 @@ def _evaluate(**opts: Any) -> None:
     from thinkrank.rerankers.lazy import LazyReranker
 
     quiet_libraries(opts["quiet"])
-    check_numbers(opts, {"queries": "queries_limit"})
+    check_numbers(opts, evaluate)  # the command's own ranges (the module's evaluate, not the runner's)
     given = given_options()
     check_needs_model(given, bool(opts["model"]))
     options.check(opts, given)
@@ -121,7 +123,7 @@ def _evaluate(**opts: Any) -> None:
                 reranker = ray_options.ray_reranker(opts, build_in_worker, judges=spec.judges,
                                                     cache=cache.path, chunk_size=opts["chunk_size"], progress=progress)
         with progress:
-            result = evaluate(collection, first_stage, top_k=opts["top_k"], reranker=reranker,
+            result = evaluate_run(collection, first_stage, top_k=opts["top_k"], reranker=reranker,
                               cache=cache if opts["ray"] is None else None, qids=qids,
                               measures=measures, chunk_size=opts["chunk_size"], progress=progress)
     except KeyboardInterrupt:

@@ -13,6 +13,7 @@ import typer
 from thinkrank.cli import calibration_options, options, ray_options
 from thinkrank.cli.common import ProgressBar, fail, friendly_errors, reranker_spec
 from thinkrank.cli.ray_options import GpusPerWorker, RayAddress, Workers
+from thinkrank.declare import bounds
 
 
 class Format(str, Enum):
@@ -44,7 +45,7 @@ def rerank(
     queries: Annotated[
         Path | None, typer.Option("--queries", help="JSONL {id?, text, instruction?} or plain text, one per line; - reads standard input.")
     ] = None,
-    top_n: Annotated[int | None, typer.Option("--top-n", "-k", help="Print only the best K per query.")] = None,
+    top_n: Annotated[int | None, typer.Option("--top-n", "-k", help="Print only the best K per query."), bounds(1)] = None,
     output_format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
     cache: Annotated[Path | None, typer.Option(help="SQLite judgment cache file (as evaluate's): judgments found "
                                                "there are read back, new ones saved as they are computed.")] = None,
@@ -70,7 +71,7 @@ def _rerank(**opts: Any) -> None:
         fail("give exactly one of --query TEXT or --queries FILE")
     if opts["queries"] == opts["docs"] == STDIN:
         fail("--docs - and --queries - both read standard input; give one of them as a file")
-    check_numbers(opts, {"queries": "queries_file"})
+    check_numbers(opts, rerank)
     options.check(opts, given_options())
     spec = reranker_spec(opts)  # every setting checked before files are read or a model loads
     ray_options.check(opts)
