@@ -12,6 +12,7 @@ import typer
 from thinkrank.cli import options
 from thinkrank.cli.common import ProgressBar, fail, friendly_errors
 from thinkrank.cli.options import Mode
+from thinkrank.declare import bounds
 
 
 def register(app: typer.Typer) -> None:
@@ -37,7 +38,7 @@ def compare(
     model: Annotated[str, typer.Option("--model", "-m", help="Baseline reranker (e.g. the original model).")],
     compare_model: Annotated[str, typer.Option(help="The reranker to compare with it (e.g. the quantized model).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")],
-    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Candidates per query.")] = 100,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Candidates per query."), bounds(1)] = 100,
     queries: Annotated[int | None, typer.Option("--queries", "-n", help="Only the first N queries.")] = None,
     engine: Annotated[str, typer.Option(help="auto, transformers or vllm (the same for both models).")] = "auto",
     split: Annotated[str, typer.Option(help="BEIR folders: which qrels/<split>.tsv to use.")] = "test",
@@ -50,6 +51,7 @@ def compare(
 def _compare(**o: Any) -> None:
     from functools import partial
 
+    from thinkrank.cli.checks import check_numbers
     from thinkrank.cli.common import given_options, reranker_spec
     from thinkrank.cli.evaluate import _load_run
     from thinkrank.cli.rerank import build_in_worker
@@ -57,8 +59,7 @@ def _compare(**o: Any) -> None:
     from thinkrank.evaluation.compare import compare as compare_runs, measured_evaluation
     from thinkrank.evaluation.runner import select_queries, write_outputs
 
-    if o["top_k"] < 1:
-        fail(f"--top-k must be >= 1, got {o['top_k']}")
+    check_numbers({"top_k": o["top_k"]}, compare)
     if o["engine"] == "openai":
         fail("--engine openai cannot be compared here: the comparison measures each model's memory in its own "
              "process; use auto, transformers or vllm")
