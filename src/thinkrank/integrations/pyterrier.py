@@ -152,7 +152,7 @@ class ThinkrankReranker(pt.Transformer):
                 use ``cache=`` for those.
         """
         settings = self.reranker.settings
-        if settings.get("mode") != "pointwise" or settings.get("cascade"):
+        if self.reranker.judges != "pair":
             raise InvalidInputError(
                 "ScorerCache caches one score per document, but a listwise or cascade score depends on the query's "
                 "other candidates; use ThinkrankReranker(..., cache='judgments.sqlite') instead"

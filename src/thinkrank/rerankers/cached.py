@@ -25,6 +25,7 @@ from typing import Any
 from thinkrank.cache import JudgmentCache, digest
 from thinkrank.engines.base import accepts_keyword
 from thinkrank.errors import InvalidInputError
+from thinkrank.families.base import Kind
 from thinkrank.rerankers.base import RequestLike, Reranker, RerankRequest, as_request
 from thinkrank.rerankers.pointwise import Pair
 from thinkrank.types import Judgment, Ranking, WindowTrace, as_documents, check_query
@@ -148,16 +149,20 @@ class CachedReranker(Reranker):
                  progress: Progress | None = None) -> None:
         self.reranker = reranker
         self.cache = cache if isinstance(cache, JudgmentCache) else JudgmentCache(cache)
-        # The reranker says what it is; a pointwise one judges pairs (``judge``). A cascade's
-        # judgments depend on the query's other candidates: it is cached per query, as listwise.
-        self.pointwise = reranker.settings.get("mode") == "pointwise" and getattr(reranker, "cascade", None) is None
-        self.chunk_size = chunk_size or (default_chunk_size(reranker) if self.pointwise else 1)
+        # A reranker whose judgments stand alone is cached per pair (``judge``); one whose results
+        # depend on the query's other candidates (listwise, a cascade) per query.
+        self.pointwise = reranker.judges == "pair"
+        self.chunk_size = chunk_size or default_chunk_size(reranker)
         self.progress = progress
         self.use = CacheUse()
 
     @property
     def settings(self) -> dict[str, Any]:
         return self.reranker.settings
+
+    @property
+    def judges(self) -> Kind:
+        return self.reranker.judges
 
     def check(self, request: RequestLike) -> None:
         self.reranker.check(request)
@@ -187,13 +192,12 @@ class CachedReranker(Reranker):
 DEFAULT_PAIRS_PER_CHUNK = 64
 
 
-def default_chunk_size(reranker: Any) -> int:
-    """How many results are computed together by default: listwise, one query; pointwise, 64
-    pairs, which the engine sorts by length before batching them (less padding than a chunk of
-    one batch). Commits still follow each engine batch (see :func:`judge_with_cache`)."""
-    if not callable(getattr(reranker, "judge", None)):
-        return 1
-    return DEFAULT_PAIRS_PER_CHUNK
+def default_chunk_size(reranker: Reranker) -> int:
+    """How many results are computed together by default: per query (listwise, a cascade), one
+    query; per pair, 64 pairs, which the engine sorts by length before batching them (less
+    padding than a chunk of one batch). Commits still follow each engine batch (see
+    :func:`judge_with_cache`)."""
+    return DEFAULT_PAIRS_PER_CHUNK if reranker.judges == "pair" else 1
 
 
 def _reports_batches(reranker: Any) -> bool:

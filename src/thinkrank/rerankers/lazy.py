@@ -19,6 +19,7 @@ from typing import Any
 from thinkrank.cache import JudgmentCache, digest
 from thinkrank.engines.base import accepts_keyword
 from thinkrank.errors import InvalidInputError
+from thinkrank.families.base import Kind
 from thinkrank.rerankers.base import RequestLike, Reranker
 from thinkrank.rerankers.spec import RerankerSpec, build_reranker
 from thinkrank.types import Judgment, Ranking
@@ -45,12 +46,15 @@ class LazyReranker(Reranker):
     def __init__(self, spec: RerankerSpec, cache: JudgmentCache, *,
                  progress: Callable[[int, int], None] | None = None) -> None:
         self.spec = spec
-        self.cascade = spec.cascade  # CachedReranker reads it to cache a cascade per query
         self._cache = cache
         self._memo = spec_fingerprint(spec)
         self._remembered = cache.remembered(self._memo)
         self._progress = progress
         self._built: Reranker | None = None
+
+    @property
+    def judges(self) -> Kind:
+        return self.spec.judges
 
     @property
     def loaded(self) -> bool:

@@ -17,12 +17,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from thinkrank.engines import Engine, Generation, GenerationRequest, load_engine, single_token_id
 from thinkrank.engines.base import call_reporting
 from thinkrank.engines.loading import DEFAULT_MODEL
 from thinkrank.errors import InvalidInputError
+from thinkrank.families.base import Kind
 from thinkrank.prompts.rank1 import (
     THINK_CLOSE,
     Rank1Prompt,
@@ -35,7 +36,7 @@ from thinkrank.rerankers.base import RequestLike, Reranker, as_request
 from thinkrank.rerankers.cascade import Cascade, combine
 from thinkrank.rerankers.truncation import truncate_passage
 from thinkrank.types import Document, Judgment, Ranking, as_documents, check_instruction, check_query
-from thinkrank.validation import check_bool, check_int, check_optional_str, check_sampling, check_top_n
+from thinkrank.validation import check_bool, check_int, check_optional_str, check_top_n
 
 
 Judged = Callable[[list[int], list[Judgment]], None]
@@ -91,6 +92,17 @@ class Rank1(Reranker):
             then carries ``probability`` beside ``score`` (settings and scores are unchanged).
         engine_options: passed to the engine's constructor.
     """
+
+    kind: ClassVar[Kind] = "pair"
+
+    @classmethod
+    def judges_for(cls, *, cascade: Any = None, **options: Any) -> Kind:
+        # A cascade chooses what to reason about from the query's other candidates.
+        return "pair" if cascade is None else "query"
+
+    @property
+    def judges(self) -> Kind:
+        return self.judges_for(cascade=self.cascade)
 
     def __init__(
         self,
@@ -368,10 +380,15 @@ def check_settings(
         InvalidInputError: a setting of the wrong type or out of range (named), or an unknown
             dataset template name.
     """
+    from thinkrank.rerankers.spec import spec_options  # the ranges are declared on the spec's fields
+
+    declared = spec_options()
     check_bool("reasoning", reasoning)
-    check_int("think_budget", think_budget, minimum=1 if reasoning else 0)
-    check_int("max_passage_tokens", max_passage_tokens, minimum=1, optional=True)
-    check_sampling(temperature, seed)
+    budget = declared["think_budget"]
+    check_int("think_budget", think_budget, minimum=int(budget.declared.minimum or 0) if reasoning else 0)
+    declared["max_passage_tokens"].check(max_passage_tokens)
+    declared["temperature"].check(temperature)
+    declared["seed"].check(seed)
     check_optional_str("prompt", prompt)
     check_optional_str("instruction", instruction)
     resolve_template(prompt)  # fail early on an unknown dataset name
