@@ -110,7 +110,7 @@ def _evaluate(**opts: Any) -> None:
     reranker, cache = None, None
     progress = ProgressBar("judging", opts["quiet"])
     try:
-        if opts["model"]:
+        if spec is not None:
             cache = JudgmentCache(opts["cache"] or output / "judgments.sqlite")  # a bad file fails before the model loads
             say(f"judgment cache {cache.path}: {len(cache)} entries")
             if opts["ray"] is None:  # lazy: a rerun whose judgments are all cached never loads the model
@@ -145,7 +145,7 @@ def _evaluate(**opts: Any) -> None:
             result.selection = selection_summary(result.rankings, result.qrels, cal, selection)
             _say_selection(result.selection, say)
     paths = write_outputs(result, output, report=opts["report"])
-    if reranker is not None:
+    if spec is not None:
         # A listwise or cascade reranker is cached per query: its unit is a query's ranking.
         unit = "judgments" if spec.judges == "pair" else "query rankings"
         say(f"{result.use.computed} {unit} computed, {result.use.cached} read from the cache, "
