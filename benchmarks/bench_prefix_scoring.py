@@ -32,7 +32,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dl19"
 
 
 class WholePrompts:
-    """The engine, with a ``next_token_logprobs`` that takes no shared prefixes (as before)."""
+    """The engine with ``shared_prefixes`` ignored: every prompt prefilled whole (as before)."""
 
     def __init__(self, inner: TransformersEngine) -> None:
         self.inner, self.name, self.model_name = inner, inner.name, inner.model_name
@@ -41,7 +41,8 @@ class WholePrompts:
     def generate(self, requests: Any, progress: Any = None, *, on_batch: Any = None) -> Any:
         return self.inner.generate(requests, progress, on_batch=on_batch)
 
-    def next_token_logprobs(self, prompts: Any, token_ids: Any, progress: Any = None, *, on_batch: Any = None) -> Any:
+    def next_token_logprobs(self, prompts: Any, token_ids: Any, progress: Any = None, *, on_batch: Any = None,
+                            shared_prefixes: Any = None) -> Any:
         return self.inner.next_token_logprobs(prompts, token_ids, progress, on_batch=on_batch)
 
 

@@ -237,23 +237,30 @@ def test_the_closing_bytes_change_the_score(tiny_qwen_engine):
         Rank1(engine=tiny_qwen_engine, reasoning=False, reasoning_close="</answer>")
 
 
-class _EngineWithoutReports:
-    """An engine written against the protocol before ``on_batch``: results only when a call returns."""
+class _EngineReportingAtTheEnd:
+    """An engine that reports every result at once when a call returns and ignores
+    ``shared_prefixes`` (prompts prefilled whole), as the vLLM engine does."""
 
-    def __init__(self, inner):
+    def __init__(self, inner, report=True):
         self.inner, self.name, self.model_name = inner, inner.name, inner.model_name
         self.tokenizer, self.context_length = inner.tokenizer, inner.context_length
+        self.report = report
 
-    def generate(self, requests, progress=None):
-        return self.inner.generate(requests, progress)
+    def _at_the_end(self, results, on_batch):
+        if on_batch and self.report and results:
+            on_batch(list(range(len(results))), list(results))
+        return results
 
-    def next_token_logprobs(self, prompts, token_ids, progress=None):
-        return self.inner.next_token_logprobs(prompts, token_ids, progress)
+    def generate(self, requests, progress=None, *, on_batch=None):
+        return self._at_the_end(self.inner.generate(requests, progress), on_batch)
+
+    def next_token_logprobs(self, prompts, token_ids, progress=None, *, on_batch=None, shared_prefixes=None):
+        return self._at_the_end(self.inner.next_token_logprobs(prompts, token_ids, progress), on_batch)
 
 
 @pytest.mark.parametrize("reasoning", [True, False])
-def test_judgments_are_reported_per_engine_batch_and_once_at_the_end_by_engines_without_reports(smollm2_engine,
-                                                                                                  reasoning):
+def test_judgments_are_reported_per_engine_batch_and_once_at_the_end_by_engines_reporting_at_the_end(
+        smollm2_engine, reasoning):
     from thinkrank.rerankers.pointwise import Pair
     from thinkrank.types import as_documents
 
@@ -268,12 +275,22 @@ def test_judgments_are_reported_per_engine_batch_and_once_at_the_end_by_engines_
         assert sorted(len(idx) for idx, _ in reports) == [1, 2]  # one report per engine batch
         assert all(j is judged[i] for idx, js in reports for i, j in zip(idx, js))
         late: list[list[int]] = []
-        old = Rank1(engine=_EngineWithoutReports(smollm2_engine), think_budget=8, reasoning=reasoning)
-        again = old.judge(pairs, on_judged=lambda idx, _: late.append(idx))
-        # The old engine also takes no shared prefixes (prompts prefilled whole): same scores to rounding.
+        at_end = Rank1(engine=_EngineReportingAtTheEnd(smollm2_engine), think_budget=8, reasoning=reasoning)
+        again = at_end.judge(pairs, on_judged=lambda idx, _: late.append(idx))
+        # That engine also ignores shared prefixes (prompts prefilled whole): same scores to rounding.
         assert late == [[0, 1, 2]] and [j.score for j in again] == pytest.approx([j.score for j in judged], abs=LAYOUT_TOL)
     finally:
         smollm2_engine.batch_size = saved
+
+
+def test_an_engine_that_does_not_report_every_result_is_an_error_not_a_missing_judgment(smollm2_engine):
+    from thinkrank.rerankers.pointwise import Pair
+    from thinkrank.types import as_documents
+
+    pairs = [Pair("what do cats eat", d, i) for i, d in enumerate(as_documents(["Cats eat mice.", "Dogs bark."]))]
+    silent = Rank1(engine=_EngineReportingAtTheEnd(smollm2_engine, report=False), reasoning=False)
+    with pytest.raises(RuntimeError, match="did not report 2 of 2 results to on_batch"):
+        silent.judge(pairs)
 
 
 def test_reasoning_off_over_several_queries_equals_plain_forward_passes(smollm2_path, smol_ref):

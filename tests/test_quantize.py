@@ -20,7 +20,7 @@ from thinkrank.prompts.rank1 import build_rank1_prompt
 
 pytest.importorskip("llmcompressor", reason="needs the quantize extra (scripts/install.sh installs it)")
 
-from thinkrank.quantization.quantize import MARKER, QuantizeConfig, quantize  # noqa: E402
+from thinkrank.quantization.runner import MARKER, QuantizeConfig, quantize  # noqa: E402
 
 GROUP = 64  # SmolLM2's hidden size 576 is not a multiple of 128: chosen by default
 
@@ -195,7 +195,7 @@ def test_bad_settings_fail_before_any_model_loads(tmp_path):
 def test_a_group_size_that_does_not_divide_names_the_layers_and_one_that_fits(tmp_path, tiny_qwen_path):
     from transformers import AutoModelForCausalLM
 
-    from thinkrank.quantization.quantize import check_group_size
+    from thinkrank.quantization.runner import check_group_size
 
     with pytest.raises(InvalidInputError, match=r"--group-size 128 does not divide the input size of 12 layers: "
                        r"model\.layers\.0\.self_attn\.q_proj \(64\).*use --group-size 64"):

@@ -14,7 +14,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "QuantizeConfig": "quantize", "QuantizeResult": "quantize", "quantize": "quantize",
+    "QuantizeConfig": "runner", "QuantizeResult": "runner", "quantize": "runner",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from thinkrank.engines import Engine, Generation, GenerationRequest, load_engine, single_token_id
-from thinkrank.engines.base import call_reporting
 from thinkrank.engines.loading import DEFAULT_MODEL
 from thinkrank.errors import InvalidInputError
 from thinkrank.prompts.rank1 import (
@@ -36,7 +35,6 @@ from thinkrank.rerankers.cascade import Cascade, combine
 from thinkrank.rerankers.truncation import truncate_passage
 from thinkrank.types import Document, Judgment, Ranking, as_documents, check_instruction, check_query
 from thinkrank.validation import check_bool, check_int, check_optional_str, check_sampling, check_top_n
-
 
 Judged = Callable[[list[int], list[Judgment]], None]
 """Called with the input positions of pairs just judged and their judgments."""
@@ -242,13 +240,17 @@ class Rank1(Reranker):
             closed = [w.prompt + self.reasoning_close for w in work]
             # Every candidate of a query starts with its instruction and query: declared, so an
             # engine that can (transformers) prefills that prefix once per query.
-            call_reporting(self.engine.next_token_logprobs, closed, [self.true_id, self.false_id], progress=tracker,
-                           on_batch=finished, shared_prefixes=[w.head for w in work])
+            self.engine.next_token_logprobs(closed, [self.true_id, self.false_id], tracker, on_batch=finished,
+                                            shared_prefixes=[w.head for w in work])
         else:
             positions = positions if positions is not None else range(len(work))
             requests = [self._request(w, pos) for w, pos in zip(work, positions)]
-            call_reporting(self.engine.generate, requests, progress=tracker, on_batch=finished)
-        return out  # type: ignore[return-value]  # call_reporting reports every position once
+            self.engine.generate(requests, tracker, on_batch=finished)
+        missing = [i for i, j in enumerate(out) if j is None]
+        if missing:  # the protocol: every position is reported to on_batch
+            raise RuntimeError(f"engine {self.engine.name} did not report {len(missing)} of {len(work)} results "
+                               "to on_batch (see thinkrank.engines.base.OnBatch)")
+        return out  # type: ignore[return-value]  # every position checked above
 
     def _judgments(self, work: list[_Work], results: list[Any], reasoning: bool) -> list[Judgment]:
         """Judgments from one batch of engine results: answer log-probs (reasoning off) or
@@ -261,8 +263,8 @@ class Rank1(Reranker):
         # did not close for one batched next-token pass over the closed text.
         pending = [i for i, g in enumerate(gens) if g.answer_logprobs is None]
         contexts = [work[i].prompt + close_chain(gens[i]) for i in pending]
-        late = dict(zip(pending, call_reporting(self.engine.next_token_logprobs, contexts, [self.true_id, self.false_id],
-                                                shared_prefixes=[work[i].head for i in pending]))) if pending else {}
+        late = dict(zip(pending, self.engine.next_token_logprobs(
+            contexts, [self.true_id, self.false_id], shared_prefixes=[work[i].head for i in pending]))) if pending else {}
         out = []
         for i, (w, g) in enumerate(zip(work, gens)):
             chain, forced = closed_chain(g)
