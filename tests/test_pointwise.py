@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -305,3 +307,18 @@ def test_reasoning_off_over_several_queries_equals_plain_forward_passes(smollm2_
         for j in ranking:
             expected = smol_ref.score(_prompt(query, docs[j.index]) + "\n</think>")
             assert j.score == pytest.approx(expected, abs=LAYOUT_TOL)
+
+
+def test_the_scoring_rule_is_p_true_over_p_true_plus_p_false_without_overflow():
+    from fractions import Fraction
+
+    from thinkrank.rerankers.pointwise import read_answer
+
+    for lt, lf in [(-0.3, -1.2), (-2.5, -0.1), (-1.0, -1.0), (-40.0, -0.01)]:
+        read = read_answer({7: lt, 9: lf}, 7, 9)
+        p_t, p_f = Fraction(math.exp(lt)), Fraction(math.exp(lf))
+        assert read.score == pytest.approx(float(p_t / (p_t + p_f)), rel=1e-15)
+        assert (read.answer, read.p_true, read.p_false) == ("true" if lt >= lf else "false", math.exp(lt), math.exp(lf))
+    # Log-probabilities far apart: exp() of their difference overflows a plain formula.
+    assert read_answer({1: 0.0, 2: -800.0}, 1, 2).score == 1.0
+    assert read_answer({1: -800.0, 2: 0.0}, 1, 2).score == 0.0 and read_answer({1: -800.0, 2: 0.0}, 1, 2).answer == "false"

@@ -325,23 +325,40 @@ class Rank1(Reranker):
     ) -> Judgment:
         if logprobs is None:  # an engine broke its contract; never invent a score
             raise RuntimeError(f"engine {self.engine.name} returned no answer log-probabilities")
-        lt, lf = logprobs[self.true_id], logprobs[self.false_id]
-        score = _sigmoid(lt - lf)  # = p_t / (p_t + p_f), without under/overflow
+        read = read_answer(logprobs, self.true_id, self.false_id)
         return Judgment(
             doc_id=work.pair.document.id,
             index=work.pair.index,
-            score=score,
+            score=read.score,
             reasoning=chain,
-            answer="true" if lt >= lf else "false",
+            answer=read.answer,
             prompt_tokens=prompt_tokens,
             reasoning_tokens=chain_tokens,
             forced=forced,
             truncated=work.truncated,
-            p_true=math.exp(lt),
-            p_false=math.exp(lf),
+            p_true=read.p_true,
+            p_false=read.p_false,
             reasoned=reasoned,
             stop_reason=stop_reason,
         )
+
+
+@dataclass(frozen=True)
+class Rank1Answer:
+    """What Rank1 reads at the answer position: ``score`` = p(" true") / (p(" true") + p(" false")),
+    ``answer`` ("true" when p(" true") >= p(" false")) and the two probabilities themselves."""
+
+    score: float
+    answer: str
+    p_true: float
+    p_false: float
+
+
+def read_answer(logprobs: dict[int, float], true_id: int, false_id: int) -> Rank1Answer:
+    """Rank1's scoring rule, from the exact log-probabilities of the two answer tokens: the one
+    place it is written (the reranker and the distillation teacher both use it)."""
+    lt, lf = logprobs[true_id], logprobs[false_id]
+    return Rank1Answer(_sigmoid(lt - lf), "true" if lt >= lf else "false", math.exp(lt), math.exp(lf))
 
 
 def closed_chain(generation: Generation) -> tuple[str, bool]:
@@ -393,6 +410,7 @@ def check_cascade(cascade: Cascade | int | str | None, reasoning: bool) -> Casca
 
 
 def _sigmoid(x: float) -> float:
+    """1 / (1 + e^-x) without under/overflow: the score p_t / (p_t + p_f) for x = log p_t - log p_f."""
     if x >= 0:
         return 1.0 / (1.0 + math.exp(-x))
     z = math.exp(x)
