@@ -5,9 +5,8 @@ against prefilling every prompt whole, on real DL19 queries and their BM25 candi
 
 Both routes are the same transformers engine in one process, alternated per repeat: "shared
 prefix" passes each query's instruction + query to ``next_token_logprobs`` (what Rank1 does
-now); "whole prompts" goes through an engine adapter whose ``next_token_logprobs`` does not
-take ``shared_prefixes`` (an engine that predates it), which is the scoring path as it was
-before. Reports process CPU time per query (one thread), the prefix's share of the prompt
+now); "whole prompts" goes through an engine adapter whose ``next_token_logprobs`` ignores
+``shared_prefixes`` (as vLLM and servers do), which is the scoring path as it was before. Reports process CPU time per query (one thread), the prefix's share of the prompt
 tokens, and the largest score difference between the routes.
 """
 
