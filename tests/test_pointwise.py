@@ -147,9 +147,9 @@ def test_rerank_many_batches_all_queries_into_one_generation_call(smollm2_engine
     calls = []
     original = smollm2_engine.generate
 
-    def counting(requests, progress=None):
+    def counting(requests, progress=None, *, on_batch=None):
         calls.append(len(requests))
-        return original(requests, progress)
+        return original(requests, progress, on_batch=on_batch)
 
     smollm2_engine.generate = counting
     try:
@@ -193,9 +193,9 @@ def test_a_100k_character_passage_is_cut_flagged_and_keeps_the_prompt_tail(tiny_
     seen = []
     original = tiny_qwen_engine.next_token_logprobs
 
-    def recording(prompts, token_ids, progress=None):
+    def recording(prompts, token_ids, progress=None, *, on_batch=None, shared_prefixes=None):
         seen.extend(prompts)
-        return original(prompts, token_ids, progress)
+        return original(prompts, token_ids, progress, on_batch=on_batch, shared_prefixes=shared_prefixes)
 
     tiny_qwen_engine.next_token_logprobs = recording
     try:
