@@ -129,7 +129,7 @@ def check_writable_dir(folder: Path, option: str) -> None:
             if not parent.is_dir():
                 raise InvalidInputError(f"{option}: {parent} is a file, not a folder; choose another path")
             break
-    from thinkrank.datasets._io import probe_writable
+    from thinkrank.io import probe_writable
 
     try:
         probe_writable(folder)

@@ -62,7 +62,7 @@ def _quantize(**o: Any) -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    from thinkrank.training.quantize import QuantizeConfig, quantize as run
+    from thinkrank.quantization import QuantizeConfig, quantize as run
 
     config = QuantizeConfig(
         model=o["model"], output=o["output"], method=o["method"], bits=o["bits"], group_size=o["group_size"],

@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from thinkrank.cache import JudgmentCache, digest
-from thinkrank.engines.base import accepts_keyword
 from thinkrank.errors import InvalidInputError
 from thinkrank.families.base import Kind
-from thinkrank.rerankers.base import RequestLike, Reranker, RerankRequest, as_request
+from thinkrank.rerankers.base import RequestLike, Reranker, RerankRequest, accepts_keyword, as_request
 from thinkrank.rerankers.pointwise import Pair
 from thinkrank.types import Judgment, Ranking, WindowTrace, as_documents, check_query
 from thinkrank.validation import check_top_n

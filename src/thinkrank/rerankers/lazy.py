@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from thinkrank.cache import JudgmentCache, digest
-from thinkrank.engines.base import accepts_keyword
 from thinkrank.errors import InvalidInputError
 from thinkrank.families.base import Kind
-from thinkrank.rerankers.base import RequestLike, Reranker
+from thinkrank.rerankers.base import RequestLike, Reranker, accepts_keyword
 from thinkrank.rerankers.spec import RerankerSpec, build_reranker
 from thinkrank.types import Judgment, Ranking
 

@@ -1,6 +1,6 @@
 """Weight-only quantization of a Rank1 model with llm-compressor's AWQ (the ``quantize`` extra).
 
-    >>> from thinkrank.training.quantize import QuantizeConfig, quantize
+    >>> from thinkrank.quantization import QuantizeConfig, quantize
     >>> result = quantize(QuantizeConfig(model="runs/rank1-7b/model", output="rank1-7b-awq",
     ...                                  dataset="../shared/data/scifact"))
     >>> Rank1(str(result.output))      # transformers engine (decompressed), or vLLM (int4 kernels)
@@ -223,7 +223,7 @@ def _ignored(name: str, ignore: tuple[str, ...]) -> bool:
 # ---- calibration -----------------------------------------------------------------------------
 def calibration_texts(config: QuantizeConfig) -> tuple[list[str], str]:
     """The calibration texts and a one-line account of where they came from."""
-    from thinkrank.training import calibration as cal
+    from thinkrank.quantization import calibration as cal
 
     n, seed = config.num_samples, config.seed
     if config.calibration is not None:
@@ -310,7 +310,7 @@ def _run_awq(model: Any, tokenizer: Any, texts: list[str], config: QuantizeConfi
     from llmcompressor.modifiers.quantization import QuantizationModifier
     from llmcompressor.modifiers.transform.awq import AWQModifier
 
-    from thinkrank.training.cpu_shim import cpu_pinning_disabled
+    from thinkrank.quantization.cpu_shim import cpu_pinning_disabled
 
     # Rank1 prompts are raw text: tokenize as inference does (special tokens at the front only).
     encoded = tokenizer(texts, truncation=True, max_length=config.max_seq_length)
