@@ -100,8 +100,8 @@ def given_options() -> set[str] | None:
         from typer._click.core import ParameterSource
         from typer._click.globals import get_current_context
     except ImportError:
-        from click import get_current_context
-        from click.core import ParameterSource
+        from click import get_current_context  # type: ignore[no-redef]
+        from click.core import ParameterSource  # type: ignore[assignment]
 
     ctx = get_current_context(silent=True)
     if ctx is None:

@@ -81,6 +81,7 @@ def _retrieve(**opts: Any) -> None:
 
 def _build(opts: dict[str, Any], collection: Any, say: _Say) -> Any:
     start = time.perf_counter()
+    retriever: Any
     if opts["method"] == Method.dense:
         from thinkrank.retrieval.dense import DenseRetriever
 

@@ -188,7 +188,7 @@ class _ChunkJudge:
     """A Ray Data actor: builds the reranker once, then judges one chunk per call through the cache."""
 
     def __init__(self, factory: Factory, cache_path: str | None, pointwise: bool) -> None:
-        self.reranker = factory()
+        self.reranker: Any = factory()  # a pair judge has ``judge`` beside the Reranker API
         self.cache_path = cache_path
         self.pointwise = pointwise
         self.settings = json.dumps(self.reranker.settings)

@@ -274,7 +274,7 @@ def quantize(config: QuantizeConfig, progress: Progress | None = None) -> Quanti
     result = QuantizeResult(
         output=out, scheme=SCHEMES[config.bits], group_size=group_size, layers=layers, samples=len(texts),
         calibration=source, seconds=round(time.perf_counter() - start, 1), size_before=_weights_size(config.model),
-        size_after=_weights_size(partial), cpu_shim=shim, settings=config.settings(),
+        size_after=_folder_weights_size(partial), cpu_shim=shim, settings=config.settings(),
     )
     (partial / MARKER).write_text(json.dumps({**result.to_dict(), "architecture": arch}, indent=2) + "\n")
     if out.exists():
@@ -364,6 +364,9 @@ def _progress_hooks(model: Any, progress: Progress | None) -> list[Any]:
 def _weights_size(model: str | Path) -> int | None:
     """Bytes of the weight files of a local model folder (None for a hub id)."""
     path = Path(model)
-    if not path.is_dir():
-        return None
-    return sum(f.stat().st_size for f in path.iterdir() if f.suffix in (".safetensors", ".bin"))
+    return _folder_weights_size(path) if path.is_dir() else None
+
+
+def _folder_weights_size(folder: Path) -> int:
+    """Bytes of the weight files in ``folder``."""
+    return sum(f.stat().st_size for f in folder.iterdir() if f.suffix in (".safetensors", ".bin"))

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -100,14 +99,3 @@ class Reranker(ABC):
         check_query(req.query)
         as_documents(req.documents)
         check_instruction(req.instruction)
-
-
-def accepts_keyword(method: Callable[..., Any], name: str) -> bool:
-    """Whether ``method`` (a reranker's ``judge``) can be called with the keyword ``name`` (it
-    names it or takes ``**kwargs``): how the cache offers ``on_judged``/``seed_offsets`` only to
-    pair judges that take them."""
-    try:
-        params = inspect.signature(method).parameters
-    except (TypeError, ValueError):  # a builtin or C callable: no optional keywords
-        return False
-    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())

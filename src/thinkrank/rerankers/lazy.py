@@ -19,7 +19,7 @@ from typing import Any
 from thinkrank.cache import JudgmentCache, digest
 from thinkrank.errors import InvalidInputError
 from thinkrank.families.base import Kind
-from thinkrank.rerankers.base import RequestLike, Reranker, accepts_keyword
+from thinkrank.rerankers.base import RequestLike, Reranker
 from thinkrank.rerankers.spec import RerankerSpec, build_reranker
 from thinkrank.types import Judgment, Ranking
 
@@ -89,8 +89,7 @@ class LazyReranker(Reranker):
             self._built.progress = value  # type: ignore[attr-defined]
 
     def judge(self, pairs: Sequence[Any], **options: Any) -> list[Judgment]:
-        judge = self.built.judge  # type: ignore[attr-defined]
-        return judge(pairs, **{k: v for k, v in options.items() if accepts_keyword(judge, k)})
+        return self.built.judge(pairs, **options)  # type: ignore[attr-defined,no-any-return]
 
     def rerank_many(self, requests: Sequence[RequestLike], top_n: int | None = None) -> list[Ranking]:
         return self.built.rerank_many(requests, top_n)

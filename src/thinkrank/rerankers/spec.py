@@ -258,5 +258,5 @@ def spec_from_options(model: str | os.PathLike[str] | None = None, **options: An
             f"unknown reranker option(s) {', '.join(unknown)}; reranker options: {', '.join(sorted(fields))}; "
             f"engine options: {', '.join(sorted(engine_names))}"
         )
-    return RerankerSpec(model=model, engine_options={k: v for k, v in options.items() if k in engine_names},
+    return RerankerSpec(model=None if model is None else os.fspath(model), engine_options={k: v for k, v in options.items() if k in engine_names},
                         **{k: v for k, v in options.items() if k in fields})

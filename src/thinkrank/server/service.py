@@ -44,7 +44,7 @@ class RerankService:
 
     def __init__(self, spec: RerankerSpec, settings: ServerSettings, reranker: Reranker | None = None) -> None:
         self.spec, self.settings = spec, settings
-        self.base = reranker
+        self.base: Any = reranker  # a model reranker (Rank1, RankK, …): its engine is shared by variants
         self.load_error: str | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="thinkrank-engine")
         self.checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="thinkrank-check")
@@ -220,8 +220,8 @@ class _Metered:
     def settings(self) -> dict[str, Any]:
         return self.reranker.settings
 
-    def judge(self, pairs: list[Any]) -> list[Any]:
-        judgments = self.reranker.judge(pairs)
+    def judge(self, pairs: list[Any], **options: Any) -> list[Any]:
+        judgments = self.reranker.judge(pairs, **options)
         self.metrics.computed(judgments)
         self.counted += len(judgments)
         return judgments
