@@ -94,3 +94,26 @@ def test_select_is_refused_without_a_calibration_or_with_bad_values(calibrated, 
             ThinkrankCompressor(reranker=reranker, select=bad)
     with pytest.raises(InvalidInputError, match="give recall"):
         ThinkrankRanker(select={"alpha": 0.1})
+
+
+def test_pyterrier_select_keeps_each_querys_calibrated_selection(calibrated, smollm2_engine):
+    from test_integrations_pyterrier import _frame
+
+    from thinkrank.integrations.pyterrier import OUTPUT_COLUMNS, ThinkrankReranker
+
+    reranker, _, cal, _ = calibrated
+    frame = _frame()
+    full = ThinkrankReranker(reranker)(frame)
+    p_cut = float(np.median(full.probability))
+    out = ThinkrankReranker(reranker, select={"probability": p_cut})(frame)
+    for qid, rows in full.groupby("qid", sort=False):
+        p = np.array(cal.probabilities(list(rows.score)))
+        kept = out[out.qid == qid]
+        assert list(kept.docno) == list(rows.docno[p >= p_cut])  # counted directly, best first
+        assert list(kept.columns) == [c for c in frame.columns if c not in OUTPUT_COLUMNS] + list(OUTPUT_COLUMNS) + [
+            "selection_kept", "selection_candidates", "expected_recall", "expected_precision"]
+        assert (kept.selection_kept == (p >= p_cut).sum()).all() and (kept.selection_candidates == len(rows)).all()
+        assert kept.expected_recall.iloc[0] == pytest.approx(p[p >= p_cut].sum() / p.sum(), abs=1e-12)
+    assert 0 < len(out) < len(frame)
+    with pytest.raises(InvalidInputError, match="calibration=FILE"):
+        ThinkrankReranker(engine=smollm2_engine, reasoning=False, select={"recall": 0.9})
