@@ -68,7 +68,7 @@ def test_select_keeps_the_calibrated_selection_in_each_framework(calibrated, smo
     assert nodes[0].node.metadata["selection"]["expected_precision"] == pytest.approx(threshold[2], abs=1e-12)
     assert "selection" in nodes[0].node.excluded_llm_metadata_keys
 
-    options = {"engine": "transformers", "device": "cpu", "reasoning": False, "calibration": str(path)}
+    options = {"engine": reranker.engine, "reasoning": False, "calibration": str(path)}  # the loaded model, shared
     hs = ThinkrankRanker(str(smollm2_path), top_k=5, include_reasoning=False, reranker_options=options,
                          select={"recall": 1.0})
     docs = hs.run(QUERY, [HaystackDocument(content=t) for t in TEXTS])["documents"]
