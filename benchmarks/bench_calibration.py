@@ -25,6 +25,7 @@ For each run folder (``thinkrank evaluate --model ... --output DIR``):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 
@@ -56,6 +57,15 @@ def calibration_rows(run, bins: int = 10, floor_draws: int = 200, seed: int = 0)
         rows.append({"method": method, **{k: round(v, 4) for k, v in summary(p, y, bins).items()},
                      "ece_floor": round(float(floor), 4)})
     return rows
+
+
+def score_shape(run) -> dict:
+    """How polarised the raw scores are, and how far apart relevant and other candidates sit."""
+    scores = np.array([s for q in run.queries for s in q.scores])
+    y = np.array([label for q in run.queries for label in q.labels], dtype=bool)
+    return {"share_below_0.05_or_above_0.95": round(float(np.mean((scores < 0.05) | (scores > 0.95))), 4),
+            "mean_relevant": round(float(scores[y].mean()), 4) if y.any() else None,
+            "mean_not_relevant": round(float(scores[~y].mean()), 4) if (~y).any() else None}
 
 
 def recall(query, threshold: float, target: float) -> bool:
@@ -131,13 +141,18 @@ def main() -> None:
     parser.add_argument("--splits", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fraction", type=float, default=0.5, help="share of the queries that calibrate each split")
+    parser.add_argument("--queries", type=int, default=None,
+                        help="only each run's first N queries (compare runs of different sizes on the same queries)")
     args = parser.parse_args()
     for spec in args.runs:
         path, _, threshold = spec.partition(":")
         run = load_labelled_run(path, relevance_threshold=int(threshold or 1))
+        if args.queries is not None:
+            run = dataclasses.replace(run, queries=run.queries[: args.queries])
         pairs = sum(len(q.scores) for q in run.queries)
         out = {"run": path, "relevance_threshold": run.relevance_threshold, "queries": len(run.queries), "pairs": pairs,
-               "relevant": sum(q.relevant for q in run.queries), "calibration": calibration_rows(run),
+               "relevant": sum(q.relevant for q in run.queries), "raw_scores": score_shape(run),
+               "calibration": calibration_rows(run),
                "conformal": [conformal_rows(run, t, args.alpha, args.splits, args.seed, args.fraction)
                              for t in args.recall]}
         print(json.dumps(out, indent=1))
