@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from thinkrank.cli import calibration_options, options, ray_options
-from thinkrank.cli.common import Interrupted, ProgressBar, fail, friendly_errors, reranker_spec
+from thinkrank.cli.common import Interrupted, ProgressBar, Say, fail, friendly_errors, reranker_spec
 from thinkrank.cli.ray_options import GpusPerWorker, RayAddress, Workers
 from thinkrank.declare import bounds
 
@@ -102,7 +102,7 @@ def _evaluate(**opts: Any) -> None:
     ids = [q.strip() for q in opts["query_ids"].split(",") if q.strip()] if opts["query_ids"] else None
     qids = select_queries(collection, first_stage, opts["queries"], ids)
     output = opts["output"] or _default_output(collection.name, opts["run"], opts["model"])
-    say = _Say(opts["quiet"])
+    say = Say(opts["quiet"])
     stale = prepare_output(output)  # unwritable folder: fail now, not after judging
     if stale:
         say(f"removed the previous run's {', '.join(stale)} from {output}")
@@ -236,11 +236,3 @@ def _print_table(result: Any) -> None:
         table.add_row(*row)
     console.print(table)
 
-
-class _Say:
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-
-    def __call__(self, message: str) -> None:
-        if not self.quiet:
-            print(message, file=sys.stderr, flush=True)

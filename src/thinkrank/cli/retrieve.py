@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from enum import Enum
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from thinkrank.cli.common import fail, friendly_errors
+from thinkrank.cli.common import Say, fail, friendly_errors
 from thinkrank.declare import bounds
 
 
@@ -65,7 +64,7 @@ def _retrieve(**opts: Any) -> None:
     if opts["method"] == Method.dense and not opts["model"]:
         fail("--method dense needs --model (a sentence-transformers folder or Hub id)")
     check_output_file(opts["output"], "--output")  # before indexing, not after
-    say = _Say(opts["quiet"])
+    say = Say(opts["quiet"])
     collection = load_collection(opts["dataset"], split=opts["split"])
     selected = collection if opts["all_queries"] or not collection.qrels else collection.judged()
     queries = dict(list(selected.queries.items())[: opts["limit"]]) if opts["limit"] is not None else selected.queries
@@ -79,7 +78,7 @@ def _retrieve(**opts: Any) -> None:
         _report(run, collection)
 
 
-def _build(opts: dict[str, Any], collection: Any, say: _Say) -> Any:
+def _build(opts: dict[str, Any], collection: Any, say: Say) -> Any:
     start = time.perf_counter()
     retriever: Any
     if opts["method"] == Method.dense:
@@ -120,13 +119,3 @@ def _report(run: Any, collection: Any) -> None:
     scores = "  ".join(f"{name} {value:.4f}" for name, value in metrics.aggregate.items())
     typer.echo(f"{run.name} on {collection.name} ({len(metrics.per_query)} queries): {scores}", err=True)
 
-
-class _Say:
-    """Progress lines on stderr, silenced by --quiet."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-
-    def __call__(self, message: str) -> None:
-        if not self.quiet:
-            print(message, file=sys.stderr, flush=True)
