@@ -17,12 +17,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from thinkrank.engines import Engine, Generation, GenerationRequest, load_engine, single_token_id
 from thinkrank.engines.base import call_reporting
 from thinkrank.engines.loading import DEFAULT_MODEL
 from thinkrank.errors import InvalidInputError
+from thinkrank.families.base import Kind
 from thinkrank.prompts.rank1 import (
     THINK_CLOSE,
     Rank1Prompt,
@@ -91,6 +92,8 @@ class Rank1(Reranker):
             then carries ``probability`` beside ``score`` (settings and scores are unchanged).
         engine_options: passed to the engine's constructor.
     """
+
+    kind: ClassVar[Kind] = "pair"
 
     def __init__(
         self,
