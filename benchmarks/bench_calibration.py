@@ -12,6 +12,10 @@ For each run folder (``thinkrank evaluate --model ... --output DIR``):
    without ties, ``n`` calibration queries). The baseline is the fixed top-k with the same
    guarantee (:func:`~thinkrank.calibration.conformal_top_k` on the same calibration queries):
    what a capable user who wants a recall guarantee would otherwise keep.
+3. Documents kept at **equal achieved recall**: per split, the smallest fixed k whose mean recall
+   on the test queries reaches the adaptive cut's mean recall there (and, separately, the
+   smallest k whose coverage reaches the adaptive cut's coverage). This k is chosen on the test
+   queries' own labels, an oracle no user has, so it favours the fixed top-k.
 
     python benchmarks/bench_calibration.py runs/scifact-off runs/dl19-off:2 --recall 0.9 --alpha 0.1
 
@@ -21,22 +25,47 @@ For each run folder (``thinkrank evaluate --model ... --output DIR``):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 
 import numpy as np
 
-from thinkrank.calibration import METHODS, conformal_threshold, conformal_top_k, fit_calibration, load_labelled_run
-from thinkrank.calibration.fit import conformal_queries
+from thinkrank.calibration import METHODS, conformal_threshold, conformal_top_k, ece, load_labelled_run
+from thinkrank.calibration.fit import conformal_queries, held_out, query_folds
+from thinkrank.calibration.maps import feature
+from thinkrank.calibration.metrics import summary
 
 
-def calibration_rows(run) -> list[dict]:
-    rows = []
+def calibration_rows(run, bins: int = 10, floor_draws: int = 200, seed: int = 0) -> list[dict]:
+    """Each method's held-out metrics (as ``thinkrank calibrate`` reports them), and the ECE noise
+    floor: the mean ECE that perfectly calibrated probabilities equal to the held-out ones would
+    show on this many pairs (labels drawn as Bernoulli(p), ``floor_draws`` times)."""
+    scores = np.array([s for q in run.queries for s in q.scores])
+    y = np.array([label for q in run.queries for label in q.labels], dtype=float)
+    query_of = np.repeat(np.arange(len(run.queries)), [len(q.scores) for q in run.queries])
+    x, groups = feature(scores, run.family), query_folds(len(run.queries), 5, 0)
+    rng = np.random.default_rng(seed)
+    rows = [{"method": "raw score", **{k: round(v, 4) for k, v in summary(np.clip(scores, 0, 1), y, bins).items()}}]
     for method in METHODS:
-        cal = fit_calibration(run, method=method)
-        m = cal.metrics
-        rows.append({"method": method, **{k: round(v, 4) for k, v in m.items() if k != "bins"}})
+        result = held_out(method, x, y, query_of, groups)
+        if result.error is not None:
+            rows.append({"method": method, "error": result.error})
+            continue
+        p = result.probabilities
+        floor = np.mean([ece(p, rng.random(len(p)) < p, bins) for _ in range(floor_draws)])
+        rows.append({"method": method, **{k: round(v, 4) for k, v in summary(p, y, bins).items()},
+                     "ece_floor": round(float(floor), 4)})
     return rows
+
+
+def score_shape(run) -> dict:
+    """How polarised the raw scores are, and how far apart relevant and other candidates sit."""
+    scores = np.array([s for q in run.queries for s in q.scores])
+    y = np.array([label for q in run.queries for label in q.labels], dtype=bool)
+    return {"share_below_0.05_or_above_0.95": round(float(np.mean((scores < 0.05) | (scores > 0.95))), 4),
+            "mean_relevant": round(float(scores[y].mean()), 4) if y.any() else None,
+            "mean_not_relevant": round(float(scores[~y].mean()), 4) if (~y).any() else None}
 
 
 def recall(query, threshold: float, target: float) -> bool:
@@ -54,6 +83,7 @@ def conformal_rows(run, target: float, alpha: float, splits: int, seed: int, fra
     conformal = conformal_queries(run)
     n = len(labelled)
     adaptive_cov, fixed_cov, adaptive_kept, fixed_kept, adaptive_recall, fixed_recall = [], [], [], [], [], []
+    equal_recall_k, equal_coverage_k = [], []
     for _ in range(splits):
         order = rng.permutation(n)
         cut = int(round(n * fraction))
@@ -70,6 +100,10 @@ def conformal_rows(run, target: float, alpha: float, splits: int, seed: int, fra
                                   for (c, _), d in zip(tests, depth)]))
         fixed_kept.append(np.mean(depth))
         fixed_recall.append(np.mean([sum(r <= d for r, _ in c.relevant) / len(c.relevant) for (c, _), d in zip(tests, depth)]))
+        equal_recall_k.append(smallest_k(tests, lambda c, d: sum(r <= d for r, _ in c.relevant) / len(c.relevant),
+                                         adaptive_recall[-1]))
+        equal_coverage_k.append(smallest_k(tests, lambda c, d: sum(r <= d for r, _ in c.relevant) / len(c.relevant)
+                                           >= target - 1e-12, adaptive_cov[-1]))
     cut = int(round(n * fraction))
     k = math.floor((cut + 1) * alpha)
     return {
@@ -81,8 +115,22 @@ def conformal_rows(run, target: float, alpha: float, splits: int, seed: int, fra
                      "mean_kept": round(float(np.mean(adaptive_kept)), 3), "mean_recall": round(float(np.mean(adaptive_recall)), 4)},
         "fixed_top_k": {"coverage": round(float(np.mean(fixed_cov)), 4), "coverage_sd": round(float(np.std(fixed_cov)), 4),
                         "mean_kept": round(float(np.mean(fixed_kept)), 3), "mean_recall": round(float(np.mean(fixed_recall)), 4)},
+        "equal_achieved": {"adaptive_mean_kept": round(float(np.mean(adaptive_kept)), 3),
+                           "fixed_k_same_mean_recall": round(float(np.mean(equal_recall_k)), 3),
+                           "fixed_k_same_coverage": round(float(np.mean(equal_coverage_k)), 3),
+                           "splits_adaptive_keeps_fewer_than_same_recall_k":
+                               round(float(np.mean(np.array(adaptive_kept) < np.array(equal_recall_k))), 4)},
         "candidates": run.top_k,
     }
+
+
+def smallest_k(tests, measure, reached: float) -> int:
+    """The smallest fixed depth whose mean ``measure`` over the test queries is ``>= reached``."""
+    depth = max(c.candidates for c, _ in tests)
+    for k in range(1, depth + 1):
+        if np.mean([measure(c, min(k, c.candidates)) for c, _ in tests]) >= reached - 1e-12:
+            return k
+    return depth
 
 
 def main() -> None:
@@ -93,13 +141,18 @@ def main() -> None:
     parser.add_argument("--splits", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fraction", type=float, default=0.5, help="share of the queries that calibrate each split")
+    parser.add_argument("--queries", type=int, default=None,
+                        help="only each run's first N queries (compare runs of different sizes on the same queries)")
     args = parser.parse_args()
     for spec in args.runs:
         path, _, threshold = spec.partition(":")
         run = load_labelled_run(path, relevance_threshold=int(threshold or 1))
+        if args.queries is not None:
+            run = dataclasses.replace(run, queries=run.queries[: args.queries])
         pairs = sum(len(q.scores) for q in run.queries)
         out = {"run": path, "relevance_threshold": run.relevance_threshold, "queries": len(run.queries), "pairs": pairs,
-               "relevant": sum(q.relevant for q in run.queries), "calibration": calibration_rows(run),
+               "relevant": sum(q.relevant for q in run.queries), "raw_scores": score_shape(run),
+               "calibration": calibration_rows(run),
                "conformal": [conformal_rows(run, t, args.alpha, args.splits, args.seed, args.fraction)
                              for t in args.recall]}
         print(json.dumps(out, indent=1))

@@ -5,9 +5,8 @@ against prefilling every prompt whole, on real DL19 queries and their BM25 candi
 
 Both routes are the same transformers engine in one process, alternated per repeat: "shared
 prefix" passes each query's instruction + query to ``next_token_logprobs`` (what Rank1 does
-now); "whole prompts" goes through an engine adapter whose ``next_token_logprobs`` does not
-take ``shared_prefixes`` (an engine that predates it), which is the scoring path as it was
-before. Reports process CPU time per query (one thread), the prefix's share of the prompt
+now); "whole prompts" goes through an engine adapter whose ``next_token_logprobs`` ignores
+``shared_prefixes`` (as vLLM and servers do), which is the scoring path as it was before. Reports process CPU time per query (one thread), the prefix's share of the prompt
 tokens, and the largest score difference between the routes.
 """
 
@@ -32,7 +31,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dl19"
 
 
 class WholePrompts:
-    """The engine, with a ``next_token_logprobs`` that takes no shared prefixes (as before)."""
+    """The engine with ``shared_prefixes`` ignored: every prompt prefilled whole (as before)."""
 
     def __init__(self, inner: TransformersEngine) -> None:
         self.inner, self.name, self.model_name = inner, inner.name, inner.model_name
@@ -41,7 +40,8 @@ class WholePrompts:
     def generate(self, requests: Any, progress: Any = None, *, on_batch: Any = None) -> Any:
         return self.inner.generate(requests, progress, on_batch=on_batch)
 
-    def next_token_logprobs(self, prompts: Any, token_ids: Any, progress: Any = None, *, on_batch: Any = None) -> Any:
+    def next_token_logprobs(self, prompts: Any, token_ids: Any, progress: Any = None, *, on_batch: Any = None,
+                            shared_prefixes: Any = None) -> Any:
         return self.inner.next_token_logprobs(prompts, token_ids, progress, on_batch=on_batch)
 
 

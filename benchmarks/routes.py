@@ -94,16 +94,25 @@ def prompts_of(requests: Requests) -> list[str]:
     return [build_rank1_prompt(q, p) for q, ps in requests for p in ps]
 
 
-class _NoReuse(Rank1):
-    """Rank1 as it was before KV reuse: no close rule and no shared prefix in its requests, so a
-    cut chain's answer is read by a second pass over prompt + chain (the ablation)."""
+class _NoReuse:
+    """The engine as Rank1 used it before KV reuse (the ablation), through the public protocol
+    only: requests lose their close rule and shared prefix, ``next_token_logprobs`` its shared
+    prefixes, so a cut chain's answer is read by a second pass over prompt + chain and every
+    prompt is prefilled whole."""
 
-    def _prepare(self, pair: Any) -> Any:
-        # No declared query prefix anywhere, also not for the second pass's next_token_logprobs.
-        return replace(super()._prepare(pair), head="")
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
 
-    def _request(self, work: Any, position: int) -> Any:
-        return replace(super()._request(work, position), close=None, shared_prefix="")
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def generate(self, requests: Any, progress: Any = None, *, on_batch: Any = None) -> list[Generation]:
+        plain = [replace(r, close=None, shared_prefix="") for r in requests]
+        return self._engine.generate(plain, progress, on_batch=on_batch)
+
+    def next_token_logprobs(self, prompts: Any, token_ids: Any, progress: Any = None, *, on_batch: Any = None,
+                            shared_prefixes: Any = None) -> list[dict[int, float]]:
+        return self._engine.next_token_logprobs(prompts, token_ids, progress, on_batch=on_batch)
 
 
 THINKRANK_OPTIONS = {"thinkrank": {}, "thinkrank-no-reuse": {}, "thinkrank-static": {"static_cache": True},
@@ -125,8 +134,8 @@ def thinkrank_engine(model: Any, tok: Any, route: str, device: str, batch: int) 
 def thinkrank_route(engine: Any, requests: Requests, budget: int, *, reuse: bool = True,
                     name: str | None = None) -> RouteResult:
     generated: dict[str, list[int]] = {}  # prompt -> generated ids, kept to compare chains across routes
-    reranker = (Rank1 if reuse else _NoReuse)(engine=_Recording(engine, generated), think_budget=budget,
-                                              max_passage_tokens=None)
+    recording = _Recording(engine, generated)
+    reranker = Rank1(engine=recording if reuse else _NoReuse(recording), think_budget=budget, max_passage_tokens=None)
     _sync(engine.device)
     start, cpu = time.perf_counter(), time.process_time()
     rankings = reranker.rerank_many(requests)
@@ -148,8 +157,8 @@ class _Recording:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._engine, name)
 
-    def generate(self, requests: Any, progress: Any = None) -> list[Generation]:
-        gens = self._engine.generate(requests, progress)
+    def generate(self, requests: Any, progress: Any = None, *, on_batch: Any = None) -> list[Generation]:
+        gens = self._engine.generate(requests, progress, on_batch=on_batch)
         self._sink.update((r.prompt, g.token_ids) for r, g in zip(requests, gens))
         return gens
 

@@ -52,10 +52,10 @@ class Counting:
     def progress(self, value):
         self.inner.progress = value
 
-    def judge(self, pairs):
+    def judge(self, pairs, **options):
         self.calls += 1
         self.judged += [(p.query, p.document.id) for p in pairs]
-        return self.inner.judge(pairs)
+        return self.inner.judge(pairs, **options)
 
 
 @pytest.fixture(scope="module")

@@ -339,9 +339,9 @@ def test_report_figures_by_hand():
 
 
 def test_select_options_are_parsed_and_checked():
-    from thinkrank.calibration.selection import parse_selection
+    from thinkrank.calibration.selection import parse_selection, selection_options
 
-    assert parse_selection("recall=0.9") == {"recall": 0.9}
+    assert parse_selection("recall=0.9") == {"recall": 0.9, "alpha": 0.1}
     assert parse_selection("recall=0.8, alpha=0.05") == {"recall": 0.8, "alpha": 0.05}
     assert parse_selection("p=0.5") == {"probability": 0.5}
     for bad, message in [("recall=0.9,probability=0.5", "give recall"), ("alpha=0.1", "give recall"),
@@ -349,6 +349,10 @@ def test_select_options_are_parsed_and_checked():
                          ("recall=1.5", "recall target")]:
         with pytest.raises(InvalidInputError, match=message):
             parse_selection(bad)
+    for kwargs, message in [({"recall": True}, "must be a number"), ({"recall": "0.9"}, "must be a number"),
+                            ({}, "give recall"), ({"recall": 0.9, "alpha": 1.0}, "alpha")]:
+        with pytest.raises(InvalidInputError, match=message):
+            selection_options(**kwargs, where="select")
 
 
 def test_a_run_folder_is_read_with_its_labels_and_bad_folders_are_named(tmp_path):

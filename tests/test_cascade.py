@@ -120,8 +120,8 @@ def test_sampled_cascade_chains_match_plain_rank1_with_the_same_seed(smollm2_eng
     assert [j.reasoning for j in reasoned] == [full[j.index].reasoning for j in reasoned]
 
 
-class _EngineWithoutSharedPrefixes:
-    """An engine whose ``next_token_logprobs`` predates ``shared_prefixes``: prompts prefilled whole."""
+class _EngineIgnoringSharedPrefixes:
+    """An engine that ignores ``shared_prefixes`` (as vLLM and servers do): prompts prefilled whole."""
 
     def __init__(self, inner):
         self.inner, self.name, self.model_name = inner, inner.name, inner.model_name
@@ -130,7 +130,7 @@ class _EngineWithoutSharedPrefixes:
     def generate(self, requests, progress=None, *, on_batch=None):
         return self.inner.generate(requests, progress, on_batch=on_batch)
 
-    def next_token_logprobs(self, prompts, token_ids, progress=None, *, on_batch=None):
+    def next_token_logprobs(self, prompts, token_ids, progress=None, *, on_batch=None, shared_prefixes=None):
         return self.inner.next_token_logprobs(prompts, token_ids, progress, on_batch=on_batch)
 
 
@@ -138,7 +138,7 @@ def test_cascade_stage_one_with_a_shared_prefix_ranks_as_with_whole_prompts(smol
     queries = [(QUERY, DOCS), ("stock market news", DOCS[:3])]
     options = {"think_budget": 8, "cascade": 2}
     shared = Rank1(engine=smollm2_engine, **options).rerank_many(queries)
-    whole = Rank1(engine=_EngineWithoutSharedPrefixes(smollm2_engine), **options).rerank_many(queries)
+    whole = Rank1(engine=_EngineIgnoringSharedPrefixes(smollm2_engine), **options).rerank_many(queries)
     for a, b in zip(shared, whole):
         assert [(j.index, j.reasoned, j.reasoning) for j in a] == [(j.index, j.reasoned, j.reasoning) for j in b]
         assert [j.quick_score for j in a] == pytest.approx([j.quick_score for j in b], abs=LAYOUT_TOL)

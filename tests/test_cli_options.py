@@ -28,23 +28,65 @@ def params(command: str) -> dict[str, object]:
     return {p.name: p for p in group.commands[command].params}
 
 
-def test_every_reranker_command_offers_the_same_flags_with_the_same_help_and_defaults():
+def test_every_reranker_flag_takes_its_help_default_and_spelling_from_its_declaration():
+    from thinkrank.engines import ENGINE_OPTIONS
+    from thinkrank.rerankers.spec import spec_options
+
     declared = {c: params(c) for c in COMMANDS}
-    for name in SHARED:
-        users = [c for c in COMMANDS if name not in OWN.get(c, set())]
-        for command in users:
-            assert name in declared[command], f"{command} lacks --{name}"
-        first = declared[users[0]][name]
-        for command in users[1:]:
-            other = declared[command][name]
-            assert (other.help, other.default, other.opts) == (first.help, first.default, first.opts), (command, name)
+    for name, field in spec_options().items():
+        for command in COMMANDS:
+            if name in OWN.get(command, set()):
+                continue
+            p = declared[command][name]
+            assert p.help == field.declared.help.replace("[", "\\[") and p.opts == list(
+                field.declared.flags or ["--" + name.replace("_", "-")]), (command, name)
+            assert getattr(p.default, "value", p.default) == (
+                ("on" if field.default else "off") if field.kind is bool else field.default), (command, name)
+    for engine, options in ENGINE_OPTIONS.items():
+        for option in options:
+            for command in ("rerank", "evaluate"):
+                p = declared[command][option.name]
+                assert p.opts == [option.flag] and engine in p.help.split(" engine:")[0].split("/"), option.name
     assert declared["serve"]["engine_api_key"].help == declared["rerank"]["api_key"].help
+    assert declared["serve"]["think_budget"].default == spec_options()["think_budget"].default
     # compare (two local models, their memory measured) takes the pointwise and local-engine ones.
     compare = params("compare")
     for name in ("reasoning", "think_budget", "cascade", "reasoning_close", "prompt", "instruction",
                  "max_passage_tokens", "device", "batch_size", "static_cache", "compile"):
         assert (compare[name].help, compare[name].default) == (declared["rerank"][name].help,
                                                                declared["rerank"][name].default), name
+
+
+def test_a_declared_range_is_the_cli_check_and_error(monkeypatch):
+    # One place: change think_budget's declared minimum and the CLI refuses by the new limit.
+    import dataclasses
+
+    from thinkrank.rerankers import spec
+
+    fields = dict(spec.spec_options())
+    fields["think_budget"] = dataclasses.replace(
+        fields["think_budget"], declared=dataclasses.replace(fields["think_budget"].declared, minimum=16))
+    monkeypatch.setattr(spec, "spec_options", lambda: fields)
+    code, lines = invoke("rerank", "--think-budget", "8")
+    assert code == 2 and lines == ["error: --think-budget must be >= 16, got 8"], lines
+    code, lines = invoke("rerank", "--max-passage-tokens", "0")
+    assert code == 2 and lines == ["error: --max-passage-tokens must be >= 1, got 0"], lines
+
+
+def test_an_engine_option_range_is_declared_once(monkeypatch):
+    from thinkrank.engines import ENGINE_OPTIONS
+
+    concurrency = next(o for o in ENGINE_OPTIONS["openai"] if o.name == "concurrency")
+    assert concurrency.rule == ">= 1" and not concurrency.valid(0) and concurrency.valid(1)
+    code, lines = invoke("rerank", "--engine", "openai", "--concurrency", "0")
+    assert code == 2 and lines == ["error: --concurrency must be >= 1, got 0"], lines
+
+
+def test_vllm_dtype_is_a_flag():
+    out = CliRunner().invoke(app, ["rerank", "--help"], env={"COLUMNS": "300"}).output
+    assert "--dtype" in out and "vllm engine: weights and activations" in out
+    code, lines = invoke("rerank", "--engine", "transformers", "--dtype", "float16")
+    assert code == 2 and "--dtype is an option of the vllm engine" in lines[0], lines
 
 
 def test_engine_flag_help_keeps_its_bracketed_notes():

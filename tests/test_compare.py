@@ -11,7 +11,7 @@ import pytest
 
 from thinkrank.errors import InvalidInputError
 from thinkrank.evaluation.compare import agreement
-from thinkrank.training import calibration as cal
+from thinkrank.quantization import calibration as cal
 from thinkrank.types import Judgment, Ranking
 
 HEAD = "Determine if the following passage is relevant to the query. Answer only with 'true' or 'false'.\nQuery: "

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from thinkrank.cache import JudgmentCache, check_cache, repair_cache
-from thinkrank.rerankers.cached import CachedReranker
-from thinkrank.datasets._io import AtomicWriter
 from thinkrank.errors import InvalidInputError
+from thinkrank.io import AtomicWriter
+from thinkrank.rerankers.cached import CachedReranker
 
 SETTINGS = {"mode": "pointwise", "model": "m"}
 

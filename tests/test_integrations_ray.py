@@ -176,8 +176,10 @@ def test_bad_ray_settings_fail_before_ray_starts(tmp_path, smollm2_path):
         RayReranker(factory, workers=0)
     with pytest.raises(InvalidInputError, match="chunk_size must be"):
         RayReranker(factory, chunk_size=0)
-    with pytest.raises(InvalidInputError, match="pass pointwise=True or False"):
+    with pytest.raises(InvalidInputError, match="pass judges='pair'"):
         RayReranker(lambda: Rank1(str(smollm2_path)))
+    with pytest.raises(InvalidInputError, match="judges must be one of pair, query, set"):
+        RayReranker(factory, judges="pointwise")
     (tmp_path / "not-a-cache").write_text("hello")
     with pytest.raises(InvalidInputError, match="not a thinkrank judgment cache"):
         RayReranker(factory, cache=tmp_path / "not-a-cache")
@@ -185,6 +187,38 @@ def test_bad_ray_settings_fail_before_ray_starts(tmp_path, smollm2_path):
     docs.write_text("a\n")
     out = _cli("rerank", "--model", str(smollm2_path), "--query", "q", "--docs", str(docs), "--workers", "2")
     assert out.returncode == 2 and out.stderr.strip().endswith("--workers needs --ray")
+
+
+def test_a_factory_says_what_its_reranker_judges_with_the_options_it_passes(smollm2_path):
+    from thinkrank import Rank1
+    from thinkrank.integrations.ray import RayReranker
+    from thinkrank.rerankers.listwise import RankK
+
+    # Asked of the class with the partial's options, before Ray starts or a model loads.
+    assert RayReranker(partial(Rank1, str(smollm2_path))).judges == "pair"
+    assert RayReranker(partial(Rank1, str(smollm2_path), cascade="top=1")).judges == "query"
+    assert RayReranker(partial(RankK, str(smollm2_path))).judges == "query"
+    assert RayReranker(lambda: Rank1(str(smollm2_path)), judges="query").judges == "query"
+
+
+@pytest.mark.slow
+def test_a_library_ray_run_of_a_cascade_honours_it(smollm2_engine, smollm2_path):
+    # Before, partial(Rank1, cascade=...) was taken for a pair-by-pair reranker: the actors called
+    # judge, which reasons about every pair and ignores the cascade.
+    from thinkrank import Rank1
+    from thinkrank.integrations.ray import RayReranker
+
+    docs = ["Cats eat meat and fish.", "Paris is the capital of France.", "Stocks fell on Monday."]
+    requests = [(q, docs) for q in ("what do cats eat", "capital of france")]
+    reranker = RayReranker(partial(Rank1, str(smollm2_path), engine="transformers", device="cpu",
+                                   think_budget=BUDGET, cascade="top=1"), workers=1)
+    try:
+        rankings = reranker.rerank_many(requests)
+    finally:
+        reranker.close()
+    assert [sum(bool(j.reasoned) for j in r) for r in rankings] == [1, 1]  # 2 chains for 6 pairs
+    reference = Rank1(engine=smollm2_engine, think_budget=BUDGET, cascade="top=1").rerank_many(requests)
+    assert _close([r.to_dict() for r in rankings], [r.to_dict() for r in reference])
 
 
 def test_ray_takes_an_optional_address():
@@ -212,7 +246,7 @@ def test_listwise_reranking_on_ray_equals_one_process(smollm2_engine, smollm2_pa
         rankings = reranker.rerank_many(requests, top_n=3)
     finally:
         reranker.close()
-    assert not reranker.pointwise and reranker.use.computed == 3  # one chunk per query
+    assert reranker.judges == "query" and reranker.use.computed == 3  # one chunk per query
     reference = CachedReranker(RankK(engine=smollm2_engine, **options), tmp_path / "one.sqlite").rerank_many(
         requests, top_n=3)
     assert [r.to_dict() for r in rankings] == [r.to_dict() for r in reference]

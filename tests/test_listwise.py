@@ -42,11 +42,12 @@ class Recorder:
     def apply_chat_template(self, messages):
         return self.inner.apply_chat_template(messages)
 
-    def next_token_logprobs(self, prompts, token_ids, progress=None):
-        return self.inner.next_token_logprobs(prompts, token_ids, progress)
+    def next_token_logprobs(self, prompts, token_ids, progress=None, *, on_batch=None, shared_prefixes=None):
+        return self.inner.next_token_logprobs(prompts, token_ids, progress, on_batch=on_batch,
+                                              shared_prefixes=shared_prefixes)
 
-    def generate(self, requests, progress=None):
-        gens = self.inner.generate(requests, progress)
+    def generate(self, requests, progress=None, *, on_batch=None):
+        gens = self.inner.generate(requests, progress, on_batch=on_batch)
         self.calls.append((list(requests), gens))
         return gens
 

@@ -149,3 +149,29 @@ def _orderings(draw):
 def test_well_formed_orderings_round_trip(ordering, before, after):
     n, groups, text = ordering
     assert parse_ranking(before + text + after, n) == groups
+
+
+def test_one_split_reasoning_for_the_listwise_parser_and_the_teachers():
+    from thinkrank.distill.answers import trace_from_response
+    from thinkrank.rerankers.parsing import split_reasoning
+
+    # No think tags: no answer read here; the listwise parser searches the whole text...
+    assert split_reasoning("[2] > [1]") == ("", None)
+    assert read_answer("[2] > [1]", 2).groups == [[2], [1]]
+    # ...and a chat teacher takes all of it as its answer.
+    chat = lambda content, **extra: {"choices": [{"message": {"content": content, **extra}}]}  # noqa: E731
+    assert (trace_from_response(chat(" just true ")).reasoning, trace_from_response(chat(" just true ")).answer_text) \
+        == ("", "just true")
+    # Tags: the chain before the last close (a leading <think> removed), the answer after it.
+    assert split_reasoning(" <think> a </think> b </think> true ") == ("a </think> b", "true")
+    # Opened by the prompt (QwQ's template, a completion after Rank1's "<think>") and never closed: no answer.
+    assert split_reasoning("it is true", opened=True) == ("it is true", "")
+    completion = trace_from_response({"choices": [{"text": "<think> it is true"}]})
+    assert (completion.reasoning, completion.answer_text) == ("it is true", "")
+    # An unclosed chain opened in the text: words inside it are no answer, for either caller.
+    assert split_reasoning("Sure. <think> it is true") == ("Sure. <think> it is true", "")
+    assert trace_from_response(chat("Sure. <think> it is true")).answer_text == ""
+    # A chain returned apart (reasoning_content): the content is the answer, after any close it holds.
+    apart = trace_from_response(chat("x</think> **False**", reasoning_content=" the chain "))
+    assert (apart.reasoning, apart.answer_text) == ("the chain", "**False**")
+    assert split_reasoning("false", reasoning="  ") == ("", None)  # a blank chain is no chain

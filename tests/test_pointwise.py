@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -145,9 +147,9 @@ def test_rerank_many_batches_all_queries_into_one_generation_call(smollm2_engine
     calls = []
     original = smollm2_engine.generate
 
-    def counting(requests, progress=None):
+    def counting(requests, progress=None, *, on_batch=None):
         calls.append(len(requests))
-        return original(requests, progress)
+        return original(requests, progress, on_batch=on_batch)
 
     smollm2_engine.generate = counting
     try:
@@ -191,9 +193,9 @@ def test_a_100k_character_passage_is_cut_flagged_and_keeps_the_prompt_tail(tiny_
     seen = []
     original = tiny_qwen_engine.next_token_logprobs
 
-    def recording(prompts, token_ids, progress=None):
+    def recording(prompts, token_ids, progress=None, *, on_batch=None, shared_prefixes=None):
         seen.extend(prompts)
-        return original(prompts, token_ids, progress)
+        return original(prompts, token_ids, progress, on_batch=on_batch, shared_prefixes=shared_prefixes)
 
     tiny_qwen_engine.next_token_logprobs = recording
     try:
@@ -237,23 +239,30 @@ def test_the_closing_bytes_change_the_score(tiny_qwen_engine):
         Rank1(engine=tiny_qwen_engine, reasoning=False, reasoning_close="</answer>")
 
 
-class _EngineWithoutReports:
-    """An engine written against the protocol before ``on_batch``: results only when a call returns."""
+class _EngineReportingAtTheEnd:
+    """An engine that reports every result at once when a call returns and ignores
+    ``shared_prefixes`` (prompts prefilled whole), as the vLLM engine does."""
 
-    def __init__(self, inner):
+    def __init__(self, inner, report=True):
         self.inner, self.name, self.model_name = inner, inner.name, inner.model_name
         self.tokenizer, self.context_length = inner.tokenizer, inner.context_length
+        self.report = report
 
-    def generate(self, requests, progress=None):
-        return self.inner.generate(requests, progress)
+    def _at_the_end(self, results, on_batch):
+        if on_batch and self.report and results:
+            on_batch(list(range(len(results))), list(results))
+        return results
 
-    def next_token_logprobs(self, prompts, token_ids, progress=None):
-        return self.inner.next_token_logprobs(prompts, token_ids, progress)
+    def generate(self, requests, progress=None, *, on_batch=None):
+        return self._at_the_end(self.inner.generate(requests, progress), on_batch)
+
+    def next_token_logprobs(self, prompts, token_ids, progress=None, *, on_batch=None, shared_prefixes=None):
+        return self._at_the_end(self.inner.next_token_logprobs(prompts, token_ids, progress), on_batch)
 
 
 @pytest.mark.parametrize("reasoning", [True, False])
-def test_judgments_are_reported_per_engine_batch_and_once_at_the_end_by_engines_without_reports(smollm2_engine,
-                                                                                                  reasoning):
+def test_judgments_are_reported_per_engine_batch_and_once_at_the_end_by_engines_reporting_at_the_end(
+        smollm2_engine, reasoning):
     from thinkrank.rerankers.pointwise import Pair
     from thinkrank.types import as_documents
 
@@ -268,12 +277,22 @@ def test_judgments_are_reported_per_engine_batch_and_once_at_the_end_by_engines_
         assert sorted(len(idx) for idx, _ in reports) == [1, 2]  # one report per engine batch
         assert all(j is judged[i] for idx, js in reports for i, j in zip(idx, js))
         late: list[list[int]] = []
-        old = Rank1(engine=_EngineWithoutReports(smollm2_engine), think_budget=8, reasoning=reasoning)
-        again = old.judge(pairs, on_judged=lambda idx, _: late.append(idx))
-        # The old engine also takes no shared prefixes (prompts prefilled whole): same scores to rounding.
+        at_end = Rank1(engine=_EngineReportingAtTheEnd(smollm2_engine), think_budget=8, reasoning=reasoning)
+        again = at_end.judge(pairs, on_judged=lambda idx, _: late.append(idx))
+        # That engine also ignores shared prefixes (prompts prefilled whole): same scores to rounding.
         assert late == [[0, 1, 2]] and [j.score for j in again] == pytest.approx([j.score for j in judged], abs=LAYOUT_TOL)
     finally:
         smollm2_engine.batch_size = saved
+
+
+def test_an_engine_that_does_not_report_every_result_is_an_error_not_a_missing_judgment(smollm2_engine):
+    from thinkrank.rerankers.pointwise import Pair
+    from thinkrank.types import as_documents
+
+    pairs = [Pair("what do cats eat", d, i) for i, d in enumerate(as_documents(["Cats eat mice.", "Dogs bark."]))]
+    silent = Rank1(engine=_EngineReportingAtTheEnd(smollm2_engine, report=False), reasoning=False)
+    with pytest.raises(RuntimeError, match="did not report 2 of 2 results to on_batch"):
+        silent.judge(pairs)
 
 
 def test_reasoning_off_over_several_queries_equals_plain_forward_passes(smollm2_path, smol_ref):
@@ -288,3 +307,18 @@ def test_reasoning_off_over_several_queries_equals_plain_forward_passes(smollm2_
         for j in ranking:
             expected = smol_ref.score(_prompt(query, docs[j.index]) + "\n</think>")
             assert j.score == pytest.approx(expected, abs=LAYOUT_TOL)
+
+
+def test_the_scoring_rule_is_p_true_over_p_true_plus_p_false_without_overflow():
+    from fractions import Fraction
+
+    from thinkrank.rerankers.pointwise import read_answer
+
+    for lt, lf in [(-0.3, -1.2), (-2.5, -0.1), (-1.0, -1.0), (-40.0, -0.01)]:
+        read = read_answer({7: lt, 9: lf}, 7, 9)
+        p_t, p_f = Fraction(math.exp(lt)), Fraction(math.exp(lf))
+        assert read.score == pytest.approx(float(p_t / (p_t + p_f)), rel=1e-15)
+        assert (read.answer, read.p_true, read.p_false) == ("true" if lt >= lf else "false", math.exp(lt), math.exp(lf))
+    # Log-probabilities far apart: exp() of their difference overflows a plain formula.
+    assert read_answer({1: 0.0, 2: -800.0}, 1, 2).score == 1.0
+    assert read_answer({1: -800.0, 2: 0.0}, 1, 2).score == 0.0 and read_answer({1: -800.0, 2: 0.0}, 1, 2).answer == "false"

@@ -20,7 +20,7 @@ from thinkrank.prompts.rank1 import build_rank1_prompt
 
 pytest.importorskip("llmcompressor", reason="needs the quantize extra (scripts/install.sh installs it)")
 
-from thinkrank.training.quantize import MARKER, QuantizeConfig, quantize  # noqa: E402
+from thinkrank.quantization.runner import MARKER, QuantizeConfig, quantize  # noqa: E402
 
 GROUP = 64  # SmolLM2's hidden size 576 is not a multiple of 128: chosen by default
 
@@ -195,7 +195,7 @@ def test_bad_settings_fail_before_any_model_loads(tmp_path):
 def test_a_group_size_that_does_not_divide_names_the_layers_and_one_that_fits(tmp_path, tiny_qwen_path):
     from transformers import AutoModelForCausalLM
 
-    from thinkrank.training.quantize import check_group_size
+    from thinkrank.quantization.runner import check_group_size
 
     with pytest.raises(InvalidInputError, match=r"--group-size 128 does not divide the input size of 12 layers: "
                        r"model\.layers\.0\.self_attn\.q_proj \(64\).*use --group-size 64"):
@@ -263,7 +263,7 @@ def test_missing_compressed_tensors_names_the_quantize_extra(tmp_path):
 # ---- the CPU shim ----------------------------------------------------------------------------------
 @pytest.mark.skipif(torch.accelerator.is_available(), reason="the failure only happens without an accelerator")
 def test_upstream_still_pins_on_cpu():
-    """Why thinkrank/training/cpu_shim.py exists. When this fails, llm-compressor no longer pins
+    """Why thinkrank/quantization/cpu_shim.py exists. When this fails, llm-compressor no longer pins
     memory without an accelerator: delete the shim and this test."""
     from llmcompressor.pipelines.cache import IntermediatesCache
 
@@ -276,7 +276,7 @@ def test_upstream_still_pins_on_cpu():
 def test_the_shim_skips_pinning_only_while_active_and_restores_it():
     from llmcompressor.pipelines.cache import IntermediatesCache
 
-    from thinkrank.training.cpu_shim import cpu_pinning_disabled
+    from thinkrank.quantization.cpu_shim import cpu_pinning_disabled
 
     original = IntermediatesCache.__dict__["pin_memory"]
     cache = IntermediatesCache(None, None)

@@ -49,9 +49,10 @@ SCORES = {"d1": 0.9, "d2": 0.1, "d3": 0.6, "d4": 0.8}
 class Scripted(Reranker):
     """A reranker whose verdicts are written here, so the page can be checked against them."""
 
+    kind = "pair"
     settings = {"mode": "pointwise", "model": "scripted/model", "engine": "none", "reasoning": True, "think_budget": 64}
 
-    def judge(self, pairs):
+    def judge(self, pairs, *, on_judged=None, seed_offsets=None):
         qid = {"cats": "q1", "dogs": "q2"}
         return [Judgment(p.document.id, p.index, SCORES[p.document.id], CHAINS[qid[p.query], p.document.id],
                          "true" if SCORES[p.document.id] > 0.5 else "false", reasoning_tokens=7,

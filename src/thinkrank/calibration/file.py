@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from thinkrank.calibration.maps import CalibrationMap, feature
 from thinkrank.cache import digest
-from thinkrank.datasets._io import write_text_atomic
+from thinkrank.calibration.maps import CalibrationMap, feature
 from thinkrank.errors import InvalidInputError
+from thinkrank.io import write_text_atomic
 from thinkrank.types import Judgment, Ranking
 
 FORMAT = "thinkrank-calibration"

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from thinkrank.datasets._io import iter_jsonl
 from thinkrank.datasets.qrels import Qrels, read_qrels
 from thinkrank.errors import InvalidInputError
+from thinkrank.io import iter_jsonl
 
 
 @dataclass(frozen=True)

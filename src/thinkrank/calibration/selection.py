@@ -147,6 +147,36 @@ def select(ranking: Ranking, calibration: Calibration | str, *, recall: float | 
     )
 
 
+def selection_options(recall: float | None = None, alpha: float | None = None,
+                      probability: float | None = None, *, where: str = "select") -> dict[str, float]:
+    """Checked keyword arguments for :func:`select`: ``recall`` (with an optional ``alpha``,
+    default 0.1) for conformal mode, or ``probability`` for threshold mode. The one check shared
+    by the CLI's ``--select``, the server's ``select`` field and the integrations' option.
+
+    Raises:
+        InvalidInputError: a mix of modes, neither, or a value out of range (the message starts
+            with ``where``).
+    """
+    hint = "give recall=R[,alpha=A] (conformal mode) or probability=P (threshold mode)"
+    values = {"recall": recall, "alpha": alpha, "probability": probability}
+    for name, value in values.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise InvalidInputError(f"{where}: {name} must be a number, got {value!r}")
+    if (recall is None) == (probability is None) or (alpha is not None and recall is None):
+        raise InvalidInputError(f"{where}: {hint}")
+    if recall is not None:
+        out = {"recall": float(recall), "alpha": 0.1 if alpha is None else float(alpha)}
+        try:
+            _check(out["recall"], out["alpha"])
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{where}: {exc}") from None
+        return out
+    assert probability is not None
+    if not 0 <= probability <= 1:
+        raise InvalidInputError(f"{where}: the probability threshold must be in [0, 1], got {probability!r}")
+    return {"probability": float(probability)}
+
+
 def parse_selection(text: str) -> dict[str, float]:
     """``"recall=0.9"``, ``"recall=0.9,alpha=0.05"`` or ``"probability=0.5"`` (``p=0.5``) as
     :func:`select`'s keyword arguments.
@@ -166,12 +196,4 @@ def parse_selection(text: str) -> dict[str, float]:
             out[names[key.strip()]] = float(value)
         except ValueError:
             raise InvalidInputError(f"--select {text!r}: {value!r} is not a number") from None
-    if ("recall" in out) == ("probability" in out) or ("alpha" in out and "recall" not in out):
-        raise InvalidInputError(
-            f"--select {text!r}: give recall=R[,alpha=A] (conformal mode) or probability=P (threshold mode)"
-        )
-    if "recall" in out:
-        _check(out["recall"], out.get("alpha", 0.1))
-    elif not 0 <= out["probability"] <= 1:
-        raise InvalidInputError(f"--select {text!r}: the probability threshold must be in [0, 1]")
-    return out
+    return selection_options(**out, where=f"--select {text!r}")

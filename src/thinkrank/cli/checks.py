@@ -7,47 +7,50 @@ An option that would be silently ignored is an error here, because a user who pa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import typing
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from thinkrank.declare import Declared
 from thinkrank.errors import InvalidInputError
-from thinkrank.validation import check_float, check_int
 
-# option -> (kind, limits); only the options a command has are checked.
-_LIMITS: dict[str, tuple[str, dict[str, Any]]] = {
-    "think_budget": ("int", {"minimum": 1}),
-    "max_passage_tokens": ("int", {"minimum": 1, "optional": True}),
-    "temperature": ("float", {"minimum": 0.0}),
-    "top_n": ("int", {"minimum": 1, "optional": True}),
-    "top_k": ("int", {"minimum": 1}),
-    "queries_limit": ("int", {"minimum": 1, "optional": True}),
-    "limit": ("int", {"minimum": 1, "optional": True}),
-    "chunk_size": ("int", {"minimum": 1, "optional": True}),
-    "window": ("int", {"minimum": 2}),
-    "stride": ("int", {"minimum": 1}),
-    "depth": ("int", {"minimum": 1}),
-    "max_tokens": ("int", {"minimum": 1}),
-    "batch_size": ("int", {"minimum": 1, "optional": True}),
-    "concurrency": ("int", {"minimum": 1, "optional": True}),
-    "max_retries": ("int", {"minimum": 0, "optional": True}),
-    "timeout": ("float", {"positive": True, "optional": True}),
-    "tensor_parallel_size": ("int", {"minimum": 1, "optional": True}),
-    "gpu_memory_utilization": ("float", {"positive": True, "maximum": 1.0, "optional": True}),
-    "max_model_len": ("int", {"minimum": 1, "optional": True}),
-    "context_length": ("int", {"minimum": 1, "optional": True}),
-    "k1": ("float", {"minimum": 0.0}),
-    "b": ("float", {"minimum": 0.0, "maximum": 1.0}),
-}
+def _declared(name: str) -> tuple[type, Declared] | None:
+    """The value type and declaration of option ``name``: a spec field or an engine option."""
+    from thinkrank.engines import ENGINE_OPTIONS
+    from thinkrank.rerankers.spec import spec_options
 
-POINTWISE_ONLY = ("think_budget", "reasoning", "reasoning_close", "cascade")
-LISTWISE_ONLY = ("window", "stride", "depth", "max_tokens")
-RERANKER_OPTIONS = (
-    POINTWISE_ONLY + LISTWISE_ONLY
-    + ("mode", "prompt", "instruction", "engine", "max_passage_tokens", "temperature", "seed", "chunk_size", "cache",
-       "base_url", "api_key", "tokenizer", "concurrency", "max_retries", "timeout", "chat", "tensor_parallel_size",
-       "gpu_memory_utilization", "max_model_len", "device", "batch_size", "extra_body", "context_length",
-       "static_cache", "compile")
-)
+    if name in spec_options():
+        f = spec_options()[name]
+        return f.kind, f.declared
+    for declared in ENGINE_OPTIONS.values():
+        for option in declared:
+            if option.name == name:
+                return option.kind, option.declared
+    return None
+
+
+def _own(command: Callable[..., Any] | None) -> dict[str, tuple[type, Declared]]:
+    """The ranges a command declares beside its own flags (``Annotated[int, typer.Option(...), bounds(1)]``)."""
+    if command is None:
+        return {}
+    out: dict[str, tuple[type, Declared]] = {}
+    for name, hint in typing.get_type_hints(command, include_extras=True).items():
+        if typing.get_origin(hint) is not typing.Annotated:
+            continue
+        base, *extras = typing.get_args(hint)
+        for extra in extras:
+            if isinstance(extra, Declared):
+                members = typing.get_args(base) or (base,)
+                out[name] = (next(t for t in members if t is not type(None)), extra)
+    return out
+
+
+def reranker_options() -> list[str]:
+    """The options that configure a reranker: the spec's (but ``--model``), the cache's and every engine's."""
+    from thinkrank.engines import engine_option_names
+    from thinkrank.rerankers.spec import spec_options
+
+    return [n for n in spec_options() if n != "model"] + ["chunk_size", "cache"] + engine_option_names()
 
 
 def flag(name: str) -> str:
@@ -55,16 +58,14 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def check_numbers(opts: Mapping[str, Any], names: dict[str, str] | None = None) -> None:
-    """Every numeric option in ``opts`` within its range. ``names`` maps an option to another key
-    of ``_LIMITS`` (``evaluate --queries N`` is a count, ``rerank --queries FILE`` a file)."""
-    names = names or {}
+def check_numbers(opts: Mapping[str, Any], command: Callable[..., Any] | None = None) -> None:
+    """Every numeric option in ``opts`` within its declared range: a ``command``'s own flags by
+    what it declares beside them, the reranker's, engine's and server's by their settings."""
+    own = _own(command)
     for option, value in opts.items():
-        kind, limits = _LIMITS.get(names.get(option, option), ("", {}))
-        if kind == "int":
-            check_int(flag(option), value, **limits)
-        elif kind == "float":
-            check_float(flag(option), value, **limits)
+        found = own.get(option) or _declared(option)
+        if found is not None and found[0] in (int, float):
+            found[1].check(flag(option), value, found[0], optional=True)
 
 
 def check_applicable(opts: Mapping[str, Any], given: Iterable[str] | None, *, listwise: bool,
@@ -76,9 +77,11 @@ def check_applicable(opts: Mapping[str, Any], given: Iterable[str] | None, *, li
     if given is None:
         return
     given = set(given)
+    from thinkrank.rerankers.spec import spec_options
+
     mode = "listwise" if listwise else "pointwise"
-    for name in LISTWISE_ONLY if not listwise else POINTWISE_ONLY:
-        if name in given:
+    for name, declared in spec_options().items():
+        if name in given and not declared.applies(mode):
             other = "pointwise" if listwise else "listwise"
             hint = " (listwise windows are limited by --max-tokens)" if name == "think_budget" else ""
             raise InvalidInputError(f"{flag(name)} applies only to --mode {other}, but the mode is {mode}{hint}")
@@ -94,7 +97,7 @@ def check_needs_model(given: Iterable[str] | None, has_model: bool) -> None:
     """``evaluate`` without ``--model`` evaluates the run as it is: reranker options would be ignored."""
     if given is None or has_model:
         return
-    stray = [flag(n) for n in RERANKER_OPTIONS if n in set(given)]
+    stray = [flag(n) for n in reranker_options() if n in set(given)]
     if stray:
         raise InvalidInputError(
             f"{', '.join(stray)} configure a reranker, but no --model is given (the run would be evaluated as it "

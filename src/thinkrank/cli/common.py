@@ -100,8 +100,8 @@ def given_options() -> set[str] | None:
         from typer._click.core import ParameterSource
         from typer._click.globals import get_current_context
     except ImportError:
-        from click import get_current_context
-        from click.core import ParameterSource
+        from click import get_current_context  # type: ignore[no-redef]
+        from click.core import ParameterSource  # type: ignore[assignment]
 
     ctx = get_current_context(silent=True)
     if ctx is None:
@@ -129,7 +129,7 @@ def check_writable_dir(folder: Path, option: str) -> None:
             if not parent.is_dir():
                 raise InvalidInputError(f"{option}: {parent} is a file, not a folder; choose another path")
             break
-    from thinkrank.datasets._io import probe_writable
+    from thinkrank.io import probe_writable
 
     try:
         probe_writable(folder)
@@ -146,13 +146,13 @@ def reranker_spec(opts: dict[str, Any]) -> Any:
     named as options some engine declares (``None`` or an unset ``--chat`` is not given), and
     the spec refuses any the chosen engine does not take."""
     from thinkrank.engines import engine_option_names
-    from thinkrank.rerankers.spec import RerankerSpec
+    from thinkrank.rerankers.spec import RerankerSpec, spec_options
 
     engine_options = {name: opts[name] for name in engine_option_names() if opts.get(name) not in (None, False)}
     if isinstance(engine_options.get("extra_body"), str):
         engine_options["extra_body"] = json_object(engine_options["extra_body"], "--extra-body")
-    fields = ("model", "think_budget", "prompt", "instruction", "max_passage_tokens", "temperature", "seed", "window",
-              "stride", "depth", "max_tokens", "reasoning_close", "cascade")
+    # mode and reasoning are an enum and a switch on the command line; engine is given apart.
+    fields = [name for name in spec_options() if name not in ("mode", "engine", "reasoning")]
     return RerankerSpec(
         mode=str(getattr(opts["mode"], "value", opts["mode"])), engine=opts["engine"], engine_options=engine_options,
         reasoning=opts["reasoning"] == Switch.on, **{name: opts[name] for name in fields if name in opts},

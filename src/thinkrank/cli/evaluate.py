@@ -9,9 +9,9 @@ from typing import Annotated, Any
 import typer
 
 from thinkrank.cli import calibration_options, options, ray_options
-from thinkrank.cli.common import Interrupted, ProgressBar, Switch, fail, friendly_errors, reranker_spec
-from thinkrank.cli.options import Mode
+from thinkrank.cli.common import Interrupted, ProgressBar, fail, friendly_errors, reranker_spec
 from thinkrank.cli.ray_options import GpusPerWorker, RayAddress, Workers
+from thinkrank.declare import bounds
 
 EVALUATE_HELP = """Evaluate a first-stage run on a collection, reranked by a reasoning reranker or as it is.
 
@@ -33,22 +33,17 @@ def register(app: typer.Typer) -> None:
     app.command("evaluate", help=EVALUATE_HELP)(evaluate)
 
 
+@options.command(lambda **opts: _evaluate(**opts), {"queries": options.HEAD[1:], "report": options.SAMPLING + options.LISTWISE + options.ENGINE})
 def evaluate(
     dataset: Annotated[Path, typer.Option("--dataset", "-d", help="Collection folder.")],
     run: Annotated[str, typer.Option("--run", "-r", help="A run of the collection (bm25, …) or a run file.")],
-    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Candidates per query to evaluate and rerank.")] = 100,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Candidates per query to evaluate and rerank."),
+                     bounds(1)] = 100,
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="Reranker: hub id, local directory, .gguf or adapter. "
                                  "Without it the run is evaluated as it is.")
     ] = None,
-    mode: options.ModeOption = Mode.pointwise,
-    reasoning: options.Reasoning = Switch.on,
-    think_budget: options.ThinkBudget = options.DEFAULTS["think_budget"],
-    cascade: options.Cascade = None,
-    reasoning_close: options.ReasoningClose = options.DEFAULTS["reasoning_close"],
-    prompt: options.Prompt = None,
-    instruction: options.Instruction = None,
-    queries: Annotated[int | None, typer.Option("--queries", "-n", help="Only the first N queries.")] = None,
+    queries: Annotated[int | None, typer.Option("--queries", "-n", help="Only the first N queries."), bounds(1)] = None,
     query_ids: Annotated[str | None, typer.Option(help="Only these query ids, comma-separated.")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder.  "
                                                 "\\[default: runs/DATASET-RUN\\[-MODEL]]")] = None,
@@ -58,41 +53,17 @@ def evaluate(
     chunk_size: Annotated[int | None, typer.Option(help="Pairs sent to the engine together (sorted by length, "
                                                    "each finished engine batch saved at once: a kill loses at most the "
                                                    "batch in flight).  \\[default: 64 pairs; listwise and --cascade: 1 "
-                                                   "query, saved per query]")] = None,
+                                                   "query, saved per query]"), bounds(1)] = None,
     measures: Annotated[str | None, typer.Option(help="Comma-separated ir-measures names; the first is the main one. "
                                                  "\\[default: nDCG@10,nDCG@20,AP,R@100,RR@10,Judged@10]")] = None,
     split: Annotated[str, typer.Option(help="BEIR folders: which qrels/<split>.tsv to use.")] = "test",
-    max_passage_tokens: options.MaxPassageTokens = None,
-    temperature: options.Temperature = options.DEFAULTS["temperature"],
-    seed: options.Seed = None,
-    window: options.Window = options.DEFAULTS["window"],
-    stride: options.Stride = options.DEFAULTS["stride"],
-    depth: options.Depth = options.DEFAULTS["depth"],
-    max_tokens: options.MaxTokens = options.DEFAULTS["max_tokens"],
-    engine: options.Engine = "auto",
-    base_url: options.BaseUrl = None,
-    api_key: options.ApiKey = None,
-    tokenizer: options.Tokenizer = None,
-    concurrency: options.Concurrency = None,
-    max_retries: options.MaxRetries = None,
-    timeout: options.Timeout = None,
-    chat: options.Chat = False,
-    extra_body: options.ExtraBody = None,
-    context_length: options.ContextLength = None,
-    tensor_parallel_size: options.TensorParallelSize = None,
-    gpu_memory_utilization: options.GpuMemoryUtilization = None,
-    max_model_len: options.MaxModelLen = None,
-    device: options.Device = None,
-    batch_size: options.BatchSize = None,
-    static_cache: options.StaticCache = False,
-    compile: options.Compile = False,
     report: Annotated[bool, typer.Option(help="Write report.html.")] = True,
     ray: RayAddress = None,
     workers: Workers = None,
     gpus_per_worker: GpusPerWorker = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
-    _evaluate(**locals())
+    """The command's own flags (``--model`` is optional here); the others come from their declarations."""
 
 
 @friendly_errors
@@ -103,7 +74,7 @@ def _evaluate(**opts: Any) -> None:
     from thinkrank.datasets import load_collection
     from thinkrank.evaluation.metrics import DEFAULT_MEASURES, measure_name
     from thinkrank.evaluation.runner import (
-        evaluate,
+        evaluate as evaluate_run,
         prepare_output,
         select_queries,
         write_outputs,
@@ -111,7 +82,7 @@ def _evaluate(**opts: Any) -> None:
     from thinkrank.rerankers.lazy import LazyReranker
 
     quiet_libraries(opts["quiet"])
-    check_numbers(opts, {"queries": "queries_limit"})
+    check_numbers(opts, evaluate)  # the command's own ranges (the module's evaluate, not the runner's)
     given = given_options()
     check_needs_model(given, bool(opts["model"]))
     options.check(opts, given)
@@ -139,7 +110,7 @@ def _evaluate(**opts: Any) -> None:
     reranker, cache = None, None
     progress = ProgressBar("judging", opts["quiet"])
     try:
-        if opts["model"]:
+        if spec is not None:
             cache = JudgmentCache(opts["cache"] or output / "judgments.sqlite")  # a bad file fails before the model loads
             say(f"judgment cache {cache.path}: {len(cache)} entries")
             if opts["ray"] is None:  # lazy: a rerun whose judgments are all cached never loads the model
@@ -149,10 +120,10 @@ def _evaluate(**opts: Any) -> None:
             else:  # the Ray actors judge through the cache themselves
                 from thinkrank.cli.rerank import build_in_worker
 
-                reranker = ray_options.ray_reranker(opts, build_in_worker, pointwise=not options.per_query(opts),
+                reranker = ray_options.ray_reranker(opts, build_in_worker, judges=spec.judges,
                                                     cache=cache.path, chunk_size=opts["chunk_size"], progress=progress)
         with progress:
-            result = evaluate(collection, first_stage, top_k=opts["top_k"], reranker=reranker,
+            result = evaluate_run(collection, first_stage, top_k=opts["top_k"], reranker=reranker,
                               cache=cache if opts["ray"] is None else None, qids=qids,
                               measures=measures, chunk_size=opts["chunk_size"], progress=progress)
     except KeyboardInterrupt:
@@ -174,9 +145,9 @@ def _evaluate(**opts: Any) -> None:
             result.selection = selection_summary(result.rankings, result.qrels, cal, selection)
             _say_selection(result.selection, say)
     paths = write_outputs(result, output, report=opts["report"])
-    if reranker is not None:
+    if spec is not None:
         # A listwise or cascade reranker is cached per query: its unit is a query's ranking.
-        unit = "query rankings" if options.per_query(opts) else "judgments"
+        unit = "judgments" if spec.judges == "pair" else "query rankings"
         say(f"{result.use.computed} {unit} computed, {result.use.cached} read from the cache, "
             f"{result.seconds:.1f}s")
         _say_unparsed(list(result.rankings.values()), output / "rankings.jsonl")

@@ -1,23 +1,26 @@
-"""The reranker and engine flags, declared once for every command that builds a reranker.
+"""The reranker and engine flags, built from their declarations.
 
-``thinkrank rerank``, ``evaluate`` and ``serve`` list these aliases as parameters
-(``cascade: options.Cascade = None``), so a flag has one spelling, type, default and help text
-everywhere, and :func:`check` refuses bad combinations with the same message in every command.
-The engine flags take their help from what each engine declares in
-:data:`thinkrank.engines.ENGINE_OPTIONS`; :func:`~thinkrank.cli.common.reranker_spec` turns the
-parsed values into a :class:`~thinkrank.rerankers.spec.RerankerSpec`.
+Each flag is declared once, on the field it sets: a :class:`~thinkrank.rerankers.spec.RerankerSpec`
+field (:func:`thinkrank.declare.option`) or an engine option (:data:`thinkrank.engines.ENGINE_OPTIONS`).
+:func:`command` adds them to a command as typer parameters, with the declared type, default,
+flag spelling and help, the way vLLM builds its argument parser from ``EngineArgs``' fields; the
+range checks (:func:`thinkrank.cli.checks.check_numbers`) and the mode checks (:func:`check`)
+read the same declarations, so a flag has one spelling, default, help and error in every command.
+:func:`~thinkrank.cli.common.reranker_spec` turns the parsed values into a spec.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import Enum
 from typing import Annotated, Any
 
 import typer
 
 from thinkrank.cli.common import Switch
-from thinkrank.engines import ENGINE_OPTIONS, ENGINES
+from thinkrank.engines import ENGINE_OPTIONS, engine_option_names
 from thinkrank.errors import InvalidInputError
 
 
@@ -31,72 +34,103 @@ def _escape(text: str) -> str:
     return text.replace("[", "\\[")
 
 
-def _engine_help(name: str) -> str:
-    """``"openai engine: <what the engine declares>"`` for the engine option ``name``."""
+# The flags in the order commands show them.
+HEAD = ("model", "mode", "reasoning", "think_budget", "cascade", "reasoning_close", "prompt", "instruction")
+"""The reranker and its reasoning."""
+SAMPLING = ("max_passage_tokens", "temperature", "seed")
+LISTWISE = ("window", "stride", "depth", "max_tokens")
+ENGINE = ("engine", *engine_option_names())
+"""``--engine`` and every option some engine declares."""
+RERANKER = HEAD + SAMPLING + LISTWISE + ENGINE
+
+
+def _spec_parameter(name: str) -> tuple[Any, Any]:
+    from thinkrank.rerankers.spec import spec_options
+
+    f = spec_options()[name]
+    d = f.declared
+    info = typer.Option(*d.flags, help=_escape(d.help)) if d.flags else typer.Option(help=_escape(d.help))
+    if name == "mode":
+        return Annotated[Mode, info], Mode(f.default)
+    if f.kind is bool:  # an on/off switch: --reasoning on|off
+        return Annotated[Switch, info], Switch.on if f.default else Switch.off
+    kind = d.cli_type or (f.kind | None if f.optional else f.kind)
+    return Annotated[kind, info], f.default
+
+
+def _engine_parameter(name: str, flags: Sequence[str] = ()) -> tuple[Any, Any]:
     owners = [engine for engine, declared in ENGINE_OPTIONS.items() if any(o.name == name for o in declared)]
     option = next(o for declared in ENGINE_OPTIONS.values() for o in declared if o.name == name)
-    return f"{'/'.join(owners)} engine: {_escape(option.help)}"
+    help = f"{'/'.join(owners)} engine: {_escape(option.help)}"
+    if option.kind is bool:  # a flag, off unless given
+        return Annotated[bool, typer.Option(*(flags or (option.flag,)), help=help)], False
+    kind = str if option.kind is dict else option.kind  # a JSON object is given as text
+    info = typer.Option(*flags, help=help) if flags else typer.Option(help=help)
+    return Annotated[kind | None, info], None
 
 
-# ---- the reranker ----------------------------------------------------------------------------------
-Model = Annotated[
-    str | None,
-    typer.Option("--model", "-m", help="Hub id, local directory, .gguf file or adapter directory.  "
-                 "\\[default: jhu-clsp/rank1-7b; listwise: hltcoe/Rank-K-32B]"),
-]
-ModeOption = Annotated[Mode, typer.Option("--mode", help="pointwise (Rank1) or listwise (Rank-K).")]
-Reasoning = Annotated[Switch, typer.Option(help="Pointwise: off scores in one forward pass, no chain.")]
-ThinkBudget = Annotated[int, typer.Option(help="Pointwise: most reasoning tokens per document.")]
-Cascade = Annotated[
-    str | None,
-    typer.Option(help="Pointwise: score all without reasoning, reason only about the top M and/or a score band: "
-                 "'top=20', 'band=0.2:0.8' or 'top=10,band=0.3:0.7'."),
-]
-ReasoningClose = Annotated[
-    str, typer.Option(help="Pointwise, reasoning off (and the cascade's first pass): bytes closing the empty think "
-                      "block: newline ('\\n</think>'), bare ('</think>') or empty-chain ('\\n\\n</think>').")
-]
-Prompt = Annotated[
-    str | None, typer.Option(help="Pointwise: dataset template name (scifact, nfcorpus, bright-pony, …) or a template "
-                             "with FILL_QUERY_HERE. Listwise: a template with {query} and {docs}.")
-]
-Instruction = Annotated[str | None, typer.Option(help="Text appended to every query.")]
-MaxPassageTokens = Annotated[
-    int | None, typer.Option(help="Cut passages to this many tokens (flagged).  \\[default: 2048; listwise 512]")
-]
-Temperature = Annotated[float, typer.Option(help="0 = greedy (default).")]
-Seed = Annotated[int | None, typer.Option(help="Seed for sampling (with --temperature > 0).")]
-Window = Annotated[int, typer.Option(help="Listwise: passages per window.")]
-Stride = Annotated[int, typer.Option(help="Listwise: window stride.")]
-Depth = Annotated[int, typer.Option(help="Listwise: how many top candidates to rerank.")]
-MaxTokens = Annotated[int, typer.Option(help="Listwise: most tokens per window (reasoning + ordering).")]
+def _server_parameter(name: str) -> tuple[Any, Any]:
+    from thinkrank.server.settings import server_options
 
-# ---- the engine -------------------------------------------------------------------------------------
-Engine = Annotated[str, typer.Option(help=f"auto, {', '.join(ENGINES)}.")]
-BaseUrl = Annotated[str | None, typer.Option(help=_engine_help("base_url"))]
-ApiKey = Annotated[str | None, typer.Option(help=_engine_help("api_key"))]
-EngineApiKey = Annotated[str | None, typer.Option("--engine-api-key", help=_engine_help("api_key"))]
-"""``serve`` spells the engine's key ``--engine-api-key``: its ``--api-key`` guards the server."""
-Tokenizer = Annotated[str | None, typer.Option(help=_engine_help("tokenizer"))]
-Concurrency = Annotated[int | None, typer.Option(help=_engine_help("concurrency"))]
-MaxRetries = Annotated[int | None, typer.Option(help=_engine_help("max_retries"))]
-Timeout = Annotated[float | None, typer.Option(help=_engine_help("timeout"))]
-Chat = Annotated[bool, typer.Option("--chat", help=_engine_help("chat"))]
-ExtraBody = Annotated[str | None, typer.Option(help=_engine_help("extra_body"))]
-ContextLength = Annotated[int | None, typer.Option(help=_engine_help("context_length"))]
-TensorParallelSize = Annotated[int | None, typer.Option(help=_engine_help("tensor_parallel_size"))]
-GpuMemoryUtilization = Annotated[float | None, typer.Option(help=_engine_help("gpu_memory_utilization"))]
-MaxModelLen = Annotated[int | None, typer.Option(help=_engine_help("max_model_len"))]
-Device = Annotated[str | None, typer.Option(help=_engine_help("device"))]
-BatchSize = Annotated[int | None, typer.Option(help=_engine_help("batch_size"))]
-StaticCache = Annotated[bool, typer.Option("--static-cache", help=_engine_help("static_cache"))]
-Compile = Annotated[bool, typer.Option("--compile", help=_engine_help("compile"))]
+    f = server_options()[name]
+    d = f.declared
+    extra: dict[str, Any] = {"help": _escape(d.help)}
+    if d.envvar:
+        extra["envvar"] = d.envvar
+    if not d.show_default:
+        extra["show_default"] = False
+    kind = f.kind | None if f.optional else f.kind
+    return Annotated[kind, typer.Option(*d.flags, **extra)], f.default
 
-DEFAULTS: dict[str, Any] = {
-    "think_budget": 1024, "reasoning_close": "newline", "temperature": 0.0, "window": 20, "stride": 10,
-    "depth": 100, "max_tokens": 4096,
-}
-"""The defaults of the flags above that are not None/off; the commands use these values."""
+
+def parameter(name: str) -> inspect.Parameter:
+    """The typer parameter of the declared option ``name``: a spec field, an engine option, or
+    ``server:NAME``, a :class:`~thinkrank.server.settings.ServerSettings` field. ``engine_api_key``
+    is the engine's ``api_key`` spelled ``--engine-api-key`` (``serve``'s own ``--api-key`` guards
+    the server)."""
+    if name.startswith("server:"):
+        name = name.removeprefix("server:")
+        annotation, default = _server_parameter(name)
+    elif name == "engine_api_key":
+        annotation, default = _engine_parameter("api_key", ("--engine-api-key",))
+    elif name in engine_option_names():
+        annotation, default = _engine_parameter(name)
+    else:
+        annotation, default = _spec_parameter(name)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+
+
+def command(run: Callable[..., Any], flags: Mapping[str | None, Sequence[str]]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A typer command whose parameters are the decorated function's own plus the declared ones
+    in ``flags``: each key is an own parameter the flags go before (None: at the end). The
+    command calls ``run(**values)``; the decorated function only carries the own parameters."""
+
+    def wrap(own: Callable[..., Any]) -> Callable[..., Any]:
+        params: list[inspect.Parameter] = []
+        for p in inspect.signature(own, eval_str=True).parameters.values():
+            params += [parameter(n) for n in flags.get(p.name, ())]
+            params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+        params += [parameter(n) for n in flags.get(None, ())]
+        names = [p.name for p in params]
+        assert len(names) == len(set(names)), f"{own.__name__}: a flag is given twice"
+
+        @functools.wraps(own)
+        def cli(**values: Any) -> Any:
+            return run(**values)
+
+        del cli.__wrapped__
+        cli.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        cli.__annotations__ = {p.name: p.annotation for p in params}
+        return cli
+
+    return wrap
+
+
+def default(name: str) -> Any:
+    """The declared default of the spec option ``name`` (for a command's own flag of it)."""
+    from thinkrank.rerankers.spec import spec_options
+
+    return spec_options()[name].default
 
 
 def check(opts: Mapping[str, Any], given: Iterable[str] | None, *, reasoning_per_request: bool = False) -> None:
@@ -117,9 +151,3 @@ def check(opts: Mapping[str, Any], given: Iterable[str] | None, *, reasoning_per
     if "reasoning_close" in given and not listwise and close_unused:
         raise InvalidInputError("--reasoning-close applies with --reasoning off or --cascade (it closes the empty "
                                 "think block of a no-reasoning pass); drop it or add one of them")
-
-
-def per_query(opts: Mapping[str, Any]) -> bool:
-    """Whether the reranker's results depend on a query's whole candidate list (listwise, or a
-    cascade): such rerankers are cached and distributed per query, not per pair."""
-    return opts.get("mode") == Mode.listwise or opts.get("cascade") is not None

@@ -1,5 +1,4 @@
-"""``thinkrank quantize`` (AWQ int4 through llm-compressor) and ``thinkrank compare`` (two
-rerankers on the same candidates: quality, agreement, size, memory, speed)."""
+"""``thinkrank quantize``: AWQ int4 (or int8) weights through llm-compressor."""
 
 from __future__ import annotations
 
@@ -10,9 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from thinkrank.cli import options
-from thinkrank.cli.common import ProgressBar, Switch, fail, friendly_errors
-from thinkrank.cli.options import Mode
+from thinkrank.cli.common import ProgressBar, friendly_errors
 
 QUANTIZE_HELP = """Quantize a Rank1 model's weights to int4 with AWQ (needs the quantize extra: llm-compressor).
 
@@ -28,7 +25,6 @@ The output is a compressed-tensors W4A16 checkpoint: vLLM serves it with int4 ke
 
 def register(app: typer.Typer) -> None:
     app.command("quantize", help=QUANTIZE_HELP)(quantize)
-    app.command("compare", help=COMPARE_HELP)(compare)
 
 
 def quantize(
@@ -66,7 +62,7 @@ def _quantize(**o: Any) -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    from thinkrank.training.quantize import QuantizeConfig, quantize as run
+    from thinkrank.quantization import QuantizeConfig, quantize as run
 
     config = QuantizeConfig(
         model=o["model"], output=o["output"], method=o["method"], bits=o["bits"], group_size=o["group_size"],
@@ -87,111 +83,3 @@ def _quantize(**o: Any) -> None:
     before = f"{result.size_before / 2**20:,.1f} MiB -> " if result.size_before else ""
     say(f"weights: {before}{result.size_after / 2**20:,.1f} MiB in {result.output}")
     typer.echo(json.dumps(result.to_dict()))
-
-
-COMPARE_HELP = """Compare two rerankers on the same candidates: the Rank1 paper's Table 7 (a model against its int4 version).
-
-Both models rerank the top --top-k of --run for the same queries. Prints and writes (comparison.json, and a "Compared with" section in OUTPUT/report.html) the main measure of both with a paired t-test and randomization test, score agreement (Spearman per query and pooled, top-10 overlap, score differences), weights on disk, peak memory (process RSS on CPU, CUDA peak on GPU), load time and judgments per second. OUTPUT holds --compare-model's evaluation, OUTPUT/baseline --model's; each keeps a judgment cache, so a rerun computes only what is missing (delete the caches to time again). Example:
-
-  thinkrank retrieve --dataset ../shared/data/scifact --method bm25 --output scifact-bm25.trec
-
-  thinkrank compare --dataset ../shared/data/scifact --run scifact-bm25.trec --top-k 20 --reasoning off --model rank1-0.5b --compare-model rank1-0.5b-awq --output runs/awq
-"""
-
-
-def compare(
-    dataset: Annotated[Path, typer.Option("--dataset", "-d", help="Collection folder (with qrels).")],
-    run: Annotated[str, typer.Option("--run", "-r", help="A run of the collection or a run file.")],
-    model: Annotated[str, typer.Option("--model", "-m", help="Baseline reranker (e.g. the original model).")],
-    compare_model: Annotated[str, typer.Option(help="The reranker to compare with it (e.g. the quantized model).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")],
-    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Candidates per query.")] = 100,
-    queries: Annotated[int | None, typer.Option("--queries", "-n", help="Only the first N queries.")] = None,
-    reasoning: options.Reasoning = Switch.on,
-    think_budget: options.ThinkBudget = options.DEFAULTS["think_budget"],
-    cascade: options.Cascade = None,
-    reasoning_close: options.ReasoningClose = options.DEFAULTS["reasoning_close"],
-    prompt: options.Prompt = None,
-    instruction: options.Instruction = None,
-    engine: Annotated[str, typer.Option(help="auto, transformers or vllm (the same for both models).")] = "auto",
-    device: options.Device = None,
-    batch_size: options.BatchSize = None,
-    static_cache: options.StaticCache = False,
-    compile: options.Compile = False,
-    max_passage_tokens: options.MaxPassageTokens = None,
-    split: Annotated[str, typer.Option(help="BEIR folders: which qrels/<split>.tsv to use.")] = "test",
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
-) -> None:
-    _compare(**locals())
-
-
-@friendly_errors
-def _compare(**o: Any) -> None:
-    from functools import partial
-
-    from thinkrank.cli.common import given_options, reranker_spec
-    from thinkrank.cli.evaluate import _load_run
-    from thinkrank.cli.rerank import build_in_worker
-    from thinkrank.datasets import load_collection
-    from thinkrank.evaluation.compare import compare as compare_runs, measured_evaluation
-    from thinkrank.evaluation.runner import select_queries, write_outputs
-
-    if o["top_k"] < 1:
-        fail(f"--top-k must be >= 1, got {o['top_k']}")
-    if o["engine"] == "openai":
-        fail("--engine openai cannot be compared here: the comparison measures each model's memory in its own "
-             "process; use auto, transformers or vllm")
-    o = {**o, "mode": Mode.pointwise}
-    options.check(o, given_options())
-    for name in (o["model"], o["compare_model"]):
-        reranker_spec({**o, "model": name})  # every setting checked before anything loads
-    collection = load_collection(o["dataset"], split=o["split"])
-    if not collection.qrels:
-        fail(f"--dataset {o['dataset']} has no relevance judgments; a comparison needs qrels")
-    first_stage = _load_run(o["run"], collection)
-    qids = select_queries(collection, first_stage, o["queries"])
-    device = o["device"] or ("cuda" if _cuda() else "cpu")
-    out: Path = o["output"]
-    measured = {}
-    for role, name, folder in (("baseline", o["model"], out / "baseline"), ("candidate", o["compare_model"], out)):
-        folder.mkdir(parents=True, exist_ok=True)
-        build = partial(build_in_worker, {**o, "model": name})  # the options pickle; a spec does not
-        with ProgressBar(f"{role:9}", o["quiet"]) as bar:
-            measured[role] = measured_evaluation(build, collection, first_stage, device=device, top_k=o["top_k"],
-                                                 qids=qids, cache=folder / "judgments.sqlite", progress=bar)
-    result = compare_runs(measured["baseline"], measured["candidate"])
-    write_outputs(measured["baseline"].evaluation, out / "baseline")
-    measured["candidate"].evaluation.comparison = result
-    write_outputs(measured["candidate"].evaluation, out)
-    (out / "comparison.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    _print_comparison(result)
-    typer.echo(f"comparison: {out / 'comparison.json'}\nreport: {out / 'report.html'}", err=True)
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def _print_comparison(c: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    m, b, k = c["measure"], c["baseline"], c["candidate"]
-    mib = lambda v: "–" if v is None else f"{v / 2**20:,.1f} MiB"  # noqa: E731
-    table = Table(title=f"{c['queries']} queries, top {c['top_k']}")
-    for col in ("", "baseline", "compared"):
-        table.add_column(col, justify="left" if not col else "right")
-    table.add_row("model", b["model"], k["model"])
-    table.add_row(m, f"{b[m]:.4f}", f"{k[m]:.4f}")
-    table.add_row("weights on disk", mib(b["disk_bytes"]), mib(k["disk_bytes"]))
-    table.add_row(f"peak memory ({k['memory']})", mib(b["peak_memory_bytes"]), mib(k["peak_memory_bytes"]))
-    table.add_row("judgments / s", str(b["per_second"] or "–"), str(k["per_second"] or "–"))
-    Console().print(table)
-    t, a = c["paired_test"], c["agreement"]
-    line = f"{m} difference {c['difference']:+.4f}"
-    if t:
-        line += f" (paired t-test p={t['p_value']:.3f}, randomization p={t['permutation_p_value']:.3f})"
-    typer.echo(f"{line}\nSpearman {a['spearman_mean']} per query, {a['spearman_pooled']} pooled; top-10 overlap "
-               f"{a['top10_overlap']}; |score difference| mean {a['mean_abs_diff']}, max {a['max_abs_diff']}")

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from thinkrank.cli.common import fail
+from thinkrank.families.base import Kind
 
 RayAddress = Annotated[
     str | None,
@@ -52,7 +53,7 @@ def check(opts: dict[str, Any]) -> None:
         fail(f"--gpus-per-worker must be >= 0, got {opts['gpus_per_worker']}")
 
 
-def ray_reranker(opts: dict[str, Any], build: Callable[[dict[str, Any]], Any], *, pointwise: bool,
+def ray_reranker(opts: dict[str, Any], build: Callable[[dict[str, Any]], Any], *, judges: Kind,
                  cache: Path | None = None, chunk_size: int | None = None, progress: Any = None) -> Any:
     """A RayReranker whose actors each run ``build(opts)``; ``opts`` are the command's options."""
     import logging
@@ -67,7 +68,7 @@ def ray_reranker(opts: dict[str, Any], build: Callable[[dict[str, Any]], Any], *
     # Only plain values travel to the actors (the progress bar stays here).
     plain = {k: v for k, v in opts.items() if k != "progress"}
     return RayReranker(partial(build, plain), cache=cache, workers=opts["workers"] or 2, address=opts["ray"],
-                       num_gpus=gpus, pointwise=pointwise, chunk_size=chunk_size, progress=progress)
+                       num_gpus=gpus, judges=judges, chunk_size=chunk_size, progress=progress)
 
 
 def close(reranker: Any) -> None:

@@ -11,9 +11,9 @@ from typing import Annotated, Any
 import typer
 
 from thinkrank.cli import calibration_options, options, ray_options
-from thinkrank.cli.common import ProgressBar, Switch, fail, friendly_errors, reranker_spec
-from thinkrank.cli.options import Mode
+from thinkrank.cli.common import ProgressBar, fail, friendly_errors, reranker_spec
 from thinkrank.cli.ray_options import GpusPerWorker, RayAddress, Workers
+from thinkrank.declare import bounds
 
 
 class Format(str, Enum):
@@ -38,56 +38,25 @@ Documents come from --docs: JSONL records {"id", "text", "title"?} (add "qid" to
 """
 
 
+@options.command(lambda **opts: _rerank(**opts), {"top_n": options.HEAD, "ray": options.SAMPLING + options.LISTWISE + options.ENGINE})
 def rerank(
     docs: Annotated[Path, typer.Option("--docs", help="JSONL {id,text,title?[,qid]} or plain text, one per line; - reads standard input.")],
     query: Annotated[str | None, typer.Option("--query", "-q", help="The query text.")] = None,
     queries: Annotated[
         Path | None, typer.Option("--queries", help="JSONL {id?, text, instruction?} or plain text, one per line; - reads standard input.")
     ] = None,
-    model: options.Model = None,
-    mode: options.ModeOption = Mode.pointwise,
-    reasoning: options.Reasoning = Switch.on,
-    think_budget: options.ThinkBudget = options.DEFAULTS["think_budget"],
-    cascade: options.Cascade = None,
-    reasoning_close: options.ReasoningClose = options.DEFAULTS["reasoning_close"],
-    prompt: options.Prompt = None,
-    instruction: options.Instruction = None,
-    top_n: Annotated[int | None, typer.Option("--top-n", "-k", help="Print only the best K per query.")] = None,
+    top_n: Annotated[int | None, typer.Option("--top-n", "-k", help="Print only the best K per query."), bounds(1)] = None,
     output_format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
     cache: Annotated[Path | None, typer.Option(help="SQLite judgment cache file (as evaluate's): judgments found "
                                                "there are read back, new ones saved as they are computed.")] = None,
     calibration: calibration_options.CalibrationFile = None,
     select: calibration_options.Select = None,
-    max_passage_tokens: options.MaxPassageTokens = None,
-    temperature: options.Temperature = options.DEFAULTS["temperature"],
-    seed: options.Seed = None,
-    window: options.Window = options.DEFAULTS["window"],
-    stride: options.Stride = options.DEFAULTS["stride"],
-    depth: options.Depth = options.DEFAULTS["depth"],
-    max_tokens: options.MaxTokens = options.DEFAULTS["max_tokens"],
-    engine: options.Engine = "auto",
-    base_url: options.BaseUrl = None,
-    api_key: options.ApiKey = None,
-    tokenizer: options.Tokenizer = None,
-    concurrency: options.Concurrency = None,
-    max_retries: options.MaxRetries = None,
-    timeout: options.Timeout = None,
-    chat: options.Chat = False,
-    extra_body: options.ExtraBody = None,
-    context_length: options.ContextLength = None,
-    tensor_parallel_size: options.TensorParallelSize = None,
-    gpu_memory_utilization: options.GpuMemoryUtilization = None,
-    max_model_len: options.MaxModelLen = None,
-    device: options.Device = None,
-    batch_size: options.BatchSize = None,
-    static_cache: options.StaticCache = False,
-    compile: options.Compile = False,
     ray: RayAddress = None,
     workers: Workers = None,
     gpus_per_worker: GpusPerWorker = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
-    _rerank(**locals())
+    """The command's own flags; the reranker's and engine's come from their declarations."""
 
 
 @friendly_errors
@@ -102,7 +71,7 @@ def _rerank(**opts: Any) -> None:
         fail("give exactly one of --query TEXT or --queries FILE")
     if opts["queries"] == opts["docs"] == STDIN:
         fail("--docs - and --queries - both read standard input; give one of them as a file")
-    check_numbers(opts, {"queries": "queries_file"})
+    check_numbers(opts, rerank)
     options.check(opts, given_options())
     spec = reranker_spec(opts)  # every setting checked before files are read or a model loads
     ray_options.check(opts)
@@ -130,7 +99,7 @@ def _rerank(**opts: Any) -> None:
         if cache is not None:
             cache.close()
     if cache is not None and not opts["quiet"]:
-        unit = "query rankings" if options.per_query(opts) else "judgments"
+        unit = "judgments" if spec.judges == "pair" else "query rankings"
         print(f"judgment cache {opts['cache']}: {reranker.use.computed} {unit} computed, {reranker.use.cached} read "
               "from the cache", file=sys.stderr)
     if opts["cascade"] is not None and not opts["quiet"]:
@@ -174,7 +143,7 @@ def _reranker(opts: dict[str, Any], spec: Any, cache: Any, progress: ProgressBar
     from thinkrank.rerankers.spec import build_reranker
 
     if opts["ray"] is not None:
-        return ray_options.ray_reranker(opts, build_in_worker, pointwise=not options.per_query(opts), progress=progress,
+        return ray_options.ray_reranker(opts, build_in_worker, judges=spec.judges, progress=progress,
                                         cache=cache.path if cache is not None else None)
     if cache is None:
         return build_reranker(spec, progress=progress)

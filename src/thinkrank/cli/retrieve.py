@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from thinkrank.cli.common import fail, friendly_errors
+from thinkrank.declare import bounds
 
 
 class Method(str, Enum):
@@ -37,14 +38,14 @@ def retrieve(
     output: Annotated[Path, typer.Option("--output", "-o", help="Run file to write (.trec, .json or .jsonl).")],
     method: Annotated[Method, typer.Option(help="bm25 (bm25s) or dense (sentence-transformers).")] = Method.bm25,
     model: Annotated[str | None, typer.Option("--model", "-m", help="dense: model folder or Hub id.")] = None,
-    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Documents per query.")] = 100,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Documents per query."), bounds(1)] = 100,
     split: Annotated[str, typer.Option(help="BEIR folders: which qrels/<split>.tsv to use.")] = "test",
     all_queries: Annotated[bool, typer.Option("--all-queries", help="All queries, not only the judged ones.")] = False,
-    limit: Annotated[int | None, typer.Option(help="Only the first N queries (a quick look).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N queries (a quick look)."), bounds(1)] = None,
     tag: Annotated[str | None, typer.Option(help="Run tag in TREC output.  [default: the method]")] = None,
-    k1: Annotated[float, typer.Option(help="bm25: term saturation.")] = 1.5,
-    b: Annotated[float, typer.Option(help="bm25: length normalisation.")] = 0.75,
-    batch_size: Annotated[int, typer.Option(help="dense: texts encoded together.")] = 64,
+    k1: Annotated[float, typer.Option(help="bm25: term saturation."), bounds(0.0)] = 1.5,
+    b: Annotated[float, typer.Option(help="bm25: length normalisation."), bounds(0.0, 1.0)] = 0.75,
+    batch_size: Annotated[int, typer.Option(help="dense: texts encoded together."), bounds(1)] = 64,
     device: Annotated[str | None, typer.Option(help="dense: cpu, cuda, cuda:1, …")] = None,
     evaluate: Annotated[bool, typer.Option(help="Print nDCG@10, R@100, … on stderr when there are judgments.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
@@ -59,7 +60,7 @@ def _retrieve(**opts: Any) -> None:
     from thinkrank.datasets import load_collection
 
     quiet_libraries(opts["quiet"])
-    check_numbers(opts)
+    check_numbers(opts, retrieve)
     check_method_options(given_options(), opts["method"].value)
     if opts["method"] == Method.dense and not opts["model"]:
         fail("--method dense needs --model (a sentence-transformers folder or Hub id)")
@@ -80,6 +81,7 @@ def _retrieve(**opts: Any) -> None:
 
 def _build(opts: dict[str, Any], collection: Any, say: _Say) -> Any:
     start = time.perf_counter()
+    retriever: Any
     if opts["method"] == Method.dense:
         from thinkrank.retrieval.dense import DenseRetriever
 

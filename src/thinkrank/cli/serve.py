@@ -8,14 +8,12 @@ import signal
 import socket
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from thinkrank.cli import options
 from thinkrank.cli.common import Switch, fail, friendly_errors, reranker_spec
-from thinkrank.cli.options import Mode
 
 SERVE_HELP = """Serve a reasoning reranker over HTTP, compatible with the Cohere (v1, v2), Jina and TEI rerank APIs.
 
@@ -29,83 +27,36 @@ Then: cohere.ClientV2(base_url="http://127.0.0.1:8000", api_key="KEY").rerank(mo
 """
 
 
+# The server's batching and limits, in the order --help lists them.
+_SERVER_LIMITS = ("max_batch_size", "max_batch_requests", "max_wait_ms", "max_queue", "max_documents", "max_query_chars",
+           "max_document_chars", "max_instruction_chars", "max_body_bytes", "request_timeout", "heartbeat_seconds")
+
+
 def register(app: typer.Typer) -> None:
     app.command("serve", help=SERVE_HELP)(serve)
 
 
+@options.command(lambda **opts: _serve(**opts), {
+    "host": ("model", "mode"),
+    "cors_origin": ("server:served_model_name", "server:strict_model_name"),
+    "reasoning": ("server:api_key", "server:cache", "server:calibration"),
+    "log_level": ("server:max_think_budget", *options.HEAD[4:], *options.SAMPLING, *options.LISTWISE,
+                  *(f"server:{name}" for name in _SERVER_LIMITS), "server:log_text"),
+    None: ("engine", "base_url", "engine_api_key", *options.ENGINE[3:]),
+})
 def serve(
-    model: options.Model = None,
-    mode: options.ModeOption = Mode.pointwise,
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port, printed at start).")] = 8000,
-    served_model_name: Annotated[
-        str | None, typer.Option(help="The model name responses and /v1/models give.  \\[default: the model "
-                                 "directory's or file's name, or the hub id]")
-    ] = None,
-    strict_model_name: Annotated[bool, typer.Option(
-        "--strict-model-name", help="Refuse (404) requests naming another model (default: any name is answered "
-        "by the one served model).")] = False,
     cors_origin: Annotated[list[str] | None, typer.Option(
         help="Allow browsers on this origin to call the server (repeat for several; '*' for any). Default: no "
         "CORS.", show_default=False)] = None,
-    api_key: Annotated[
-        str | None, typer.Option(envvar="THINKRANK_API_KEY", help="Require 'Authorization: Bearer KEY' on every "
-                                 "route but /healthz and /readyz.", show_default=False)
-    ] = None,
-    cache: Annotated[Path | None, typer.Option(help="SQLite judgment cache shared by all requests.")] = None,
-    calibration: Annotated[Path | None, typer.Option(help="Calibration file (thinkrank calibrate) for this setting: "
-                                                     "results then carry a calibrated `probability`.")] = None,
     reasoning: Annotated[Switch, typer.Option(help="Pointwise default: off scores in one forward pass "
                                               "(requests may override).")] = Switch.on,
     think_budget: Annotated[int, typer.Option(help="Pointwise default: most reasoning tokens per document "
-                                              "(requests may override).")] = options.DEFAULTS["think_budget"],
-    max_think_budget: Annotated[int, typer.Option(help="Largest think_budget a request may ask for.")] = 8192,
-    cascade: options.Cascade = None,
-    reasoning_close: options.ReasoningClose = options.DEFAULTS["reasoning_close"],
-    prompt: options.Prompt = None,
-    instruction: options.Instruction = None,
-    max_passage_tokens: options.MaxPassageTokens = None,
-    temperature: options.Temperature = options.DEFAULTS["temperature"],
-    seed: options.Seed = None,
-    window: options.Window = options.DEFAULTS["window"],
-    stride: options.Stride = options.DEFAULTS["stride"],
-    depth: options.Depth = options.DEFAULTS["depth"],
-    max_tokens: options.MaxTokens = options.DEFAULTS["max_tokens"],
-    max_batch_size: Annotated[int, typer.Option(help="Most documents judged in one engine call.")] = 32,
-    max_batch_requests: Annotated[int, typer.Option(help="Most requests sharing one engine call (1: no "
-                                                    "batching across requests).")] = 64,
-    max_wait_ms: Annotated[float, typer.Option(help="How long an idle server waits to batch requests.")] = 5.0,
-    max_queue: Annotated[int, typer.Option(help="Most documents waiting or in progress (then 429).")] = 1024,
-    max_documents: Annotated[int, typer.Option(help="Most documents per request (then 413).")] = 1000,
-    max_query_chars: Annotated[int, typer.Option(help="Longest query in characters (then 413).")] = 8192,
-    max_document_chars: Annotated[int, typer.Option(help="Longest document in characters (then 413).")] = 65536,
-    max_instruction_chars: Annotated[int, typer.Option(help="Longest instruction in characters (then 413).")] = 4096,
-    max_body_bytes: Annotated[int, typer.Option(help="Largest request body (then 413).")] = 16 * 1024 * 1024,
-    request_timeout: Annotated[float, typer.Option(help="Seconds a request may take (then 504), and to send its "
-                                                   "body (then 408).")] = 600.0,
-    heartbeat_seconds: Annotated[float, typer.Option(help="Streams send an SSE ': ping' comment this often "
-                                                     "while no result comes.")] = 15.0,
-    log_text: Annotated[bool, typer.Option("--log-text", help="Log queries and documents (off: only sizes).")] = False,
+                                              "(requests may override).")] = options.default("think_budget"),
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
-    engine: options.Engine = "auto",
-    base_url: options.BaseUrl = None,
-    engine_api_key: options.EngineApiKey = None,
-    tokenizer: options.Tokenizer = None,
-    concurrency: options.Concurrency = None,
-    max_retries: options.MaxRetries = None,
-    timeout: options.Timeout = None,
-    chat: options.Chat = False,
-    extra_body: options.ExtraBody = None,
-    context_length: options.ContextLength = None,
-    tensor_parallel_size: options.TensorParallelSize = None,
-    gpu_memory_utilization: options.GpuMemoryUtilization = None,
-    max_model_len: options.MaxModelLen = None,
-    device: options.Device = None,
-    batch_size: options.BatchSize = None,
-    static_cache: options.StaticCache = False,
-    compile: options.Compile = False,
 ) -> None:
-    _serve(**locals())
+    """The command's own flags (--reasoning and --think-budget are defaults here); the others come from their declarations."""
 
 
 @friendly_errors
@@ -114,7 +65,7 @@ def _serve(**opts: Any) -> None:
     from thinkrank.cli.common import given_options
     from thinkrank.errors import require
     from thinkrank.rerankers.spec import build_reranker
-    from thinkrank.server.settings import ServerSettings
+    from thinkrank.server.settings import ServerSettings, server_options
 
     if not 0 <= opts["port"] <= 65535:
         fail(f"--port must be from 0 to 65535, got {opts['port']}")
@@ -125,11 +76,8 @@ def _serve(**opts: Any) -> None:
     check_numbers(engine_opts)
     options.check(engine_opts, given_options(), reasoning_per_request=True)
     spec = reranker_spec(engine_opts)
-    settings = ServerSettings(cors_origins=tuple(opts["cors_origin"] or ()), **{name: opts[name] for name in (
-        "served_model_name", "strict_model_name", "api_key", "log_text", "max_batch_size", "max_batch_requests",
-        "max_wait_ms", "cache", "max_queue", "max_documents", "max_query_chars", "max_document_chars",
-        "max_instruction_chars", "max_body_bytes", "request_timeout", "max_think_budget", "heartbeat_seconds",
-        "calibration")})
+    settings = ServerSettings(cors_origins=tuple(opts["cors_origin"] or ()),
+                              **{name: opts[name] for name in server_options()})
     uvicorn = require("uvicorn", "server")
     from thinkrank.server import create_app
 

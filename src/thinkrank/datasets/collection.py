@@ -6,11 +6,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from thinkrank.datasets._io import field as get_field
-from thinkrank.datasets._io import iter_jsonl
 from thinkrank.datasets.qrels import Qrels, read_qrels
 from thinkrank.datasets.runs import Run, read_run
 from thinkrank.errors import InvalidInputError
+from thinkrank.io import field as get_field
+from thinkrank.io import iter_jsonl
 from thinkrank.types import Document, id_text
 
 RUN_SUFFIXES = (".trec", ".txt", ".run", ".json", ".jsonl")

@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from thinkrank.datasets._io import iter_jsonl
 from thinkrank.datasets.collection import Collection
 from thinkrank.datasets.hub import Source, load_table
 from thinkrank.datasets.runs import Run
 from thinkrank.errors import InvalidInputError
+from thinkrank.io import iter_jsonl
 from thinkrank.types import Document
 
 NEVIR_REPO = "orionweller/NevIR"

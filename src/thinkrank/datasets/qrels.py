@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from thinkrank.datasets._io import iter_lines, open_text
 from thinkrank.errors import InvalidInputError
+from thinkrank.io import iter_lines, open_text
 
 Qrels = dict[str, dict[str, int]]
 """``{qid: {docid: grade}}``; a grade <= 0 means judged not relevant."""

@@ -11,9 +11,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from thinkrank.datasets._io import iter_jsonl, open_text
 from thinkrank.datasets.runs import Run
 from thinkrank.errors import InvalidInputError
+from thinkrank.io import iter_jsonl, open_text
 from thinkrank.types import Document
 
 _TEXT_KEYS = ("text", "segment", "contents", "content", "body")

@@ -8,8 +8,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from thinkrank.datasets._io import iter_lines, open_text
 from thinkrank.errors import InvalidInputError
+from thinkrank.io import iter_lines, open_text
 from thinkrank.types import trec_line
 
 

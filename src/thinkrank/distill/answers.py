@@ -6,6 +6,9 @@ Reasoning models return their chain in one of two ways, and both are handled:
   servers) with the answer in ``content``;
 * everything in ``content`` (or a completion's ``text``) as ``<think>chain</think> answer``;
   the opening tag may be missing when the prompt already ended in ``<think>``.
+
+Both are split by :func:`thinkrank.rerankers.parsing.split_reasoning`, the listwise parser's
+reader of think tags too.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 
 from thinkrank.distill.records import Trace
 from thinkrank.errors import EngineError
-from thinkrank.prompts.rank1 import THINK_CLOSE, THINK_OPEN
+from thinkrank.rerankers.parsing import split_reasoning
 
 _WORD = re.compile(r"(?<![a-z])(true|false)(?![a-z])")
 _MARKUP = re.compile(r"[*_`\"'\[\]{}()<>]|\\boxed|\\text")
@@ -32,23 +35,6 @@ def parse_answer(text: str) -> str | None:
     return words.pop() if len(words) == 1 else None
 
 
-def split_reasoning(content: str, reasoning: str | None = None) -> tuple[str, str]:
-    """``(chain, answer_text)`` from a message's content and its separate reasoning, if any."""
-    content = content or ""
-    if reasoning and reasoning.strip():
-        answer = content.rsplit(THINK_CLOSE, 1)[-1] if THINK_CLOSE in content else content
-        return reasoning.strip(), answer.strip()
-    if THINK_CLOSE in content:
-        chain, answer = content.rsplit(THINK_CLOSE, 1)
-        chain = chain.split(THINK_OPEN, 1)[-1]
-        return chain.strip(), answer.strip()
-    if content.lstrip().startswith(THINK_OPEN):
-        # A chain that opened and never closed (cut for budget): it has no answer, and words
-        # such as "true" inside it must not be read as one.
-        return content.split(THINK_OPEN, 1)[1].strip(), ""
-    return "", content.strip()
-
-
 def trace_from_response(body: Mapping[str, Any]) -> Trace:
     """A :class:`Trace` from a chat completion or completion response body (a JSON object).
 
@@ -62,11 +48,12 @@ def trace_from_response(body: Mapping[str, Any]) -> Trace:
     message = choice.get("message")
     if message is not None:
         reasoning = message.get("reasoning_content") or message.get("reasoning")
-        chain, answer = split_reasoning(message.get("content") or "", reasoning if isinstance(reasoning, str) else None)
+        content = message.get("content") or ""
+        chain, read = split_reasoning(content, reasoning=reasoning if isinstance(reasoning, str) else None)
+        answer = content.strip() if read is None else read  # no think tags: all of it is the answer
     elif isinstance(choice.get("text"), str):
         # A completion continues the prompt's "<think>": without a close, the chain never ended.
-        text = choice["text"]
-        chain, answer = split_reasoning(text) if THINK_CLOSE in text else (text.strip(), "")
+        chain, answer = split_reasoning(choice["text"], opened=True)
     else:
         raise EngineError(f"the teacher's response choice has neither 'message' nor 'text': {str(choice)[:200]}")
     usage = body.get("usage") or {}

@@ -79,6 +79,8 @@ class APITeacher:
                         exc = future.exception()
                         if isinstance(exc, _Fatal):
                             raise EngineError(str(exc)) from exc.__cause__
+                        if exc is not None and not isinstance(exc, Exception):
+                            raise exc  # KeyboardInterrupt, SystemExit: not a failed job
                         yield job, (exc if exc is not None else future.result())
             finally:
                 for future in inflight:

@@ -13,11 +13,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from thinkrank.datasets._io import iter_jsonl, open_text
 from thinkrank.distill.answers import trace_from_response
 from thinkrank.distill.records import Trace
 from thinkrank.distill.teacher import Job, TeacherSettings, request_body
 from thinkrank.errors import EngineError, InvalidInputError
+from thinkrank.io import iter_jsonl, open_text
 
 
 def write_batch_requests(jobs: Iterable[Job], settings: TeacherSettings, path: str | Path) -> int:

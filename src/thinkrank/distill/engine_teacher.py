@@ -15,14 +15,13 @@ and chain; answers an engine did not fill in are read with one more batched pass
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 
 from thinkrank.distill.records import Trace
 from thinkrank.distill.teacher import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, Job, TeacherSettings
 from thinkrank.engines.base import Engine, Generation, GenerationRequest, single_token_id
-from thinkrank.prompts.rank1 import THINK_CLOSE, cut_forced_chain, forced_close
-from thinkrank.rerankers.pointwise import close_chain
+from thinkrank.prompts.rank1 import THINK_CLOSE
+from thinkrank.rerankers.pointwise import close_chain, closed_chain, read_answer
 
 
 class EngineTeacher:
@@ -70,23 +69,22 @@ class EngineTeacher:
         chains: list[str] = []
         finish: list[str] = []
         for gen in gens:
-            closed = gen.stopped
-            chains.append(gen.text if closed else cut_forced_chain(gen.text))
-            finish.append("stop" if closed else ("forced" if self.force_answer else ("length" if gen.stop_reason == "length" else gen.stop_reason)))
-        # Answers the engine did not read with the generation come from one more batched pass.
-        late_idx = [i for i, g in enumerate(gens) if finish[i] in ("stop", "forced") and g.answer_logprobs is None]
-        # The same forced answer as Rank1 (the released rule, in one function).
-        contexts = [chunk[i].prompt + (chains[i] + THINK_CLOSE if finish[i] == "stop" else forced_close(gens[i].text))
-                    for i in late_idx]
+            chain, cut = closed_chain(gen)  # Rank1's rule: a chain that did not close is cut
+            chains.append(chain)
+            finish.append(("forced" if self.force_answer else gen.stop_reason) if cut else "stop")
+        answered = [f in ("stop", "forced") for f in finish]
+        # Answers the engine did not read with the generation come from one more batched pass,
+        # after Rank1's close (``</think>`` after a closed chain, the forced answer after a cut one).
+        late_idx = [i for i, g in enumerate(gens) if answered[i] and g.answer_logprobs is None]
+        contexts = [chunk[i].prompt + close_chain(gens[i]) for i in late_idx]
         late = dict(zip(late_idx, self.engine.next_token_logprobs(contexts, [self.true_id, self.false_id]))) if contexts else {}
         out = []
         for i, gen in enumerate(gens):
-            logprobs = late.get(i, gen.answer_logprobs if finish[i] in ("stop", "forced") else None)
-            if finish[i] not in ("stop", "forced") or logprobs is None:
+            logprobs = late.get(i, gen.answer_logprobs if answered[i] else None)
+            if not answered[i] or logprobs is None:
                 out.append(Trace(gen.text.strip(), "", finish[i], gen.prompt_tokens, gen.num_tokens))
                 continue
-            lt, lf = logprobs[self.true_id], logprobs[self.false_id]
-            p_true = 1.0 / (1.0 + math.exp(lf - lt)) if lf - lt < 700 else 0.0
-            out.append(Trace(chains[i].strip(), "true" if lt >= lf else "false", finish[i], gen.prompt_tokens,
-                             gen.num_tokens, {"p_true": p_true}))
+            read = read_answer(logprobs, self.true_id, self.false_id)
+            out.append(Trace(chains[i].strip(), read.answer, finish[i], gen.prompt_tokens,
+                             gen.num_tokens, {"p_true": read.score}))
         return out

@@ -8,14 +8,13 @@ inspected, edited or produced by other tools.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from thinkrank.datasets._io import iter_jsonl, open_text
 from thinkrank.errors import InvalidInputError
+from thinkrank.io import AtomicWriter, iter_jsonl, write_text_atomic
 from thinkrank.types import id_text
 
 SOURCES_HELP = "positive, negative, or hard:A-B (a rank band of the run)"
@@ -117,19 +116,16 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
 
 
 def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> int:
-    """Write ``records`` as JSONL, atomically (a temporary file renamed into place); returns the count.
-
-    Atomic so that an interrupted run never leaves half a file where a complete one was.
+    """Write ``records`` as JSONL, atomically (see :class:`~thinkrank.io.AtomicWriter`); returns
+    the count. Atomic so that an interrupted run never leaves half a file where a complete one was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     count = 0
-    with open_text(tmp, "w") as out:
+    with AtomicWriter(path) as out:
         for record in records:
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
             count += 1
-    tmp.replace(path)
     return count
 
 
@@ -137,10 +133,7 @@ def write_json(obj: Any, path: str | Path) -> Path:
     """Write ``obj`` as indented JSON (atomically); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
 
 
 def iter_pair_dicts(pairs: Iterable[LabeledPair]) -> Iterator[dict[str, Any]]:

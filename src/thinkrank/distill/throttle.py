@@ -43,8 +43,8 @@ def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | No
     ``base * 2**attempt`` capped at ``cap``, scaled by a random factor in [0.5, 1] so that
     threads that failed together do not retry together. A server's ``Retry-After`` is a floor.
     """
-    rng = rng or random
-    delay = min(cap, base * (2 ** attempt)) * (0.5 + 0.5 * rng.random())
+    draw = rng.random() if rng is not None else random.random()
+    delay = min(cap, base * (2 ** attempt)) * (0.5 + 0.5 * draw)
     if retry_after is not None:
         delay = max(delay, min(retry_after, max(cap, 60.0)))
     return delay

@@ -21,28 +21,26 @@ Results as they finish: both methods take an optional ``on_batch(indices, result
 with the input positions and results of each group of requests as soon as the group is done
 (the transformers engine: each engine batch; openai: every ``concurrency`` finished requests;
 vLLM: everything at the end), before ``progress`` counts them. Callers use it to save work
-before the call returns (a kill then loses at most the batch in flight);
-:func:`call_reporting` gives the same reports for engines written before it existed.
+before the call returns (a kill then loses at most the batch in flight). Every engine reports
+every position exactly once.
 
 Shared prefixes: ``next_token_logprobs`` takes an optional ``shared_prefixes``, one text per
 prompt with the meaning of ``GenerationRequest.shared_prefix`` (text that starts this prompt
 and others of the call, e.g. a Rank1 query's instruction and query; ``""``: none), a hint that
 their common tokens may be prefilled once. It never changes the results. The transformers
 engine prefills each once; vLLM (automatic prefix caching) and servers find shared prefixes
-themselves and ignore it. :func:`call_reporting` drops it for engines that predate it.
+themselves and ignore it. Every engine takes both keywords.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 Progress = Callable[[int], None]
 """Called with the number of requests just finished (for progress bars)."""
 
-R = TypeVar("R")
 OnBatch = Callable[[list[int], list[Any]], None]
 """Called with the input positions of requests that just finished and their results, in the
 same order (a :class:`Generation` each from ``generate``, a log-prob dict from
@@ -166,45 +164,3 @@ def single_token_id(tokenizer: Tokenizer, text: str) -> int:
         )
     return ids[0]
 
-
-def call_reporting(method: Callable[..., list[R]], *args: Any, progress: Progress | None = None,
-                   on_batch: OnBatch | None = None, shared_prefixes: Sequence[str] | None = None) -> list[R]:
-    """``method(*args, progress)`` (an engine's ``generate`` or ``next_token_logprobs``), with
-    every result reported to ``on_batch`` exactly once: as the engine finishes it when the
-    engine takes ``on_batch``, and at the end for results it did not report (or for an engine
-    that predates ``on_batch``: everything at once). ``shared_prefixes`` (for
-    ``next_token_logprobs``) is passed on only to an engine that takes it: it is a hint that
-    never changes results, so an engine that predates it simply prefills every prompt whole."""
-    hint: dict[str, Any] = {}
-    if shared_prefixes is not None and accepts_keyword(method, "shared_prefixes"):
-        hint["shared_prefixes"] = shared_prefixes
-    if on_batch is None:
-        return method(*args, progress, **hint)
-    if not accepts_keyword(method, "on_batch"):
-        results = method(*args, progress, **hint)
-        if results:
-            on_batch(list(range(len(results))), list(results))
-        return results
-    reported: set[int] = set()
-
-    def report(indices: list[int], batch: list[Any]) -> None:
-        fresh = [(i, r) for i, r in zip(indices, batch) if i not in reported]
-        reported.update(i for i, _ in fresh)
-        if fresh:
-            on_batch([i for i, _ in fresh], [r for _, r in fresh])
-
-    results = method(*args, progress, on_batch=report, **hint)
-    rest = [i for i in range(len(results)) if i not in reported]
-    if rest:
-        report(rest, [results[i] for i in rest])
-    return results
-
-
-def accepts_keyword(method: Callable[..., Any], name: str) -> bool:
-    """Whether ``method`` can be called with the keyword ``name`` (it names it or takes
-    ``**kwargs``): how optional protocol keywords are offered only to callees that know them."""
-    try:
-        params = inspect.signature(method).parameters
-    except (TypeError, ValueError):  # a builtin or C callable: assume the old protocol
-        return False
-    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())

@@ -22,6 +22,7 @@ from typing import Any
 
 from thinkrank.engines.loading import ModelRef
 from thinkrank.errors import ModelLoadError
+from thinkrank.io import write_text_atomic
 
 _READ = 1 << 20
 
@@ -55,9 +56,7 @@ def file_hash(path: Path, root: Path | None = None) -> str:
             digest.update(chunk)
     index[stamp] = digest.hexdigest()
     root.mkdir(parents=True, exist_ok=True)
-    tmp = index_path.with_name(f".hashes.json.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(index), encoding="utf-8")
-    tmp.replace(index_path)
+    write_text_atomic(index_path, json.dumps(index))
     return index[stamp]
 
 

@@ -113,17 +113,15 @@ class OpenAIEngine:
                 "the openai engine needs the server's URL: pass base_url= (CLI: --base-url) or set "
                 "OPENAI_BASE_URL, e.g. http://localhost:8000/v1"
             )
-        if concurrency < 1:
-            raise InvalidInputError(f"concurrency must be >= 1, got {concurrency}")
-        if max_retries < 0 or timeout <= 0:
-            raise InvalidInputError(f"need max_retries >= 0 and timeout > 0, got {max_retries} and {timeout}")
+        from thinkrank.engines import check_options  # the ranges --help and the spec show
+
+        check_options("openai", concurrency=concurrency, max_retries=max_retries, timeout=timeout,
+                      **({} if context_length is None else {"context_length": context_length}))
         self.model_name = str(model)
         self.base_url = base_url.rstrip("/")
         self.concurrency, self.max_retries, self.chat = concurrency, max_retries, chat
         self.extra_body = dict(extra_body or {})
         self.keep_special_tokens = keep_special_tokens
-        if context_length is not None and context_length < 1:
-            raise InvalidInputError(f"context_length must be >= 1, got {context_length}")
         self._context_length = context_length
         self._server_stops = server_stops
         self._probe_lock = threading.Lock()

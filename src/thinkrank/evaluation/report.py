@@ -21,9 +21,9 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from thinkrank.datasets._io import write_text_atomic
 from thinkrank.errors import require
 from thinkrank.evaluation.report_calibration import calibration_figures
+from thinkrank.io import write_text_atomic
 
 if TYPE_CHECKING:
     from thinkrank.evaluation.runner import Evaluation

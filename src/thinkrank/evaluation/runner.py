@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from thinkrank.cache import JudgmentCache
-from thinkrank.datasets._io import AtomicWriter, probe_writable, write_text_atomic
 from thinkrank.datasets.collection import Collection
 from thinkrank.datasets.runs import Run, write_trec_run
 from thinkrank.errors import InvalidInputError
 from thinkrank.evaluation.metrics import DEFAULT_MEASURES, PairedTest, RunMetrics, evaluate_run, paired_test
+from thinkrank.io import AtomicWriter, probe_writable, write_text_atomic
 from thinkrank.rerankers.base import Reranker, RerankRequest
 from thinkrank.rerankers.cached import CachedReranker, CacheUse
 from thinkrank.types import Document, Ranking

@@ -21,7 +21,12 @@ import dataclasses
 from typing import Any
 
 from thinkrank.errors import InvalidInputError, require
-from thinkrank.integrations._common import check_top_n
+from thinkrank.integrations._common import (
+    check_select,
+    check_top_n,
+    require_calibration,
+    rerank_selected,
+)
 
 require("haystack", "haystack")
 
@@ -42,10 +47,15 @@ class ThinkrankRanker:
         meta_fields_to_embed: meta fields put before the content (``embedding_separator`` between).
         include_reasoning: put the model's reasoning in ``meta["reasoning"]``.
         reranker_options: keyword arguments of ``Rank1``/``RankK`` (``engine``, ``think_budget``,
-            ``device``, …); JSON values so the component serialises.
+            ``device``, ``calibration`` …); JSON values so the component serialises.
+        select: keep only the documents a calibrated selection keeps (``{"recall": 0.9, "alpha":
+            0.1}`` or ``{"probability": 0.5}``, see docs/calibration.md; ``top_k`` and
+            ``score_threshold`` then apply to them), with the summary in each one's
+            ``meta["selection"]``. Needs ``reranker_options={"calibration": FILE}``.
 
     Raises:
-        InvalidInputError: an unknown mode, or a bad ``top_k`` or ``score_threshold``.
+        InvalidInputError: an unknown mode, a bad ``top_k``, ``score_threshold`` or ``select``
+            (or ``select`` without a calibration, when the model loads).
     """
 
     def __init__(
@@ -59,10 +69,13 @@ class ThinkrankRanker:
         embedding_separator: str = "\n",
         include_reasoning: bool = True,
         reranker_options: dict[str, Any] | None = None,
+        select: dict[str, float] | None = None,
     ) -> None:
         if mode not in MODES:
             raise InvalidInputError(f"mode must be one of {MODES}, got {mode!r}")
         check_top_n(top_k, "top_k")
+        self._select = check_select(select)
+        self.select = dict(select) if select is not None else None
         self.model, self.mode, self.top_k, self.score_threshold = model, mode, top_k, score_threshold
         self.meta_fields_to_embed = list(meta_fields_to_embed or [])
         self.embedding_separator = embedding_separator
@@ -84,12 +97,14 @@ class ThinkrankRanker:
             from thinkrank.rerankers.pointwise import Rank1
 
             self._reranker = Rank1(self.model or DEFAULT_MODEL, **self.reranker_options)
+        if self._select is not None:
+            require_calibration(self._reranker)
 
     def to_dict(self) -> dict[str, Any]:
         return default_to_dict(
             self, model=self.model, mode=self.mode, top_k=self.top_k, score_threshold=self.score_threshold,
             meta_fields_to_embed=self.meta_fields_to_embed, embedding_separator=self.embedding_separator,
-            include_reasoning=self.include_reasoning, reranker_options=self.reranker_options,
+            include_reasoning=self.include_reasoning, reranker_options=self.reranker_options, select=self.select,
         )
 
     @classmethod
@@ -109,15 +124,17 @@ class ThinkrankRanker:
             return {"documents": []}
         self.warm_up()
         texts = [self._text(d, i) for i, d in enumerate(documents)]
-        ranking = self._reranker.rerank(query, [{"id": str(i), "text": t} for i, t in enumerate(texts)], top_n=top_k)
+        judgments, selection = rerank_selected(self._reranker, query, texts, top_k, self._select)
         out = []
-        for judgment in ranking:
+        for judgment in judgments:
             if score_threshold is not None and judgment.score < score_threshold:
                 continue
             source = documents[judgment.index]
             meta = {**source.meta, "reasoning": judgment.reasoning} if self.include_reasoning else dict(source.meta)
             if judgment.probability is not None:  # a reranker built with calibration=...
                 meta["probability"] = judgment.probability
+            if selection is not None:
+                meta["selection"] = dict(selection)
             out.append(dataclasses.replace(source, score=judgment.score, meta=meta))
         return {"documents": out}
 

@@ -17,7 +17,13 @@ from __future__ import annotations
 from typing import Any
 
 from thinkrank.errors import InvalidInputError, require
-from thinkrank.integrations._common import check_reranker, check_top_n, rerank_texts
+from thinkrank.integrations._common import (
+    check_reranker,
+    check_select,
+    check_top_n,
+    require_calibration,
+    rerank_selected,
+)
 
 require("llama_index.core", "llamaindex")
 
@@ -25,7 +31,7 @@ from llama_index.core.bridge.pydantic import Field, model_validator  # noqa: E40
 from llama_index.core.postprocessor.types import BaseNodePostprocessor  # noqa: E402
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle  # noqa: E402
 
-_KEYS = ("relevance_score", "reasoning", "probability")
+_KEYS = ("relevance_score", "reasoning", "probability", "selection")
 
 
 class ThinkrankRerank(BaseNodePostprocessor):
@@ -35,6 +41,10 @@ class ThinkrankRerank(BaseNodePostprocessor):
         reranker: any thinkrank reranker (``Rank1``, ``RankK``, a ``CachedReranker``, …).
         top_n: how many nodes to keep, best first (None keeps all).
         include_reasoning: also put the model's reasoning in the node's ``metadata["reasoning"]``.
+        select: keep only the nodes a calibrated selection keeps (``{"recall": 0.9, "alpha": 0.1}``
+            or ``{"probability": 0.5}``, see docs/calibration.md; ``top_n`` then applies to them),
+            with the summary in each one's ``metadata["selection"]``. Needs a reranker built with
+            ``calibration=FILE``.
 
     Raises:
         InvalidInputError: ``reranker`` is not a reranker, a bad ``top_n``, or no query.
@@ -43,11 +53,14 @@ class ThinkrankRerank(BaseNodePostprocessor):
     reranker: Any = Field(exclude=True, description="a thinkrank reranker")
     top_n: int | None = Field(default=2, description="nodes to keep (None: all)")
     include_reasoning: bool = Field(default=False, description="put the reasoning in the metadata")
+    select: dict[str, float] | None = Field(default=None, description="keep a calibrated selection")
 
     @model_validator(mode="after")
     def _check(self) -> ThinkrankRerank:
         check_reranker(self.reranker)
         check_top_n(self.top_n, "top_n")
+        if check_select(self.select) is not None:
+            require_calibration(self.reranker)
         return self
 
     @classmethod
@@ -62,13 +75,16 @@ class ThinkrankRerank(BaseNodePostprocessor):
         if not nodes:
             return []
         texts = [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
-        ranking = rerank_texts(self.reranker, query_bundle.query_str, texts, self.top_n)
+        judgments, selection = rerank_selected(self.reranker, query_bundle.query_str, texts, self.top_n,
+                                               check_select(self.select))
         out = []
-        for judgment in ranking:
+        for judgment in judgments:
             node = nodes[judgment.index].node.model_copy()  # the index's stored node stays as it was
             node.metadata = {**node.metadata, "relevance_score": judgment.score}
             if judgment.probability is not None:  # a reranker built with calibration=...
                 node.metadata["probability"] = judgment.probability
+            if selection is not None:
+                node.metadata["selection"] = dict(selection)
             if self.include_reasoning:
                 node.metadata["reasoning"] = judgment.reasoning
             node.excluded_llm_metadata_keys = [*node.excluded_llm_metadata_keys, *_KEYS]

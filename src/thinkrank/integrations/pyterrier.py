@@ -33,6 +33,7 @@ from typing import Any, cast
 
 from thinkrank.cache import JudgmentCache
 from thinkrank.errors import InvalidInputError, require
+from thinkrank.integrations._common import check_select, require_calibration
 from thinkrank.rerankers.base import Reranker, RerankRequest
 from thinkrank.rerankers.cached import CachedReranker, CacheUse, pair_key
 from thinkrank.rerankers.pointwise import Pair
@@ -68,6 +69,11 @@ class ThinkrankReranker(pt.Transformer):
             back, the rest computed and committed per engine batch.
         text_field: the column holding the passage text (default ``text``).
         chunk_size: with ``cache``: pairs (pointwise) or queries (listwise, cascade) computed together.
+        select: keep only the rows a calibrated selection keeps per query (``{"recall": 0.9,
+            "alpha": 0.1}`` or ``{"probability": 0.5}``, see docs/calibration.md), adding the
+            query's ``selection_kept``, ``selection_candidates``, ``expected_recall`` and
+            ``expected_precision`` columns. Needs a reranker built with ``calibration=FILE``
+            (``ThinkrankReranker(Rank1(..., calibration=FILE), select=...)``).
         engine: an engine name (``"auto"``, ``"vllm"``, ...) or an already loaded Engine, shared
             with other rerankers.
         **options: the :class:`~thinkrank.rerankers.spec.RerankerSpec` fields (``mode``,
@@ -79,7 +85,7 @@ class ThinkrankReranker(pt.Transformer):
 
     def __init__(self, model: str | os.PathLike[str] | Reranker | None = None, *,
                  cache: str | Path | JudgmentCache | None = None, text_field: str = "text",
-                 chunk_size: int | None = None, **options: Any) -> None:
+                 chunk_size: int | None = None, select: dict[str, float] | None = None, **options: Any) -> None:
         if not isinstance(text_field, str) or not text_field:
             raise InvalidInputError(f"text_field must be a column name, got {text_field!r}")
         self.spec: RerankerSpec | None = None
@@ -97,6 +103,8 @@ class ThinkrankReranker(pt.Transformer):
                                           engine="auto" if loaded is not None else engine, **options)
             self.reranker = build_reranker(self.spec, engine=loaded)
         self.text_field = text_field
+        self._select = check_select(select)
+        self._calibration = require_calibration(self.reranker) if self._select is not None else None
         self.cache = cache if isinstance(cache, JudgmentCache) or cache is None else JudgmentCache(cache)
         # `is not None`: an empty cache has len() 0 and would be falsy.
         self._cached = CachedReranker(self.reranker, self.cache, chunk_size=chunk_size) if self.cache is not None else None
@@ -139,7 +147,13 @@ class ThinkrankReranker(pt.Transformer):
         rankings = (self._cached or self.reranker).rerank_many(requests)
         if self._cached is None:
             self._use.computed += sum(len(r) for r in rankings)
-        return _output(inp, qids, rows, rankings)
+        if self._select is None:
+            return _output(inp, qids, rows, rankings)
+        chosen = [r.select(self._calibration, **self._select) for r in rankings]
+        kept = [Ranking(r.query, c.kept, r.query_id, r.windows) for r, c in zip(rankings, chosen)]
+        columns = [{"selection_kept": len(c.kept), "selection_candidates": c.candidates,
+                    "expected_recall": c.expected_recall, "expected_precision": c.expected_precision} for c in chosen]
+        return _output(inp, qids, rows, kept, columns)
 
     def judgment_keys(self) -> pt.Transformer:
         """A transformer that adds ``judgment_key``: thinkrank's cache key of each row's
@@ -152,7 +166,7 @@ class ThinkrankReranker(pt.Transformer):
                 use ``cache=`` for those.
         """
         settings = self.reranker.settings
-        if settings.get("mode") != "pointwise" or settings.get("cascade"):
+        if self.reranker.judges != "pair":
             raise InvalidInputError(
                 "ScorerCache caches one score per document, but a listwise or cascade score depends on the query's "
                 "other candidates; use ThinkrankReranker(..., cache='judgments.sqlite') instead"
@@ -231,9 +245,11 @@ def _empty_output(inp: pd.DataFrame) -> pd.DataFrame:
 
 
 def _output(inp: pd.DataFrame, qids: Sequence[Any], rows: Sequence[list[int]],
-            rankings: Sequence[Ranking]) -> pd.DataFrame:
+            rankings: Sequence[Ranking], per_query: Sequence[dict[str, Any]] | None = None) -> pd.DataFrame:
+    """The output rows: those of the rankings' judgments (every row, unless a selection left some
+    out), with ``per_query``'s values as columns of each query's rows."""
     n = len(inp)
-    order: list[tuple[int, int]] = [(0, 0)] * n
+    order: list[tuple[int, int] | None] = [None] * n
     values: dict[str, list[Any]] = {c: [None] * n for c in OUTPUT_COLUMNS}
     for q, (positions, ranking) in enumerate(zip(rows, rankings)):
         for rank, judgment in enumerate(ranking):
@@ -243,12 +259,18 @@ def _output(inp: pd.DataFrame, qids: Sequence[Any], rows: Sequence[list[int]],
             values["rank"][position] = rank
             for column in JUDGMENT_COLUMNS:
                 values[column][position] = getattr(judgment, column)
-    out = inp.drop(columns=[c for c in OUTPUT_COLUMNS if c in inp.columns]).copy()
-    for column in OUTPUT_COLUMNS:
-        dtype = "float64" if column == "score" else "int64" if column == "rank" else _JUDGMENT_COLUMNS[column]
-        out[column] = pd.Series(values[column], index=inp.index, dtype=dtype)
+            for column, value in (per_query[q] if per_query else {}).items():
+                values.setdefault(column, [None] * n)[position] = value
+    placed = [p for p in range(n) if order[p] is not None]
+    inp = inp.iloc[placed]
+    out = inp.drop(columns=[c for c in values if c in inp.columns]).copy()
+    for column, column_values in values.items():
+        dtype = ("float64" if column == "score" else "int64" if column == "rank"
+                 else _JUDGMENT_COLUMNS.get(column, "float64" if column.startswith("expected") else "int64"))
+        out[column] = pd.Series([column_values[p] for p in placed], index=inp.index, dtype=dtype)
     # Sorted by query (first appearance) then rank, PyTerrier's convention for result frames.
-    by = sorted(range(n), key=order.__getitem__)
+    ranks = [rank for rank in order if rank is not None]  # the placed rows' (query, rank), in row order
+    by = sorted(range(len(placed)), key=lambda i: ranks[i])
     return out.iloc[by].reset_index(drop=True)
 
 

@@ -31,7 +31,8 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from functools import partial
+from typing import Any, get_args
 
 from thinkrank.cache import JudgmentCache
 from thinkrank.rerankers.cached import (
@@ -44,6 +45,7 @@ from thinkrank.rerankers.cached import (
     ranking_value,
 )
 from thinkrank.errors import InvalidInputError, require
+from thinkrank.families.base import Kind
 from thinkrank.rerankers.base import Reranker, RequestLike, RerankRequest, as_request
 from thinkrank.rerankers.pointwise import Pair
 from thinkrank.types import Document, Ranking, as_documents, check_query
@@ -66,9 +68,12 @@ class RayReranker(Reranker):
         address: the Ray cluster: None or ``"local"`` starts a local Ray (as many logical CPUs as
             the workers need), ``"auto"`` joins the running cluster, ``"ray://host:10001"`` a
             remote one.
-        pointwise: whether ``factory`` makes a pointwise reranker (default: read from a class or a
-            partial of one; otherwise give it).
-        chunk_size: pairs (pointwise, default 64) or queries (listwise, default 1) per chunk.
+        judges: what one result of ``factory``'s reranker stands on (``Reranker.judges``):
+            ``"pair"`` (judged pair by pair) or ``"query"``/``"set"`` (a whole query's
+            candidates, e.g. listwise or Rank1 with a cascade). Default: asked of a reranker
+            class or a ``functools.partial`` of one, with the partial's options; give it for any
+            other factory.
+        chunk_size: pairs (per pair, default 64) or queries (per query, default 1) per chunk.
         progress: ``progress(done, total)`` in pairs or queries, as chunks finish.
 
     Raises:
@@ -78,7 +83,7 @@ class RayReranker(Reranker):
 
     def __init__(self, factory: Factory, *, cache: str | Path | None = None, workers: int = 2,
                  address: str | None = None, num_gpus: float = 0.0, num_cpus: float = 1.0,
-                 pointwise: bool | None = None, chunk_size: int | None = None,
+                 judges: Kind | None = None, chunk_size: int | None = None,
                  progress: Progress | None = None) -> None:
         if not isinstance(workers, int) or workers < 1:
             raise InvalidInputError(f"workers must be an int >= 1, got {workers!r}")
@@ -91,12 +96,17 @@ class RayReranker(Reranker):
         self.cache_path = str(Path(cache).resolve()) if cache is not None else None
         if self.cache_path:
             JudgmentCache(self.cache_path).close()  # a bad file fails here, before Ray starts
-        self.pointwise = _is_pointwise(factory) if pointwise is None else pointwise
+        self._judges: Kind = _judges(factory) if judges is None else _check_kind(judges)
+        self.pointwise = self._judges == "pair"
         self.chunk_size = chunk_size or (64 if self.pointwise else 1)
         self.progress = progress
         self.use = CacheUse()
         self._settings: dict[str, Any] | None = None
         self._started_ray = False
+
+    @property
+    def judges(self) -> Kind:
+        return self._judges
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -178,7 +188,7 @@ class _ChunkJudge:
     """A Ray Data actor: builds the reranker once, then judges one chunk per call through the cache."""
 
     def __init__(self, factory: Factory, cache_path: str | None, pointwise: bool) -> None:
-        self.reranker = factory()
+        self.reranker: Any = factory()  # a pair judge has ``judge`` beside the Reranker API
         self.cache_path = cache_path
         self.pointwise = pointwise
         self.settings = json.dumps(self.reranker.settings)
@@ -232,10 +242,19 @@ def _settings_of(factory: Factory) -> dict[str, Any]:
     return factory().settings
 
 
-def _is_pointwise(factory: Factory) -> bool:
-    target = getattr(factory, "func", factory)
-    if isinstance(target, type) and issubclass(target, Reranker):
-        return callable(getattr(target, "judge", None))
+def _judges(factory: Factory) -> Kind:
+    """What ``factory``'s reranker judges, asked of its class with the options it will get."""
+    if isinstance(factory, partial) and isinstance(factory.func, type) and issubclass(factory.func, Reranker):
+        return factory.func.judges_for(**factory.keywords)
+    if isinstance(factory, type) and issubclass(factory, Reranker):
+        return factory.judges_for()
     raise InvalidInputError(
-        "cannot tell from the factory whether it makes a pointwise or a listwise reranker; pass pointwise=True or False"
+        "cannot tell what the factory's reranker judges (it is not a Reranker class or a functools.partial of one); "
+        "pass judges='pair' (pair by pair) or judges='query' (a whole query at a time)"
     )
+
+
+def _check_kind(judges: Any) -> Kind:
+    if judges not in get_args(Kind):
+        raise InvalidInputError(f"judges must be one of {', '.join(get_args(Kind))}, got {judges!r}")
+    return judges

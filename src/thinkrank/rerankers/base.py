@@ -5,9 +5,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from thinkrank.errors import InvalidInputError
+from thinkrank.families.base import Kind
 from thinkrank.types import DocumentLike, Ranking, as_documents, check_instruction, check_query
 
 
@@ -35,7 +36,28 @@ def as_request(item: RequestLike, position: int) -> RerankRequest:
 
 
 class Reranker(ABC):
-    """Base of :class:`~thinkrank.Rank1` and :class:`~thinkrank.RankK`."""
+    """Base of :class:`~thinkrank.Rank1` and :class:`~thinkrank.RankK`.
+
+    A reranker family declares ``kind``, what one model call judges (:data:`~thinkrank.families.base.Kind`);
+    ``judges`` is what one result stands on alone: ``"pair"`` when each pair's judgment is
+    independent of the other candidates (so it is cached and distributed per pair), else the
+    whole query's candidates are one unit. The cache, the CLI, the server and Ray ask these two,
+    never the class or its methods.
+    """
+
+    kind: ClassVar[Kind]
+
+    @classmethod
+    def judges_for(cls, **options: Any) -> Kind:
+        """``judges`` of the reranker ``cls(model, **options)`` would be, without building it
+        (a Ray factory ``partial(Rank1, model, cascade=...)``). Families whose options change
+        it (Rank1's cascade) override this."""
+        return cls.kind
+
+    @property
+    def judges(self) -> Kind:
+        """What one result of this reranker stands on: ``"pair"`` or the whole query."""
+        return self.kind
 
     @property
     @abstractmethod

@@ -11,7 +11,9 @@ a killed process loses at most the batch in flight. A rerun judges exactly what 
 the same chunks; the transformers engine then forms the same batches from what is left of a
 chunk and prefills each row as before, and sampling seeds follow each pair's place in its chunk
 (results are identical to an uninterrupted run).
-Rerankers whose ``judge`` cannot report batches (no ``on_judged``) are committed per chunk.
+A pair judge takes ``judge(pairs, *, on_judged=None, seed_offsets=None)`` (:class:`~thinkrank.Rank1`
+and the wrappers around it); what it does not report through ``on_judged`` is committed when the
+call returns.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from thinkrank.cache import JudgmentCache, digest
-from thinkrank.engines.base import accepts_keyword
 from thinkrank.errors import InvalidInputError
+from thinkrank.families.base import Kind
 from thinkrank.rerankers.base import RequestLike, Reranker, RerankRequest, as_request
 from thinkrank.rerankers.pointwise import Pair
 from thinkrank.types import Judgment, Ranking, WindowTrace, as_documents, check_query
@@ -61,9 +63,8 @@ def judge_with_cache(reranker: Any, pairs: Sequence[Pair], cache: JudgmentCache,
     pairs not in ``cache``; judgments in input order.
 
     The pairs are cut into fixed chunks of ``chunk_size``; the missing pairs of each chunk are
-    judged together in one ``judge`` call, and committed per engine batch as the reranker reports
-    them (``judge(pairs, on_judged=...)``, e.g. :class:`~thinkrank.Rank1`), else when the call
-    returns. ``progress(done, total)`` counts pairs; ``use`` (when given) is increased by what
+    judged together in one ``judge(pairs, on_judged=..., seed_offsets=...)`` call, and committed
+    per engine batch as the reranker reports them (the rest when the call returns). ``progress(done, total)`` counts pairs; ``use`` (when given) is increased by what
     was cached and computed.
     """
     _check_chunk_size(chunk_size)
@@ -87,22 +88,18 @@ def judge_with_cache(reranker: Any, pairs: Sequence[Pair], cache: JudgmentCache,
 
             chunk = [pairs[i] for i in todo]
             with _offset_progress(reranker, progress, done, len(pairs)):
-                if _reports_batches(reranker):
-                    # Seeds follow each pair's place in its chunk, so a resumed chunk samples as before.
-                    offsets = {"seed_offsets": [i - start for i in todo]} if accepts_keyword(reranker.judge, "seed_offsets") else {}
-                    judged = reranker.judge(chunk, on_judged=commit, **offsets)
-                    unreported = [p for p, i in enumerate(todo) if keys[i] not in found]
-                    if unreported:  # a reranker that reported only some: commit the rest now
-                        commit(unreported, [judged[p] for p in unreported])
-                else:
-                    commit(list(range(len(todo))), reranker.judge(chunk))
+                # Seeds follow each pair's place in its chunk, so a resumed chunk samples as before.
+                judged = reranker.judge(chunk, on_judged=commit, seed_offsets=[i - start for i in todo])
+                unreported = [p for p, i in enumerate(todo) if keys[i] not in found]
+                if unreported:  # a judge that reported only some: commit the rest now
+                    commit(unreported, [judged[p] for p in unreported])
         done += len(missing)
         if progress and missing:
             progress(done, len(pairs))
     return [judgment_from_value(found[k], p.document.id, p.index) for k, p in zip(keys, pairs)]
 
 
-def rerank_with_cache(reranker: Reranker, requests: Sequence[RequestLike], cache: JudgmentCache, *,
+def rerank_with_cache(reranker: Any, requests: Sequence[RequestLike], cache: JudgmentCache, *,
                       chunk_size: int = 1, progress: Progress | None = None,
                       use: CacheUse | None = None) -> list[Ranking]:
     """Rerank with a listwise reranker, one cached ranking per (query, ordered candidates).
@@ -148,16 +145,20 @@ class CachedReranker(Reranker):
                  progress: Progress | None = None) -> None:
         self.reranker = reranker
         self.cache = cache if isinstance(cache, JudgmentCache) else JudgmentCache(cache)
-        # The reranker says what it is; a pointwise one judges pairs (``judge``). A cascade's
-        # judgments depend on the query's other candidates: it is cached per query, as listwise.
-        self.pointwise = reranker.settings.get("mode") == "pointwise" and getattr(reranker, "cascade", None) is None
-        self.chunk_size = chunk_size or (default_chunk_size(reranker) if self.pointwise else 1)
+        # A reranker whose judgments stand alone is cached per pair (``judge``); one whose results
+        # depend on the query's other candidates (listwise, a cascade) per query.
+        self.pointwise = reranker.judges == "pair"
+        self.chunk_size = chunk_size or default_chunk_size(reranker)
         self.progress = progress
         self.use = CacheUse()
 
     @property
     def settings(self) -> dict[str, Any]:
         return self.reranker.settings
+
+    @property
+    def judges(self) -> Kind:
+        return self.reranker.judges
 
     def check(self, request: RequestLike) -> None:
         self.reranker.check(request)
@@ -187,18 +188,12 @@ class CachedReranker(Reranker):
 DEFAULT_PAIRS_PER_CHUNK = 64
 
 
-def default_chunk_size(reranker: Any) -> int:
-    """How many results are computed together by default: listwise, one query; pointwise, 64
-    pairs, which the engine sorts by length before batching them (less padding than a chunk of
-    one batch). Commits still follow each engine batch (see :func:`judge_with_cache`)."""
-    if not callable(getattr(reranker, "judge", None)):
-        return 1
-    return DEFAULT_PAIRS_PER_CHUNK
-
-
-def _reports_batches(reranker: Any) -> bool:
-    """Whether ``reranker.judge`` takes ``on_judged`` (reports each engine batch's judgments)."""
-    return accepts_keyword(reranker.judge, "on_judged")
+def default_chunk_size(reranker: Reranker) -> int:
+    """How many results are computed together by default: per query (listwise, a cascade), one
+    query; per pair, 64 pairs, which the engine sorts by length before batching them (less
+    padding than a chunk of one batch). Commits still follow each engine batch (see
+    :func:`judge_with_cache`)."""
+    return DEFAULT_PAIRS_PER_CHUNK if reranker.judges == "pair" else 1
 
 
 def _check_chunk_size(chunk_size: int) -> None:
@@ -250,4 +245,9 @@ def _offset_progress(reranker: Any, progress: Progress | None, base: int, total:
 def _first_of_each(indices: Iterable[int], keys: Sequence[str]) -> list[int]:
     """The first index of each distinct key, in order: one computation per key."""
     seen: set[str] = set()
-    return [i for i in indices if not (keys[i] in seen or seen.add(keys[i]))]
+    first = []
+    for i in indices:
+        if keys[i] not in seen:
+            seen.add(keys[i])
+            first.append(i)
+    return first

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from thinkrank.cache import JudgmentCache, digest
-from thinkrank.engines.base import accepts_keyword
 from thinkrank.errors import InvalidInputError
+from thinkrank.families.base import Kind
 from thinkrank.rerankers.base import RequestLike, Reranker
 from thinkrank.rerankers.spec import RerankerSpec, build_reranker
 from thinkrank.types import Judgment, Ranking
@@ -45,12 +45,15 @@ class LazyReranker(Reranker):
     def __init__(self, spec: RerankerSpec, cache: JudgmentCache, *,
                  progress: Callable[[int, int], None] | None = None) -> None:
         self.spec = spec
-        self.cascade = spec.cascade  # CachedReranker reads it to cache a cascade per query
         self._cache = cache
         self._memo = spec_fingerprint(spec)
         self._remembered = cache.remembered(self._memo)
         self._progress = progress
         self._built: Reranker | None = None
+
+    @property
+    def judges(self) -> Kind:
+        return self.spec.judges
 
     @property
     def loaded(self) -> bool:
@@ -86,8 +89,7 @@ class LazyReranker(Reranker):
             self._built.progress = value  # type: ignore[attr-defined]
 
     def judge(self, pairs: Sequence[Any], **options: Any) -> list[Judgment]:
-        judge = self.built.judge  # type: ignore[attr-defined]
-        return judge(pairs, **{k: v for k, v in options.items() if accepts_keyword(judge, k)})
+        return self.built.judge(pairs, **options)  # type: ignore[attr-defined,no-any-return]
 
     def rerank_many(self, requests: Sequence[RequestLike], top_n: int | None = None) -> list[Ranking]:
         return self.built.rerank_many(requests, top_n)

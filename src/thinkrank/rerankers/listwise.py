@@ -27,7 +27,7 @@ from thinkrank.prompts.rankk import check_template
 from thinkrank.rerankers.base import RequestLike, Reranker, RerankRequest, as_request
 from thinkrank.rerankers.parsing import THINK_OPEN
 from thinkrank.types import Document, Judgment, Ranking, WindowTrace, as_documents, check_instruction, check_query
-from thinkrank.validation import check_int, check_optional_str, check_sampling, check_top_n
+from thinkrank.validation import check_optional_str, check_sampling, check_top_n
 
 log = logging.getLogger(__name__)
 
@@ -312,19 +312,23 @@ def ReasonRank(model: str = "liuwenhan/reasonrank-7B", engine: str | Engine = "a
 def check_settings(
     window: int, stride: int, depth: int | None, max_tokens: int, max_passage_tokens: int | None, temperature: float
 ) -> None:
-    """Rank-K's rules for its settings, checked before any model loads (raises InvalidInputError)."""
-    if not isinstance(window, int) or window < 2:
-        raise InvalidInputError(f"window must be an int >= 2 (passages per call), got {window!r}")
-    if not isinstance(stride, int) or not 1 <= stride <= window:
+    """Rank-K's rules for its settings, checked before any model loads (raises InvalidInputError).
+    The lower bounds are the ones the spec's fields declare."""
+    from thinkrank.rerankers.spec import spec_options
+
+    low = {name: int(spec_options()[name].declared.minimum or 0) for name in ("window", "stride", "depth", "max_tokens")}
+    if not isinstance(window, int) or window < low["window"]:
+        raise InvalidInputError(f"window must be an int >= {low['window']} (passages per call), got {window!r}")
+    if not isinstance(stride, int) or not low["stride"] <= stride <= window:
         raise InvalidInputError(
-            f"stride must be an int from 1 to window ({window}), got {stride!r}; a larger stride would "
+            f"stride must be an int from {low['stride']} to window ({window}), got {stride!r}; a larger stride would "
             "skip passages between windows"
         )
-    if depth is not None and (not isinstance(depth, int) or depth < 1):
-        raise InvalidInputError(f"depth must be an int >= 1 or None (all candidates), got {depth!r}")
-    if not isinstance(max_tokens, int) or max_tokens < 1:
-        raise InvalidInputError(f"max_tokens must be an int >= 1, got {max_tokens!r}")
-    check_int("max_passage_tokens", max_passage_tokens, minimum=1, optional=True)
+    if depth is not None and (not isinstance(depth, int) or depth < low["depth"]):
+        raise InvalidInputError(f"depth must be an int >= {low['depth']} or None (all candidates), got {depth!r}")
+    if not isinstance(max_tokens, int) or max_tokens < low["max_tokens"]:
+        raise InvalidInputError(f"max_tokens must be an int >= {low['max_tokens']}, got {max_tokens!r}")
+    spec_options()["max_passage_tokens"].check(max_passage_tokens)
 
 
 class _Tracker:

@@ -58,15 +58,26 @@ class ModelAnswer:
         return bool(self.ordering)
 
 
-def split_reasoning(text: str, opened: bool = False) -> tuple[str, str | None]:
-    """``(reasoning, answer)``. ``answer`` is None when there are no think tags (the caller
-    then searches the whole text) and "" when a chain was opened but never closed.
+def split_reasoning(text: str, opened: bool = False, *, reasoning: str | None = None) -> tuple[str, str | None]:
+    """``(reasoning, answer)`` from a reasoning model's output: the chain before the last
+    ``</think>`` (a leading ``<think>`` removed) and what follows it. The one reader of think tags,
+    for the listwise parser and the distillation teachers.
 
-    ``opened``: the prompt itself ended inside ``<think>`` (QwQ's chat template does that).
+    ``answer`` is None when there are no think tags (the caller decides: the listwise parser
+    searches the whole text, a teacher reads it all as the answer) and "" when a chain was opened
+    but never closed (words inside it are not an answer).
+
+    ``opened``: the prompt itself ended inside ``<think>`` (QwQ's chat template, a Rank1 prompt
+    continued by a completions API). ``reasoning``: the chain when the server returned it apart
+    from ``text`` (``reasoning_content``); ``text`` is then the answer, after a ``</think>`` it may
+    still hold.
     """
     close = text.rfind(THINK_CLOSE)
+    after = text[close + len(THINK_CLOSE):] if close >= 0 else text
+    if reasoning and reasoning.strip():
+        return reasoning.strip(), after.strip()
     if close >= 0:
-        return _strip_open(text[:close]), text[close + len(THINK_CLOSE):].strip()
+        return _strip_open(text[:close]), after.strip()
     if opened or THINK_OPEN in text:
         return _strip_open(text), ""
     return "", None

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from thinkrank.engines import Engine, Generation, GenerationRequest, load_engine, single_token_id
-from thinkrank.engines.base import call_reporting
 from thinkrank.engines.loading import DEFAULT_MODEL
 from thinkrank.errors import InvalidInputError
 from thinkrank.families.base import Kind
@@ -36,8 +35,7 @@ from thinkrank.rerankers.base import RequestLike, Reranker, as_request
 from thinkrank.rerankers.cascade import Cascade, combine
 from thinkrank.rerankers.truncation import truncate_passage
 from thinkrank.types import Document, Judgment, Ranking, as_documents, check_instruction, check_query
-from thinkrank.validation import check_bool, check_int, check_optional_str, check_sampling, check_top_n
-
+from thinkrank.validation import check_bool, check_int, check_optional_str, check_top_n
 
 Judged = Callable[[list[int], list[Judgment]], None]
 """Called with the input positions of pairs just judged and their judgments."""
@@ -94,6 +92,15 @@ class Rank1(Reranker):
     """
 
     kind: ClassVar[Kind] = "pair"
+
+    @classmethod
+    def judges_for(cls, *, cascade: Any = None, **options: Any) -> Kind:
+        # A cascade chooses what to reason about from the query's other candidates.
+        return "pair" if cascade is None else "query"
+
+    @property
+    def judges(self) -> Kind:
+        return self.judges_for(cascade=self.cascade)
 
     def __init__(
         self,
@@ -245,13 +252,17 @@ class Rank1(Reranker):
             closed = [w.prompt + self.reasoning_close for w in work]
             # Every candidate of a query starts with its instruction and query: declared, so an
             # engine that can (transformers) prefills that prefix once per query.
-            call_reporting(self.engine.next_token_logprobs, closed, [self.true_id, self.false_id], progress=tracker,
-                           on_batch=finished, shared_prefixes=[w.head for w in work])
+            self.engine.next_token_logprobs(closed, [self.true_id, self.false_id], tracker, on_batch=finished,
+                                            shared_prefixes=[w.head for w in work])
         else:
             positions = positions if positions is not None else range(len(work))
             requests = [self._request(w, pos) for w, pos in zip(work, positions)]
-            call_reporting(self.engine.generate, requests, progress=tracker, on_batch=finished)
-        return out  # type: ignore[return-value]  # call_reporting reports every position once
+            self.engine.generate(requests, tracker, on_batch=finished)
+        missing = [i for i, j in enumerate(out) if j is None]
+        if missing:  # the protocol: every position is reported to on_batch
+            raise RuntimeError(f"engine {self.engine.name} did not report {len(missing)} of {len(work)} results "
+                               "to on_batch (see thinkrank.engines.base.OnBatch)")
+        return out  # type: ignore[return-value]  # every position checked above
 
     def _judgments(self, work: list[_Work], results: list[Any], reasoning: bool) -> list[Judgment]:
         """Judgments from one batch of engine results: answer log-probs (reasoning off) or
@@ -264,8 +275,8 @@ class Rank1(Reranker):
         # did not close for one batched next-token pass over the closed text.
         pending = [i for i, g in enumerate(gens) if g.answer_logprobs is None]
         contexts = [work[i].prompt + close_chain(gens[i]) for i in pending]
-        late = dict(zip(pending, call_reporting(self.engine.next_token_logprobs, contexts, [self.true_id, self.false_id],
-                                                shared_prefixes=[work[i].head for i in pending]))) if pending else {}
+        late = dict(zip(pending, self.engine.next_token_logprobs(
+            contexts, [self.true_id, self.false_id], shared_prefixes=[work[i].head for i in pending]))) if pending else {}
         out = []
         for i, (w, g) in enumerate(zip(work, gens)):
             chain, forced = closed_chain(g)
@@ -326,23 +337,40 @@ class Rank1(Reranker):
     ) -> Judgment:
         if logprobs is None:  # an engine broke its contract; never invent a score
             raise RuntimeError(f"engine {self.engine.name} returned no answer log-probabilities")
-        lt, lf = logprobs[self.true_id], logprobs[self.false_id]
-        score = _sigmoid(lt - lf)  # = p_t / (p_t + p_f), without under/overflow
+        read = read_answer(logprobs, self.true_id, self.false_id)
         return Judgment(
             doc_id=work.pair.document.id,
             index=work.pair.index,
-            score=score,
+            score=read.score,
             reasoning=chain,
-            answer="true" if lt >= lf else "false",
+            answer=read.answer,
             prompt_tokens=prompt_tokens,
             reasoning_tokens=chain_tokens,
             forced=forced,
             truncated=work.truncated,
-            p_true=math.exp(lt),
-            p_false=math.exp(lf),
+            p_true=read.p_true,
+            p_false=read.p_false,
             reasoned=reasoned,
             stop_reason=stop_reason,
         )
+
+
+@dataclass(frozen=True)
+class Rank1Answer:
+    """What Rank1 reads at the answer position: ``score`` = p(" true") / (p(" true") + p(" false")),
+    ``answer`` ("true" when p(" true") >= p(" false")) and the two probabilities themselves."""
+
+    score: float
+    answer: str
+    p_true: float
+    p_false: float
+
+
+def read_answer(logprobs: dict[int, float], true_id: int, false_id: int) -> Rank1Answer:
+    """Rank1's scoring rule, from the exact log-probabilities of the two answer tokens: the one
+    place it is written (the reranker and the distillation teacher both use it)."""
+    lt, lf = logprobs[true_id], logprobs[false_id]
+    return Rank1Answer(_sigmoid(lt - lf), "true" if lt >= lf else "false", math.exp(lt), math.exp(lf))
 
 
 def closed_chain(generation: Generation) -> tuple[str, bool]:
@@ -371,10 +399,15 @@ def check_settings(
         InvalidInputError: a setting of the wrong type or out of range (named), or an unknown
             dataset template name.
     """
+    from thinkrank.rerankers.spec import spec_options  # the ranges are declared on the spec's fields
+
+    declared = spec_options()
     check_bool("reasoning", reasoning)
-    check_int("think_budget", think_budget, minimum=1 if reasoning else 0)
-    check_int("max_passage_tokens", max_passage_tokens, minimum=1, optional=True)
-    check_sampling(temperature, seed)
+    budget = declared["think_budget"]
+    check_int("think_budget", think_budget, minimum=int(budget.declared.minimum or 0) if reasoning else 0)
+    declared["max_passage_tokens"].check(max_passage_tokens)
+    declared["temperature"].check(temperature)
+    declared["seed"].check(seed)
     check_optional_str("prompt", prompt)
     check_optional_str("instruction", instruction)
     resolve_template(prompt)  # fail early on an unknown dataset name
@@ -394,6 +427,7 @@ def check_cascade(cascade: Cascade | int | str | None, reasoning: bool) -> Casca
 
 
 def _sigmoid(x: float) -> float:
+    """1 / (1 + e^-x) without under/overflow: the score p_t / (p_t + p_f) for x = log p_t - log p_f."""
     if x >= 0:
         return 1.0 / (1.0 + math.exp(-x))
     z = math.exp(x)

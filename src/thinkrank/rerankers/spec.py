@@ -13,6 +13,7 @@ against what each engine declares in :data:`thinkrank.engines.ENGINE_OPTIONS`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,18 +21,13 @@ from types import MappingProxyType
 from typing import Any
 
 from thinkrank.engines import ENGINE_OPTIONS, ENGINES, Engine, EngineOption, resolve_engine_name
+from thinkrank.declare import Field, option
+from thinkrank.declare import fields as declared_fields
 from thinkrank.errors import InvalidInputError
+from thinkrank.families.base import Kind
 from thinkrank.rerankers.base import Reranker
 
 MODES = ("pointwise", "listwise")
-
-# Field -> the types its value may have (checked before any range rule).
-_TYPES: dict[str, tuple[type, ...]] = {
-    "think_budget": (int,), "reasoning": (bool,), "prompt": (str, type(None)), "instruction": (str, type(None)),
-    "max_passage_tokens": (int, type(None)), "temperature": (int, float), "seed": (int, type(None)),
-    "window": (int,), "stride": (int,), "depth": (int, type(None)), "max_tokens": (int,),
-    "reasoning_close": (str,), "cascade": (str, int, type(None)),
-}
 
 
 @dataclass(frozen=True)
@@ -62,23 +58,33 @@ class RerankerSpec:
             value of the wrong type or out of range (the message names the field).
     """
 
-    mode: str = "pointwise"
-    model: str | None = None
-    engine: str = "auto"
+    mode: str = option("pointwise", "pointwise (Rank1) or listwise (Rank-K).", flags=("--mode",))
+    model: str | None = option(None, "Hub id, local directory, .gguf file or adapter directory.  "
+                               "[default: jhu-clsp/rank1-7b; listwise: hltcoe/Rank-K-32B]", flags=("--model", "-m"))
+    engine: str = option("auto", f"auto, {', '.join(ENGINES)}.")
     engine_options: Mapping[str, Any] = field(default_factory=dict)
-    think_budget: int = 1024
-    reasoning: bool = True
-    prompt: str | None = None
-    instruction: str | None = None
-    max_passage_tokens: int | None = None
-    temperature: float = 0.0
-    seed: int | None = None
-    window: int = 20
-    stride: int = 10
-    depth: int | None = 100
-    max_tokens: int = 4096
-    reasoning_close: str = "newline"
-    cascade: str | int | None = None
+    think_budget: int = option(1024, "Pointwise: most reasoning tokens per document.", minimum=1,
+                               modes=("pointwise",))
+    reasoning: bool = option(True, "Pointwise: off scores in one forward pass, no chain.", modes=("pointwise",))
+    prompt: str | None = option(None, "Pointwise: dataset template name (scifact, nfcorpus, bright-pony, …) or a "
+                                "template with FILL_QUERY_HERE. Listwise: a template with {query} and {docs}.")
+    instruction: str | None = option(None, "Text appended to every query.")
+    max_passage_tokens: int | None = option(None, "Cut passages to this many tokens (flagged).  "
+                                            "[default: 2048; listwise 512]", minimum=1)
+    temperature: float = option(0.0, "0 = greedy (default).", minimum=0.0)
+    seed: int | None = option(None, "Seed for sampling (with --temperature > 0).")
+    window: int = option(20, "Listwise: passages per window.", minimum=2, modes=("listwise",))
+    stride: int = option(10, "Listwise: window stride.", minimum=1, modes=("listwise",))
+    depth: int | None = option(100, "Listwise: how many top candidates to rerank.", minimum=1, modes=("listwise",),
+                               cli_type=int)
+    max_tokens: int = option(4096, "Listwise: most tokens per window (reasoning + ordering).", minimum=1,
+                             modes=("listwise",))
+    reasoning_close: str = option("newline", "Pointwise, reasoning off (and the cascade's first pass): bytes closing "
+                                  "the empty think block: newline ('\\n</think>'), bare ('</think>') or empty-chain "
+                                  "('\\n\\n</think>').", modes=("pointwise",))
+    cascade: str | int | None = option(None, "Pointwise: score all without reasoning, reason only about the top M "
+                                       "and/or a score band: 'top=20', 'band=0.2:0.8' or 'top=10,band=0.3:0.7'.",
+                                       modes=("pointwise",), cli_type=str | None)
     engine_name: str = field(init=False, compare=False)
     """The engine that will run: ``engine`` with ``"auto"`` resolved for this machine."""
 
@@ -97,12 +103,13 @@ class RerankerSpec:
         self._check_reranker_options()
 
     def _check_reranker_options(self) -> None:
-        mine = ("temperature", "seed", "prompt", "instruction", "max_passage_tokens") + (
-            ("think_budget", "reasoning", "reasoning_close", "cascade") if self.mode == "pointwise" else ("window", "stride", "depth", "max_tokens"))
-        for name in mine:
+        for name, declared in spec_options().items():
+            if name in ("mode", "model", "engine") or not declared.applies(self.mode):
+                continue
             value = getattr(self, name)
-            if not isinstance(value, _TYPES[name]) or (isinstance(value, bool) and bool not in _TYPES[name]):
-                kinds = " or ".join("None" if t is type(None) else t.__name__ for t in _TYPES[name])
+            if not declared.accepts(value):
+                kinds = " or ".join("None" if t is type(None) else "int or float" if t is float else t.__name__
+                                    for t in declared.types)
                 raise InvalidInputError(f"{name} must be {kinds}, got {value!r}")
         if self.mode == "pointwise":
             from thinkrank.prompts.rank1 import resolve_reasoning_close
@@ -133,9 +140,36 @@ class RerankerSpec:
 
         return DEFAULT_MODEL
 
+    @property
+    def reranker_class(self) -> type[Reranker]:
+        """The reranker family the spec builds: :class:`~thinkrank.Rank1` or :class:`~thinkrank.RankK`."""
+        if self.mode == "listwise":
+            from thinkrank.rerankers.listwise import RankK
+
+            return RankK
+        from thinkrank.rerankers.pointwise import Rank1
+
+        return Rank1
+
+    @property
+    def kind(self) -> Kind:
+        """What one model call of the reranker judges (its family's ``kind``)."""
+        return self.reranker_class.kind
+
+    @property
+    def judges(self) -> Kind:
+        """What one result of the reranker stands on (``Reranker.judges``), known before it is built."""
+        return self.reranker_class.judges_for(cascade=self.cascade)
+
     def replace(self, **changes: Any) -> RerankerSpec:
         """A copy with ``changes`` applied, validated again."""
         return dataclasses.replace(self, **changes)
+
+
+@functools.cache
+def spec_options() -> dict[str, Field]:
+    """The options :class:`RerankerSpec` declares (its fields' :mod:`thinkrank.declare` metadata)."""
+    return declared_fields(RerankerSpec)
 
 
 def _check_engine_options(engine: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -224,5 +258,5 @@ def spec_from_options(model: str | os.PathLike[str] | None = None, **options: An
             f"unknown reranker option(s) {', '.join(unknown)}; reranker options: {', '.join(sorted(fields))}; "
             f"engine options: {', '.join(sorted(engine_names))}"
         )
-    return RerankerSpec(model=model, engine_options={k: v for k, v in options.items() if k in engine_names},
+    return RerankerSpec(model=None if model is None else os.fspath(model), engine_options={k: v for k, v in options.items() if k in engine_names},
                         **{k: v for k, v in options.items() if k in fields})

@@ -7,7 +7,21 @@
 Needs ``pip install "thinkrank[server]"`` (FastAPI, uvicorn, prometheus-client). See docs/server.md.
 """
 
-from thinkrank.server.app import create_app
-from thinkrank.server.settings import ServerSettings
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["ServerSettings", "create_app"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: the CLI reads ServerSettings' declared options for `--help` without importing FastAPI.
+    if name == "create_app":
+        from thinkrank.server.app import create_app
+
+        return create_app
+    if name == "ServerSettings":
+        from thinkrank.server.settings import ServerSettings
+
+        return ServerSettings
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

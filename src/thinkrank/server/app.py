@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from thinkrank.calibration.selection import selection_options
 from thinkrank.errors import InvalidInputError, require
 from thinkrank.rerankers.base import Reranker, RerankRequest
 from thinkrank.rerankers.pointwise import Pair
@@ -26,7 +27,7 @@ from thinkrank.server.batching import Closed, Job, QueueFull
 from thinkrank.server.edge import Edge
 from thinkrank.server.errors import ApiError, install_error_handlers
 from thinkrank.server.schemas import ErrorBody, Health, ModelCard, ModelList, RerankBody, RerankResponse, TEIResult
-from thinkrank.server.responses import Prepared, ranking_of, response_body, stream
+from thinkrank.server.responses import Prepared, json_response, ranking_of, response_body, stream
 from thinkrank.server.service import RerankService, Variant
 from thinkrank.server.settings import ServerSettings
 from thinkrank.types import Document, Ranking, as_documents, check_encodable, check_query
@@ -205,14 +206,15 @@ async def _rerank(service: RerankService, body: RerankBody, version: str, reques
         prepared = _check(service, body, version, rid)
         docs = prepared.docs
         await _check_with_library(service, prepared)
+        prepared.select = await _check_select(service, prepared)
         if not prepared.judged:  # only empty documents: nothing for the model to do
-            return JSONResponse(response_body(service, prepared, ranking_of(prepared, None, [])))
+            return json_response(response_body(service, prepared, ranking_of(prepared, None, [])))
         job = _submit(service, prepared)
         if body.stream:
             streaming = True
             return stream(service, prepared, job, lambda outcome: _log(service, body, rid, version, docs, outcome, started))
         ranking = await _wait(service, prepared, job, request)
-        return JSONResponse(response_body(service, prepared, ranking))
+        return json_response(response_body(service, prepared, ranking))
     except ApiError as exc:
         status = exc.status
         raise
@@ -346,6 +348,33 @@ async def _check_with_library(service: RerankService, p: Prepared) -> None:
         if p.body.instruction and service.pointwise:
             field = "query and instruction"
         raise ApiError(413, f"{field}: {exc}") from None
+
+
+async def _check_select(service: RerankService, p: Prepared) -> dict[str, float] | None:
+    """``select``'s keywords, once the server is known to have a calibration for the request's
+    setting (a selection of uncalibrated scores would have no meaning)."""
+    if p.body.select is None:
+        return None
+    sel = p.body.select
+    try:
+        options = selection_options(sel.recall, sel.alpha, sel.probability, where="select")
+    except InvalidInputError as exc:
+        raise ApiError(422, f"{exc} (as {{\"recall\": 0.9, \"alpha\": 0.1}} or {{\"probability\": 0.5}})") from None
+    cal = service.calibration
+    if cal is None:
+        raise ApiError(422, "select: this server has no calibration; start it with --calibration FILE (a file "
+                            "written by `thinkrank calibrate`, see docs/calibration.md), or leave select out")
+    loop = asyncio.get_running_loop()
+    settings = await loop.run_in_executor(service.checker, lambda: service._reranker(p.variant).settings)
+    try:
+        cal.check_settings(settings, "this request's setting")
+    except InvalidInputError as exc:
+        raise ApiError(422, f"select: the server's calibration does not apply: {exc}. Leave out the fields that "
+                            "change the setting (reasoning, think_budget, max_tokens_per_doc), or leave select out") from None
+    if "recall" in options and not cal.conformal:
+        raise ApiError(422, "select: the server's calibration holds no labelled query with a relevant candidate, "
+                            "so conformal mode (recall) cannot run; use {\"probability\": P}")
+    return options
 
 
 async def _fits_without_budget(service: RerankService, p: Prepared, request: RerankRequest) -> bool:

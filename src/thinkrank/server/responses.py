@@ -35,6 +35,7 @@ class Prepared:
     tei: bool
     variant: Variant
     pointwise: bool
+    select: dict[str, float] | None = None  # checked ``select`` keywords (the server has a calibration)
 
     @property
     def model_docs(self) -> list[Document]:
@@ -103,12 +104,25 @@ def _has_ids(body: RerankBody) -> bool:
     return any(not isinstance(d, str) and d.id is not None for d in body.documents or ())
 
 
+def _selected(service: RerankService, p: Prepared, ranking: Ranking) -> tuple[Ranking, dict[str, Any] | None]:
+    """The ranking of the documents ``select`` keeps, and what it kept (the ranking as it is without)."""
+    if p.select is None:
+        return ranking, None
+    chosen = ranking.select(service.calibration, **p.select)
+    summary = chosen.to_dict()
+    del summary["doc_ids"]  # the results are the kept documents
+    return Ranking(ranking.query, chosen.kept, ranking.query_id, ranking.windows), summary
+
+
 def response_body(service: RerankService, p: Prepared, ranking: Ranking) -> Any:
+    """The answer's body; with ``select``, TEI's bare list is a :class:`TEIList` (the summary goes
+    in a header)."""
     with_id = _has_ids(p.body)
-    top = ranking.truncate(p.body.top_n)
+    kept, selection = _selected(service, p, ranking)
+    top = kept.truncate(p.body.top_n)
     results = [_result(p, j, with_id) for j in top]
     if p.tei:
-        return results
+        return results if selection is None else TEIList(results, selection)
     if ranking.windows:
         prompt = sum(w.prompt_tokens for w in ranking.windows)
         completion = sum(w.completion_tokens for w in ranking.windows)
@@ -121,7 +135,26 @@ def response_body(service: RerankService, p: Prepared, ranking: Ranking) -> Any:
         # Cohere bills one search unit per query and 100 documents.
         "meta": {"api_version": {"version": p.version},
                  "billed_units": {"search_units": max(1, math.ceil(len(p.docs) / 100))}},
+        **({"selection": selection} if selection is not None else {}),
     }
+
+
+class TEIList(list):  # type: ignore[type-arg]
+    """TEI's bare list of results, with the selection summary that goes in the
+    ``X-Thinkrank-Selection`` header (the body has no room for it)."""
+
+    def __init__(self, results: list[dict[str, Any]], selection: dict[str, Any]) -> None:
+        super().__init__(results)
+        self.selection = selection
+
+
+def json_response(body: Any) -> Any:
+    """The JSON answer of ``response_body``'s result (TEI with ``select``: the summary as a header)."""
+    from fastapi.responses import JSONResponse
+
+    if isinstance(body, TEIList):
+        return JSONResponse(list(body), headers={"X-Thinkrank-Selection": json.dumps(body.selection)})
+    return JSONResponse(body)
 
 
 def stream(service: RerankService, p: Prepared, job: Job, on_end: Callable[[int], None]) -> Any:
@@ -163,7 +196,11 @@ def stream(service: RerankService, p: Prepared, job: Job, on_end: Callable[[int]
             for j in _empty_judgments(p):
                 yield _sse("result", _result(p, j, with_id))
             ranking = ranking_of(p, job, job.future.result())
-            yield _sse("ranking", response_body(service, p, ranking))
+            body = response_body(service, p, ranking)
+            if isinstance(body, TEIList):  # a stream's headers are gone: TEI's summary is an event of its own
+                yield _sse("selection", body.selection)
+                body = list(body)
+            yield _sse("ranking", body)
             status = 200
         except TimeoutError:
             service.metrics.rejected.labels("timeout").inc()

@@ -39,6 +39,19 @@ class DocumentIn(BaseModel):
     id: str | None = Field(None, description="Your id for the document; unique within the request.")
 
 
+class SelectIn(BaseModel):
+    """thinkrank: which documents to keep (needs a server with --calibration). Conformal mode:
+    ``recall`` (and ``alpha``); threshold mode: ``probability``. See docs/calibration.md."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    recall: float | None = Field(None, gt=0, le=1, description="Conformal mode: keep enough documents that, at "
+                                 "confidence 1 - alpha over queries, recall of the relevant candidates is >= this.")
+    alpha: float | None = Field(None, gt=0, lt=1, description="Conformal mode: the miss rate allowed (default 0.1).")
+    probability: float | None = Field(None, ge=0, le=1, description="Threshold mode: keep the documents whose "
+                                      "calibrated probability is >= this.")
+
+
 class RerankBody(BaseModel):
     """A rerank request. Give ``documents`` (Cohere/Jina shape) or ``texts`` (TEI shape)."""
 
@@ -81,6 +94,11 @@ class RerankBody(BaseModel):
         "each result.")
     stream: bool = Field(False, description="thinkrank: answer with Server-Sent Events, one per judged document, "
                          "then the ranking.")
+    select: SelectIn | None = Field(
+        None, description="thinkrank: return only the documents a calibrated selection keeps (`{\"recall\": 0.9, "
+        "\"alpha\": 0.1}` or `{\"probability\": 0.5}`), and `selection` (how many were kept, expected recall and "
+        "precision; TEI: the X-Thinkrank-Selection header). Needs a server started with --calibration; top_n "
+        "applies after it.")
 
 
 class ResultDocument(BaseModel):
@@ -128,6 +146,23 @@ class Meta(BaseModel):
     billed_units: BilledUnits
 
 
+class SelectionOut(BaseModel):
+    """thinkrank: what a request's ``select`` kept."""
+
+    mode: Literal["conformal", "threshold"]
+    kept: int = Field(description="How many documents were kept (before top_n).")
+    candidates: int = Field(description="How many documents the request sent.")
+    expected_recall: float | None = Field(description="sum of the kept documents' calibrated probabilities over "
+                                          "that of all; null when they sum to 0.")
+    expected_precision: float | None = Field(description="mean calibrated probability of the kept documents; "
+                                             "null when none is kept.")
+    target_recall: float | None = None
+    alpha: float | None = None
+    score_threshold: float | str | None = Field(None, description="Conformal mode: the raw-score cut (\"-inf\": "
+                                                "too few calibration queries for the alpha, everything kept).")
+    probability_threshold: float | None = None
+
+
 class RerankResponse(BaseModel):
     """Cohere v1/v2 and Jina's response shape, sorted by score (ties keep input order)."""
 
@@ -136,6 +171,7 @@ class RerankResponse(BaseModel):
     results: list[RerankResult]
     usage: Usage
     meta: Meta
+    selection: SelectionOut | None = Field(None, description="thinkrank: with `select` in the request.")
 
 
 class TEIResult(BaseModel):

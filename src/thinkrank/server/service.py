@@ -44,7 +44,7 @@ class RerankService:
 
     def __init__(self, spec: RerankerSpec, settings: ServerSettings, reranker: Reranker | None = None) -> None:
         self.spec, self.settings = spec, settings
-        self.base = reranker
+        self.base: Any = reranker  # a model reranker (Rank1, RankK, …): its engine is shared by variants
         self.load_error: str | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="thinkrank-engine")
         self.checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="thinkrank-check")
@@ -70,7 +70,8 @@ class RerankService:
 
     @property
     def pointwise(self) -> bool:
-        return self.spec.mode == "pointwise"
+        """Whether the reranker judges pairs (each request is then split into pairs)."""
+        return self.spec.kind == "pair"
 
     # ---- lifecycle (called from the app's lifespan) -------------------------------------------------
     async def start(self) -> None:
@@ -126,7 +127,7 @@ class RerankService:
         reasoning = self.spec.reasoning if reasoning is None else reasoning
         budget = (think_budget or self.spec.think_budget) if reasoning else 0
         # The server's cascade applies to requests with reasoning on; reasoning off needs no chains to save.
-        return Variant(reasoning, budget, limit, per_query=reasoning and self.spec.cascade is not None)
+        return Variant(reasoning, budget, limit, per_query=reasoning and self.spec.judges != "pair")
 
     async def check(self, variant: Variant, request: RerankRequest) -> None:
         """The reranker's own checks of ``request`` under ``variant`` (no model work).
@@ -219,8 +220,8 @@ class _Metered:
     def settings(self) -> dict[str, Any]:
         return self.reranker.settings
 
-    def judge(self, pairs: list[Any]) -> list[Any]:
-        judgments = self.reranker.judge(pairs)
+    def judge(self, pairs: list[Any], **options: Any) -> list[Any]:
+        judgments = self.reranker.judge(pairs, **options)
         self.metrics.computed(judgments)
         self.counted += len(judgments)
         return judgments

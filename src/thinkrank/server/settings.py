@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from thinkrank.declare import Field, option
+from thinkrank.declare import fields as declared_fields
 from thinkrank.errors import InvalidInputError
 
 
@@ -45,39 +49,36 @@ class ServerSettings:
             setting: results of requests with that setting carry ``probability``.
     """
 
-    served_model_name: str | None = None
-    strict_model_name: bool = False
-    api_key: str | None = None
-    log_text: bool = False
+    served_model_name: str | None = option(None, "The model name responses and /v1/models give.  [default: the "
+                                           "model directory's or file's name, or the hub id]")
+    strict_model_name: bool = option(False, "Refuse (404) requests naming another model (default: any name is "
+                                     "answered by the one served model).", flags=("--strict-model-name",))
+    api_key: str | None = option(None, "Require 'Authorization: Bearer KEY' on every route but /healthz and "
+                                 "/readyz.", envvar="THINKRANK_API_KEY", show_default=False)
+    log_text: bool = option(False, "Log queries and documents (off: only sizes).", flags=("--log-text",))
     cors_origins: tuple[str, ...] = ()
-    max_batch_size: int = 32
-    max_batch_requests: int = 64
-    max_wait_ms: float = 5.0
-    cache: Path | None = None
-    max_queue: int = 1024
-    max_documents: int = 1000
-    max_query_chars: int = 8192
-    max_document_chars: int = 65536
-    max_instruction_chars: int = 4096
-    max_body_bytes: int = 16 * 1024 * 1024
-    request_timeout: float = 600.0
-    max_think_budget: int = 8192
-    heartbeat_seconds: float = 15.0
-    calibration: Path | None = None
+    max_batch_size: int = option(32, "Most documents judged in one engine call.", minimum=1)
+    max_batch_requests: int = option(64, "Most requests sharing one engine call (1: no batching across requests).",
+                                     minimum=1)
+    max_wait_ms: float = option(5.0, "How long an idle server waits to batch requests.", minimum=0.0)
+    cache: Path | None = option(None, "SQLite judgment cache shared by all requests.")
+    max_queue: int = option(1024, "Most documents waiting or in progress (then 429).", minimum=1)
+    max_documents: int = option(1000, "Most documents per request (then 413).", minimum=1)
+    max_query_chars: int = option(8192, "Longest query in characters (then 413).", minimum=1)
+    max_document_chars: int = option(65536, "Longest document in characters (then 413).", minimum=1)
+    max_instruction_chars: int = option(4096, "Longest instruction in characters (then 413).", minimum=1)
+    max_body_bytes: int = option(16 * 1024 * 1024, "Largest request body (then 413).", minimum=1)
+    request_timeout: float = option(600.0, "Seconds a request may take (then 504), and to send its body (then 408).",
+                                    positive=True, unit=" seconds")
+    max_think_budget: int = option(8192, "Largest think_budget a request may ask for.", minimum=1)
+    heartbeat_seconds: float = option(15.0, "Streams send an SSE ': ping' comment this often while no result comes.",
+                                      positive=True, unit=" seconds")
+    calibration: Path | None = option(None, "Calibration file (thinkrank calibrate) for this setting: results then "
+                                      "carry a calibrated `probability`.")
 
     def __post_init__(self) -> None:
-        positive_ints = ("max_batch_size", "max_batch_requests", "max_queue", "max_documents", "max_query_chars",
-                         "max_document_chars", "max_instruction_chars", "max_body_bytes", "max_think_budget")
-        for name in positive_ints:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InvalidInputError(f"{name} must be an int >= 1, got {value!r}")
-        if not isinstance(self.max_wait_ms, (int, float)) or self.max_wait_ms < 0:
-            raise InvalidInputError(f"max_wait_ms must be >= 0, got {self.max_wait_ms!r}")
-        for name in ("request_timeout", "heartbeat_seconds"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise InvalidInputError(f"{name} must be > 0 seconds, got {value!r}")
+        for name, declared in server_options().items():
+            _check_number(name, declared, getattr(self, name))
         object.__setattr__(self, "cors_origins", tuple(self.cors_origins))
         if any(not isinstance(o, str) or not o.strip() for o in self.cors_origins):
             raise InvalidInputError(f"cors_origins must be non-empty strings, got {self.cors_origins!r}")
@@ -94,3 +95,22 @@ class ServerSettings:
             object.__setattr__(self, "cache", Path(self.cache))
         if self.calibration is not None:
             object.__setattr__(self, "calibration", Path(self.calibration))
+
+
+@functools.cache
+def server_options() -> dict[str, Field]:
+    """The options :class:`ServerSettings` declares (``thinkrank serve`` builds its flags from them)."""
+    return declared_fields(ServerSettings)
+
+
+def _check_number(name: str, field: Field, value: Any) -> None:
+    d = field.declared
+    if field.kind is int and d.minimum is not None:
+        if not isinstance(value, int) or isinstance(value, bool) or value < d.minimum:
+            raise InvalidInputError(f"{name} must be an int >= {d.minimum:g}, got {value!r}")
+    elif field.kind is float and (d.positive or d.minimum is not None):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if d.positive and not (number and value > 0):
+            raise InvalidInputError(f"{name} must be > 0{d.unit}, got {value!r}")
+        if d.minimum is not None and not (number and value >= d.minimum):
+            raise InvalidInputError(f"{name} must be >= {d.minimum:g}{d.unit}, got {value!r}")

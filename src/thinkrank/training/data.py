@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from thinkrank.datasets._io import iter_jsonl
 from thinkrank.errors import InvalidInputError
+from thinkrank.io import iter_jsonl
 from thinkrank.prompts.rank1 import FORCED_CLOSE, THINK_CLOSE
 
 IGNORE = -100  # label of tokens without loss (PyTorch's cross-entropy ignore_index)

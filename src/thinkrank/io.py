@@ -1,4 +1,5 @@
-"""Line readers that name the file and line of every bad record."""
+"""Reading and writing files: line readers that name the file and line of every bad record,
+and atomic writers (a reader or a killed run sees the old file or the complete new one)."""
 
 from __future__ import annotations
 

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-from thinkrank.datasets._io import iter_jsonl
 from thinkrank.errors import InvalidInputError
+from thinkrank.io import iter_jsonl
 from thinkrank.prompts.rank1 import build_rank1_prompt
 
 PASSAGE_WORDS = 300  # a passage is cut to this many words so the prompt keeps its <think> tail
@@ -107,7 +107,7 @@ def builtin(num_samples: int, *, seed: int = 0, template: str | None = None) -> 
     import json
 
     _check_count(num_samples)
-    text = resources.files("thinkrank.training").joinpath("calibration_pairs.jsonl").read_text(encoding="utf-8")
+    text = resources.files("thinkrank.quantization").joinpath("calibration_pairs.jsonl").read_text(encoding="utf-8")
     pairs = [json.loads(line) for line in text.splitlines() if line.strip()]
     rng = random.Random(seed)
     others = [p["passage"] for p in pairs]

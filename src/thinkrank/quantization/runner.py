@@ -1,6 +1,6 @@
 """Weight-only quantization of a Rank1 model with llm-compressor's AWQ (the ``quantize`` extra).
 
-    >>> from thinkrank.training.quantize import QuantizeConfig, quantize
+    >>> from thinkrank.quantization import QuantizeConfig, quantize
     >>> result = quantize(QuantizeConfig(model="runs/rank1-7b/model", output="rank1-7b-awq",
     ...                                  dataset="../shared/data/scifact"))
     >>> Rank1(str(result.output))      # transformers engine (decompressed), or vLLM (int4 kernels)
@@ -223,7 +223,7 @@ def _ignored(name: str, ignore: tuple[str, ...]) -> bool:
 # ---- calibration -----------------------------------------------------------------------------
 def calibration_texts(config: QuantizeConfig) -> tuple[list[str], str]:
     """The calibration texts and a one-line account of where they came from."""
-    from thinkrank.training import calibration as cal
+    from thinkrank.quantization import calibration as cal
 
     n, seed = config.num_samples, config.seed
     if config.calibration is not None:
@@ -274,7 +274,7 @@ def quantize(config: QuantizeConfig, progress: Progress | None = None) -> Quanti
     result = QuantizeResult(
         output=out, scheme=SCHEMES[config.bits], group_size=group_size, layers=layers, samples=len(texts),
         calibration=source, seconds=round(time.perf_counter() - start, 1), size_before=_weights_size(config.model),
-        size_after=_weights_size(partial), cpu_shim=shim, settings=config.settings(),
+        size_after=_folder_weights_size(partial), cpu_shim=shim, settings=config.settings(),
     )
     (partial / MARKER).write_text(json.dumps({**result.to_dict(), "architecture": arch}, indent=2) + "\n")
     if out.exists():
@@ -310,7 +310,7 @@ def _run_awq(model: Any, tokenizer: Any, texts: list[str], config: QuantizeConfi
     from llmcompressor.modifiers.quantization import QuantizationModifier
     from llmcompressor.modifiers.transform.awq import AWQModifier
 
-    from thinkrank.training.cpu_shim import cpu_pinning_disabled
+    from thinkrank.quantization.cpu_shim import cpu_pinning_disabled
 
     # Rank1 prompts are raw text: tokenize as inference does (special tokens at the front only).
     encoded = tokenizer(texts, truncation=True, max_length=config.max_seq_length)
@@ -364,6 +364,9 @@ def _progress_hooks(model: Any, progress: Progress | None) -> list[Any]:
 def _weights_size(model: str | Path) -> int | None:
     """Bytes of the weight files of a local model folder (None for a hub id)."""
     path = Path(model)
-    if not path.is_dir():
-        return None
-    return sum(f.stat().st_size for f in path.iterdir() if f.suffix in (".safetensors", ".bin"))
+    return _folder_weights_size(path) if path.is_dir() else None
+
+
+def _folder_weights_size(folder: Path) -> int:
+    """Bytes of the weight files in ``folder``."""
+    return sum(f.stat().st_size for f in folder.iterdir() if f.suffix in (".safetensors", ".bin"))
