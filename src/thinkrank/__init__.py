@@ -18,6 +18,7 @@ _EXPORTS = {
     "Rank1": "thinkrank.rerankers.pointwise",
     "Pair": "thinkrank.rerankers.pointwise",
     "RankK": "thinkrank.rerankers.listwise",
+    "ReasonRank": "thinkrank.rerankers.listwise",
     "RankR1": "thinkrank.rerankers.setwise",
     "parse_ranking": "thinkrank.rerankers.parsing",
     "RerankRequest": "thinkrank.rerankers.base",

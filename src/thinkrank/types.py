@@ -6,9 +6,12 @@ import json
 import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from thinkrank.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from thinkrank.families.base import Fallback
 
 
 @dataclass(frozen=True)
@@ -192,7 +195,9 @@ class WindowTrace:
 
     ``order`` holds the groups read from its ordering (input indices, best first; a group of
     several is a tie). ``parsed`` is False when the output held no usable ordering: the window
-    then kept its previous order.
+    then kept its previous order. ``fallback``: the released reader's fallback this window was
+    read by (a family such as ReasonRank reading ids from a chain without ``<answer>``), None
+    when it read a well-formed answer; ``to_dict`` leaves it out when None.
     """
 
     step: int
@@ -206,9 +211,19 @@ class WindowTrace:
     completion_tokens: int = 0
     forced: bool = False
     parsed: bool = True
+    fallback: Fallback | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.fallback, Mapping):  # read back from a cache or a JSON file
+            from thinkrank.families.base import Fallback
+
+            self.fallback = Fallback(**self.fallback)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.fallback is None:
+            del out["fallback"]  # Rank-K's traces stay as they were
+        return out
 
 
 @dataclass

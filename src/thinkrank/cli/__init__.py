@@ -41,6 +41,10 @@ def _register() -> None:
 
     for module in (rerank, retrieve, evaluate, calibrate, distill, train, quantize, compare, serve, cache):
         module.register(app)
+    from thinkrank.cli import families, prompt  # the family commands, after the others in --help
+
+    for module in (prompt, families):
+        module.register(app)
 
 
 def main() -> None:

@@ -213,10 +213,18 @@ def build_input(
             raise InvalidInputError(f"passage {i} must be a string, got {type(passage).__name__}")
     if instruction is not None and not isinstance(instruction, str):
         raise InvalidInputError(f"the instruction must be a string or None, got {type(instruction).__name__}")
+    return window_chat(query, [passage_content(p, truncate) for p in passages], mode=mode, instruction=instruction)
+
+
+def window_chat(query: str, contents: Sequence[str], *, mode: Mode = "reasoning", instruction: str | None = None
+                ) -> ModelInput:
+    """:func:`build_input` for passages already made into their released content
+    (:func:`passage_content`: fixed, cut, ids rewritten), e.g. by a reranker that cut them once
+    to check their length; the inputs are not checked again."""
     joined = " ".join(x.strip() for x in (query, instruction or "") if x.strip())
     q = replace_number(joined).strip()
-    num = len(passages)
-    body = "".join(f"[{rank}] {passage_content(p, truncate)}\n" for rank, p in enumerate(passages, 1))
+    num = len(contents)
+    body = "".join(f"[{rank}] {content}\n" for rank, content in enumerate(contents, 1))
     user = _PREFIX.format(num=num, query=q) + "\n" + body + _POST[mode].format(num=num, query=q)
     system = SYSTEM_PROMPT_REASONING if mode == "reasoning" else SYSTEM_PROMPT
     # The released fix_text over the rendered prompt, turn by turn (see the module docstring).

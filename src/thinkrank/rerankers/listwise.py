@@ -1,4 +1,5 @@
-"""Rank-K: a listwise reasoning reranker (sliding windows of passages, one chain per window).
+"""Rank-K and the other query families: a listwise reasoning reranker (sliding windows of
+passages, one chain per window).
 
 Each window's passages go to the model in the released Rank-K prompt (one user message,
 through the model's chat template); the model reasons, then writes an ordering such as
@@ -6,6 +7,9 @@ through the model's chat template); the model reasons, then writes an ordering s
 from the bottom of the top ``depth`` candidates up, so the best passages bubble to the top.
 Windows of one query run one after another (each sees the previous one's result); the windows
 of different queries at the same step go to the engine as one batch.
+
+``family`` picks another released query family (ReasonRank): what differs (window plan, passage
+cut, chat, reader, sampling) is its :class:`~thinkrank.families.window.WindowFamily` adapter.
 """
 
 from __future__ import annotations
@@ -17,11 +21,11 @@ from typing import Any, ClassVar
 
 from thinkrank.engines import Engine, Generation, GenerationRequest, load_engine
 from thinkrank.errors import InvalidInputError
-from thinkrank.families.base import Kind
-from thinkrank.prompts.rankk import build_rankk_prompt, check_template
+from thinkrank.families.base import Kind, ModelInput
+from thinkrank.families.window import WindowFamily, window_family
+from thinkrank.prompts.rankk import check_template
 from thinkrank.rerankers.base import RequestLike, Reranker, RerankRequest, as_request
-from thinkrank.rerankers.parsing import THINK_OPEN, read_answer
-from thinkrank.rerankers.truncation import truncate_passage
+from thinkrank.rerankers.parsing import THINK_OPEN
 from thinkrank.types import Document, Judgment, Ranking, WindowTrace, as_documents, check_instruction, check_query
 from thinkrank.validation import check_optional_str, check_sampling, check_top_n
 
@@ -72,22 +76,26 @@ class _Pass:
 
 
 class RankK(Reranker):
-    """Listwise reasoning reranker (Rank-K).
+    """Listwise reasoning reranker (Rank-K, and every query family: ``family="reasonrank"``).
 
     Args:
         model: hub id (default: the released ``hltcoe/Rank-K-32B``), local directory or
             ``.gguf`` file of a chat model; ignored when ``engine`` is an engine instance.
         engine: ``"auto"``, ``"transformers"``, ``"vllm"``, ``"openai"`` or an Engine.
+        family: the released query family: ``"rank-k"`` (default) or ``"reasonrank"`` (its
+            prompt mode chosen by the model, its window plan, passage cut, reader and budget;
+            windows its reader could only read by a released fallback say so in their trace).
         window / stride / depth: passages per call, the step between windows, and how many of
             the top candidates are reranked (None: all). Documents below ``depth`` keep their
             order after the reranked head.
-        max_tokens: budget per window for reasoning and ordering together. A window whose
-            budget runs out before an ordering keeps its order (its trace is ``forced``).
+        max_tokens: budget per window for reasoning and ordering together (None: the family's,
+            4096 for Rank-K). A window whose budget runs out before an ordering keeps its order
+            (its trace is ``forced``).
         max_passage_tokens: each passage is cut to this many tokens (None: never), so the
             passage numbers and the instructions always survive; cut ones are ``truncated``.
         prompt: a custom template with ``{query}`` and ``{docs}`` (default: the released one);
             ``instruction``: text appended to every query.
-        temperature / seed: greedy by default; with sampling, window ``k`` of a call (counted
+        temperature / seed: the family's (None; greedy for Rank-K); with sampling, window ``k`` of a call (counted
             over all its queries) uses seed ``seed + k``, so runs are reproducible.
         progress: ``progress(done, total)`` over the windows of a call.
         calibration: a calibration file (``thinkrank calibrate``) fitted for these settings:
@@ -102,25 +110,33 @@ class RankK(Reranker):
         model: str = DEFAULT_MODEL,
         engine: str | Engine = "auto",
         *,
+        family: str = "rank-k",
         window: int = 20,
         stride: int = 10,
         depth: int | None = 100,
-        max_tokens: int = 4096,
+        max_tokens: int | None = None,
         max_passage_tokens: int | None = 512,
         prompt: str | None = None,
         instruction: str | None = None,
-        temperature: float = 0.0,
+        temperature: float | None = None,
         seed: int | None = None,
         progress: Callable[[int, int], None] | None = None,
         calibration: Any = None,
         **engine_options: Any,
     ) -> None:
-        check_settings(window, stride, depth, max_tokens, max_passage_tokens, temperature)
-        check_sampling(temperature, seed)
+        check_settings(window, stride, depth, 1 if max_tokens is None else max_tokens, max_passage_tokens,
+                       0.0 if temperature is None else temperature)
+        check_sampling(0.0 if temperature is None else temperature, seed)
         check_optional_str("prompt", prompt)
         check_optional_str("instruction", instruction)
         check_template(prompt)
+        window_family(family, model if isinstance(model, str) else "", prompt)  # its checks, before a model loads
         self.engine = load_engine(model, engine, **engine_options)
+        self.family = family
+        self.window_family: WindowFamily = window_family(family, self.engine.model_name, prompt)
+        released = self.window_family.sampling(self.engine.model_name)
+        max_tokens = released.max_tokens if max_tokens is None else max_tokens
+        temperature = released.temperature if temperature is None else temperature
         self.window, self.stride, self.depth = window, stride, depth
         self.max_tokens = max_tokens
         self.max_passage_tokens = max_passage_tokens
@@ -150,7 +166,7 @@ class RankK(Reranker):
             "temperature": self.temperature,
             "seed": self.seed if self.temperature > 0 else None,
             "scores": "reciprocal-rank-distinct",  # 1/(rank+1) for every position, ties in written order
-        }
+        } | self.window_family.settings()  # nothing for rank-k: its settings and cache keys stay as they were
 
     # ---- public API -----------------------------------------------------------------------
     def rerank_many(self, requests: Sequence[RequestLike], top_n: int | None = None) -> list[Ranking]:
@@ -191,10 +207,10 @@ class RankK(Reranker):
         docs = as_documents(req.documents)
         check_instruction(req.instruction)
         query = " ".join(x.strip() for x in (query, req.instruction, self.instruction) if x and x.strip())
-        spans = plan_windows(len(docs), self.window, self.stride, self.depth)
+        spans = self.window_family.plan(len(docs), self.window, self.stride, self.depth)
         shown = range(max((end for _, end in spans), default=0))  # only these are ever in a window
         tok = self.engine.tokenizer
-        passages = {i: truncate_passage(tok, docs[i].passage, self.max_passage_tokens) for i in shown}
+        passages = {i: self.window_family.shown(tok, docs[i].passage, self.max_passage_tokens) for i in shown}
         if spans:
             self._check_context(query, [passages[i][0] for i in shown])
         return _Pass(req, query, docs, passages, spans, seed_base, list(range(len(docs))), [False] * len(docs))
@@ -210,8 +226,7 @@ class RankK(Reranker):
         if context is None:
             return
         tok = self.engine.tokenizer
-        frame = len(tok.encode(self.engine.apply_chat_template(
-            [{"role": "user", "content": build_rankk_prompt(query, [""] * min(self.window, len(shown)), self.prompt)}])))
+        frame = len(tok.encode(self._render(self.window_family.build(query, [""] * min(self.window, len(shown))))))
         longest = sorted((len(tok.encode(text)) for text in shown), reverse=True)[: self.window]
         need = frame + sum(longest) + len(longest) + self.max_tokens  # +1 a passage: tokens merging at its edges
         if need > context:
@@ -221,13 +236,16 @@ class RankK(Reranker):
                 f"{context}: lower max_passage_tokens, window or max_tokens"
             )
 
+    def _render(self, given: ModelInput) -> str:
+        return self.engine.apply_chat_template(list(given.messages or ())) + given.assistant_prefix
+
     def _request(self, p: _Pass, step: int) -> GenerationRequest:
-        """Window ``step`` of ``p`` as one user message, for the engine's chat template or chat API."""
+        """Window ``step`` of ``p`` as the family's chat, for the engine's chat template or chat API."""
         start, end = p.spans[step]
-        content = build_rankk_prompt(p.query, [p.passages[i][0] for i in p.order[start:end]], self.prompt)
+        given = self.window_family.build(p.query, [p.passages[i][0] for i in p.order[start:end]])
         seed = None if self.seed is None else self.seed + p.seed_base + step
         return GenerationRequest(prompt="", max_tokens=self.max_tokens, temperature=self.temperature, seed=seed,
-                                 messages=({"role": "user", "content": content},))
+                                 messages=given.messages, assistant_prefix=given.assistant_prefix)
 
     def _cut_inside_think(self, request: GenerationRequest, gen: Generation) -> bool:
         """Whether the budget ran out inside a chain the chat template opened (QwQ's prompt ends in
@@ -242,8 +260,13 @@ class RankK(Reranker):
     def _apply(self, p: _Pass, step: int, gen: Generation, opened: bool) -> None:
         start, end = p.spans[step]
         indices = p.order[start:end]
-        answer = read_answer(gen.text, len(indices), opened=opened)
-        if not answer.found:
+        answer = self.window_family.read(gen.text, len(indices), opened)
+        if answer.fallback is not None:
+            log.warning(
+                "%s window %d-%d of query %r: %s (%d tokens, stop: %s)", self.family, start, end,
+                p.request.query_id or p.query[:60], answer.fallback.detail, gen.num_tokens, gen.stop_reason,
+            )
+        elif not answer.found:
             log.warning(
                 "listwise window %d-%d of query %r: no ordering in the model's output (%d tokens, stop: %s); "
                 "the window keeps its previous order", start, end, p.request.query_id or p.query[:60],
@@ -258,7 +281,7 @@ class RankK(Reranker):
             step=step, start=start, end=end, indices=indices, reasoning=answer.reasoning,
             ordering=answer.ordering, order=groups, prompt_tokens=gen.prompt_tokens,
             completion_tokens=gen.num_tokens, forced=gen.stop_reason == "length" and not answer.found,
-            parsed=answer.found,
+            parsed=answer.found, fallback=answer.fallback,
         )
         p.traces.append(trace)
         p.chain_tokens.append(len(self.engine.tokenizer.encode(answer.reasoning)) if answer.reasoning else 0)
@@ -277,6 +300,13 @@ class RankK(Reranker):
             judgment.truncated = p.passages.get(index, ("", False))[1]
             judgments.append(judgment)
         return Ranking(p.request.query, judgments, p.request.query_id, windows=p.traces)
+
+
+def ReasonRank(model: str = "liuwenhan/reasonrank-7B", engine: str | Engine = "auto", **options: Any) -> RankK:  # noqa: N802
+    """The ReasonRank listwise reranker: :class:`RankK` with ``family="reasonrank"`` (its prompt
+    mode from the model: ``liuwenhan/reasonrank-8B`` samples with the Qwen3 prompt, the 7B and
+    32B are greedy; windows of 20, step 10, over the top 100; 3172 new tokens per window)."""
+    return RankK(model, engine, family="reasonrank", **options)
 
 
 def check_settings(
