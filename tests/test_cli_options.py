@@ -148,3 +148,20 @@ def test_evaluate_refuses_cascade_flags_without_a_model(data_dir):
     result = CliRunner().invoke(app, ["evaluate", "--dataset", str(data_dir / "dl19"), "--run", "bm25", "--cascade",
                                       "top=5", "--extra-body", "{}"])
     assert result.exit_code == 2 and "--cascade, --extra-body configure a reranker, but no --model" in result.output
+
+
+def test_a_family_sets_the_mode_the_flag_checks_use():
+    from thinkrank.cli import options as cli_options
+    from thinkrank.errors import InvalidInputError
+
+    # --window is a listwise flag: right for reasonrank without --mode, wrong for a pointwise family
+    cli_options.check({"family": "reasonrank", "mode": cli_options.Mode.pointwise, "window": 3}, {"family", "window"})
+    with pytest.raises(InvalidInputError, match="--window applies only to --mode listwise"):
+        cli_options.check({"family": "qwen3-reranker", "mode": cli_options.Mode.pointwise, "window": 3},
+                          {"family", "window"})
+    # --seed needs sampling: reasonrank-8B samples as released, rank-k does not
+    cli_options.check({"family": "reasonrank", "model": "liuwenhan/reasonrank-8B", "mode": cli_options.Mode.pointwise,
+                       "seed": 1, "temperature": None}, {"family", "model", "seed"})
+    with pytest.raises(InvalidInputError, match="--seed has no effect"):
+        cli_options.check({"family": "rank-k", "mode": cli_options.Mode.pointwise, "seed": 1, "temperature": None},
+                          {"family", "seed"})

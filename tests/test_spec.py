@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 
 import pytest
 
@@ -99,3 +100,44 @@ def test_build_reranker_can_share_a_loaded_engine(smollm2_engine):
     ranker = build_reranker(spec, engine=smollm2_engine)
     assert isinstance(ranker, RankK) and ranker.engine is smollm2_engine
     assert ranker.settings["window"] == 3 and ranker.settings["max_passage_tokens"] == 512  # the mode's default
+
+
+def test_a_family_sets_the_mode_and_the_default_model():
+    spec = RerankerSpec(family="reasonrank")
+    assert spec.mode == "listwise" and spec.kind == "query" and spec.model_name == "liuwenhan/reasonrank-7B"
+    assert RerankerSpec(family="qwen3-reranker").mode == "pointwise"
+    assert RerankerSpec(family="qwen3-reranker").model_name == "Qwen/Qwen3-Reranker-0.6B"
+    assert RerankerSpec(family="rank-k", mode="listwise").model_name == "hltcoe/Rank-K-32B"
+    # reasonrank-8B samples as released; every other family is greedy unless told otherwise
+    assert RerankerSpec(family="reasonrank", model="liuwenhan/reasonrank-8B").sampling_temperature == 0.6
+    assert RerankerSpec(family="reasonrank").sampling_temperature == 0.0
+    assert RerankerSpec(family="reasonrank", temperature=0.0, model="x/reasonrank-8B").sampling_temperature == 0.0
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"family": "nope"}, "unknown family 'nope'"),
+    ({"family": "erank"}, "erank is not available"),
+    ({"family": "rank-r1"}, "thinkrank.RankR1"),
+    ({"family": "qwen3-reranker", "mode": "listwise"}, "the qwen3-reranker family is pointwise"),
+])
+def test_a_family_the_spec_cannot_serve_is_refused_naming_why(fields, message):
+    with pytest.raises(InvalidInputError, match=re.escape(message)):
+        RerankerSpec(**fields)
+    if "mode" not in fields:
+        with pytest.raises(InvalidInputError, match=re.escape(message)):
+            RerankerSpec(family=fields["family"], mode="pointwise")
+
+
+def test_tfrank_has_no_released_model_so_the_spec_asks_for_one():
+    with pytest.raises(InvalidInputError, match="tfrank family has no released model"):
+        _ = RerankerSpec(family="tfrank").model_name
+
+
+def test_a_listwise_family_is_built_with_its_own_windows_and_defaults(tiny_qwen_engine):
+    spec = RerankerSpec(model="unused", engine="openai", engine_options={"base_url": "http://127.0.0.1:1/v1"},
+                        family="reasonrank", window=3, stride=2)
+    ranker = build_reranker(spec, engine=tiny_qwen_engine)
+    direct = RankK(engine=tiny_qwen_engine, family="reasonrank", window=3, stride=2)
+    assert isinstance(ranker, RankK)
+    assert ranker.settings == direct.settings
+    assert ranker.settings["family"] == "reasonrank" and ranker.settings["max_tokens"] == 3172  # released budget

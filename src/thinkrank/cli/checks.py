@@ -88,7 +88,7 @@ def check_applicable(opts: Mapping[str, Any], given: Iterable[str] | None, *, li
     reasoning_off = str(getattr(opts.get("reasoning"), "value", "on")) == "off" and not reasoning_per_request
     if not listwise and "think_budget" in given and reasoning_off:
         raise InvalidInputError("--think-budget has no effect with --reasoning off (no chain is generated); drop one")
-    if "seed" in given and opts.get("temperature", 0.0) == 0:
+    if "seed" in given and _temperature(opts) == 0:
         raise InvalidInputError("--seed has no effect with --temperature 0 (greedy decoding); set --temperature > 0 "
                                 "or drop --seed")
 
@@ -116,3 +116,18 @@ def check_method_options(given: Iterable[str] | None, method: str) -> None:
         for name in names:
             if other != method and name in set(given):
                 raise InvalidInputError(f"{flag(name)} is an option of --method {other}, but the method is {method}")
+
+
+def _temperature(opts: Mapping[str, Any]) -> float:
+    """The temperature the run will sample at: ``--temperature``, or the family's for the model."""
+    if opts.get("temperature") is not None:
+        return float(opts["temperature"])
+    from thinkrank.rerankers.spec import mode_of
+
+    mode = mode_of(opts.get("family"), str(getattr(opts.get("mode"), "value", opts.get("mode") or "pointwise")))
+    if mode != "listwise":
+        return 0.0
+    from thinkrank.families.window import window_family
+
+    model = opts.get("model") or ""
+    return window_family(opts.get("family") or "rank-k", model).sampling(model).temperature

@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
     app.command("evaluate", help=EVALUATE_HELP)(evaluate)
 
 
-@options.command(lambda **opts: _evaluate(**opts), {"queries": options.HEAD[1:], "report": options.SAMPLING + options.LISTWISE + options.ENGINE})
+@options.command(lambda **opts: _evaluate(**opts), {"queries": ("family", *options.HEAD[1:]), "report": options.SAMPLING + options.LISTWISE + options.ENGINE})
 def evaluate(
     dataset: Annotated[Path, typer.Option("--dataset", "-d", help="Collection folder.")],
     run: Annotated[str, typer.Option("--run", "-r", help="A run of the collection (bm25, …) or a run file.")],

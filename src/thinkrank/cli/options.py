@@ -141,7 +141,10 @@ def check(opts: Mapping[str, Any], given: Iterable[str] | None, *, reasoning_per
     ``--reasoning-close`` apply whatever it is."""
     from thinkrank.cli.checks import check_applicable
 
-    listwise = opts.get("mode") == Mode.listwise
+    from thinkrank.rerankers.spec import mode_of
+
+    listwise = mode_of(opts.get("family"), str(getattr(opts.get("mode"), "value", opts.get("mode") or "pointwise"))) \
+        == "listwise"
     if opts.get("cascade") is not None and listwise:
         raise InvalidInputError("--cascade is a pointwise option (Rank1); drop it or use --mode pointwise")
     check_applicable(opts, given, listwise=listwise, reasoning_per_request=reasoning_per_request)

@@ -38,7 +38,7 @@ Documents come from --docs: JSONL records {"id", "text", "title"?} (add "qid" to
 """
 
 
-@options.command(lambda **opts: _rerank(**opts), {"top_n": options.HEAD, "ray": options.SAMPLING + options.LISTWISE + options.ENGINE})
+@options.command(lambda **opts: _rerank(**opts), {"top_n": ("family", *options.HEAD), "ray": options.SAMPLING + options.LISTWISE + options.ENGINE})
 def rerank(
     docs: Annotated[Path, typer.Option("--docs", help="JSONL {id,text,title?[,qid]} or plain text, one per line; - reads standard input.")],
     query: Annotated[str | None, typer.Option("--query", "-q", help="The query text.")] = None,

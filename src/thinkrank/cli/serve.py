@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
 
 
 @options.command(lambda **opts: _serve(**opts), {
-    "host": ("model", "mode"),
+    "host": ("model", "family", "mode"),
     "cors_origin": ("server:served_model_name", "server:strict_model_name"),
     "reasoning": ("server:api_key", "server:cache", "server:calibration"),
     "log_level": ("server:max_think_budget", *options.HEAD[4:], *options.SAMPLING, *options.LISTWISE,

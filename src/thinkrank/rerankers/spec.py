@@ -28,6 +28,9 @@ from thinkrank.families.base import Kind
 from thinkrank.rerankers.base import Reranker
 
 MODES = ("pointwise", "listwise")
+MODE_OF_KIND: dict[Kind, str] = {"pair": "pointwise", "query": "listwise"}
+"""The mode serving each family kind; setwise families (``rank-r1``) are library-only for now
+(:class:`~thinkrank.RankR1`)."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,10 @@ class RerankerSpec:
     """Everything needed to build a reranker, validated on construction.
 
     Args:
-        mode: ``"pointwise"`` (Rank1) or ``"listwise"`` (Rank-K).
+        mode: ``"pointwise"`` (Rank1) or ``"listwise"`` (Rank-K); set by ``family`` when given.
+        family: a reranker family by name (``thinkrank families``): ``rank1``, ``qwen3-reranker``,
+            ``tfrank`` (pointwise) or ``rank-k``, ``reasonrank`` (listwise); None: the mode's own
+            (rank1, rank-k). It sets the mode, the default model and the family's defaults.
         model: hub id, local directory, ``.gguf`` file or adapter directory; None: the mode's
             released model (``jhu-clsp/rank1-7b``, ``hltcoe/Rank-K-32B``).
         engine: ``"auto"`` or a registered engine name; ``engine_options`` its constructor
@@ -45,7 +51,8 @@ class RerankerSpec:
             listwise: ``{query}``/``{docs}``) and text appended to every query.
         max_passage_tokens: passages are cut to this many tokens; None: the mode's default
             (pointwise 2048, listwise 512).
-        temperature / seed: 0 is greedy; sampling is reproducible with a seed.
+        temperature / seed: 0 is greedy; None: the family's (greedy except reasonrank-8B);
+            sampling is reproducible with a seed.
         window / stride / depth / max_tokens: listwise windows and the token budget per window.
         reasoning_close: pointwise with reasoning off, the bytes that close the empty think
             block (see :class:`~thinkrank.Rank1`). cascade: pointwise, reason only where it can
@@ -58,7 +65,10 @@ class RerankerSpec:
             value of the wrong type or out of range (the message names the field).
     """
 
-    mode: str = option("pointwise", "pointwise (Rank1) or listwise (Rank-K).", flags=("--mode",))
+    mode: str = option("pointwise", "pointwise (Rank1) or listwise (Rank-K); --family sets it.", flags=("--mode",))
+    family: str | None = option(None, "Reranker family (thinkrank families): rank1, qwen3-reranker, tfrank "
+                                "(pointwise); rank-k, reasonrank (listwise). Sets the mode and the defaults.  "
+                                "[default: rank1; listwise: rank-k]", flags=("--family",))
     model: str | None = option(None, "Hub id, local directory, .gguf file or adapter directory.  "
                                "[default: jhu-clsp/rank1-7b; listwise: hltcoe/Rank-K-32B]", flags=("--model", "-m"))
     engine: str = option("auto", f"auto, {', '.join(ENGINES)}.")
@@ -71,14 +81,16 @@ class RerankerSpec:
     instruction: str | None = option(None, "Text appended to every query.")
     max_passage_tokens: int | None = option(None, "Cut passages to this many tokens (flagged).  "
                                             "[default: 2048; listwise 512]", minimum=1)
-    temperature: float = option(0.0, "0 = greedy (default).", minimum=0.0)
+    temperature: float | None = option(None, "0 = greedy.  [default: the family's: 0, reasonrank-8B 0.6]",
+                                       minimum=0.0)
     seed: int | None = option(None, "Seed for sampling (with --temperature > 0).")
     window: int = option(20, "Listwise: passages per window.", minimum=2, modes=("listwise",))
     stride: int = option(10, "Listwise: window stride.", minimum=1, modes=("listwise",))
     depth: int | None = option(100, "Listwise: how many top candidates to rerank.", minimum=1, modes=("listwise",),
                                cli_type=int)
-    max_tokens: int = option(4096, "Listwise: most tokens per window (reasoning + ordering).", minimum=1,
-                             modes=("listwise",))
+    max_tokens: int | None = option(None, "Listwise: most tokens per window (reasoning + ordering).  "
+                                    "[default: the family's: rank-k 4096, reasonrank 3172]", minimum=1,
+                                    modes=("listwise",), cli_type=int | None)
     reasoning_close: str = option("newline", "Pointwise, reasoning off (and the cascade's first pass): bytes closing "
                                   "the empty think block: newline ('\\n</think>'), bare ('</think>') or empty-chain "
                                   "('\\n\\n</think>').", modes=("pointwise",))
@@ -91,6 +103,7 @@ class RerankerSpec:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise InvalidInputError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        object.__setattr__(self, "mode", mode_of(self.family, self.mode))
         if isinstance(self.model, os.PathLike):
             object.__setattr__(self, "model", os.fspath(self.model))
         if self.model is not None and (not isinstance(self.model, str) or not self.model.strip()):
@@ -115,16 +128,16 @@ class RerankerSpec:
             from thinkrank.prompts.rank1 import resolve_reasoning_close
             from thinkrank.rerankers.pointwise import check_cascade, check_settings
 
-            check_settings(self.think_budget, self.reasoning, self.max_passage_tokens, self.temperature, self.prompt,
-                           self.seed, self.instruction)
+            check_settings(self.think_budget, self.reasoning, self.max_passage_tokens, self.temperature or 0.0,
+                           self.prompt, self.seed, self.instruction)
             resolve_reasoning_close(self.reasoning_close)
             check_cascade(self.cascade, self.reasoning)
         else:
             from thinkrank.prompts.rankk import check_template
             from thinkrank.rerankers.listwise import check_settings as check_listwise
 
-            check_listwise(self.window, self.stride, self.depth, self.max_tokens, self.max_passage_tokens,
-                           self.temperature)
+            check_listwise(self.window, self.stride, self.depth, 1 if self.max_tokens is None else self.max_tokens,
+                           self.max_passage_tokens, self.temperature or 0.0)
             check_template(self.prompt)
 
     @property
@@ -132,6 +145,13 @@ class RerankerSpec:
         """The model that will load: ``model``, or the mode's released default."""
         if self.model is not None:
             return self.model
+        if self.family is not None:
+            from thinkrank.families import get_family
+
+            model = get_family(self.family).default_model
+            if model is None:
+                raise InvalidInputError(f"the {self.family} family has no released model: give one (--model)")
+            return model
         if self.mode == "listwise":
             from thinkrank.rerankers.listwise import DEFAULT_MODEL as LISTWISE_MODEL
 
@@ -139,6 +159,18 @@ class RerankerSpec:
         from thinkrank.engines.loading import DEFAULT_MODEL
 
         return DEFAULT_MODEL
+
+    @property
+    def sampling_temperature(self) -> float:
+        """The temperature the reranker will use: ``temperature``, or its family's for this model
+        (0, greedy, for every family but reasonrank-8B)."""
+        if self.temperature is not None:
+            return self.temperature
+        if self.mode == "listwise":
+            from thinkrank.families.window import window_family
+
+            return window_family(self.family or "rank-k", self.model_name).sampling(self.model_name).temperature
+        return 0.0
 
     @property
     def reranker_class(self) -> type[Reranker]:
@@ -164,6 +196,27 @@ class RerankerSpec:
     def replace(self, **changes: Any) -> RerankerSpec:
         """A copy with ``changes`` applied, validated again."""
         return dataclasses.replace(self, **changes)
+
+
+def mode_of(family: str | None, mode: str = "pointwise") -> str:
+    """The mode that serves ``family`` (``mode`` itself when no family is named).
+
+    Raises:
+        InvalidInputError: an unknown or unavailable family, a setwise one (library only for now),
+            or a family of the other mode than a listwise ``mode`` asked for.
+    """
+    if family is None:
+        return mode
+    from thinkrank.families import get_family
+
+    entry = get_family(family)
+    if entry.kind not in MODE_OF_KIND:
+        raise InvalidInputError(f"the {family} family ranks by {entry.kind}wise comparisons: use it from Python, "
+                                "thinkrank.RankR1(...); the CLI and server serve pointwise and listwise families")
+    served = MODE_OF_KIND[entry.kind]
+    if mode != "pointwise" and mode != served:  # pointwise is the default: any family may replace it
+        raise InvalidInputError(f"the {family} family is {served}, but the mode asked for is {mode}: drop --mode")
+    return served
 
 
 @functools.cache
@@ -218,10 +271,11 @@ def build_reranker(spec: RerankerSpec, *, engine: Engine | None = None,
     Raises:
         MissingExtraError / ModelLoadError: the engine's extra is missing or the model does not load.
     """
-    common: dict[str, Any] = dict(
-        prompt=spec.prompt, instruction=spec.instruction, temperature=spec.temperature, seed=spec.seed,
-        progress=progress,
-    )
+    common: dict[str, Any] = dict(prompt=spec.prompt, instruction=spec.instruction, seed=spec.seed, progress=progress)
+    if spec.temperature is not None:
+        common["temperature"] = spec.temperature
+    if spec.family is not None:
+        common["family"] = spec.family
     if spec.max_passage_tokens is not None:
         common["max_passage_tokens"] = spec.max_passage_tokens
     if engine is not None:
