@@ -37,9 +37,9 @@ def _root(
 
 def _register() -> None:
     # Each module defines `register(app)`; the order is the order in --help.
-    from thinkrank.cli import cache, calibrate, distill, evaluate, quantize, rerank, retrieve, serve, train
+    from thinkrank.cli import cache, calibrate, distill, evaluate, quantize, recipe, rerank, retrieve, serve, train
 
-    for module in (rerank, retrieve, evaluate, calibrate, distill, train, quantize, serve, cache):
+    for module in (rerank, retrieve, evaluate, calibrate, distill, train, recipe, quantize, serve, cache):
         module.register(app)
 
 

@@ -15,9 +15,11 @@ def model_card(config: RecipeConfig, selection: dict[str, Any], results: dict[st
     lines = [
         "---", "library_name: transformers", "tags: [reranker, rank1, thinkrank, scifact]", "---", "",
         f"# Rank1-style reranker from {config.model} (SciFact recipe, `{arm}` arm)", "",
-        ("Made by `thinkrank recipe scifact` (docs/training.md). Load it with "
-        "`Rank1(model=\"<this folder>\", reasoning=False)`, `thinkrank evaluate --model <this folder> --no-reasoning` "
-        "or `thinkrank serve --model <this folder>`."), "",
+        ("Made by `thinkrank recipe scifact` (docs/training.md). It was trained and measured with reasoning off "
+         f"and passages cut to {config.passage_tokens} tokens; load it the same way: "
+         f"`Rank1(model=\"<this folder>\", reasoning=False, max_passage_tokens={config.passage_tokens})`, "
+         f"`thinkrank evaluate --model <this folder> --reasoning off --max-passage-tokens {config.passage_tokens}` "
+         "or `thinkrank serve --model <this folder>`."), "",
         "## Data",
         (f"- SciFact training claims (BEIR `scifact/train`): {len(split['train'])} for training, {len(split['dev'])} "
         f"held out by query as the dev split; {len(split['dropped_same_text_as_test'])} dropped because their text "
