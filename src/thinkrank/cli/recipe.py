@@ -44,6 +44,8 @@ def scifact(
     pairs: Annotated[int, typer.Option(help="Training pairs drawn.")] = 2000,
     mix: Annotated[str, typer.Option(help="Data mix: source=share,… (positive, negative, hard:A-B).")] = "positive=0.25,negative=0.25,hard:1-5=0.25,hard:6-10=0.25",
     dev_fraction: Annotated[float, typer.Option(help="Share of training claims held out as dev.")] = 0.15,
+    dev_queries: Annotated[int | None, typer.Option(help="Hold out this many training claims as dev (wins over --dev-fraction).")] = None,
+    train_queries: Annotated[int | None, typer.Option(help="Use only this many training claims (default: all).")] = None,
     arms: Annotated[str, typer.Option(help="Targets to train: direct, chains or both (comma-separated).")] = "direct,chains",
     chain_pairs: Annotated[int, typer.Option(help="Pairs given a self-generated chain.")] = 400,
     chain_tokens: Annotated[int, typer.Option(help="Token budget of each self-generated chain.")] = 128,
@@ -76,7 +78,7 @@ def _scifact(**o: Any) -> None:
             raise typer.BadParameter(f"--mix items are source=share (e.g. hard:1-5=0.25), got {item!r}") from None
     config = RecipeConfig(
         model=o["model"], data=o["data"], output=o["output"], pairs=o["pairs"], shares=shares,
-        dev_fraction=o["dev_fraction"], arms=tuple(a.strip() for a in o["arms"].split(",") if a.strip()),
+        dev_fraction=o["dev_fraction"], dev_queries=o["dev_queries"], train_queries=o["train_queries"], arms=tuple(a.strip() for a in o["arms"].split(",") if a.strip()),
         chain_pairs=o["chain_pairs"], chain_tokens=o["chain_tokens"], learning_rates=_floats(o["lrs"], "--lrs"),
         epochs=o["epochs"], max_steps=o["max_steps"], batch_size=o["batch_size"],
         micro_batch_size=o["micro_batch_size"], lora_rank=o["lora_rank"], lora_alpha=2 * o["lora_rank"],
