@@ -44,9 +44,9 @@ class RecipeConfig:
     model: str
     data: Path
     output: Path
-    pairs: int = 2000
+    pairs: int = 1200
     shares: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SHARES))
-    dev_fraction: float = 0.15
+    dev_fraction: float = 0.1
     dev_queries: int | None = None
     train_queries: int | None = None
     arms: tuple[str, ...] = ARMS
