@@ -146,7 +146,7 @@ class Rank1(Reranker):
             reasoning = True if reasoning is None else reasoning
         else:
             model, think_budget, reasoning = family_defaults(
-                self._family, model, think_budget, reasoning, prompt=prompt, true_token=true_token,
+                self._family, model, think_budget, reasoning, engine_given=not isinstance(engine, str), prompt=prompt, true_token=true_token,
                 false_token=false_token, reasoning_close=reasoning_close, cascade=cascade)
             temperature = self._family.generation.temperature if temperature is None else temperature
         temperature = 0.0 if temperature is None else temperature
@@ -499,13 +499,14 @@ def check_settings(
 
 
 def family_defaults(
-    family: PairFamily, model: str | None, think_budget: int | None, reasoning: bool | None, **rank1_only: Any,
-) -> tuple[str, int, bool]:
+    family: PairFamily, model: str | None, think_budget: int | None, reasoning: bool | None, *, engine_given: bool,
+    **rank1_only: Any,
+) -> tuple[str | None, int, bool]:
     """``(model, generation budget, reasoning)`` for a family other than rank1: the user's where
     given, else the family's released ones.
 
     Raises:
-        InvalidInputError: no model given for a family that publishes none, reasoning asked
+        InvalidInputError: no model (nor engine instance) given for a family that publishes none, reasoning asked
             against the family's fixed setting, or one of Rank1's own options given.
     """
     defaults = {"prompt": None, "true_token": " true", "false_token": " false", "reasoning_close": "newline",
@@ -523,7 +524,7 @@ def family_defaults(
         raise InvalidInputError(f"family {family.name!r} generates nothing (its answer is the token after the "
                                 f"prompt); leave think_budget unset (got {think_budget})")
     model = family.default_model if model is None else model
-    if model is None:
+    if model is None and not engine_given:
         raise InvalidInputError(f"family {family.name!r} publishes no model: give model=... (a fine-tune of its format)")
     return model, generation.max_tokens if think_budget is None else think_budget, generation.reasoning
 
