@@ -151,3 +151,10 @@ def test_rank1_options_and_a_cascade_are_refused_for_other_families(tiny_qwen_en
         Rank1(family="tfrank")  # before any model loads
     with pytest.raises(InvalidInputError, match="unknown pointwise family"):
         Rank1(engine=tiny_qwen_engine, family="monot5")
+
+
+def test_the_exported_constructors_are_rank1_with_the_family(tiny_qwen_engine):
+    from thinkrank import Qwen3Reranker, TFRank
+
+    assert Qwen3Reranker(engine=tiny_qwen_engine).settings == Rank1(engine=tiny_qwen_engine, family="qwen3-reranker").settings
+    assert TFRank(engine=tiny_qwen_engine).settings["family"] == "tfrank"

@@ -440,6 +440,21 @@ class Rank1(Reranker):
         )
 
 
+class Qwen3Reranker(Rank1):
+    """Qwen3-Reranker (:mod:`thinkrank.families.qwen3_reranker`): ``Rank1(family="qwen3-reranker")``."""
+
+    def __init__(self, model: str | None = None, engine: str | Engine = "auto", **options: Any) -> None:
+        super().__init__(model, engine, family="qwen3-reranker", **options)
+
+
+class TFRank(Rank1):
+    """TFRank (:mod:`thinkrank.families.tfrank`): ``Rank1(family="tfrank")``; no model is
+    published, so ``model`` (or an engine instance) must be given."""
+
+    def __init__(self, model: str | None = None, engine: str | Engine = "auto", **options: Any) -> None:
+        super().__init__(model, engine, family="tfrank", **options)
+
+
 @dataclass(frozen=True)
 class Rank1Answer:
     """What Rank1 reads at the answer position: ``score`` = p(" true") / (p(" true") + p(" false")),
