@@ -16,7 +16,8 @@ import torch
 from tolerances import LAYOUT_TOL
 
 from thinkrank.errors import InvalidInputError
-from thinkrank.families import tfrank
+from thinkrank.families import qwen3_reranker, tfrank
+from thinkrank.families.base import ModelInput
 from thinkrank.rerankers.base import RerankRequest
 from thinkrank.rerankers.cached import CachedReranker
 from thinkrank.rerankers.pointwise import Rank1
@@ -113,8 +114,7 @@ def test_tfrank_grade_is_read_right_after_the_stop_string(tiny_qwen_engine, plai
     assert marker.strip(), "the test needs a visible first token"
     variant = dataclasses.replace(
         tfrank.FAMILY, generation=dataclasses.replace(tfrank.FAMILY.generation, stop=(marker,)))
-    ranker = Rank1(engine=tiny_qwen_engine, family="tfrank")
-    ranker._runner.family = variant  # the variant's marker; prompt, readings and score are TFRank's
+    ranker = Rank1(engine=tiny_qwen_engine, family=variant)  # TFRank's prompt, readings and score
     judgment = ranker.rerank(query, [document])[0]
     yes_no = plain_logprobs(plain, prompt, ["yes", "no"])
     grades = plain_logprobs(plain, prompt + marker, list("01234"))
@@ -136,8 +136,35 @@ def test_the_cache_keeps_a_familys_scores_and_fallbacks(tmp_path, tiny_qwen_engi
         first = cached.rerank("capital of China", docs)
         again = cached.rerank("capital of China", docs)
         assert cached.use.cached == len(docs) and cached.use.computed == len(docs)
+        assert cached.settings["family"] == family
         for a, b, c in zip(plain_run, first, again):
             assert a.to_dict() == b.to_dict() == c.to_dict()
+            assert c.fallback == ("no-grade" if family == "tfrank" else None)
+
+
+def test_a_chat_family_is_rendered_with_the_models_template(tiny_qwen_engine, plain):
+    """A family giving chat messages: its prompt-end reading is taken on the model's chat
+    template rendering followed by the assistant prefix (a Qwen3-Reranker variant in chat form)."""
+    def build(query: str, document: str, instruction: str | None) -> ModelInput:
+        user = f"<Instruct>: {instruction or qwen3_reranker.DEFAULT_INSTRUCTION}\n<Query>: {query}\n<Document>: {document}"
+        return ModelInput(messages=({"role": "system", "content": qwen3_reranker.SYSTEM}, {"role": "user", "content": user}),
+                          assistant_prefix="<think>\n\n</think>\n\n")
+
+    chat = dataclasses.replace(qwen3_reranker.FAMILY, name="qwen3-reranker-chat", build=build)
+    engine = Recording(tiny_qwen_engine)
+    docs = ["The capital of China is Beijing.", "Gravity attracts bodies."]
+    ranking = Rank1(engine=engine, family=chat).rerank("capital of China", docs)
+    tokenizer, _ = plain
+    expected_prompts = [
+        tokenizer.apply_chat_template(list(build("capital of China", d, None).messages), tokenize=False,
+                                      add_generation_prompt=True) + "<think>\n\n</think>\n\n"
+        for d in docs
+    ]
+    assert engine.scored == expected_prompts
+    for judgment in ranking:
+        lp = plain_logprobs(plain, expected_prompts[judgment.index], ["yes", "no"])
+        expected = math.exp(lp["yes"]) / (math.exp(lp["yes"]) + math.exp(lp["no"]))
+        assert judgment.score == pytest.approx(expected, abs=LAYOUT_TOL)
 
 
 def test_rank1_options_and_a_cascade_are_refused_for_other_families(tiny_qwen_engine):

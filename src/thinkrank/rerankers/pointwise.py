@@ -95,7 +95,8 @@ class Rank1(Reranker):
             spec such as ``"top=20"`` / ``"band=0.2:0.8"``. Needs ``reasoning=True``, and the
             rank1 family (the only one with a cheap first pass: its reasoning-off score).
         family: the released pointwise format: ``"rank1"`` (default), ``"qwen3-reranker"`` or
-            ``"tfrank"`` (see docs/families.md). Another family's defaults (model, instruction,
+            ``"tfrank"`` (see docs/families.md), or a :class:`~thinkrank.families.pair.PairFamily`
+            of your own. Another family's defaults (model, instruction,
             generation budget, temperature) apply where ``model``, ``instruction``,
             ``think_budget`` (its generation budget) and ``temperature`` are not given; its
             reasoning is fixed, and ``prompt``, ``true_token``, ``false_token``,
@@ -136,10 +137,10 @@ class Rank1(Reranker):
         progress: Callable[[int, int], None] | None = None,
         cascade: Cascade | int | str | None = None,
         calibration: Any = None,
-        family: str = "rank1",
+        family: str | PairFamily = "rank1",
         **engine_options: Any,
     ) -> None:
-        self._family = None if family == "rank1" else pair_family(family)
+        self._family = family if isinstance(family, PairFamily) else None if family == "rank1" else pair_family(family)
         if self._family is None:
             model = DEFAULT_MODEL if model is None else model
             think_budget = 1024 if think_budget is None else think_budget
