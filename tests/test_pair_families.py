@@ -185,3 +185,20 @@ def test_the_exported_constructors_are_rank1_with_the_family(tiny_qwen_engine):
 
     assert Qwen3Reranker(engine=tiny_qwen_engine).settings == Rank1(engine=tiny_qwen_engine, family="qwen3-reranker").settings
     assert TFRank(engine=tiny_qwen_engine).settings["family"] == "tfrank"
+
+
+def test_judge_reports_batches_and_cuts_passages_to_the_limit(tiny_qwen_engine):
+    from thinkrank.rerankers.pointwise import Pair
+    from thinkrank.types import Document
+
+    long = "Beijing is the capital of the People's Republic of China and its political centre."
+    pairs = [Pair("capital of China", Document(str(i), text), i) for i, text in enumerate([long, "Gravity.", long])]
+    engine = Recording(tiny_qwen_engine)
+    ranker = Rank1(engine=engine, family="qwen3-reranker", max_passage_tokens=4)
+    seen: list[int] = []
+    judged = ranker.judge(pairs, on_judged=lambda positions, js: seen.extend(positions))
+    assert sorted(seen) == [0, 1, 2]
+    cut = tiny_qwen_engine.tokenizer.decode(tiny_qwen_engine.tokenizer.encode(long)[:4])
+    assert engine.scored[0] == qwen3_reranker.build("capital of China", cut, None).prompt
+    assert [j.truncated for j in judged] == [True, False, True]
+    assert judged[0].score == judged[2].score
