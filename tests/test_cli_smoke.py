@@ -258,7 +258,8 @@ def test_version_and_help(app):
 
     assert invoke(app, "--version").stdout.strip() == f"thinkrank {__version__}"
     listed = invoke(app, "--help").stdout
-    for command in ("rerank", "retrieve", "evaluate", "compare", "distill", "train", "quantize", "serve", "cache"):
+    for command in ("rerank", "retrieve", "evaluate", "compare", "distill", "train", "recipe", "quantize", "serve", "cache",
+                    "calibrate", "prompt", "families"):
         assert command in listed
 
 

@@ -17,6 +17,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Rank1": "thinkrank.rerankers.pointwise",
     "Pair": "thinkrank.rerankers.pointwise",
+    "Qwen3Reranker": "thinkrank.rerankers.pointwise",
+    "TFRank": "thinkrank.rerankers.pointwise",
     "RankK": "thinkrank.rerankers.listwise",
     "ReasonRank": "thinkrank.rerankers.listwise",
     "RankR1": "thinkrank.rerankers.setwise",

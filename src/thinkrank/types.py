@@ -163,6 +163,11 @@ class Judgment:
             model closed it with ``</think>``), ``"eos"`` (end-of-sequence: ``forced``, yet not
             for the budget) or ``"length"`` (the budget ran out); None: not recorded (reasoning
             off, listwise, or a judgment cached before it was recorded).
+        fallback: pointwise families other than Rank1: the reason word of the released default
+            the family applied because the output could not be read (e.g. TFRank's ``"no-grade"``:
+            score from the released 0.5 defaults); None (left out of ``to_dict``): read as released.
+        parts: pointwise families that merge partial scores (TFRank's ``grade``, ``p_yes``,
+            ``merged``); None (left out of ``to_dict``) otherwise.
     """
 
     doc_id: str
@@ -181,11 +186,15 @@ class Judgment:
     tie_group: int | None = None
     probability: float | None = None
     stop_reason: str | None = None
+    fallback: str | None = None
+    parts: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        if out["probability"] is None:  # uncalibrated output stays as it was before calibration existed
-            del out["probability"]
+        # Left out when unset, so outputs (and cache values) stay as they were before these existed.
+        for optional in ("probability", "fallback", "parts"):
+            if out[optional] is None:
+                del out[optional]
         return out
 
 

@@ -37,9 +37,9 @@ def _root(
 
 def _register() -> None:
     # Each module defines `register(app)`; the order is the order in --help.
-    from thinkrank.cli import cache, calibrate, compare, distill, evaluate, quantize, rerank, retrieve, serve, train
+    from thinkrank.cli import cache, calibrate, compare, distill, evaluate, quantize, recipe, rerank, retrieve, serve, train
 
-    for module in (rerank, retrieve, evaluate, calibrate, distill, train, quantize, compare, serve, cache):
+    for module in (rerank, retrieve, evaluate, calibrate, distill, train, recipe, quantize, compare, serve, cache):
         module.register(app)
     from thinkrank.cli import families, prompt  # the family commands, after the others in --help
 

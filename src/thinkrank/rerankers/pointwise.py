@@ -10,6 +10,11 @@ prompt is closed at once with ``reasoning_close`` (default ``"\\n</think>"``): o
 
 Prompts are fitted to the engine's context: the passage is cut so that prompt, budget and the
 forced answer fit (``truncated``); a query and template that alone do not fit are an error.
+
+``family`` names the released pointwise format: ``"rank1"`` (the above), or another pair family
+(``"qwen3-reranker"``, ``"tfrank"``: :mod:`thinkrank.families`) run through the same API by
+:class:`~thinkrank.rerankers.pair_family.FamilyRunner`, with that family's prompt, generation
+settings, answer readings and score.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from thinkrank.engines import Engine, Generation, GenerationRequest, load_engine
 from thinkrank.engines.loading import DEFAULT_MODEL
 from thinkrank.errors import InvalidInputError
 from thinkrank.families.base import Kind
+from thinkrank.families.pair import PairFamily
 from thinkrank.prompts.rank1 import (
     THINK_CLOSE,
     Rank1Prompt,
@@ -33,6 +39,7 @@ from thinkrank.prompts.rank1 import (
 )
 from thinkrank.rerankers.base import RequestLike, Reranker, as_request
 from thinkrank.rerankers.cascade import Cascade, combine
+from thinkrank.rerankers.pair_family import FamilyRunner, Framed, pair_family
 from thinkrank.rerankers.truncation import truncate_passage
 from thinkrank.types import Document, Judgment, Ranking, as_documents, check_instruction, check_query
 from thinkrank.validation import check_bool, check_int, check_optional_str, check_top_n
@@ -61,6 +68,7 @@ class _Work:
     prompt: str
     truncated: bool
     head: str = ""  # instruction + query: the same for every candidate of a query
+    framed: Framed | None = None  # a family other than rank1: its model input
 
 
 class Rank1(Reranker):
@@ -84,7 +92,16 @@ class Rank1(Reranker):
             reasoning-off mode, and the choice changes scores.
         cascade: reason only where it can change the top of each query's ranking (see
             :mod:`thinkrank.rerankers.cascade`): a :class:`Cascade`, ``top_m`` as an int, or a
-            spec such as ``"top=20"`` / ``"band=0.2:0.8"``. Needs ``reasoning=True``.
+            spec such as ``"top=20"`` / ``"band=0.2:0.8"``. Needs ``reasoning=True``, and the
+            rank1 family (the only one with a cheap first pass: its reasoning-off score).
+        family: the released pointwise format: ``"rank1"`` (default), ``"qwen3-reranker"`` or
+            ``"tfrank"`` (see docs/families.md), or a :class:`~thinkrank.families.pair.PairFamily`
+            of your own. Another family's defaults (model, instruction,
+            generation budget, temperature) apply where ``model``, ``instruction``,
+            ``think_budget`` (its generation budget) and ``temperature`` are not given; its
+            reasoning is fixed, and ``prompt``, ``true_token``, ``false_token``,
+            ``reasoning_close`` and ``cascade`` are Rank1's own. ``instruction`` replaces the
+            family's default instruction (a request's instruction is joined to it with a space).
         calibration: a calibration file (``thinkrank calibrate``) or
             :class:`~thinkrank.calibration.Calibration` fitted for these settings: every judgment
             then carries ``probability`` beside ``score`` (settings and scores are unchanged).
@@ -104,15 +121,15 @@ class Rank1(Reranker):
 
     def __init__(
         self,
-        model: str = DEFAULT_MODEL,
+        model: str | None = None,
         engine: str | Engine = "auto",
         *,
-        think_budget: int = 1024,
-        reasoning: bool = True,
+        think_budget: int | None = None,
+        reasoning: bool | None = None,
         prompt: str | None = None,
         instruction: str | None = None,
         max_passage_tokens: int | None = 2048,
-        temperature: float = 0.0,
+        temperature: float | None = None,
         seed: int | None = None,
         true_token: str = " true",
         false_token: str = " false",
@@ -120,8 +137,20 @@ class Rank1(Reranker):
         progress: Callable[[int, int], None] | None = None,
         cascade: Cascade | int | str | None = None,
         calibration: Any = None,
+        family: str | PairFamily = "rank1",
         **engine_options: Any,
     ) -> None:
+        self._family = family if isinstance(family, PairFamily) else None if family == "rank1" else pair_family(family)
+        if self._family is None:
+            model = DEFAULT_MODEL if model is None else model
+            think_budget = 1024 if think_budget is None else think_budget
+            reasoning = True if reasoning is None else reasoning
+        else:
+            model, think_budget, reasoning = family_defaults(
+                self._family, model, think_budget, reasoning, engine_given=not isinstance(engine, str), prompt=prompt, true_token=true_token,
+                false_token=false_token, reasoning_close=reasoning_close, cascade=cascade)
+            temperature = self._family.generation.temperature if temperature is None else temperature
+        temperature = 0.0 if temperature is None else temperature
         check_settings(think_budget, reasoning, max_passage_tokens, temperature, prompt, seed, instruction)
         self.reasoning_close = resolve_reasoning_close(reasoning_close)
         self.cascade = check_cascade(cascade, reasoning)
@@ -134,9 +163,12 @@ class Rank1(Reranker):
         self.temperature = temperature
         self.seed = seed
         self.progress = progress
-        tok = self.engine.tokenizer
-        self.true_id = single_token_id(tok, true_token)
-        self.false_id = single_token_id(tok, false_token)
+        self._runner = None if self._family is None else FamilyRunner(
+            self._family, self.engine, max_tokens=think_budget, temperature=temperature, seed=seed)
+        if self._runner is None:
+            tok = self.engine.tokenizer
+            self.true_id = single_token_id(tok, true_token)
+            self.false_id = single_token_id(tok, false_token)
         from thinkrank.calibration.file import calibration_for
 
         self.calibration = calibration_for(calibration, self.settings)
@@ -144,6 +176,8 @@ class Rank1(Reranker):
     @property
     def settings(self) -> dict[str, Any]:
         """Everything that changes a judgment besides query and document (for caches and logs)."""
+        if self._runner is not None:
+            return self._family_settings(self._runner)
         return {
             "mode": "pointwise",
             "model": self.engine.model_name,
@@ -160,6 +194,23 @@ class Rank1(Reranker):
             "seed": self.seed if self.temperature > 0 else None,
             "answer_ids": [self.true_id, self.false_id],
             **({"cascade": self.cascade.settings} if self.cascade else {}),
+        }
+
+    def _family_settings(self, runner: FamilyRunner) -> dict[str, Any]:
+        source = runner.family.source
+        return {
+            "mode": "pointwise",
+            "family": runner.family.name,
+            "family_source": f"{source.repository}@{source.commit}",
+            "model": self.engine.model_name,
+            "engine": self.engine.name,
+            "think_budget": runner.max_tokens,
+            "reasoning": self.reasoning,
+            "instruction": self.instruction,
+            "max_passage_tokens": self.max_passage_tokens,
+            "temperature": self.temperature,
+            "seed": self.seed if self.temperature > 0 else None,
+            "answer_ids": runner.answer_ids,
         }
 
     # ---- public API -----------------------------------------------------------------------
@@ -186,7 +237,11 @@ class Rank1(Reranker):
         super().check(request)
         req = as_request(request, 0)
         # Passages are cut to fit; what can overflow the context is the query's part of the prompt.
-        self._passage_limit(self._template(req.query, req.instruction))
+        if self._runner is not None:
+            self._passage_limit(*self._runner.frame(req.query, self._family_instruction(req.instruction)))
+        else:
+            template = self._template(req.query, req.instruction)
+            self._passage_limit(template.head, template.tail)
 
     def judge(self, pairs: Sequence[Pair], *, on_judged: Judged | None = None,
               seed_offsets: Sequence[int] | None = None) -> list[Judgment]:
@@ -239,16 +294,25 @@ class Rank1(Reranker):
         if not work:
             return []
         out: list[Judgment | None] = [None] * len(work)
+        runner = self._runner
 
         def finished(indices: list[int], results: list[Any]) -> None:
             """Turn an engine batch's results into judgments at once (and report them)."""
-            judged = self._judgments([work[i] for i in indices], results, reasoning)
+            if runner is not None:
+                judged = [self._family_judgment(runner, work[i], r) for i, r in zip(indices, results)]
+            else:
+                judged = self._judgments([work[i] for i in indices], results, reasoning)
             for i, j in zip(indices, judged):
                 out[i] = j
             if on_judged:
                 on_judged(indices, judged)
 
-        if not reasoning:
+        if runner is not None:
+            framed = [w.framed for w in work]
+            assert all(f is not None for f in framed)
+            runner.judge(framed, tracker, positions if positions is not None else range(len(work)),  # type: ignore[arg-type]
+                         finished)
+        elif not reasoning:
             closed = [w.prompt + self.reasoning_close for w in work]
             # Every candidate of a query starts with its instruction and query: declared, so an
             # engine that can (transformers) prefills that prefix once per query.
@@ -284,19 +348,41 @@ class Rank1(Reranker):
                                       True, g.stop_reason))
         return out
 
+    def _family_judgment(self, runner: FamilyRunner, work: _Work, result: Any) -> Judgment:
+        counted = 0 if result[1] is not None else len(self.engine.tokenizer.encode(work.prompt))
+        return runner.judgment(result, doc_id=work.pair.document.id, index=work.pair.index,
+                               truncated=work.truncated, prompt_tokens=counted)
+
     # ---- internals ------------------------------------------------------------------------
+    def _family_instruction(self, instruction: str | None) -> str | None:
+        """The instruction a family's prompt gets: the request's and the reranker's, joined with
+        a space; None (the family's default) when neither is given. An empty one stays empty."""
+        check_instruction(instruction)
+        given = [x for x in (instruction, self.instruction) if x is not None]
+        return " ".join(given) if given else None
+
     def _template(self, query: str, instruction: str | None) -> Rank1Prompt:
         check_instruction(instruction)
         joined = " ".join(x for x in (instruction, self.instruction) if x) or None
         return Rank1Prompt.create(query, self.prompt, joined)
 
     def _prepare(self, pair: Pair) -> _Work:
+        if self._runner is not None:
+            return self._prepare_family(self._runner, pair)
         template = self._template(pair.query, pair.instruction)
-        limit = self._passage_limit(template)
+        limit = self._passage_limit(template.head, template.tail)
         passage, truncated = truncate_passage(self.engine.tokenizer, pair.document.passage, limit)
         return _Work(pair, template.render(passage), truncated, template.head)
 
-    def _passage_limit(self, template: Rank1Prompt) -> int | None:
+    def _prepare_family(self, runner: FamilyRunner, pair: Pair) -> _Work:
+        instruction = self._family_instruction(pair.instruction)
+        head, tail = runner.frame(pair.query, instruction)
+        limit = self._passage_limit(head, tail)
+        passage, truncated = truncate_passage(self.engine.tokenizer, pair.document.passage, limit)
+        framed = runner.build(pair.query, passage, instruction, head)
+        return _Work(pair, framed.text, truncated, head, framed)
+
+    def _passage_limit(self, head: str, tail: str) -> int | None:
         """The most passage tokens that fit: ``max_passage_tokens``, lowered so that prompt,
         budget and forced answer fit the engine's context.
 
@@ -307,8 +393,8 @@ class Rank1(Reranker):
         if context is None:
             return self.max_passage_tokens
         tok = self.engine.tokenizer
-        frame = len(tok.encode(template.head)) + len(tok.encode(template.tail)) + 1  # +1: a BOS token
-        budget = self.think_budget if self.reasoning else 0
+        frame = len(tok.encode(head)) + len(tok.encode(tail)) + 1  # +1: a BOS token
+        budget = self.think_budget if self.reasoning or self._runner is not None else 0
         room = context - frame - budget - _CONTEXT_RESERVE
         if room < 1:
             raise InvalidInputError(
@@ -353,6 +439,21 @@ class Rank1(Reranker):
             reasoned=reasoned,
             stop_reason=stop_reason,
         )
+
+
+class Qwen3Reranker(Rank1):
+    """Qwen3-Reranker (:mod:`thinkrank.families.qwen3_reranker`): ``Rank1(family="qwen3-reranker")``."""
+
+    def __init__(self, model: str | None = None, engine: str | Engine = "auto", **options: Any) -> None:
+        super().__init__(model, engine, family="qwen3-reranker", **options)
+
+
+class TFRank(Rank1):
+    """TFRank (:mod:`thinkrank.families.tfrank`): ``Rank1(family="tfrank")``; no model is
+    published, so ``model`` (or an engine instance) must be given."""
+
+    def __init__(self, model: str | None = None, engine: str | Engine = "auto", **options: Any) -> None:
+        super().__init__(model, engine, family="tfrank", **options)
 
 
 @dataclass(frozen=True)
@@ -411,6 +512,37 @@ def check_settings(
     check_optional_str("prompt", prompt)
     check_optional_str("instruction", instruction)
     resolve_template(prompt)  # fail early on an unknown dataset name
+
+
+def family_defaults(
+    family: PairFamily, model: str | None, think_budget: int | None, reasoning: bool | None, *, engine_given: bool,
+    **rank1_only: Any,
+) -> tuple[str | None, int, bool]:
+    """``(model, generation budget, reasoning)`` for a family other than rank1: the user's where
+    given, else the family's released ones.
+
+    Raises:
+        InvalidInputError: no model (nor engine instance) given for a family that publishes none, reasoning asked
+            against the family's fixed setting, or one of Rank1's own options given.
+    """
+    defaults = {"prompt": None, "true_token": " true", "false_token": " false", "reasoning_close": "newline",
+                "cascade": None}
+    for name, value in rank1_only.items():
+        if value != defaults[name]:
+            extra = (" (the cascade needs a cheap first pass; only rank1 has one, its reasoning-off score)"
+                     if name == "cascade" else "")
+            raise InvalidInputError(f"{name} is a rank1 option; family {family.name!r} does not take it{extra}")
+    generation = family.generation
+    if reasoning is not None and reasoning != generation.reasoning:
+        raise InvalidInputError(f"family {family.name!r} has reasoning {'on' if generation.reasoning else 'off'} "
+                                f"as released; leave reasoning unset (got reasoning={reasoning})")
+    if generation.max_tokens == 0 and think_budget not in (None, 0):
+        raise InvalidInputError(f"family {family.name!r} generates nothing (its answer is the token after the "
+                                f"prompt); leave think_budget unset (got {think_budget})")
+    model = family.default_model if model is None else model
+    if model is None and not engine_given:
+        raise InvalidInputError(f"family {family.name!r} publishes no model: give model=... (a fine-tune of its format)")
+    return model, generation.max_tokens if think_budget is None else think_budget, generation.reasoning
 
 
 def check_cascade(cascade: Cascade | int | str | None, reasoning: bool) -> Cascade | None:

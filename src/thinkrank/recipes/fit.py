@@ -1,0 +1,81 @@
+"""Stage 3, training: one LoRA run per arm and learning rate (the existing trainer, resumable,
+with its progress bar), each scored on the dev split; the dev split alone picks the learning
+rate. Every run folder gets its loss curve as ``loss.csv`` and ``loss.svg``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from thinkrank.datasets.collection import Collection
+from thinkrank.datasets.runs import Run, write_trec_run
+from thinkrank.recipes.config import RecipeConfig
+from thinkrank.recipes.scoring import rerank
+
+
+def train_config(config: RecipeConfig, arm: str, data: Path, lr: float, output: Path) -> Any:
+    from thinkrank.training import TrainConfig
+
+    # merge=False: candidates are scored as base + adapter; only the chosen one is merged (results.write_model).
+    # think_tokens=False keeps the base vocabulary, so the untrained and trained models read
+    # the same tokens and the comparison is of training alone.
+    return TrainConfig(model=config.model, data=data, output=output, reasoning=arm == "chains",
+                       lora_rank=config.lora_rank, lora_alpha=config.lora_alpha, think_tokens=False,
+                       learning_rate=lr, batch_size=config.batch_size, micro_batch_size=config.micro_batch_size,
+                       epochs=config.epochs, max_steps=config.max_steps, cutoff_len=config.cutoff_len,
+                       save_steps=25, seed=config.seed, device=config.device, merge=False)
+
+
+def fit_arm(config: RecipeConfig, arm: str, data: Path, folder: Path, dev: Collection, dev_run: Run) -> dict[str, Any]:
+    """Train ``arm`` at each learning rate (a finished run is kept), score each on dev, pick the best."""
+    from thinkrank.training import train
+
+    depth = config.depths[0]
+    candidates = {}
+    for lr in config.learning_rates:
+        out = folder / f"lr-{lr:g}"
+        if not (out / "result.json").exists():
+            train(train_config(config, arm, data, lr, out), progress=config.progress)
+        write_loss_curve(out)
+        result = json.loads((out / "result.json").read_text())
+        scored = rerank(out / "adapter", dev, dev_run, list(dev.queries), [depth], config, folder / "dev-judgments.sqlite")[depth]
+        assert scored.reranked is not None and scored.reranked_metrics is not None
+        write_trec_run(scored.reranked, out / f"dev-top{depth}.trec")
+        candidates[f"{lr:g}"] = {"lr": lr, "dev": scored.reranked_metrics.aggregate, "steps": result["steps"],
+                                 "examples": result["examples"], "seconds": round(result["seconds"], 1),
+                                 "final_loss": result["final_loss"], "model": str(out / "adapter")}
+    best = max(candidates.values(), key=lambda c: (c["dev"]["nDCG@10"], -c["lr"]))
+    return {"chosen_lr": best["lr"], "model": best["model"], "dev_depth": depth, "candidates": candidates}
+
+
+def write_loss_curve(run: Path) -> None:
+    """``loss.csv`` (step, loss) and a small ``loss.svg`` from the trainer's ``loss.jsonl``."""
+    log = run / "loss.jsonl"
+    points = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    (run / "loss.csv").write_text("step,epoch,loss,learning_rate\n" + "".join(
+        f"{p['step']},{p['epoch']},{p['loss']},{p.get('learning_rate', '')}\n" for p in points))
+    (run / "loss.svg").write_text(loss_svg([(p["step"], p["loss"]) for p in points], run.name))
+
+
+def loss_svg(points: list[tuple[int, float]], title: str, width: int = 480, height: int = 240) -> str:
+    """A line chart of loss by step, as a standalone SVG (no plotting library needed)."""
+    pad = 40
+    head = f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">'
+    if not points:
+        return head + f'<text x="{pad}" y="{height / 2}">no loss logged</text></svg>\n'
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+
+    def sx(x: float) -> float:
+        return pad + (x - x0) / ((x1 - x0) or 1) * (width - 2 * pad)
+
+    def sy(y: float) -> float:
+        return height - pad - (y - y0) / ((y1 - y0) or 1) * (height - 2 * pad)
+
+    line = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points)
+    return (head + f'<text x="{pad}" y="16">training loss: {title}</text>'
+            f'<polyline fill="none" stroke="#2a6fdb" stroke-width="1.5" points="{line}"/>'
+            f'<text x="4" y="{sy(y1) + 4:.1f}">{y1:.3f}</text><text x="4" y="{sy(y0) + 4:.1f}">{y0:.3f}</text>'
+            f'<text x="{pad}" y="{height - 12}">step {x0}</text>'
+            f'<text x="{width - pad - 50}" y="{height - 12}">step {x1}</text></svg>\n')
