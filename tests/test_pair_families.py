@@ -176,8 +176,10 @@ def test_rank1_options_and_a_cascade_are_refused_for_other_families(tiny_qwen_en
         Rank1(engine=tiny_qwen_engine, family="tfrank", true_token=" yes")
     with pytest.raises(InvalidInputError, match="publishes no model"):
         Rank1(family="tfrank")  # before any model loads
-    with pytest.raises(InvalidInputError, match="unknown pointwise family"):
+    with pytest.raises(InvalidInputError, match="unknown family 'monot5'"):
         Rank1(engine=tiny_qwen_engine, family="monot5")
+    with pytest.raises(InvalidInputError, match="'reasonrank' is not a pointwise family: give one of rank1, qwen3-reranker"):
+        Rank1(engine=tiny_qwen_engine, family="reasonrank")
 
 
 def test_the_exported_constructors_are_rank1_with_the_family(tiny_qwen_engine):

@@ -141,3 +141,17 @@ def test_a_listwise_family_is_built_with_its_own_windows_and_defaults(tiny_qwen_
     assert isinstance(ranker, RankK)
     assert ranker.settings == direct.settings
     assert ranker.settings["family"] == "reasonrank" and ranker.settings["max_tokens"] == 3172  # released budget
+
+
+def test_a_pointwise_family_is_built_with_its_released_generation(tiny_qwen_engine):
+    spec = RerankerSpec(model="unused", engine="openai", engine_options={"base_url": "http://127.0.0.1:1/v1"},
+                        family="qwen3-reranker")
+    assert spec.mode == "pointwise" and not spec.reasoning and spec.think_budget == 0  # no chain, as released
+    assert RerankerSpec(family="tfrank", model="x").think_budget == 128
+    ranker = build_reranker(spec, engine=tiny_qwen_engine)
+    direct = Rank1(engine=tiny_qwen_engine, family="qwen3-reranker")
+    assert ranker.settings == direct.settings and ranker.settings["family"] == "qwen3-reranker"
+    got, want = ranker.rerank("what is a cat", DOCS), direct.rerank("what is a cat", DOCS)
+    assert [j.score for j in got] == pytest.approx([j.score for j in want], abs=LAYOUT_TOL)
+    with pytest.raises(InvalidInputError, match="cascade"):
+        RerankerSpec(family="qwen3-reranker", cascade="top=2")

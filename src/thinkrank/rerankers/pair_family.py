@@ -12,7 +12,6 @@ fallback and its parts.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,13 +22,6 @@ from thinkrank.families.base import ModelInput
 from thinkrank.families.pair import PairFamily, Readings
 from thinkrank.types import Judgment
 
-# The pair families Rank1 serves besides its own format, by CLI name (the lead folds this into
-# the family registry).
-PAIR_FAMILY_MODULES = {
-    "qwen3-reranker": "thinkrank.families.qwen3_reranker",
-    "tfrank": "thinkrank.families.tfrank",
-}
-
 # Stands for the document while the prompt's frame (the text around it) is measured; from
 # Unicode's private use area, so no query or instruction holds it by accident.
 _DOCUMENT_MARK = "\ue000thinkrank-document\ue000"
@@ -38,15 +30,21 @@ Batch = Callable[[list[int], list[Any]], None]
 
 
 def pair_family(name: str) -> PairFamily:
-    """The pair family named ``name`` (one of :data:`PAIR_FAMILY_MODULES`).
+    """The pointwise family named ``name`` in the registry (:mod:`thinkrank.families.registry`),
+    other than rank1, whose format is Rank1's own.
 
     Raises:
-        InvalidInputError: an unknown name (the known ones are listed).
+        InvalidInputError: an unknown or unavailable family, or one that is not pointwise (the
+            pointwise ones are listed).
     """
-    if name not in PAIR_FAMILY_MODULES:
-        known = ", ".join(["rank1", *PAIR_FAMILY_MODULES])
-        raise InvalidInputError(f"unknown pointwise family {name!r}: give one of {known}")
-    family: PairFamily = importlib.import_module(PAIR_FAMILY_MODULES[name]).FAMILY
+    from thinkrank.families import FAMILIES, get_family
+
+    entry = get_family(name)
+    module = entry.module()
+    if entry.kind != "pair" or module is None:
+        known = ", ".join(e.name for e in FAMILIES.values() if e.kind == "pair" and e.unavailable is None)
+        raise InvalidInputError(f"{name!r} is not a pointwise family: give one of {known}")
+    family: PairFamily = module.FAMILY
     return family
 
 

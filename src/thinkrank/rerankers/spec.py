@@ -73,9 +73,9 @@ class RerankerSpec:
                                "[default: jhu-clsp/rank1-7b; listwise: hltcoe/Rank-K-32B]", flags=("--model", "-m"))
     engine: str = option("auto", f"auto, {', '.join(ENGINES)}.")
     engine_options: Mapping[str, Any] = field(default_factory=dict)
-    think_budget: int = option(1024, "Pointwise: most reasoning tokens per document.", minimum=1,
+    think_budget: int = option(1024, "Pointwise: most reasoning tokens per document (other families: their released budget).", minimum=1,
                                modes=("pointwise",))
-    reasoning: bool = option(True, "Pointwise: off scores in one forward pass, no chain.", modes=("pointwise",))
+    reasoning: bool = option(True, "Pointwise: off scores in one forward pass, no chain (other families: as released).", modes=("pointwise",))
     prompt: str | None = option(None, "Pointwise: dataset template name (scifact, nfcorpus, bright-pony, …) or a "
                                 "template with FILL_QUERY_HERE. Listwise: a template with {query} and {docs}.")
     instruction: str | None = option(None, "Text appended to every query.")
@@ -104,6 +104,8 @@ class RerankerSpec:
         if self.mode not in MODES:
             raise InvalidInputError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         object.__setattr__(self, "mode", mode_of(self.family, self.mode))
+        if self.mode == "pointwise" and self.family not in (None, "rank1"):
+            self._take_family_generation()
         if isinstance(self.model, os.PathLike):
             object.__setattr__(self, "model", os.fspath(self.model))
         if self.model is not None and (not isinstance(self.model, str) or not self.model.strip()):
@@ -114,6 +116,18 @@ class RerankerSpec:
         object.__setattr__(self, "engine_options", MappingProxyType(_check_engine_options(
             self.engine_name, dict(self.engine_options or {}))))
         self._check_reranker_options()
+
+    def _take_family_generation(self) -> None:
+        """A pointwise family other than rank1 reasons (or not) and generates as released: Rank1's
+        defaults (reasoning on, think_budget 1024) give way to the family's."""
+        from thinkrank.rerankers.pair_family import pair_family
+
+        generation = pair_family(self.family or "").generation
+        defaults = spec_options()
+        if self.reasoning == defaults["reasoning"].default:
+            object.__setattr__(self, "reasoning", generation.reasoning)
+        if self.think_budget == defaults["think_budget"].default:
+            object.__setattr__(self, "think_budget", generation.max_tokens)
 
     def _check_reranker_options(self) -> None:
         for name, declared in spec_options().items():
