@@ -91,12 +91,12 @@ from thinkrank.errors import MissingExtraError
 from thinkrank.engines.transformers import TransformersEngine
 from thinkrank.testing import smollm2_gguf
 errors = []
-for make in (lambda: TransformersEngine(sys.argv[1]), lambda: _local_tokenizer(str(smollm2_gguf()))):
+for make in (lambda: TransformersEngine(sys.argv[1]), lambda: _local_tokenizer(str(smollm2_gguf()), "smollm2")):
     try:
         make()
     except MissingExtraError as exc:
         errors.append(str(exc))
-tok = _local_tokenizer(sys.argv[1])
+tok = _local_tokenizer(sys.argv[1], "smollm2")
 print(json.dumps({"errors": errors, "true": tok.encode(" true"), "torch": "torch" in sys.modules and sys.modules["torch"] is not None}))
 """
     proc = _run(code, str(smollm2_path))
