@@ -1,7 +1,7 @@
 """Every released family on the real vLLM engine gives what the transformers engine gives on the
-same model, greedy: Qwen3-Reranker's and TFRank's scores (within the vLLM-vs-transformers
-tolerance of tests/test_engine_vllm_real.py), ReasonRank's windows and Rank-R1's comparisons
-(chains, answers and orders identical).
+same model, greedy: Qwen3-Reranker's and TFRank's scores (within LAYOUT_TOL: measured here, the
+two engines differ by at most 2.4e-7), ReasonRank's windows and Rank-R1's comparisons (chains,
+answers, token counts and orders identical).
 
 The model is the one the session's vLLM worker already holds for test_engine_vllm_real.py's
 think tests (same options, so the worker's cached engine, no new vLLM instance): a random-weight
@@ -15,6 +15,7 @@ import dataclasses
 
 import pytest
 from test_think_tokens import CLOSES
+from tolerances import LAYOUT_TOL
 
 from thinkrank import Rank1, RankK, RankR1, RerankRequest
 from thinkrank.engines import GenerationRequest
@@ -24,7 +25,6 @@ from thinkrank.testing.models import tiny_qwen_think_dir
 
 pytestmark = pytest.mark.slow
 
-VLLM_TOL = 1e-4  # vLLM's CPU kernels against transformers, as in tests/test_engine_vllm_real.py
 QUERIES = ["what do cats eat", "光合作用 needs light?"]
 DOCS = ["Cats are obligate carnivores and eat meat.", "The stock market fell sharply on Tuesday.",
         "Plants turn light into sugar: photosynthesis.", "Café crème & croissants — a French breakfast.",
@@ -44,12 +44,12 @@ def _judgments(rankings):
 
 
 def _same_judgments(got, want):
-    assert [(j.index, j.stop_reason, j.fallback, j.reasoning_tokens) for j in got] == [
-        (j.index, j.stop_reason, j.fallback, j.reasoning_tokens) for j in want]
+    assert [(j.index, j.stop_reason, j.fallback, j.reasoning_tokens, j.prompt_tokens) for j in got] == [
+        (j.index, j.stop_reason, j.fallback, j.reasoning_tokens, j.prompt_tokens) for j in want]
     for g, w in zip(got, want):
-        assert g.score == pytest.approx(w.score, abs=VLLM_TOL)
+        assert g.score == pytest.approx(w.score, abs=LAYOUT_TOL)
         for name, value in (w.parts or {}).items():
-            assert g.parts[name] == pytest.approx(value, abs=VLLM_TOL)
+            assert g.parts[name] == pytest.approx(value, abs=LAYOUT_TOL)
 
 
 def test_pair_families_score_as_on_transformers(engines):
@@ -84,9 +84,8 @@ def test_reasonrank_windows_are_the_transformers_ones(engines):
         return RankK(engine=engine, family="reasonrank", window=4, stride=2, max_tokens=24).rerank_many(requests)
 
     for g, w in zip(run(vllm), run(hf)):
-        assert len(w.windows) > 1
-        assert [(t.indices, t.reasoning, t.ordering, t.order, t.fallback) for t in g.windows] == [
-            (t.indices, t.reasoning, t.ordering, t.order, t.fallback) for t in w.windows]
+        assert len(w.windows) > 1 and all(t.completion_tokens == 24 for t in w.windows)  # 24 tokens written each
+        assert [dataclasses.asdict(t) for t in g.windows] == [dataclasses.asdict(t) for t in w.windows]
         assert [j.index for j in g] == [j.index for j in w]
 
 
@@ -98,6 +97,6 @@ def test_rank_r1_comparisons_are_the_transformers_ones(engines):
         return RankR1(engine=engine, k=2, num_child=3, max_tokens=24).rerank_many(requests)
 
     for g, w in zip(run(vllm), run(hf)):
-        assert len(w.comparisons) > 1
+        assert len(w.comparisons) > 1 and all(t.completion_tokens == 24 for t in w.comparisons)
         assert [dataclasses.asdict(t) for t in g.comparisons] == [dataclasses.asdict(t) for t in w.comparisons]
         assert [j.index for j in g] == [j.index for j in w]
