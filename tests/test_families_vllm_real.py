@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from test_engine_vllm_real import think_engine
 from test_think_tokens import CLOSES
 from tolerances import LAYOUT_TOL
 
@@ -33,10 +34,9 @@ DOCS = ["Cats are obligate carnivores and eat meat.", "The stock market fell sha
 
 @pytest.fixture(scope="module")
 def engines(vllm_worker):
-    """(vLLM in the worker, transformers here) over the same model; the vLLM options are
-    test_engine_vllm_real.think_vllm's, so the worker serves its already loaded engine."""
-    path = tiny_qwen_think_dir(CLOSES)
-    return vllm_worker.engine(str(path), dtype="float32", max_model_len=1024), TransformersEngine(str(path), device="cpu")
+    """(vLLM in the worker, transformers here) over the same model; the worker serves the engine
+    it loaded for test_engine_vllm_real.py (the same options: one vLLM engine)."""
+    return think_engine(vllm_worker), TransformersEngine(str(tiny_qwen_think_dir(CLOSES)), device="cpu")
 
 
 def _judgments(rankings):
