@@ -86,10 +86,14 @@ def test_a_request_past_the_context_is_a_clear_error(smol_vllm):
         smol_vllm.generate([GenerationRequest(prompt, 4)])
 
 
+def think_engine(vllm_worker):
+    """The think model in vLLM (loaded once per session: tests/test_families_vllm_real.py reuses it)."""
+    return vllm_worker.engine(str(tiny_qwen_think_dir(CLOSES)), dtype="float32", max_model_len=1024)
+
+
 @pytest.fixture(scope="module")
 def think_vllm(vllm_worker):
-    path = tiny_qwen_think_dir(CLOSES)
-    return vllm_worker.engine(str(path), dtype="float32", max_model_len=1024), Reference(path)
+    return think_engine(vllm_worker), Reference(tiny_qwen_think_dir(CLOSES))
 
 
 def test_vllm_stops_on_the_special_think_close_and_reads_the_answer_after_it(think_vllm):
