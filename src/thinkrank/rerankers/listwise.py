@@ -24,7 +24,7 @@ from thinkrank.errors import InvalidInputError
 from thinkrank.families.base import Kind, ModelInput
 from thinkrank.families.window import WindowFamily, window_family
 from thinkrank.prompts.rankk import check_template
-from thinkrank.rerankers.base import RequestLike, Reranker, RerankRequest, as_request
+from thinkrank.rerankers.base import ProgressTracker, RequestLike, Reranker, RerankRequest, as_request
 from thinkrank.rerankers.parsing import THINK_OPEN
 from thinkrank.types import Document, Judgment, Ranking, WindowTrace, as_documents, check_instruction, check_query
 from thinkrank.validation import check_optional_str, check_sampling, check_top_n
@@ -186,7 +186,7 @@ class RankK(Reranker):
         passes: list[_Pass] = []
         for i, item in enumerate(requests):
             passes.append(self._start(as_request(item, i), sum(len(p.spans) for p in passes)))
-        tracker = _Tracker(self.progress, sum(len(p.spans) for p in passes))
+        tracker = ProgressTracker(self.progress, sum(len(p.spans) for p in passes))
         for step in range(max((len(p.spans) for p in passes), default=0)):
             active = [p for p in passes if step < len(p.spans)]
             batch = [self._request(p, step) for p in active]
@@ -329,15 +329,3 @@ def check_settings(
     if not isinstance(max_tokens, int) or max_tokens < low["max_tokens"]:
         raise InvalidInputError(f"max_tokens must be an int >= {low['max_tokens']}, got {max_tokens!r}")
     spec_options()["max_passage_tokens"].check(max_passage_tokens)
-
-
-class _Tracker:
-    """Adapts the engine's per-batch progress calls to ``progress(done, total)`` over windows."""
-
-    def __init__(self, callback: Callable[[int, int], None] | None, total: int) -> None:
-        self.callback, self.total, self.done = callback, total, 0
-
-    def __call__(self, n: int) -> None:
-        self.done += n
-        if self.callback:
-            self.callback(self.done, self.total)

@@ -37,7 +37,7 @@ from thinkrank.prompts.rank1 import (
     resolve_reasoning_close,
     resolve_template,
 )
-from thinkrank.rerankers.base import RequestLike, Reranker, as_request
+from thinkrank.rerankers.base import ProgressTracker, RequestLike, Reranker, as_request
 from thinkrank.rerankers.cascade import Cascade, combine
 from thinkrank.rerankers.pair_family import FamilyRunner, Framed, pair_family
 from thinkrank.rerankers.truncation import truncate_passage
@@ -261,7 +261,7 @@ class Rank1(Reranker):
             return []
         if seed_offsets is not None and len(seed_offsets) != len(work):
             raise InvalidInputError(f"seed_offsets has {len(seed_offsets)} entries for {len(work)} pairs")
-        tracker = _Tracker(self.progress, len(work))
+        tracker = ProgressTracker(self.progress, len(work))
         return self._calibrate(self._judge(work, self.reasoning, tracker, seed_offsets, on_judged))
 
     def _calibrate(self, judgments: list[Judgment]) -> list[Judgment]:
@@ -274,7 +274,7 @@ class Rank1(Reranker):
         assert self.cascade is not None
         work = [[self._prepare(p) for p in pairs] for pairs in per_query]
         flat = [w for ws in work for w in ws]
-        tracker = _Tracker(self.progress, len(flat))
+        tracker = ProgressTracker(self.progress, len(flat))
         quick = iter(self._judge(flat, False, tracker))
         quick_per_query = [[next(quick) for _ in ws] for ws in work]
         chosen = [self.cascade.select([j.score for j in js]) for js in quick_per_query]
@@ -288,7 +288,7 @@ class Rank1(Reranker):
         ]
 
     def _judge(
-        self, work: list[_Work], reasoning: bool, tracker: _Tracker, positions: Sequence[int] | None = None,
+        self, work: list[_Work], reasoning: bool, tracker: ProgressTracker, positions: Sequence[int] | None = None,
         on_judged: Judged | None = None,
     ) -> list[Judgment]:
         if not work:
@@ -564,15 +564,3 @@ def _sigmoid(x: float) -> float:
         return 1.0 / (1.0 + math.exp(-x))
     z = math.exp(x)
     return z / (1.0 + z)
-
-
-class _Tracker:
-    """Adapts the engine's per-batch progress calls to ``progress(done, total)``."""
-
-    def __init__(self, callback: Callable[[int, int], None] | None, total: int) -> None:
-        self.callback, self.total, self.done = callback, total, 0
-
-    def __call__(self, n: int) -> None:
-        self.done += n
-        if self.callback:
-            self.callback(self.done, self.total)
