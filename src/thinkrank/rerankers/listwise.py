@@ -23,7 +23,7 @@ from thinkrank.engines import Engine, Generation, GenerationRequest, load_engine
 from thinkrank.errors import InvalidInputError
 from thinkrank.families.base import Kind, ModelInput
 from thinkrank.families.window import WindowFamily, window_family
-from thinkrank.prompts.rankk import check_template
+from thinkrank.prompts.rankk import DEPTH, PASSAGE_TOKENS, STRIDE, WINDOW, check_template
 from thinkrank.rerankers.base import ProgressTracker, RequestLike, Reranker, RerankRequest, as_request
 from thinkrank.rerankers.parsing import THINK_OPEN
 from thinkrank.types import Document, Judgment, Ranking, WindowTrace, as_documents, check_instruction, check_query
@@ -35,7 +35,7 @@ DEFAULT_MODEL = "hltcoe/Rank-K-32B"
 """The released Rank-K checkpoint (QwQ-32B fine-tuned on R1 listwise traces)."""
 
 
-def plan_windows(n: int, window: int = 20, stride: int = 10, depth: int | None = 100) -> list[tuple[int, int]]:
+def plan_windows(n: int, window: int = WINDOW, stride: int = STRIDE, depth: int | None = DEPTH) -> list[tuple[int, int]]:
     """The ``[start, end)`` spans, in the order they run, for ``n`` candidates.
 
     As the reference: ends step down by ``stride``, ``start = end - window``, and the pass
@@ -111,11 +111,11 @@ class RankK(Reranker):
         engine: str | Engine = "auto",
         *,
         family: str = "rank-k",
-        window: int = 20,
-        stride: int = 10,
-        depth: int | None = 100,
+        window: int = WINDOW,
+        stride: int = STRIDE,
+        depth: int | None = DEPTH,
         max_tokens: int | None = None,
-        max_passage_tokens: int | None = 512,
+        max_passage_tokens: int | None = PASSAGE_TOKENS,
         prompt: str | None = None,
         instruction: str | None = None,
         temperature: float | None = None,

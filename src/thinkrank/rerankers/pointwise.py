@@ -30,7 +30,13 @@ from thinkrank.errors import InvalidInputError
 from thinkrank.families.base import Kind
 from thinkrank.families.pair import PairFamily
 from thinkrank.prompts.rank1 import (
+    FALSE_TOKEN,
+    PASSAGE_TOKENS,
+    REASONING,
+    REASONING_CLOSE,
+    THINK_BUDGET,
     THINK_CLOSE,
+    TRUE_TOKEN,
     Rank1Prompt,
     cut_forced_chain,
     forced_close,
@@ -128,12 +134,12 @@ class Rank1(Reranker):
         reasoning: bool | None = None,
         prompt: str | None = None,
         instruction: str | None = None,
-        max_passage_tokens: int | None = 2048,
+        max_passage_tokens: int | None = PASSAGE_TOKENS,
         temperature: float | None = None,
         seed: int | None = None,
-        true_token: str = " true",
-        false_token: str = " false",
-        reasoning_close: str = "newline",
+        true_token: str = TRUE_TOKEN,
+        false_token: str = FALSE_TOKEN,
+        reasoning_close: str = REASONING_CLOSE,
         progress: Callable[[int, int], None] | None = None,
         cascade: Cascade | int | str | None = None,
         calibration: Any = None,
@@ -143,8 +149,8 @@ class Rank1(Reranker):
         self._family = family if isinstance(family, PairFamily) else None if family == "rank1" else pair_family(family)
         if self._family is None:
             model = DEFAULT_MODEL if model is None else model
-            think_budget = 1024 if think_budget is None else think_budget
-            reasoning = True if reasoning is None else reasoning
+            think_budget = THINK_BUDGET if think_budget is None else think_budget
+            reasoning = REASONING if reasoning is None else reasoning
         else:
             model, think_budget, reasoning = family_defaults(
                 self._family, model, think_budget, reasoning, engine_given=not isinstance(engine, str), prompt=prompt, true_token=true_token,
@@ -525,7 +531,7 @@ def family_defaults(
         InvalidInputError: no model (nor engine instance) given for a family that publishes none, reasoning asked
             against the family's fixed setting, or one of Rank1's own options given.
     """
-    defaults = {"prompt": None, "true_token": " true", "false_token": " false", "reasoning_close": "newline",
+    defaults = {"prompt": None, "true_token": TRUE_TOKEN, "false_token": FALSE_TOKEN, "reasoning_close": REASONING_CLOSE,
                 "cascade": None}
     for name, value in rank1_only.items():
         if value != defaults[name]:
