@@ -205,6 +205,21 @@ def test_cached_reranker_gives_the_rankings_of_the_plain_reranker(tmp_path, rank
     assert cached.settings == rank1_off.settings
 
 
+def test_a_wrapper_has_the_kind_and_judges_of_the_reranker_it_wraps(tmp_path, rank1_off, smollm2_engine, smollm2_path):
+    from thinkrank.rerankers.lazy import LazyReranker
+    from thinkrank.rerankers.spec import RerankerSpec
+
+    plain = CachedReranker(rank1_off, tmp_path / "a.sqlite")
+    cascade = CachedReranker(Rank1(engine=smollm2_engine, cascade=2), tmp_path / "b.sqlite")
+    assert [(c.kind, c.judges) for c in (plain, cascade)] == [("pair", "pair"), ("pair", "query")]
+    with JudgmentCache(tmp_path / "c.sqlite") as cache:
+        lazy = LazyReranker(RerankerSpec(mode="listwise", model=str(smollm2_path), engine="transformers"), cache)
+        assert (lazy.kind, lazy.judges, lazy.loaded) == ("query", "query", False)  # known before a model loads
+        assert CachedReranker(lazy, cache).kind == "query"
+    with pytest.raises(AttributeError, match="ask an instance"):
+        CachedReranker.kind  # noqa: B018 (only an instance knows what it wraps)
+
+
 def test_bad_chunk_size_is_refused(tmp_path, rank1_off):
     with JudgmentCache(tmp_path / "c.sqlite") as cache, pytest.raises(InvalidInputError, match="chunk_size"):
         judge_with_cache(rank1_off, pairs_for("q"), cache, chunk_size=0)

@@ -199,6 +199,9 @@ def test_a_factory_says_what_its_reranker_judges_with_the_options_it_passes(smol
     assert RayReranker(partial(Rank1, str(smollm2_path), cascade="top=1")).judges == "query"
     assert RayReranker(partial(RankK, str(smollm2_path))).judges == "query"
     assert RayReranker(lambda: Rank1(str(smollm2_path)), judges="query").judges == "query"
+    # kind (what one model call judges) is the class's, whatever the cascade makes it judge.
+    assert RayReranker(partial(Rank1, str(smollm2_path), cascade="top=1")).kind == "pair"
+    assert RayReranker(partial(RankK, str(smollm2_path))).kind == "query"
 
 
 @pytest.mark.slow
@@ -244,6 +247,9 @@ def test_listwise_reranking_on_ray_equals_one_process(smollm2_engine, smollm2_pa
                            cache=tmp_path / "ray.sqlite", workers=2)
     try:
         rankings = reranker.rerank_many(requests, top_n=3)
+        # A factory that is no Reranker class: its kind is asked of the reranker a Ray task builds.
+        built = RayReranker(lambda: RankK(str(smollm2_path), engine="transformers", device="cpu"), judges="query")
+        assert built.kind == "query"
     finally:
         reranker.close()
     assert reranker.judges == "query" and reranker.use.computed == 3  # one chunk per query

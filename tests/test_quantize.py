@@ -237,6 +237,30 @@ def test_cli_reports_bad_input_in_one_line_with_exit_2(tmp_path, tiny_qwen_path)
     assert "Traceback" not in result.output
 
 
+def test_the_cli_flags_are_the_config_declarations_with_their_help_defaults_and_ranges(tmp_path, tiny_qwen_path):
+    import typer.main
+    from typer.testing import CliRunner
+
+    from thinkrank.cli import _register, app
+    from thinkrank.quantization.runner import quantize_options
+
+    _register()
+    flags = {p.name: p for p in typer.main.get_command(app).commands["quantize"].params}
+    assert set(flags) == set(quantize_options()) | {"verbose", "quiet"}
+    for name, field in quantize_options().items():
+        p = flags[name]
+        assert p.help == field.declared.help.replace("[", "\\["), name  # rich markup would eat a bare "[...]"
+        assert p.opts == list(field.declared.flags or ["--" + name.replace("_", "-")]), name
+        assert p.required == field.required and (field.required or p.default == (
+            ",".join(field.default) if isinstance(field.default, tuple) else field.default)), name
+    shown = CliRunner().invoke(app, ["quantize", "--help"], env={"COLUMNS": "300"}).output
+    assert "[default: 128, or the largest of 64, 32, 16 that fits]" in shown and "[default: lm_head]" in shown
+    # The declared range is the check, from the command line as from Python.
+    result = CliRunner().invoke(app, ["quantize", "--model", str(tiny_qwen_path), "--output", str(tmp_path / "o"),
+                                      "--n-grid", "0", "--quiet"])
+    assert result.exit_code == 2 and "error: --n-grid must be >= 1, got 0" in result.output
+
+
 # ---- loading quantized checkpoints without their loader ------------------------------------------
 def test_an_autoawq_checkpoint_on_the_transformers_engine_says_to_use_vllm(tmp_path, tiny_qwen_path):
     """The released jhu-clsp/rank1-*-awq checkpoints are AutoAWQ format: same config entry."""

@@ -94,6 +94,18 @@ def test_build_reranker_gives_the_reranker_the_arguments_would(smollm2_path):
     assert [j.score for j in got] == pytest.approx([j.score for j in want], abs=LAYOUT_TOL)
 
 
+def test_a_default_spec_builds_the_reranker_classes_defaults(smollm2_engine):
+    # The spec's declared defaults and the classes' signature defaults come from one place, and
+    # they are the documented values (README's table; Rank-K's windows of 20, step 10, top 100).
+    documented = {"pointwise": (Rank1, {"think_budget": 1024, "reasoning": True, "max_passage_tokens": 2048}),
+                  "listwise": (RankK, {"window": 20, "stride": 10, "depth": 100, "max_passage_tokens": 512,
+                                       "max_tokens": 4096})}
+    for mode, (cls, values) in documented.items():
+        built = build_reranker(RerankerSpec(mode=mode), engine=smollm2_engine).settings
+        assert built == cls(engine=smollm2_engine).settings
+        assert {k: built[k] for k in values} == values
+
+
 def test_build_reranker_can_share_a_loaded_engine(smollm2_engine):
     spec = RerankerSpec(model="unused", engine="openai", engine_options={"base_url": "http://127.0.0.1:1/v1"},
                         mode="listwise", window=3, stride=2, max_tokens=8)

@@ -83,12 +83,14 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, default_factor
 
 @dataclass(frozen=True)
 class Field:
-    """One declared option of a settings class: its name, value types, default and declaration."""
+    """One declared option of a settings class: its name, value types, default and declaration;
+    ``required``: the field has no default (``default`` is then None)."""
 
     name: str
     types: tuple[type, ...]
     default: Any
     declared: Declared
+    required: bool = False
 
     @property
     def optional(self) -> bool:
@@ -124,5 +126,7 @@ def fields(cls: type) -> dict[str, Field]:
         members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        out[f.name] = Field(f.name, tuple(typing.get_origin(t) or t for t in members), default, f.metadata["option"])
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        out[f.name] = Field(f.name, tuple(typing.get_origin(t) or t for t in members), default, f.metadata["option"],
+                            required)
     return out

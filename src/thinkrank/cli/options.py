@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import typer
 
 from thinkrank.cli.common import Switch
+from thinkrank.declare import Field
 from thinkrank.engines import ENGINE_OPTIONS, engine_option_names
 from thinkrank.errors import InvalidInputError
 
@@ -69,28 +70,38 @@ def _engine_parameter(name: str, flags: Sequence[str] = ()) -> tuple[Any, Any]:
     return Annotated[kind | None, info], None
 
 
-def _server_parameter(name: str) -> tuple[Any, Any]:
-    from thinkrank.server.settings import server_options
-
-    f = server_options()[name]
+def _settings_parameter(f: Field) -> tuple[Any, Any]:
+    """A :class:`~thinkrank.server.settings.ServerSettings` or
+    :class:`~thinkrank.quantization.QuantizeConfig` field as a flag: a field without a default is
+    a required flag; a tuple of text is given comma-separated (``cli_type=str``)."""
     d = f.declared
     extra: dict[str, Any] = {"help": _escape(d.help)}
     if d.envvar:
         extra["envvar"] = d.envvar
     if not d.show_default:
         extra["show_default"] = False
-    kind = f.kind | None if f.optional else f.kind
-    return Annotated[kind, typer.Option(*d.flags, **extra)], f.default
+    kind = d.cli_type or (f.kind | None if f.optional else f.kind)
+    default = inspect.Parameter.empty if f.required else ",".join(f.default) if isinstance(f.default, tuple) \
+        else f.default
+    return Annotated[kind, typer.Option(*d.flags, **extra)], default
 
 
 def parameter(name: str) -> inspect.Parameter:
-    """The typer parameter of the declared option ``name``: a spec field, an engine option, or
-    ``server:NAME``, a :class:`~thinkrank.server.settings.ServerSettings` field. ``engine_api_key``
+    """The typer parameter of the declared option ``name``: a spec field, an engine option,
+    ``server:NAME`` (a :class:`~thinkrank.server.settings.ServerSettings` field) or ``quantize:NAME``
+    (a :class:`~thinkrank.quantization.QuantizeConfig` field). ``engine_api_key``
     is the engine's ``api_key`` spelled ``--engine-api-key`` (``serve``'s own ``--api-key`` guards
     the server)."""
     if name.startswith("server:"):
+        from thinkrank.server.settings import server_options
+
         name = name.removeprefix("server:")
-        annotation, default = _server_parameter(name)
+        annotation, default = _settings_parameter(server_options()[name])
+    elif name.startswith("quantize:"):
+        from thinkrank.quantization.runner import quantize_options
+
+        name = name.removeprefix("quantize:")
+        annotation, default = _settings_parameter(quantize_options()[name])
     elif name == "engine_api_key":
         annotation, default = _engine_parameter("api_key", ("--engine-api-key",))
     elif name in engine_option_names():

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from thinkrank.cli import options
 from thinkrank.cli.common import ProgressBar, friendly_errors
 
 QUANTIZE_HELP = """Quantize a Rank1 model's weights to int4 with AWQ (needs the quantize extra: llm-compressor).
@@ -27,30 +27,10 @@ def register(app: typer.Typer) -> None:
     app.command("quantize", help=QUANTIZE_HELP)(quantize)
 
 
-def quantize(
-    model: Annotated[str, typer.Option("--model", "-m", help="Model folder or hub id (a merged model).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the quantized model.")],
-    method: Annotated[str, typer.Option(help="Quantization method: awq.")] = "awq",
-    bits: Annotated[int, typer.Option(help="Weight bits: 4 (W4A16) or 8 (W8A16).")] = 4,
-    group_size: Annotated[int | None, typer.Option(help="Input channels per scale; must divide every layer's input "
-                                                   "size.  [default: 128, or the largest of 64, 32, 16 that fits]")] = None,
-    dataset: Annotated[Path | None, typer.Option("--dataset", "-d", help="Collection folder: calibrate on Rank1 "
-                                                 "prompts of its queries and BM25 passages (recommended).")] = None,
-    traces: Annotated[Path | None, typer.Option(help="prompt/completion JSONL: calibrate on prompts with chains.")] = None,
-    calibration: Annotated[Path | None, typer.Option(help="JSONL of {\"text\"} or {\"prompt\",\"completion\"} "
-                                                     "lines, used as it is.")] = None,
-    prompt: Annotated[str | None, typer.Option(help="Dataset template for --dataset prompts (scifact, …).")] = None,
-    num_samples: Annotated[int, typer.Option(help="Calibration texts.")] = 64,
-    max_seq_length: Annotated[int, typer.Option(help="Tokens kept of each calibration text.")] = 512,
-    n_grid: Annotated[int, typer.Option(help="AWQ grid-search points per layer (fewer: faster).")] = 20,
-    ignore: Annotated[str, typer.Option(help="Comma-separated layers kept in full precision.")] = "lm_head",
-    dtype: Annotated[str, typer.Option(help="auto (the checkpoint's), bfloat16, float16 or float32.")] = "auto",
-    seed: Annotated[int, typer.Option(help="Seed for choosing calibration texts.")] = 0,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an output made with other settings.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", help="Show llm-compressor's own logs and bars.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
-) -> None:
-    _quantize(**locals())
+# QuantizeConfig's fields, in the order --help shows them (the config's own order is the one its
+# settings are recorded in, in a finished output's marker file, so it stays as it is).
+FLAGS = ("model", "output", "method", "bits", "group_size", "dataset", "traces", "calibration", "prompt", "num_samples",
+         "max_seq_length", "n_grid", "ignore", "dtype", "seed", "overwrite")
 
 
 @friendly_errors
@@ -64,12 +44,9 @@ def _quantize(**o: Any) -> None:
         hf_logging.disable_progress_bar()
     from thinkrank.quantization import QuantizeConfig, quantize as run
 
-    config = QuantizeConfig(
-        model=o["model"], output=o["output"], method=o["method"], bits=o["bits"], group_size=o["group_size"],
-        num_samples=o["num_samples"], max_seq_length=o["max_seq_length"], dataset=o["dataset"], traces=o["traces"],
-        calibration=o["calibration"], prompt=o["prompt"], ignore=tuple(i.strip() for i in o["ignore"].split(",") if i.strip()),
-        n_grid=o["n_grid"], dtype=o["dtype"], seed=o["seed"], overwrite=o["overwrite"],
-    )
+    settings = {name: o[name] for name in FLAGS}
+    settings["ignore"] = tuple(i.strip() for i in o["ignore"].split(",") if i.strip())
+    config = QuantizeConfig(**settings)
     with ProgressBar("calibrating layers", o["quiet"]) as bar:
         result = run(config, progress=bar)
     say = lambda m: typer.echo(m, err=True)  # noqa: E731
@@ -83,3 +60,11 @@ def _quantize(**o: Any) -> None:
     before = f"{result.size_before / 2**20:,.1f} MiB -> " if result.size_before else ""
     say(f"weights: {before}{result.size_after / 2**20:,.1f} MiB in {result.output}")
     typer.echo(json.dumps(result.to_dict()))
+
+
+@options.command(_quantize, {"verbose": tuple(f"quantize:{name}" for name in FLAGS)})
+def quantize(
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show llm-compressor's own logs and bars.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """The flags QuantizeConfig declares (FLAGS), then these two of the command's own."""

@@ -15,10 +15,6 @@ from typing import Any
 from thinkrank.families.base import ModelInput
 from thinkrank.families.registry import FamilyEntry
 
-RANK1_PASSAGE_TOKENS = 2048
-"""Rank1's default passage cut (``Rank1(max_passage_tokens=2048)``)."""
-
-
 def first_inputs(
     entry: FamilyEntry,
     query: str,
@@ -48,25 +44,26 @@ def _pair_inputs(entry: FamilyEntry, query: str, passages: Sequence[str], instru
     module = entry.module()
     if module is not None:  # the released builders take the pair whole (no passage cut of their own)
         return [module.FAMILY.build(query, p, instruction) for p in passages]
-    from thinkrank.prompts.rank1 import Rank1Prompt
+    from thinkrank.prompts.rank1 import PASSAGE_TOKENS, Rank1Prompt
     from thinkrank.rerankers.truncation import truncate_passage
 
     template = Rank1Prompt.create(query, None, instruction)
-    cut = RANK1_PASSAGE_TOKENS if tokenizer is not None else None
+    cut = PASSAGE_TOKENS if tokenizer is not None else None  # Rank1's default cut
     return [ModelInput(prompt=template.render(truncate_passage(tokenizer, p, cut)[0])) for p in passages]
 
 
 def _window_inputs(entry: FamilyEntry, query: str, passages: Sequence[str], instruction: str | None, model: str,
                    tokenizer: Any) -> list[ModelInput]:
     from thinkrank.families.window import window_family
+    from thinkrank.prompts import rankk
 
     family = window_family(entry.name, model)
-    spans = family.plan(len(passages), 20, 10, 100)  # RankK's window, stride and depth
+    spans = family.plan(len(passages), rankk.WINDOW, rankk.STRIDE, rankk.DEPTH)  # RankK's defaults
     if not spans:
         return []
     joined = " ".join(x.strip() for x in (query, instruction) if x and x.strip())
     start, end = spans[0]
-    cut = 512 if tokenizer is not None else None  # RankK's max_passage_tokens
+    cut = rankk.PASSAGE_TOKENS if tokenizer is not None else None  # RankK's default cut
     return [family.build(joined, [family.shown(tokenizer, p, cut)[0] for p in passages[start:end]])]
 
 

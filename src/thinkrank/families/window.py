@@ -76,7 +76,9 @@ class RankKWindows:
         self.prompt = prompt
 
     def sampling(self, model: str) -> Sampling:
-        return Sampling(max_tokens=4096, temperature=0.0)
+        from thinkrank.prompts.rankk import MAX_TOKENS
+
+        return Sampling(max_tokens=MAX_TOKENS, temperature=0.0)
 
     def plan(self, n: int, window: int, stride: int, depth: int | None) -> list[tuple[int, int]]:
         from thinkrank.rerankers.listwise import plan_windows

@@ -46,7 +46,7 @@ from thinkrank.rerankers.cached import (
 )
 from thinkrank.errors import InvalidInputError, require
 from thinkrank.families.base import Kind
-from thinkrank.rerankers.base import Reranker, RequestLike, RerankRequest, as_request
+from thinkrank.rerankers.base import Reranker, RequestLike, RerankRequest, as_request, instance_kind
 from thinkrank.rerankers.pointwise import Pair
 from thinkrank.types import Document, Ranking, as_documents, check_query
 
@@ -102,7 +102,22 @@ class RayReranker(Reranker):
         self.progress = progress
         self.use = CacheUse()
         self._settings: dict[str, Any] | None = None
+        self._kind: Kind | None = None
         self._started_ray = False
+
+    @instance_kind
+    def kind(self) -> Kind:
+        """What one model call of the factory's reranker judges: its class's ``kind`` (a Reranker
+        class or a partial of one), else asked of a reranker one Ray task builds."""
+        if self._kind is None:
+            cls = _reranker_class(self.factory)
+            if cls is not None:
+                self._kind = cls.kind
+            else:
+                self._connect()
+                task = ray.remote(num_gpus=self.num_gpus, num_cpus=self.num_cpus)(_kind_of)
+                self._kind = ray.get(task.remote(self.factory))
+        return self._kind
 
     @property
     def judges(self) -> Kind:
@@ -242,12 +257,24 @@ def _settings_of(factory: Factory) -> dict[str, Any]:
     return factory().settings
 
 
+def _kind_of(factory: Factory) -> Kind:
+    return factory().kind
+
+
+def _reranker_class(factory: Factory) -> type[Reranker] | None:
+    """The Reranker class ``factory`` builds, when it is one or a ``functools.partial`` of one."""
+    if isinstance(factory, partial) and isinstance(factory.func, type) and issubclass(factory.func, Reranker):
+        return factory.func
+    if isinstance(factory, type) and issubclass(factory, Reranker):
+        return factory
+    return None
+
+
 def _judges(factory: Factory) -> Kind:
     """What ``factory``'s reranker judges, asked of its class with the options it will get."""
-    if isinstance(factory, partial) and isinstance(factory.func, type) and issubclass(factory.func, Reranker):
-        return factory.func.judges_for(**factory.keywords)
-    if isinstance(factory, type) and issubclass(factory, Reranker):
-        return factory.judges_for()
+    cls = _reranker_class(factory)
+    if cls is not None:
+        return cls.judges_for(**factory.keywords) if isinstance(factory, partial) else cls.judges_for()
     raise InvalidInputError(
         "cannot tell what the factory's reranker judges (it is not a Reranker class or a functools.partial of one); "
         "pass judges='pair' (pair by pair) or judges='query' (a whole query at a time)"

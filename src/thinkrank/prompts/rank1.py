@@ -34,6 +34,18 @@ REASONING_OFF_CLOSES: dict[str, str] = {
     "bare": THINK_CLOSE,
     "empty-chain": "\n\n" + THINK_CLOSE,
 }
+
+# Rank1's defaults: Rank1's signature and RerankerSpec's declared fields (so the CLI, the server
+# and their --help) read these, so the library and the command line cannot drift apart.
+THINK_BUDGET = 1024
+"""Most reasoning tokens per pair before the answer is forced."""
+REASONING = True
+PASSAGE_TOKENS = 2048
+"""Passages are cut to this many tokens."""
+REASONING_CLOSE = "newline"
+"""With reasoning off, the bytes closing the empty think block (a key of REASONING_OFF_CLOSES)."""
+TRUE_TOKEN, FALSE_TOKEN = " true", " false"
+"""The answer words, single tokens with their leading space."""
 _SENTENCE_ENDS = (".", "!", "?")
 
 

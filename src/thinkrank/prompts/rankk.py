@@ -34,6 +34,15 @@ RANKK_PROMPT = (
 )
 """The released Rank-K prompt; ``{query}`` and ``{docs}`` are filled by :func:`build_rankk_prompt`."""
 
+# Rank-K's defaults: RankK's signature and RerankerSpec's declared fields (so the CLI, the server
+# and their --help) read these, so the library and the command line cannot drift apart.
+WINDOW, STRIDE, DEPTH = 20, 10, 100
+"""Passages per window, the step between windows, and how many top candidates are reranked."""
+PASSAGE_TOKENS = 512
+"""Passages are cut to this many tokens."""
+MAX_TOKENS = 4096
+"""Budget per window for reasoning and ordering together."""
+
 _FIELD = re.compile(r"\{(query|docs)\}")
 
 

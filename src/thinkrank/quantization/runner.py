@@ -19,6 +19,7 @@ resume mid-way).
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import time
@@ -27,6 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from thinkrank.declare import Field, option
+from thinkrank.declare import fields as declared_fields
 from thinkrank.errors import InvalidInputError, ModelLoadError, require
 
 METHODS = ("awq",)
@@ -60,22 +63,27 @@ class QuantizeConfig:
         overwrite: replace an existing ``output`` made with other settings.
     """
 
-    model: str
-    output: Path
-    method: str = "awq"
-    bits: int = 4
-    group_size: int | None = None
-    num_samples: int = 64
-    max_seq_length: int = 512
-    dataset: Path | None = None
-    traces: Path | None = None
-    calibration: Path | None = None
-    prompt: str | None = None
-    ignore: tuple[str, ...] = ("lm_head",)
-    n_grid: int = 20
-    dtype: str = "auto"
-    seed: int = 0
-    overwrite: bool = False
+    # Each setting is declared once, here: ``thinkrank quantize`` builds its flags from these
+    # declarations (:func:`thinkrank.cli.options.parameter`), and check_config reads their ranges.
+    model: str = option(help="Model folder or hub id (a merged model).", flags=("--model", "-m"))
+    output: Path = option(help="Folder for the quantized model.", flags=("--output", "-o"))
+    method: str = option("awq", f"Quantization method: {', '.join(METHODS)}.")
+    bits: int = option(4, f"Weight bits: {' or '.join(f'{b} ({s})' for b, s in SCHEMES.items())}.")
+    group_size: int | None = option(None, "Input channels per scale; must divide every layer's input size.  "
+                                    f"[default: {GROUP_SIZES[0]}, or the largest of "
+                                    f"{', '.join(map(str, GROUP_SIZES[1:]))} that fits]", minimum=1)
+    num_samples: int = option(64, "Calibration texts.", minimum=1)
+    max_seq_length: int = option(512, "Tokens kept of each calibration text.", minimum=1)
+    dataset: Path | None = option(None, "Collection folder: calibrate on Rank1 prompts of its queries and BM25 "
+                                  "passages (recommended).", flags=("--dataset", "-d"))
+    traces: Path | None = option(None, "prompt/completion JSONL: calibrate on prompts with chains.")
+    calibration: Path | None = option(None, "JSONL of {\"text\"} or {\"prompt\",\"completion\"} lines, used as it is.")
+    prompt: str | None = option(None, "Dataset template for --dataset prompts (scifact, …).")
+    ignore: tuple[str, ...] = option(("lm_head",), "Comma-separated layers kept in full precision.", cli_type=str)
+    n_grid: int = option(20, "AWQ grid-search points per layer (fewer: faster).", minimum=1)
+    dtype: str = option("auto", "auto (the checkpoint's), bfloat16, float16 or float32.")
+    seed: int = option(0, "Seed for choosing calibration texts.")
+    overwrite: bool = option(False, "Replace an output made with other settings.", flags=("--overwrite",))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output", Path(self.output))
@@ -85,6 +93,12 @@ class QuantizeConfig:
         skip = {"output", "overwrite"}
         return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
                 for k, v in asdict(self).items() if k not in skip}
+
+
+@functools.cache
+def quantize_options() -> dict[str, Field]:
+    """The options :class:`QuantizeConfig` declares (its fields' :mod:`thinkrank.declare` metadata)."""
+    return declared_fields(QuantizeConfig)
 
 
 @dataclass(frozen=True)
@@ -126,10 +140,10 @@ def check_config(config: QuantizeConfig) -> None:
         raise InvalidInputError(f"--method {config.method!r} is not supported; use one of: {', '.join(METHODS)}")
     if config.bits not in SCHEMES:
         raise InvalidInputError(f"--bits {config.bits} is not supported; use 4 (W4A16) or 8 (W8A16)")
-    for name, value in (("--group-size", 1 if config.group_size is None else config.group_size), ("--num-samples", config.num_samples),
-                        ("--max-seq-length", config.max_seq_length), ("--n-grid", config.n_grid)):
-        if value < 1:
-            raise InvalidInputError(f"{name} must be >= 1, got {value}")
+    for name, f in quantize_options().items():
+        value, low = getattr(config, name), f.declared.minimum
+        if low is not None and value is not None and value < low:
+            raise InvalidInputError(f"--{name.replace('_', '-')} must be {f.declared.rule}, got {value}")
     sources = [n for n, v in (("--dataset", config.dataset), ("--calibration", config.calibration)) if v is not None]
     if len(sources) > 1:
         raise InvalidInputError("give at most one of --dataset and --calibration (--traces may go with --dataset)")

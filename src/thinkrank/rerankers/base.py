@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from thinkrank.errors import InvalidInputError
 from thinkrank.families.base import Kind
@@ -33,6 +33,19 @@ def as_request(item: RequestLike, position: int) -> RerankRequest:
     raise InvalidInputError(
         f"rerank_many item {position} must be (query, documents) or a RerankRequest, got {type(item).__name__}"
     )
+
+
+class ProgressTracker:
+    """Adapts an engine's per-batch progress calls (``tracker(n)``: ``n`` more items done) to a
+    reranker's ``progress(done, total)`` over one call; ``total`` may grow as work is added."""
+
+    def __init__(self, callback: Callable[[int, int], None] | None, total: int) -> None:
+        self.callback, self.total, self.done = callback, total, 0
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        if self.callback:
+            self.callback(self.done, self.total)
 
 
 class Reranker(ABC):
@@ -99,3 +112,27 @@ class Reranker(ABC):
         check_query(req.query)
         as_documents(req.documents)
         check_instruction(req.instruction)
+
+
+R = TypeVar("R", bound=Reranker)
+
+
+class instance_kind(Generic[R]):  # noqa: N801 (used as a decorator, like property)
+    """``kind`` for a reranker that wraps another (the cache, a lazy build, Ray): a decorator,
+    like ``property``, whose function reads the wrapped reranker's kind.
+
+    Not a ``property``: model rerankers declare ``kind`` as a ClassVar, read from the class
+    before a model loads (``RerankerSpec.kind``), and a property may not override a class
+    variable under mypy; this descriptor gives ``Kind`` on an instance, as the ClassVar does. A
+    wrapper class itself has no kind (AttributeError): only an instance knows what it wraps.
+    """
+
+    def __init__(self, fget: Callable[[R], Kind]) -> None:
+        self.fget = fget
+        self.__doc__ = fget.__doc__
+
+    def __get__(self, obj: R | None, owner: type | None = None) -> Kind:
+        if obj is None:
+            raise AttributeError(f"{getattr(owner, '__name__', 'this reranker')}.kind is its wrapped reranker's: "
+                                 "ask an instance")
+        return self.fget(obj)

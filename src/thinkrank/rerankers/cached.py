@@ -27,7 +27,7 @@ from typing import Any
 from thinkrank.cache import JudgmentCache, digest
 from thinkrank.errors import InvalidInputError
 from thinkrank.families.base import Kind
-from thinkrank.rerankers.base import RequestLike, Reranker, RerankRequest, as_request
+from thinkrank.rerankers.base import RequestLike, Reranker, RerankRequest, as_request, instance_kind
 from thinkrank.rerankers.pointwise import Pair
 from thinkrank.types import Judgment, Ranking, WindowTrace, as_documents, check_query
 from thinkrank.validation import check_top_n
@@ -155,6 +155,10 @@ class CachedReranker(Reranker):
     @property
     def settings(self) -> dict[str, Any]:
         return self.reranker.settings
+
+    @instance_kind
+    def kind(self) -> Kind:
+        return self.reranker.kind
 
     @property
     def judges(self) -> Kind:

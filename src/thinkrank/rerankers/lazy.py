@@ -19,7 +19,7 @@ from typing import Any
 from thinkrank.cache import JudgmentCache, digest
 from thinkrank.errors import InvalidInputError
 from thinkrank.families.base import Kind
-from thinkrank.rerankers.base import RequestLike, Reranker
+from thinkrank.rerankers.base import RequestLike, Reranker, instance_kind
 from thinkrank.rerankers.spec import RerankerSpec, build_reranker
 from thinkrank.types import Judgment, Ranking
 
@@ -50,6 +50,10 @@ class LazyReranker(Reranker):
         self._remembered = cache.remembered(self._memo)
         self._progress = progress
         self._built: Reranker | None = None
+
+    @instance_kind
+    def kind(self) -> Kind:
+        return self.spec.kind  # known before the model loads, as judges is
 
     @property
     def judges(self) -> Kind:

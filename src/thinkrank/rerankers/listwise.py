@@ -23,8 +23,8 @@ from thinkrank.engines import Engine, Generation, GenerationRequest, load_engine
 from thinkrank.errors import InvalidInputError
 from thinkrank.families.base import Kind, ModelInput
 from thinkrank.families.window import WindowFamily, window_family
-from thinkrank.prompts.rankk import check_template
-from thinkrank.rerankers.base import RequestLike, Reranker, RerankRequest, as_request
+from thinkrank.prompts.rankk import DEPTH, PASSAGE_TOKENS, STRIDE, WINDOW, check_template
+from thinkrank.rerankers.base import ProgressTracker, RequestLike, Reranker, RerankRequest, as_request
 from thinkrank.rerankers.parsing import THINK_OPEN
 from thinkrank.types import Document, Judgment, Ranking, WindowTrace, as_documents, check_instruction, check_query
 from thinkrank.validation import check_optional_str, check_sampling, check_top_n
@@ -35,7 +35,7 @@ DEFAULT_MODEL = "hltcoe/Rank-K-32B"
 """The released Rank-K checkpoint (QwQ-32B fine-tuned on R1 listwise traces)."""
 
 
-def plan_windows(n: int, window: int = 20, stride: int = 10, depth: int | None = 100) -> list[tuple[int, int]]:
+def plan_windows(n: int, window: int = WINDOW, stride: int = STRIDE, depth: int | None = DEPTH) -> list[tuple[int, int]]:
     """The ``[start, end)`` spans, in the order they run, for ``n`` candidates.
 
     As the reference: ends step down by ``stride``, ``start = end - window``, and the pass
@@ -111,11 +111,11 @@ class RankK(Reranker):
         engine: str | Engine = "auto",
         *,
         family: str = "rank-k",
-        window: int = 20,
-        stride: int = 10,
-        depth: int | None = 100,
+        window: int = WINDOW,
+        stride: int = STRIDE,
+        depth: int | None = DEPTH,
         max_tokens: int | None = None,
-        max_passage_tokens: int | None = 512,
+        max_passage_tokens: int | None = PASSAGE_TOKENS,
         prompt: str | None = None,
         instruction: str | None = None,
         temperature: float | None = None,
@@ -186,7 +186,7 @@ class RankK(Reranker):
         passes: list[_Pass] = []
         for i, item in enumerate(requests):
             passes.append(self._start(as_request(item, i), sum(len(p.spans) for p in passes)))
-        tracker = _Tracker(self.progress, sum(len(p.spans) for p in passes))
+        tracker = ProgressTracker(self.progress, sum(len(p.spans) for p in passes))
         for step in range(max((len(p.spans) for p in passes), default=0)):
             active = [p for p in passes if step < len(p.spans)]
             batch = [self._request(p, step) for p in active]
@@ -329,15 +329,3 @@ def check_settings(
     if not isinstance(max_tokens, int) or max_tokens < low["max_tokens"]:
         raise InvalidInputError(f"max_tokens must be an int >= {low['max_tokens']}, got {max_tokens!r}")
     spec_options()["max_passage_tokens"].check(max_passage_tokens)
-
-
-class _Tracker:
-    """Adapts the engine's per-batch progress calls to ``progress(done, total)`` over windows."""
-
-    def __init__(self, callback: Callable[[int, int], None] | None, total: int) -> None:
-        self.callback, self.total, self.done = callback, total, 0
-
-    def __call__(self, n: int) -> None:
-        self.done += n
-        if self.callback:
-            self.callback(self.done, self.total)

@@ -30,14 +30,20 @@ from thinkrank.errors import InvalidInputError
 from thinkrank.families.base import Kind
 from thinkrank.families.pair import PairFamily
 from thinkrank.prompts.rank1 import (
+    FALSE_TOKEN,
+    PASSAGE_TOKENS,
+    REASONING,
+    REASONING_CLOSE,
+    THINK_BUDGET,
     THINK_CLOSE,
+    TRUE_TOKEN,
     Rank1Prompt,
     cut_forced_chain,
     forced_close,
     resolve_reasoning_close,
     resolve_template,
 )
-from thinkrank.rerankers.base import RequestLike, Reranker, as_request
+from thinkrank.rerankers.base import ProgressTracker, RequestLike, Reranker, as_request
 from thinkrank.rerankers.cascade import Cascade, combine
 from thinkrank.rerankers.pair_family import FamilyRunner, Framed, pair_family
 from thinkrank.rerankers.truncation import truncate_passage
@@ -128,12 +134,12 @@ class Rank1(Reranker):
         reasoning: bool | None = None,
         prompt: str | None = None,
         instruction: str | None = None,
-        max_passage_tokens: int | None = 2048,
+        max_passage_tokens: int | None = PASSAGE_TOKENS,
         temperature: float | None = None,
         seed: int | None = None,
-        true_token: str = " true",
-        false_token: str = " false",
-        reasoning_close: str = "newline",
+        true_token: str = TRUE_TOKEN,
+        false_token: str = FALSE_TOKEN,
+        reasoning_close: str = REASONING_CLOSE,
         progress: Callable[[int, int], None] | None = None,
         cascade: Cascade | int | str | None = None,
         calibration: Any = None,
@@ -143,8 +149,8 @@ class Rank1(Reranker):
         self._family = family if isinstance(family, PairFamily) else None if family == "rank1" else pair_family(family)
         if self._family is None:
             model = DEFAULT_MODEL if model is None else model
-            think_budget = 1024 if think_budget is None else think_budget
-            reasoning = True if reasoning is None else reasoning
+            think_budget = THINK_BUDGET if think_budget is None else think_budget
+            reasoning = REASONING if reasoning is None else reasoning
         else:
             model, think_budget, reasoning = family_defaults(
                 self._family, model, think_budget, reasoning, engine_given=not isinstance(engine, str), prompt=prompt, true_token=true_token,
@@ -261,7 +267,7 @@ class Rank1(Reranker):
             return []
         if seed_offsets is not None and len(seed_offsets) != len(work):
             raise InvalidInputError(f"seed_offsets has {len(seed_offsets)} entries for {len(work)} pairs")
-        tracker = _Tracker(self.progress, len(work))
+        tracker = ProgressTracker(self.progress, len(work))
         return self._calibrate(self._judge(work, self.reasoning, tracker, seed_offsets, on_judged))
 
     def _calibrate(self, judgments: list[Judgment]) -> list[Judgment]:
@@ -274,7 +280,7 @@ class Rank1(Reranker):
         assert self.cascade is not None
         work = [[self._prepare(p) for p in pairs] for pairs in per_query]
         flat = [w for ws in work for w in ws]
-        tracker = _Tracker(self.progress, len(flat))
+        tracker = ProgressTracker(self.progress, len(flat))
         quick = iter(self._judge(flat, False, tracker))
         quick_per_query = [[next(quick) for _ in ws] for ws in work]
         chosen = [self.cascade.select([j.score for j in js]) for js in quick_per_query]
@@ -288,7 +294,7 @@ class Rank1(Reranker):
         ]
 
     def _judge(
-        self, work: list[_Work], reasoning: bool, tracker: _Tracker, positions: Sequence[int] | None = None,
+        self, work: list[_Work], reasoning: bool, tracker: ProgressTracker, positions: Sequence[int] | None = None,
         on_judged: Judged | None = None,
     ) -> list[Judgment]:
         if not work:
@@ -525,7 +531,7 @@ def family_defaults(
         InvalidInputError: no model (nor engine instance) given for a family that publishes none, reasoning asked
             against the family's fixed setting, or one of Rank1's own options given.
     """
-    defaults = {"prompt": None, "true_token": " true", "false_token": " false", "reasoning_close": "newline",
+    defaults = {"prompt": None, "true_token": TRUE_TOKEN, "false_token": FALSE_TOKEN, "reasoning_close": REASONING_CLOSE,
                 "cascade": None}
     for name, value in rank1_only.items():
         if value != defaults[name]:
@@ -564,15 +570,3 @@ def _sigmoid(x: float) -> float:
         return 1.0 / (1.0 + math.exp(-x))
     z = math.exp(x)
     return z / (1.0 + z)
-
-
-class _Tracker:
-    """Adapts the engine's per-batch progress calls to ``progress(done, total)``."""
-
-    def __init__(self, callback: Callable[[int, int], None] | None, total: int) -> None:
-        self.callback, self.total, self.done = callback, total, 0
-
-    def __call__(self, n: int) -> None:
-        self.done += n
-        if self.callback:
-            self.callback(self.done, self.total)

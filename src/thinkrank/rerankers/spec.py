@@ -24,7 +24,9 @@ from thinkrank.engines import ENGINE_OPTIONS, ENGINES, Engine, EngineOption, res
 from thinkrank.declare import Field, option
 from thinkrank.declare import fields as declared_fields
 from thinkrank.errors import InvalidInputError
+from thinkrank.families import reasonrank
 from thinkrank.families.base import Kind
+from thinkrank.prompts import rank1, rankk
 from thinkrank.rerankers.base import Reranker
 
 MODES = ("pointwise", "listwise")
@@ -73,25 +75,26 @@ class RerankerSpec:
                                "[default: jhu-clsp/rank1-7b; listwise: hltcoe/Rank-K-32B]", flags=("--model", "-m"))
     engine: str = option("auto", f"auto, {', '.join(ENGINES)}.")
     engine_options: Mapping[str, Any] = field(default_factory=dict)
-    think_budget: int = option(1024, "Pointwise: most reasoning tokens per document (other families: their released budget).", minimum=1,
+    think_budget: int = option(rank1.THINK_BUDGET, "Pointwise: most reasoning tokens per document (other families: their released budget).", minimum=1,
                                modes=("pointwise",))
-    reasoning: bool = option(True, "Pointwise: off scores in one forward pass, no chain (other families: as released).", modes=("pointwise",))
+    reasoning: bool = option(rank1.REASONING, "Pointwise: off scores in one forward pass, no chain (other families: as released).", modes=("pointwise",))
     prompt: str | None = option(None, "Pointwise: dataset template name (scifact, nfcorpus, bright-pony, …) or a "
                                 "template with FILL_QUERY_HERE. Listwise: a template with {query} and {docs}.")
     instruction: str | None = option(None, "Text appended to every query.")
     max_passage_tokens: int | None = option(None, "Cut passages to this many tokens (flagged).  "
-                                            "[default: 2048; listwise 512]", minimum=1)
+                                            f"[default: {rank1.PASSAGE_TOKENS}; listwise {rankk.PASSAGE_TOKENS}]", minimum=1)
     temperature: float | None = option(None, "0 = greedy.  [default: the family's: 0, reasonrank-8B 0.6]",
                                        minimum=0.0)
     seed: int | None = option(None, "Seed for sampling (with --temperature > 0).")
-    window: int = option(20, "Listwise: passages per window.", minimum=2, modes=("listwise",))
-    stride: int = option(10, "Listwise: window stride.", minimum=1, modes=("listwise",))
-    depth: int | None = option(100, "Listwise: how many top candidates to rerank.", minimum=1, modes=("listwise",),
+    window: int = option(rankk.WINDOW, "Listwise: passages per window.", minimum=2, modes=("listwise",))
+    stride: int = option(rankk.STRIDE, "Listwise: window stride.", minimum=1, modes=("listwise",))
+    depth: int | None = option(rankk.DEPTH, "Listwise: how many top candidates to rerank.", minimum=1, modes=("listwise",),
                                cli_type=int)
     max_tokens: int | None = option(None, "Listwise: most tokens per window (reasoning + ordering).  "
-                                    "[default: the family's: rank-k 4096, reasonrank 3172]", minimum=1,
+                                    f"[default: the family's: rank-k {rankk.MAX_TOKENS}, reasonrank "
+                                    f"{reasonrank.SAMPLING['reasoning'].max_tokens}]", minimum=1,
                                     modes=("listwise",), cli_type=int | None)
-    reasoning_close: str = option("newline", "Pointwise, reasoning off (and the cascade's first pass): bytes closing "
+    reasoning_close: str = option(rank1.REASONING_CLOSE, "Pointwise, reasoning off (and the cascade's first pass): bytes closing "
                                   "the empty think block: newline ('\\n</think>'), bare ('</think>') or empty-chain "
                                   "('\\n\\n</think>').", modes=("pointwise",))
     cascade: str | int | None = option(None, "Pointwise: score all without reasoning, reason only about the top M "
