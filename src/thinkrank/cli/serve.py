@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
     "host": ("model", "family", "mode"),
     "cors_origin": ("server:served_model_name", "server:strict_model_name"),
     "reasoning": ("server:api_key", "server:cache", "server:calibration"),
-    "log_level": ("server:max_think_budget", *options.HEAD[4:], *options.SAMPLING, *options.LISTWISE,
+    "log_level": ("server:max_think_budget", *options.HEAD[4:], *options.SAMPLING, *options.LISTWISE, *options.SETWISE,
                   *(f"server:{name}" for name in _SERVER_LIMITS), "server:log_text"),
     None: ("engine", "base_url", "engine_api_key", *options.ENGINE[3:]),
 })
