@@ -178,7 +178,7 @@ def _say_unparsed(rankings: list[Any], rankings_file: Path) -> None:
     at the file that holds the windows (evaluate has no --format)."""
     from thinkrank.cli.rerank import unparsed_summary
 
-    line = unparsed_summary(rankings, f"the \"windows\" or \"comparisons\" of {rankings_file}")
+    line = unparsed_summary(rankings, str(rankings_file))
     if line:
         print(line, file=sys.stderr, flush=True)
 

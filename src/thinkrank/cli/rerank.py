@@ -35,6 +35,10 @@ Documents come from --docs: JSONL records {"id", "text", "title"?} (add "qid" to
   thinkrank rerank --model ./model.gguf --queries queries.jsonl --docs docs.jsonl --format jsonl
 
   thinkrank rerank --model jhu-clsp/rank1-7b --queries queries.jsonl --docs docs.jsonl --cascade top=20 --cache judgments.sqlite
+
+Any family works (thinkrank families): --family reasonrank (listwise), --family rank-r1 (setwise: --method, --sort-k, --num-child, --shuffle), e.g.
+
+  thinkrank rerank --family rank-r1 --query "what is a cat" --docs docs.jsonl --format jsonl
 """
 
 
@@ -175,7 +179,7 @@ def _check_trec_ids(requests: list[Any]) -> None:
 def unparsed_summary(rankings: list[Any], where: str = "--format jsonl") -> str | None:
     """A warning counting listwise windows whose output held no ordering and setwise comparisons
     whose answer named no document, or None; ``where`` says where the traces can be read
-    (rerank: --format jsonl)."""
+    (rerank: --format jsonl; evaluate: its rankings.jsonl)."""
     lines = []
     unparsed = sum(r.unparsed_windows for r in rankings)
     if unparsed:

@@ -23,6 +23,8 @@ Routes: POST /v1/rerank, /v2/rerank, /rerank; GET /v1/models, /healthz, /readyz,
 
   thinkrank serve --model ./model.gguf --reasoning off --api-key "$KEY" --cache judgments.sqlite
 
+  thinkrank serve --family rank-r1 --port 8000    (any family of thinkrank families: pointwise, listwise or setwise)
+
 Then: cohere.ClientV2(base_url="http://127.0.0.1:8000", api_key="KEY").rerank(model=..., query=..., documents=[...])
 """
 
