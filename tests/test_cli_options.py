@@ -165,3 +165,25 @@ def test_a_family_sets_the_mode_the_flag_checks_use():
     with pytest.raises(InvalidInputError, match="--seed has no effect"):
         cli_options.check({"family": "rank-k", "mode": cli_options.Mode.pointwise, "seed": 1, "temperature": None},
                           {"family", "seed"})
+
+
+def test_rank_r1_takes_the_setwise_flags_and_refuses_the_other_modes():
+    from thinkrank.cli import options as cli_options
+    from thinkrank.cli.common import Switch
+    from thinkrank.errors import InvalidInputError
+
+    pointwise = cli_options.Mode.pointwise  # the flag's default: --family rank-r1 replaces it
+    cli_options.check({"family": "rank-r1", "mode": pointwise, "k": 3, "num_child": 4, "max_tokens": 8},
+                      {"family", "k", "num_child", "max_tokens"})
+    for name, flag in (("window", "--window"), ("think_budget", "--think-budget"), ("prompt", "--prompt")):
+        with pytest.raises(InvalidInputError, match=f"{flag} applies only to --mode .*, but the mode is setwise"):
+            cli_options.check({"family": "rank-r1", "mode": pointwise, name: 3}, {"family", name})
+    with pytest.raises(InvalidInputError, match="--sort-k applies only to --mode setwise, but the mode is listwise"):
+        cli_options.check({"family": "reasonrank", "mode": pointwise, "k": 3}, {"family", "k"})
+    with pytest.raises(InvalidInputError, match="--cascade is a pointwise option"):
+        cli_options.check({"mode": cli_options.Mode.setwise, "cascade": "top=2"}, {"mode", "cascade"})
+    # greedy, --seed still draws the order each set is shown in; with --shuffle off it would do nothing
+    cli_options.check({"family": "rank-r1", "mode": pointwise, "seed": 3, "temperature": None}, {"family", "seed"})
+    with pytest.raises(InvalidInputError, match="--seed has no effect"):
+        cli_options.check({"family": "rank-r1", "mode": pointwise, "seed": 3, "temperature": None,
+                           "shuffle": Switch.off}, {"family", "seed", "shuffle"})

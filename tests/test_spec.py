@@ -10,7 +10,7 @@ import pytest
 
 from thinkrank.engines import ENGINE_OPTIONS, ENGINES
 from thinkrank.errors import InvalidInputError
-from thinkrank.rerankers import Rank1, RankK, RerankerSpec, build_reranker
+from thinkrank.rerankers import Rank1, RankK, RankR1, RerankerSpec, build_reranker
 
 from tolerances import LAYOUT_TOL
 
@@ -129,7 +129,7 @@ def test_a_family_sets_the_mode_and_the_default_model():
 @pytest.mark.parametrize("fields, message", [
     ({"family": "nope"}, "unknown family 'nope'"),
     ({"family": "erank"}, "erank is not available"),
-    ({"family": "rank-r1"}, "thinkrank.RankR1"),
+    ({"family": "rank-r1", "mode": "listwise"}, "the rank-r1 family is setwise"),
     ({"family": "qwen3-reranker", "mode": "listwise"}, "the qwen3-reranker family is pointwise"),
 ])
 def test_a_family_the_spec_cannot_serve_is_refused_naming_why(fields, message):
@@ -138,6 +138,36 @@ def test_a_family_the_spec_cannot_serve_is_refused_naming_why(fields, message):
     if "mode" not in fields:
         with pytest.raises(InvalidInputError, match=re.escape(message)):
             RerankerSpec(family=fields["family"], mode="pointwise")
+
+
+def test_the_setwise_family_is_built_as_rank_r1_with_its_sort_options(tiny_qwen_engine):
+    spec = RerankerSpec(family="rank-r1", model="unused", engine="openai",
+                        engine_options={"base_url": "http://127.0.0.1:1/v1"}, method="bubblesort", k=2, num_child=3,
+                        shuffle=False, max_tokens=5, max_passage_tokens=64, instruction="be brief")
+    assert (spec.mode, spec.kind, spec.judges) == ("setwise", "set", "set")
+    assert RerankerSpec(family="rank-r1").model_name == "ielabgroup/Rank-R1-7B-v0.1"
+    assert RerankerSpec(mode="setwise").model_name == "ielabgroup/Rank-R1-7B-v0.1"
+    ranker = build_reranker(spec, engine=tiny_qwen_engine)
+    direct = RankR1(engine=tiny_qwen_engine, method="bubblesort", k=2, num_child=3, shuffle=False, max_tokens=5,
+                    max_passage_tokens=64, instruction="be brief")
+    assert isinstance(ranker, RankR1) and ranker.settings == direct.settings
+    # the spec leaves the released defaults (2048 tokens, 512-token passages, seed 0) to RankR1
+    assert build_reranker(RerankerSpec(family="rank-r1", model="unused"), engine=tiny_qwen_engine).settings == \
+        RankR1(engine=tiny_qwen_engine).settings
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"method": "quicksort"}, "unknown setwise method 'quicksort'"),
+    ({"k": 0}, "k must be >= 1"),
+    ({"num_child": 20}, "num_child must be <= 19"),
+    ({"max_tokens": 0}, "max_tokens must be >= 1"),
+    ({"shuffle": "yes"}, "shuffle must be bool"),
+])
+def test_a_bad_setwise_option_is_refused_before_a_model_loads(fields, message):
+    with pytest.raises(InvalidInputError, match=re.escape(message)):
+        RerankerSpec(family="rank-r1", **fields)
+    if "max_tokens" not in fields:  # the setwise-only options of another mode are not checked (nor used)
+        RerankerSpec(family="rank-k", **fields)
 
 
 def test_tfrank_has_no_released_model_so_the_spec_asks_for_one():

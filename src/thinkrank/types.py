@@ -370,6 +370,12 @@ class Ranking:
         """Setwise comparisons whose answer named no document of the set (the parent was kept)."""
         return sum(c.chosen is None for c in self.comparisons)
 
+    @property
+    def calls(self) -> list[WindowTrace | ComparisonTrace]:
+        """The model calls a listwise or setwise ranking was made of (its windows or comparisons),
+        each with its ``prompt_tokens`` and ``completion_tokens``; empty for a pointwise one."""
+        return [*self.windows, *self.comparisons]
+
     def to_trec(self, query_id: str | None = None, tag: str = "thinkrank") -> list[str]:
         """TREC run lines ``qid Q0 docid rank score tag``, rank from 1, scores at full precision.
 

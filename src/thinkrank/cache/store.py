@@ -24,7 +24,7 @@ from typing import Any
 
 from thinkrank._sqlite import select_in
 from thinkrank.errors import InvalidInputError
-from thinkrank.types import WindowTrace
+from thinkrank.types import ComparisonTrace, WindowTrace
 
 FORMAT = "thinkrank-judgment-cache"
 VERSION = 1
@@ -217,6 +217,9 @@ def _check_file(path: Path) -> None:
 _WINDOW_FIELDS = set(WindowTrace.__dataclass_fields__)
 _WINDOW_REQUIRED = {name for name, f in WindowTrace.__dataclass_fields__.items()
                     if f.default is dataclasses.MISSING}
+_COMPARISON_FIELDS = set(ComparisonTrace.__dataclass_fields__)
+_COMPARISON_REQUIRED = {name for name, f in ComparisonTrace.__dataclass_fields__.items()
+                        if f.default is dataclasses.MISSING}
 
 
 def _number(value: Any) -> bool:
@@ -246,5 +249,8 @@ def parse_value(kind: str, text: Any) -> dict[str, Any] | None:
                            for j in value["judgments"])
         windows_ok = all(isinstance(w, dict) and _WINDOW_REQUIRED <= set(w) <= _WINDOW_FIELDS
                          for w in value["windows"])
-        return value if judgments_ok and windows_ok else None
+        comparisons = value.get("comparisons", [])  # setwise rankings
+        comparisons_ok = isinstance(comparisons, list) and all(
+            isinstance(c, dict) and _COMPARISON_REQUIRED <= set(c) <= _COMPARISON_FIELDS for c in comparisons)
+        return value if judgments_ok and windows_ok and comparisons_ok else None
     return None

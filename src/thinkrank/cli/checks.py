@@ -54,7 +54,10 @@ def reranker_options() -> list[str]:
 
 
 def flag(name: str) -> str:
-    """The command-line spelling of option ``name``."""
+    """The command-line spelling of option ``name`` (its declared one, e.g. ``--sort-k`` for ``k``)."""
+    found = _declared(name)
+    if found is not None and found[1].flags:
+        return found[1].flags[0]
     return "--" + name.replace("_", "-")
 
 
@@ -68,9 +71,10 @@ def check_numbers(opts: Mapping[str, Any], command: Callable[..., Any] | None = 
             found[1].check(flag(option), value, found[0], optional=True)
 
 
-def check_applicable(opts: Mapping[str, Any], given: Iterable[str] | None, *, listwise: bool,
+def check_applicable(opts: Mapping[str, Any], given: Iterable[str] | None, *, mode: str,
                      reasoning_per_request: bool = False) -> None:
-    """Refuse options given on the command line that this run would ignore. ``given``: the options
+    """Refuse options given on the command line that this run would ignore. ``mode``: the
+    reranker mode the run uses (pointwise, listwise, setwise). ``given``: the options
     the user typed (None when unknown, e.g. when called from Python: then nothing is refused).
     ``reasoning_per_request``: ``--reasoning`` is only a default that requests override (a
     server), so options of the other setting still apply."""
@@ -79,16 +83,16 @@ def check_applicable(opts: Mapping[str, Any], given: Iterable[str] | None, *, li
     given = set(given)
     from thinkrank.rerankers.spec import spec_options
 
-    mode = "listwise" if listwise else "pointwise"
     for name, declared in spec_options().items():
         if name in given and not declared.applies(mode):
-            other = "pointwise" if listwise else "listwise"
-            hint = " (listwise windows are limited by --max-tokens)" if name == "think_budget" else ""
+            other = " or ".join(declared.declared.modes)
+            hint = f" ({mode} calls are limited by --max-tokens)" if name == "think_budget" else ""
             raise InvalidInputError(f"{flag(name)} applies only to --mode {other}, but the mode is {mode}{hint}")
-    reasoning_off = str(getattr(opts.get("reasoning"), "value", "on")) == "off" and not reasoning_per_request
-    if not listwise and "think_budget" in given and reasoning_off:
+    reasoning_off = _switch(opts, "reasoning") == "off" and not reasoning_per_request
+    if mode == "pointwise" and "think_budget" in given and reasoning_off:
         raise InvalidInputError("--think-budget has no effect with --reasoning off (no chain is generated); drop one")
-    if "seed" in given and _temperature(opts) == 0:
+    shuffled = mode == "setwise" and _switch(opts, "shuffle") == "on"  # the seed draws each set's order
+    if "seed" in given and _temperature(opts) == 0 and not shuffled:
         raise InvalidInputError("--seed has no effect with --temperature 0 (greedy decoding); set --temperature > 0 "
                                 "or drop --seed")
 
@@ -116,6 +120,12 @@ def check_method_options(given: Iterable[str] | None, method: str) -> None:
         for name in names:
             if other != method and name in set(given):
                 raise InvalidInputError(f"{flag(name)} is an option of --method {other}, but the method is {method}")
+
+
+def _switch(opts: Mapping[str, Any], name: str) -> str:
+    """An on/off option's value as text (a Switch on the command line, a bool from Python; on when absent)."""
+    value = opts.get(name, "on")
+    return ("on" if value else "off") if isinstance(value, bool) else str(getattr(value, "value", value))
 
 
 def _temperature(opts: Mapping[str, Any]) -> float:

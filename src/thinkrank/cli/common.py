@@ -151,12 +151,12 @@ def reranker_spec(opts: dict[str, Any]) -> Any:
     engine_options = {name: opts[name] for name in engine_option_names() if opts.get(name) not in (None, False)}
     if isinstance(engine_options.get("extra_body"), str):
         engine_options["extra_body"] = json_object(engine_options["extra_body"], "--extra-body")
-    # mode and reasoning are an enum and a switch on the command line; engine is given apart.
-    fields = [name for name in spec_options() if name not in ("mode", "engine", "reasoning")]
-    return RerankerSpec(
-        mode=str(getattr(opts["mode"], "value", opts["mode"])), engine=opts["engine"], engine_options=engine_options,
-        reasoning=opts["reasoning"] == Switch.on, **{name: opts[name] for name in fields if name in opts},
-    )
+    # mode is an enum and on/off options (--reasoning, --shuffle) switches on the command line; engine is given apart.
+    fields = [name for name in spec_options() if name not in ("mode", "engine")]
+    values = {name: opts[name] == Switch.on if isinstance(opts[name], Switch) else opts[name]
+              for name in fields if name in opts}
+    return RerankerSpec(mode=str(getattr(opts["mode"], "value", opts["mode"])), engine=opts["engine"],
+                        engine_options=engine_options, **values)
 
 
 def json_object(text: str, flag: str) -> dict[str, Any]:

@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
     app.command("evaluate", help=EVALUATE_HELP)(evaluate)
 
 
-@options.command(lambda **opts: _evaluate(**opts), {"queries": ("family", *options.HEAD[1:]), "report": options.SAMPLING + options.LISTWISE + options.ENGINE})
+@options.command(lambda **opts: _evaluate(**opts), {"queries": ("family", *options.HEAD[1:]), "report": options.SAMPLING + options.LISTWISE + options.SETWISE + options.ENGINE})
 def evaluate(
     dataset: Annotated[Path, typer.Option("--dataset", "-d", help="Collection folder.")],
     run: Annotated[str, typer.Option("--run", "-r", help="A run of the collection (bm25, …) or a run file.")],
@@ -178,7 +178,7 @@ def _say_unparsed(rankings: list[Any], rankings_file: Path) -> None:
     at the file that holds the windows (evaluate has no --format)."""
     from thinkrank.cli.rerank import unparsed_summary
 
-    line = unparsed_summary(rankings, f"the \"windows\" of {rankings_file}")
+    line = unparsed_summary(rankings, str(rankings_file))
     if line:
         print(line, file=sys.stderr, flush=True)
 

@@ -28,6 +28,7 @@ from thinkrank.errors import InvalidInputError
 class Mode(str, Enum):
     pointwise = "pointwise"
     listwise = "listwise"
+    setwise = "setwise"
 
 
 def _escape(text: str) -> str:
@@ -40,9 +41,10 @@ HEAD = ("model", "mode", "reasoning", "think_budget", "cascade", "reasoning_clos
 """The reranker and its reasoning."""
 SAMPLING = ("max_passage_tokens", "temperature", "seed")
 LISTWISE = ("window", "stride", "depth", "max_tokens")
+SETWISE = ("method", "k", "num_child", "shuffle")
 ENGINE = ("engine", *engine_option_names())
 """``--engine`` and every option some engine declares."""
-RERANKER = HEAD + SAMPLING + LISTWISE + ENGINE
+RERANKER = HEAD + SAMPLING + LISTWISE + SETWISE + ENGINE
 
 
 def _spec_parameter(name: str) -> tuple[Any, Any]:
@@ -154,14 +156,13 @@ def check(opts: Mapping[str, Any], given: Iterable[str] | None, *, reasoning_per
 
     from thinkrank.rerankers.spec import mode_of
 
-    listwise = mode_of(opts.get("family"), str(getattr(opts.get("mode"), "value", opts.get("mode") or "pointwise"))) \
-        == "listwise"
-    if opts.get("cascade") is not None and listwise:
+    mode = mode_of(opts.get("family"), str(getattr(opts.get("mode"), "value", opts.get("mode") or "pointwise")))
+    if opts.get("cascade") is not None and mode != "pointwise":
         raise InvalidInputError("--cascade is a pointwise option (Rank1); drop it or use --mode pointwise")
-    check_applicable(opts, given, listwise=listwise, reasoning_per_request=reasoning_per_request)
+    check_applicable(opts, given, mode=mode, reasoning_per_request=reasoning_per_request)
     given = set(given or ())
     reasoning_on = opts.get("reasoning", Switch.on) == Switch.on
     close_unused = reasoning_on and opts.get("cascade") is None and not reasoning_per_request
-    if "reasoning_close" in given and not listwise and close_unused:
+    if "reasoning_close" in given and mode == "pointwise" and close_unused:
         raise InvalidInputError("--reasoning-close applies with --reasoning off or --cascade (it closes the empty "
                                 "think block of a no-reasoning pass); drop it or add one of them")

@@ -35,10 +35,14 @@ Documents come from --docs: JSONL records {"id", "text", "title"?} (add "qid" to
   thinkrank rerank --model ./model.gguf --queries queries.jsonl --docs docs.jsonl --format jsonl
 
   thinkrank rerank --model jhu-clsp/rank1-7b --queries queries.jsonl --docs docs.jsonl --cascade top=20 --cache judgments.sqlite
+
+Any family works (thinkrank families): --family reasonrank (listwise), --family rank-r1 (setwise: --method, --sort-k, --num-child, --shuffle), e.g.
+
+  thinkrank rerank --family rank-r1 --query "what is a cat" --docs docs.jsonl --format jsonl
 """
 
 
-@options.command(lambda **opts: _rerank(**opts), {"top_n": ("family", *options.HEAD), "ray": options.SAMPLING + options.LISTWISE + options.ENGINE})
+@options.command(lambda **opts: _rerank(**opts), {"top_n": ("family", *options.HEAD), "ray": options.SAMPLING + options.LISTWISE + options.SETWISE + options.ENGINE})
 def rerank(
     docs: Annotated[Path, typer.Option("--docs", help="JSONL {id,text,title?[,qid]} or plain text, one per line; - reads standard input.")],
     query: Annotated[str | None, typer.Option("--query", "-q", help="The query text.")] = None,
@@ -123,7 +127,7 @@ def _selected(rankings: list[Any], cal: Any, selection: dict[str, float]) -> lis
         precision = "–" if chosen.expected_precision is None else f"{chosen.expected_precision:.3f}"
         print(f"select: query {ranking.query_id}: kept {len(chosen.kept)} of {chosen.candidates} (expected recall "
               f"{recall}, precision {precision})", file=sys.stderr)
-        out.append(Ranking(ranking.query, chosen.kept, ranking.query_id, ranking.windows))
+        out.append(Ranking(ranking.query, chosen.kept, ranking.query_id, ranking.windows, ranking.comparisons))
     return out
 
 
@@ -173,14 +177,21 @@ def _check_trec_ids(requests: list[Any]) -> None:
 
 
 def unparsed_summary(rankings: list[Any], where: str = "--format jsonl") -> str | None:
-    """A warning line counting listwise windows whose output held no ordering, or None;
-    ``where`` says where the windows can be read (rerank: --format jsonl)."""
-    total = sum(len(r.windows) for r in rankings)
+    """A warning counting listwise windows whose output held no ordering and setwise comparisons
+    whose answer named no document, or None; ``where`` says where the traces can be read
+    (rerank: --format jsonl; evaluate: its rankings.jsonl)."""
+    lines = []
     unparsed = sum(r.unparsed_windows for r in rankings)
-    if not unparsed:
-        return None
-    return (f"warning: {unparsed} of {total} listwise windows had no usable ordering in the model's output and kept "
-            f"their previous order (see each window's `parsed` in {where})")
+    if unparsed:
+        total = sum(len(r.windows) for r in rankings)
+        lines.append(f"warning: {unparsed} of {total} listwise windows had no usable ordering in the model's output "
+                     f"and kept their previous order (see each window's `parsed` in {where})")
+    unexpected = sum(r.unexpected_comparisons for r in rankings)
+    if unexpected:
+        total = sum(len(r.comparisons) for r in rankings)
+        lines.append(f"warning: {unexpected} of {total} setwise comparisons had an unexpected answer and kept the "
+                     f"parent, as released (see each comparison's `fallback` and `detail` in {where})")
+    return "\n".join(lines) or None
 
 
 
@@ -206,9 +217,11 @@ def _print(rankings: list[Any], fmt: Format) -> None:
                 record = {"query_id": ranking.query_id, "query": ranking.query, "rank": rank, "index": j.index,
                           "id": j.doc_id, **{k: v for k, v in j.to_dict().items() if k not in ("doc_id", "index")}}
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
-            if ranking.windows:
-                for w in ranking.windows:
-                    out.write(json.dumps({"query_id": ranking.query_id, "window": w.to_dict()}, ensure_ascii=False) + "\n")
+            for w in ranking.windows:
+                out.write(json.dumps({"query_id": ranking.query_id, "window": w.to_dict()}, ensure_ascii=False) + "\n")
+            for c in ranking.comparisons:
+                out.write(json.dumps({"query_id": ranking.query_id, "comparison": c.to_dict()}, ensure_ascii=False)
+                          + "\n")
     else:
         _print_table(rankings)
 

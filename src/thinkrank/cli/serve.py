@@ -23,6 +23,8 @@ Routes: POST /v1/rerank, /v2/rerank, /rerank; GET /v1/models, /healthz, /readyz,
 
   thinkrank serve --model ./model.gguf --reasoning off --api-key "$KEY" --cache judgments.sqlite
 
+  thinkrank serve --family rank-r1 --port 8000    (any family of thinkrank families: pointwise, listwise or setwise)
+
 Then: cohere.ClientV2(base_url="http://127.0.0.1:8000", api_key="KEY").rerank(model=..., query=..., documents=[...])
 """
 
@@ -40,7 +42,7 @@ def register(app: typer.Typer) -> None:
     "host": ("model", "family", "mode"),
     "cors_origin": ("server:served_model_name", "server:strict_model_name"),
     "reasoning": ("server:api_key", "server:cache", "server:calibration"),
-    "log_level": ("server:max_think_budget", *options.HEAD[4:], *options.SAMPLING, *options.LISTWISE,
+    "log_level": ("server:max_think_budget", *options.HEAD[4:], *options.SAMPLING, *options.LISTWISE, *options.SETWISE,
                   *(f"server:{name}" for name in _SERVER_LIMITS), "server:log_text"),
     None: ("engine", "base_url", "engine_api_key", *options.ENGINE[3:]),
 })

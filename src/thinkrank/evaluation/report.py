@@ -118,6 +118,9 @@ def _facts(result: Evaluation) -> list[tuple[str, str]]:
             how += f", reasoning on, budget {s.get('think_budget')} tokens" if s["reasoning"] else ", reasoning off"
         elif "window" in s:
             how += f", window {s['window']}, stride {s.get('stride')}, {s.get('max_tokens')} tokens per window"
+        elif "method" in s:
+            how += f", {s['method']} to the top {s.get('k')}, sets of {s.get('num_child', 0) + 1}, " \
+                   f"{s.get('max_tokens')} tokens per comparison"
         if s.get("cascade"):
             from thinkrank.evaluation.runner import cascade_counts
 
@@ -131,6 +134,10 @@ def _facts(result: Evaluation) -> list[tuple[str, str]]:
         if windows:
             unparsed = sum(r.unparsed_windows for r in result.rankings.values())
             facts.append(("Windows without an ordering", f"{unparsed} of {windows} (kept their previous order)"))
+        comparisons = sum(len(r.comparisons) for r in result.rankings.values())
+        if comparisons:
+            unexpected = sum(r.unexpected_comparisons for r in result.rankings.values())
+            facts.append(("Unexpected comparison answers", f"{unexpected} of {comparisons} (kept the parent)"))
         facts += [("Model", str(s.get("model", "?"))), ("Reranker", how), ("Engine", str(s.get("engine", "?"))),
                   ("Judgments", f"{result.use.computed} computed, {result.use.cached} from cache"),
                   ("Reranking time", f"{result.seconds:.1f} s")]

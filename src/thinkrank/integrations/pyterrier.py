@@ -150,7 +150,7 @@ class ThinkrankReranker(pt.Transformer):
         if self._select is None:
             return _output(inp, qids, rows, rankings)
         chosen = [r.select(self._calibration, **self._select) for r in rankings]
-        kept = [Ranking(r.query, c.kept, r.query_id, r.windows) for r, c in zip(rankings, chosen)]
+        kept = [Ranking(r.query, c.kept, r.query_id, r.windows, r.comparisons) for r, c in zip(rankings, chosen)]
         columns = [{"selection_kept": len(c.kept), "selection_candidates": c.candidates,
                     "expected_recall": c.expected_recall, "expected_precision": c.expected_precision} for c in chosen]
         return _output(inp, qids, rows, kept, columns)

@@ -1,7 +1,8 @@
 """Rerankers in front of a :class:`~thinkrank.cache.JudgmentCache`: nothing is computed twice.
 
-Pointwise judgments are cached per (query, document) pair; listwise rankings, which depend on
-the whole candidate list, per (query, ordered candidates). A key is the SHA-256 of the
+Pointwise judgments are cached per (query, document) pair; listwise and setwise rankings, which
+depend on the whole candidate list, per (query, ordered candidates), with their window or
+comparison traces. A key is the SHA-256 of the
 reranker's ``settings`` (model, engine, prompt template, budgets, …), the query, its
 instruction and the document title and text, so a change to any of them is a miss.
 
@@ -29,7 +30,7 @@ from thinkrank.errors import InvalidInputError
 from thinkrank.families.base import Kind
 from thinkrank.rerankers.base import RequestLike, Reranker, RerankRequest, as_request, instance_kind
 from thinkrank.rerankers.pointwise import Pair
-from thinkrank.types import Judgment, Ranking, WindowTrace, as_documents, check_query
+from thinkrank.types import ComparisonTrace, Judgment, Ranking, WindowTrace, as_documents, check_query
 from thinkrank.validation import check_top_n
 
 Progress = Callable[[int, int], None]
@@ -222,13 +223,16 @@ def ranking_value(ranking: Ranking) -> dict[str, Any]:
     return {
         "judgments": [{"index": j.index, **judgment_value(j)} for j in ranking.judgments],
         "windows": [w.to_dict() for w in ranking.windows],
+        # setwise only: a listwise value stays as it was
+        **({"comparisons": [c.to_dict() for c in ranking.comparisons]} if ranking.comparisons else {}),
     }
 
 
 def ranking_from_value(value: dict[str, Any], request: RerankRequest) -> Ranking:
     docs = as_documents(request.documents)
     judgments = [judgment_from_value(v, docs[v["index"]].id, v["index"]) for v in value["judgments"]]
-    return Ranking(request.query, judgments, request.query_id, [WindowTrace(**w) for w in value["windows"]])
+    return Ranking(request.query, judgments, request.query_id, [WindowTrace(**w) for w in value["windows"]],
+                   [ComparisonTrace(**c) for c in value.get("comparisons", ())])
 
 
 @contextmanager

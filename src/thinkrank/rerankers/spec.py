@@ -18,21 +18,20 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 from thinkrank.engines import ENGINE_OPTIONS, ENGINES, Engine, EngineOption, resolve_engine_name
 from thinkrank.declare import Field, option
 from thinkrank.declare import fields as declared_fields
 from thinkrank.errors import InvalidInputError
-from thinkrank.families import reasonrank
+from thinkrank.families import rank_r1, reasonrank
 from thinkrank.families.base import Kind
 from thinkrank.prompts import rank1, rankk
 from thinkrank.rerankers.base import Reranker
 
-MODES = ("pointwise", "listwise")
-MODE_OF_KIND: dict[Kind, str] = {"pair": "pointwise", "query": "listwise"}
-"""The mode serving each family kind; setwise families (``rank-r1``) are library-only for now
-(:class:`~thinkrank.RankR1`)."""
+MODES = ("pointwise", "listwise", "setwise")
+MODE_OF_KIND: dict[Kind, str] = {"pair": "pointwise", "query": "listwise", "set": "setwise"}
+"""The mode serving each family kind: Rank1, RankK and RankR1."""
 
 
 @dataclass(frozen=True)
@@ -40,22 +39,28 @@ class RerankerSpec:
     """Everything needed to build a reranker, validated on construction.
 
     Args:
-        mode: ``"pointwise"`` (Rank1) or ``"listwise"`` (Rank-K); set by ``family`` when given.
+        mode: ``"pointwise"`` (Rank1), ``"listwise"`` (Rank-K) or ``"setwise"`` (Rank-R1); set by
+            ``family`` when given.
         family: a reranker family by name (``thinkrank families``): ``rank1``, ``qwen3-reranker``,
-            ``tfrank`` (pointwise) or ``rank-k``, ``reasonrank`` (listwise); None: the mode's own
-            (rank1, rank-k). It sets the mode, the default model and the family's defaults.
+            ``tfrank`` (pointwise), ``rank-k``, ``reasonrank`` (listwise) or ``rank-r1``
+            (setwise); None: the mode's own (rank1, rank-k, rank-r1). It sets the mode, the
+            default model and the family's defaults.
         model: hub id, local directory, ``.gguf`` file or adapter directory; None: the mode's
-            released model (``jhu-clsp/rank1-7b``, ``hltcoe/Rank-K-32B``).
+            released model (``jhu-clsp/rank1-7b``, ``hltcoe/Rank-K-32B``, ``ielabgroup/Rank-R1-7B-v0.1``).
         engine: ``"auto"`` or a registered engine name; ``engine_options`` its constructor
             options, each one the engine declares (a None value counts as not given).
         think_budget / reasoning: pointwise budget per chain, and reasoning on or off.
         prompt / instruction: a template (pointwise: dataset name or ``FILL_QUERY_HERE``;
             listwise: ``{query}``/``{docs}``) and text appended to every query.
         max_passage_tokens: passages are cut to this many tokens; None: the mode's default
-            (pointwise 2048, listwise 512).
+            (pointwise 2048, listwise and setwise 512).
         temperature / seed: 0 is greedy; None: the family's (greedy except reasonrank-8B);
             sampling is reproducible with a seed.
-        window / stride / depth / max_tokens: listwise windows and the token budget per window.
+        window / stride / depth / max_tokens: listwise windows and the token budget per window
+            (setwise: per comparison).
+        method / k / num_child / shuffle: setwise sort (heapsort or bubblesort), documents it
+            brings to the top, children per node (sets of ``num_child + 1``), and whether each set
+            is shown in an order drawn from ``seed`` (see :class:`~thinkrank.RankR1`).
         reasoning_close: pointwise with reasoning off, the bytes that close the empty think
             block (see :class:`~thinkrank.Rank1`). cascade: pointwise, reason only where it can
             change the top (``"top=20"``, ``"band=0.2:0.8"``; see :mod:`thinkrank.rerankers.cascade`).
@@ -67,33 +72,47 @@ class RerankerSpec:
             value of the wrong type or out of range (the message names the field).
     """
 
-    mode: str = option("pointwise", "pointwise (Rank1) or listwise (Rank-K); --family sets it.", flags=("--mode",))
+    mode: str = option("pointwise", "pointwise (Rank1), listwise (Rank-K) or setwise (Rank-R1); --family sets it.",
+                       flags=("--mode",))
     family: str | None = option(None, "Reranker family (thinkrank families): rank1, qwen3-reranker, tfrank "
-                                "(pointwise); rank-k, reasonrank (listwise). Sets the mode and the defaults.  "
-                                "[default: rank1; listwise: rank-k]", flags=("--family",))
+                                "(pointwise); rank-k, reasonrank (listwise); rank-r1 (setwise). Sets the mode and "
+                                "the defaults.  [default: rank1; listwise: rank-k; setwise: rank-r1]",
+                                flags=("--family",))
     model: str | None = option(None, "Hub id, local directory, .gguf file or adapter directory.  "
-                               "[default: jhu-clsp/rank1-7b; listwise: hltcoe/Rank-K-32B]", flags=("--model", "-m"))
+                               "[default: jhu-clsp/rank1-7b; listwise: hltcoe/Rank-K-32B; setwise: "
+                               "ielabgroup/Rank-R1-7B-v0.1]", flags=("--model", "-m"))
     engine: str = option("auto", f"auto, {', '.join(ENGINES)}.")
     engine_options: Mapping[str, Any] = field(default_factory=dict)
     think_budget: int = option(rank1.THINK_BUDGET, "Pointwise: most reasoning tokens per document (other families: their released budget).", minimum=1,
                                modes=("pointwise",))
     reasoning: bool = option(rank1.REASONING, "Pointwise: off scores in one forward pass, no chain (other families: as released).", modes=("pointwise",))
     prompt: str | None = option(None, "Pointwise: dataset template name (scifact, nfcorpus, bright-pony, …) or a "
-                                "template with FILL_QUERY_HERE. Listwise: a template with {query} and {docs}.")
+                                "template with FILL_QUERY_HERE. Listwise: a template with {query} and {docs}.",
+                                modes=("pointwise", "listwise"))
     instruction: str | None = option(None, "Text appended to every query.")
     max_passage_tokens: int | None = option(None, "Cut passages to this many tokens (flagged).  "
-                                            f"[default: {rank1.PASSAGE_TOKENS}; listwise {rankk.PASSAGE_TOKENS}]", minimum=1)
+                                            f"[default: {rank1.PASSAGE_TOKENS}; listwise {rankk.PASSAGE_TOKENS}; setwise "
+                                            f"{rank_r1.PASSAGE_TOKENS}]", minimum=1)
     temperature: float | None = option(None, "0 = greedy.  [default: the family's: 0, reasonrank-8B 0.6]",
                                        minimum=0.0)
-    seed: int | None = option(None, "Seed for sampling (with --temperature > 0).")
+    seed: int | None = option(None, "Seed for sampling (with --temperature > 0); setwise: also of the sets' "
+                              "shuffled order.  [default: setwise 0]")
     window: int = option(rankk.WINDOW, "Listwise: passages per window.", minimum=2, modes=("listwise",))
     stride: int = option(rankk.STRIDE, "Listwise: window stride.", minimum=1, modes=("listwise",))
     depth: int | None = option(rankk.DEPTH, "Listwise: how many top candidates to rerank.", minimum=1, modes=("listwise",),
                                cli_type=int)
-    max_tokens: int | None = option(None, "Listwise: most tokens per window (reasoning + ordering).  "
-                                    f"[default: the family's: rank-k {rankk.MAX_TOKENS}, reasonrank "
-                                    f"{reasonrank.SAMPLING['reasoning'].max_tokens}]", minimum=1,
-                                    modes=("listwise",), cli_type=int | None)
+    max_tokens: int | None = option(None, "Listwise: most tokens per window (reasoning + ordering); setwise: per "
+                                    f"comparison.  [default: the family's: rank-k {rankk.MAX_TOKENS}, reasonrank "
+                                    f"{reasonrank.SAMPLING['reasoning'].max_tokens}, rank-r1 {rank_r1.SAMPLING.max_tokens}]",
+                                    minimum=1, modes=("listwise", "setwise"), cli_type=int | None)
+    method: str = option(rank_r1.METHOD, "Setwise: the sort, heapsort or bubblesort (as released).", modes=("setwise",))
+    k: int = option(rank_r1.TOP_K, "Setwise: documents the sort brings to the top; the others keep their given order.",
+                    minimum=1, modes=("setwise",), flags=("--sort-k",))
+    num_child: int = option(rank_r1.NUM_CHILD, "Setwise: children per heap node (bubblesort: window step); sets of "
+                            "up to num_child + 1 documents.", minimum=1, maximum=rank_r1.MAX_SET - 1,
+                            modes=("setwise",))
+    shuffle: bool = option(True, "Setwise: show each set in an order drawn from --seed (off: the sort's order, "
+                           "parent first).", modes=("setwise",))
     reasoning_close: str = option(rank1.REASONING_CLOSE, "Pointwise, reasoning off (and the cascade's first pass): bytes closing "
                                   "the empty think block: newline ('\\n</think>'), bare ('</think>') or empty-chain "
                                   "('\\n\\n</think>').", modes=("pointwise",))
@@ -149,6 +168,10 @@ class RerankerSpec:
                            self.prompt, self.seed, self.instruction)
             resolve_reasoning_close(self.reasoning_close)
             check_cascade(self.cascade, self.reasoning)
+        elif self.mode == "setwise":
+            for name in ("max_tokens", "k", "num_child", "max_passage_tokens", "temperature"):
+                spec_options()[name].check(getattr(self, name))
+            rank_r1.SetwiseSort(0, method=cast(rank_r1.Method, self.method), k=self.k, num_child=self.num_child)
         else:
             from thinkrank.prompts.rankk import check_template
             from thinkrank.rerankers.listwise import check_settings as check_listwise
@@ -173,6 +196,8 @@ class RerankerSpec:
             from thinkrank.rerankers.listwise import DEFAULT_MODEL as LISTWISE_MODEL
 
             return LISTWISE_MODEL
+        if self.mode == "setwise":
+            return rank_r1.DEFAULT_MODEL
         from thinkrank.engines.loading import DEFAULT_MODEL
 
         return DEFAULT_MODEL
@@ -191,11 +216,16 @@ class RerankerSpec:
 
     @property
     def reranker_class(self) -> type[Reranker]:
-        """The reranker family the spec builds: :class:`~thinkrank.Rank1` or :class:`~thinkrank.RankK`."""
+        """The reranker family the spec builds: :class:`~thinkrank.Rank1`, :class:`~thinkrank.RankK`
+        or :class:`~thinkrank.RankR1`."""
         if self.mode == "listwise":
             from thinkrank.rerankers.listwise import RankK
 
             return RankK
+        if self.mode == "setwise":
+            from thinkrank.rerankers.setwise import RankR1
+
+            return RankR1
         from thinkrank.rerankers.pointwise import Rank1
 
         return Rank1
@@ -219,17 +249,14 @@ def mode_of(family: str | None, mode: str = "pointwise") -> str:
     """The mode that serves ``family`` (``mode`` itself when no family is named).
 
     Raises:
-        InvalidInputError: an unknown or unavailable family, a setwise one (library only for now),
-            or a family of the other mode than a listwise ``mode`` asked for.
+        InvalidInputError: an unknown or unavailable family, or a family of another mode than
+            the (non-default) ``mode`` asked for.
     """
     if family is None:
         return mode
     from thinkrank.families import get_family
 
     entry = get_family(family)
-    if entry.kind not in MODE_OF_KIND:
-        raise InvalidInputError(f"the {family} family ranks by {entry.kind}wise comparisons: use it from Python, "
-                                "thinkrank.RankR1(...); the CLI and server serve pointwise and listwise families")
     served = MODE_OF_KIND[entry.kind]
     if mode != "pointwise" and mode != served:  # pointwise is the default: any family may replace it
         raise InvalidInputError(f"the {family} family is {served}, but the mode asked for is {mode}: drop --mode")
@@ -278,27 +305,35 @@ def _check_option(option: EngineOption, value: Any) -> Any:
 
 def build_reranker(spec: RerankerSpec, *, engine: Engine | None = None,
                    progress: Callable[[int, int], None] | None = None) -> Reranker:
-    """The reranker ``spec`` describes: a :class:`~thinkrank.Rank1` or :class:`~thinkrank.RankK`.
+    """The reranker ``spec`` describes: a :class:`~thinkrank.Rank1`, :class:`~thinkrank.RankK` or
+    :class:`~thinkrank.RankR1`.
 
     ``engine``: an engine already loaded for ``spec.model`` to use instead of loading one
     (``spec.engine`` and ``spec.engine_options`` are then not used); several rerankers with
     different settings can share one engine this way. ``progress(done, total)`` is the
-    reranker's progress callback.
+    reranker's progress callback (not taken by RankR1).
 
     Raises:
         MissingExtraError / ModelLoadError: the engine's extra is missing or the model does not load.
     """
-    common: dict[str, Any] = dict(prompt=spec.prompt, instruction=spec.instruction, seed=spec.seed, progress=progress)
-    if spec.temperature is not None:
-        common["temperature"] = spec.temperature
-    if spec.family is not None:
-        common["family"] = spec.family
-    if spec.max_passage_tokens is not None:
-        common["max_passage_tokens"] = spec.max_passage_tokens
+    common: dict[str, Any] = dict(instruction=spec.instruction)
+    given = dict(temperature=spec.temperature, max_passage_tokens=spec.max_passage_tokens)
+    common.update({name: value for name, value in given.items() if value is not None})
     if engine is not None:
         common["engine"] = engine
     else:
         common.update(engine=spec.engine, **spec.engine_options)
+    if spec.mode == "setwise":
+        from thinkrank.rerankers.setwise import RankR1
+
+        # RankR1 seeds its shuffle even when greedy (seed 0 unless given); its budget is max_tokens.
+        given = dict(seed=spec.seed, max_tokens=spec.max_tokens)
+        common.update({name: value for name, value in given.items() if value is not None})
+        return RankR1(spec.model_name, method=cast(rank_r1.Method, spec.method), k=spec.k, num_child=spec.num_child,
+                      shuffle=spec.shuffle, **common)
+    common.update(prompt=spec.prompt, seed=spec.seed, progress=progress)
+    if spec.family is not None:
+        common["family"] = spec.family
     if spec.mode == "listwise":
         from thinkrank.rerankers.listwise import RankK
 

@@ -320,7 +320,8 @@ def _check_options(service: RerankService, body: RerankBody) -> Variant:
         for name in ("think_budget", "reasoning", "raw_scores"):
             value = getattr(body, name)
             if value is not None and (name != "reasoning" or value is False) and (name != "raw_scores" or value):
-                raise ApiError(422, f"{name}: this server runs a listwise reranker (one chain per window); "
+                raise ApiError(422, f"{name}: this server runs a {service.spec.mode} reranker (one chain per "
+                                    f"{'window' if service.spec.mode == 'listwise' else 'comparison'}); "
                                     "think_budget, reasoning=false and raw_scores apply to pointwise servers only")
     elif body.think_budget is not None:
         reasoning = service.spec.reasoning if body.reasoning is None else body.reasoning

@@ -58,7 +58,8 @@ def ranking_of(p: Prepared, job: Job | None, results: list[Any]) -> Ranking:
     """The request's ranking: one unit per judged document, or the whole request as one unit."""
     if job is not None and cast(Variant, job.key).per_query:
         model = results[0]
-        return Ranking(p.body.query, [_placed(p, j) for j in model] + _empty_judgments(p), windows=model.windows)
+        return Ranking(p.body.query, [_placed(p, j) for j in model] + _empty_judgments(p), windows=model.windows,
+                       comparisons=model.comparisons)
     return Ranking(p.body.query, [_placed(p, j) for j in results] + _empty_judgments(p))
 
 
@@ -111,7 +112,7 @@ def _selected(service: RerankService, p: Prepared, ranking: Ranking) -> tuple[Ra
     chosen = ranking.select(service.calibration, **p.select)
     summary = chosen.to_dict()
     del summary["doc_ids"]  # the results are the kept documents
-    return Ranking(ranking.query, chosen.kept, ranking.query_id, ranking.windows), summary
+    return Ranking(ranking.query, chosen.kept, ranking.query_id, ranking.windows, ranking.comparisons), summary
 
 
 def response_body(service: RerankService, p: Prepared, ranking: Ranking) -> Any:
@@ -123,9 +124,9 @@ def response_body(service: RerankService, p: Prepared, ranking: Ranking) -> Any:
     results = [_result(p, j, with_id) for j in top]
     if p.tei:
         return results if selection is None else TEIList(results, selection)
-    if ranking.windows:
-        prompt = sum(w.prompt_tokens for w in ranking.windows)
-        completion = sum(w.completion_tokens for w in ranking.windows)
+    if ranking.calls:  # listwise windows or setwise comparisons
+        prompt = sum(c.prompt_tokens for c in ranking.calls)
+        completion = sum(c.completion_tokens for c in ranking.calls)
     else:
         prompt = sum(j.prompt_tokens for j in ranking)
         completion = sum(j.reasoning_tokens for j in ranking)

@@ -36,7 +36,7 @@ class Variant:
     think_budget: int
     max_passage_tokens: int | None
     per_query: bool = False
-    """Judged a whole request at a time (listwise, or the server's cascade), not pair by pair."""
+    """Judged a whole request at a time (listwise, setwise, or the server's cascade), not pair by pair."""
 
 
 class RerankService:
@@ -229,11 +229,11 @@ class _Metered:
     def rerank_many(self, requests: list[RerankRequest]) -> list[Any]:
         rankings = self.reranker.rerank_many(requests)
         for ranking in rankings:
-            if not ranking.windows:  # a cascade: its judgments carry their own tokens
+            if not ranking.calls:  # a cascade: its judgments carry their own tokens
                 self.metrics.computed(ranking.judgments)
-            else:
+            else:  # listwise windows or setwise comparisons
                 self.metrics.judgments.labels("computed").inc(len(ranking))
-                self.metrics.generated_tokens.inc(sum(w.completion_tokens for w in ranking.windows))
-                self.metrics.prompt_tokens.inc(sum(w.prompt_tokens for w in ranking.windows))
+                self.metrics.generated_tokens.inc(sum(c.completion_tokens for c in ranking.calls))
+                self.metrics.prompt_tokens.inc(sum(c.prompt_tokens for c in ranking.calls))
             self.counted += len(ranking)
         return rankings
