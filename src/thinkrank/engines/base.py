@@ -68,6 +68,11 @@ class GenerationRequest:
     for the assistant's turn, followed by ``assistant_prefix`` (text the released code writes at
     the start of that turn, e.g. ``"<think>\\n"``). An engine renders them itself (or sends them
     as chat messages), so no engine has to map text back to messages.
+
+    ``top_p`` / ``top_k`` / ``min_p``: the usual filters on the distribution sampled from when
+    ``temperature`` > 0 (nucleus mass in (0, 1], the ``k`` most likely tokens, tokens at least
+    ``min_p`` times the most likely one's probability), as transformers' ``generate`` and vLLM
+    define them. None leaves the engine's plain sampling (no filter); greedy ignores them.
     """
 
     prompt: str
@@ -80,14 +85,43 @@ class GenerationRequest:
     shared_prefix: str = ""
     messages: tuple[dict[str, str], ...] | None = None
     assistant_prefix: str = ""
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
 
     def __post_init__(self) -> None:
         from thinkrank.errors import InvalidInputError
+
+        check_filters(self.top_p, self.top_k, self.min_p)
 
         if self.messages is not None and self.prompt:
             raise InvalidInputError("a GenerationRequest takes a prompt or messages, not both; give prompt=\"\" with messages")
         if self.messages is None and self.assistant_prefix:
             raise InvalidInputError("assistant_prefix follows chat messages; with a raw prompt, end the prompt with it")
+
+
+def check_filters(top_p: float | None, top_k: int | None, min_p: float | None) -> None:
+    """Refuse sampling filters outside their ranges (None: off).
+
+    Raises:
+        InvalidInputError: naming the value and its range.
+    """
+    from thinkrank.errors import InvalidInputError
+
+    if top_p is not None and not (isinstance(top_p, (int, float)) and 0.0 < top_p <= 1.0):
+        raise InvalidInputError(f"top_p must be in (0, 1] (1 or None: no nucleus filter), got {top_p!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise InvalidInputError(f"top_k must be an integer >= 1 (None: no top-k filter), got {top_k!r}")
+    if min_p is not None and not (isinstance(min_p, (int, float)) and 0.0 <= min_p <= 1.0):
+        raise InvalidInputError(f"min_p must be in [0, 1] (0 or None: no min-p filter), got {min_p!r}")
+
+
+def sampling_filters(request: GenerationRequest) -> dict[str, float | int]:
+    """The filters ``request`` sets, by name (empty for plain sampling and for greedy)."""
+    if request.temperature <= 0:
+        return {}
+    given = {"top_p": request.top_p, "top_k": request.top_k, "min_p": request.min_p}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 @dataclass

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from thinkrank.engines import kv
-from thinkrank.engines.base import Generation, GenerationRequest
+from thinkrank.engines.base import Generation, GenerationRequest, sampling_filters
 from thinkrank.engines.loading import HFTokenizer
 from thinkrank.errors import InvalidInputError
 
@@ -44,6 +44,26 @@ class Row:
     awaiting_answer: bool = False  # stop string ended on a token boundary: read the next step's logits
     stop_at: int = -1  # character offset of the stop string in the decoded continuation
     prefix: int = 0  # leading prompt tokens shared with its group, prefilled once
+    warpers: list[Any] | None = None  # the request's sampling filters, built at its first sampled token
+
+
+def filter_warpers(request: GenerationRequest) -> list[Any]:
+    """transformers' own warpers for the request's top-k / top-p / min-p, in the order
+    ``model.generate`` applies them after the temperature (and skipping what it skips), so a
+    sampled token is drawn from the same distribution as there."""
+    filters = sampling_filters(request)
+    if not filters:
+        return []
+    from transformers.generation.logits_process import MinPLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    warpers: list[Any] = []
+    if "top_k" in filters:
+        warpers.append(TopKLogitsWarper(top_k=int(filters["top_k"])))
+    if filters.get("top_p", 1.0) < 1.0:
+        warpers.append(TopPLogitsWarper(top_p=float(filters["top_p"])))
+    if "min_p" in filters:
+        warpers.append(MinPLogitsWarper(min_p=float(filters["min_p"])))
+    return warpers
 
 
 class Stepper:
@@ -147,7 +167,15 @@ class Stepper:
         torch = self._torch
         if row.generator is None:
             return int(torch.argmax(logits))
-        probs = torch.softmax(logits / row.request.temperature, dim=-1)
+        scores = logits / row.request.temperature
+        if row.warpers is None:
+            row.warpers = filter_warpers(row.request)
+        if row.warpers:
+            scores = scores.unsqueeze(0)
+            for warp in row.warpers:
+                scores = warp(None, scores)
+            scores = scores.squeeze(0)
+        probs = torch.softmax(scores, dim=-1)
         return int(torch.multinomial(probs, 1, generator=row.generator))
 
     def _check_stop(self, row: Row, token: int) -> None:

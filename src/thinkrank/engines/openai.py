@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, TypeVar
 
-from thinkrank.engines.base import Generation, GenerationRequest, OnBatch, Progress
+from thinkrank.engines.base import Generation, GenerationRequest, OnBatch, Progress, sampling_filters
 from thinkrank.engines.loading import HFTokenizer, load_tokenizer, resolve_model
 from thinkrank.engines.restricted import Reading, check_restricted, forced_value, missing, renormalise
 from thinkrank.errors import EngineError, InvalidInputError, ModelLoadError, require
@@ -215,7 +215,13 @@ class OpenAIEngine:
             options["stop"] = list(req.stop)
         if req.seed is not None:
             options["seed"] = req.seed
-        options.update(self._extra(_KEEP_SPECIAL if self.keep_special_tokens else {}))
+        filters = sampling_filters(req)
+        if "top_p" in filters:
+            options["top_p"] = filters["top_p"]
+        # top_k / min_p are not OpenAI API fields: vLLM's and SGLang's servers take them in the
+        # body; a server that does not rejects the request, and that error names them.
+        own = {k: v for k, v in filters.items() if k != "top_p"}
+        options.update(self._extra((_KEEP_SPECIAL if self.keep_special_tokens else {}) | own))
         if self.chat:
             messages = [dict(m) for m in req.messages] if req.messages is not None else [{"role": "user", "content": req.prompt}]
             resp = self._call(lambda: self.client.chat.completions.create(messages=messages, **options), "chat/completions")

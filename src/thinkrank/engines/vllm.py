@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from thinkrank.engines.base import Generation, GenerationRequest, OnBatch, Progress
+from thinkrank.engines.base import Generation, GenerationRequest, OnBatch, Progress, sampling_filters
 from thinkrank.engines.restricted import Reading, check_restricted, forced_value, missing, renormalise
 from thinkrank.errors import EngineError, InvalidInputError, ModelLoadError, require
 
@@ -45,12 +45,15 @@ def sampling_fields(cls: Any) -> frozenset[str]:
 def sampling_kwargs(request: GenerationRequest) -> dict[str, Any]:
     """``SamplingParams`` keyword arguments for one generation request (``max_tokens`` >= 1).
     Everything that would change greedy decoding is set explicitly, so a model's generation
-    config cannot slip penalties or top-k/top-p in."""
+    config cannot slip penalties or top-k/top-p in; the request's own filters (sampling only)
+    replace the neutral values."""
+    filters = sampling_filters(request)
     return {
         "max_tokens": request.max_tokens,
         "temperature": request.temperature,
-        "top_p": 1.0,
-        "top_k": -1,
+        "top_p": filters.get("top_p", 1.0),
+        "top_k": filters.get("top_k", -1),
+        **({"min_p": filters["min_p"]} if "min_p" in filters else {}),
         "repetition_penalty": 1.0,
         "stop": list(request.stop),
         "seed": request.seed if request.temperature > 0 else None,

@@ -143,6 +143,9 @@ class RankK(Reranker):
         self.prompt = prompt
         self.instruction = instruction
         self.temperature = temperature
+        # The family's released filters (reasonrank-8B: top-p 0.95, top-k 20, min-p 0) go with
+        # its sampling; greedy has none.
+        self.top_p, self.top_k, self.min_p = (released.top_p, released.top_k, released.min_p) if temperature > 0 else (None, None, None)
         self.seed = seed
         self.progress = progress
         from thinkrank.calibration.file import calibration_for
@@ -166,7 +169,7 @@ class RankK(Reranker):
             "temperature": self.temperature,
             "seed": self.seed if self.temperature > 0 else None,
             "scores": "reciprocal-rank-distinct",  # 1/(rank+1) for every position, ties in written order
-        } | self.window_family.settings()  # nothing for rank-k: its settings and cache keys stay as they were
+        } | self._filters() | self.window_family.settings()  # nothing for rank-k: its settings and cache keys stay as they were
 
     # ---- public API -----------------------------------------------------------------------
     def rerank_many(self, requests: Sequence[RequestLike], top_n: int | None = None) -> list[Ranking]:
@@ -245,7 +248,14 @@ class RankK(Reranker):
         given = self.window_family.build(p.query, [p.passages[i][0] for i in p.order[start:end]])
         seed = None if self.seed is None else self.seed + p.seed_base + step
         return GenerationRequest(prompt="", max_tokens=self.max_tokens, temperature=self.temperature, seed=seed,
-                                 messages=given.messages, assistant_prefix=given.assistant_prefix)
+                                 messages=given.messages, assistant_prefix=given.assistant_prefix,
+                                 top_p=self.top_p, top_k=self.top_k, min_p=self.min_p)
+
+    def _filters(self) -> dict[str, float | int]:
+        """The sampling filters in use, by name: only those set, so settings without them
+        (every greedy family, Rank-K) stay as they were."""
+        given = {"top_p": self.top_p, "top_k": self.top_k, "min_p": self.min_p}
+        return {k: v for k, v in given.items() if v is not None}
 
     def _cut_inside_think(self, request: GenerationRequest, gen: Generation) -> bool:
         """Whether the budget ran out inside a chain the chat template opened (QwQ's prompt ends in
