@@ -4,7 +4,7 @@
 cannot exercise exact answer scoring. This server runs real generation and real log-probs:
 
 * ``GET /v1/models``; ``POST /v1/completions`` (one string prompt, ``max_tokens``, ``stop``,
-  ``temperature``, ``seed``); ``POST /v1/chat/completions`` (the model's chat template).
+  ``temperature``, ``seed``, ``top_p`` and vLLM's ``top_k``/``min_p`` (-1, 0 and 0: off)); ``POST /v1/chat/completions`` (the model's chat template).
 * ``logprobs`` and ``logit_bias`` on one-token completions (the scoring requests thinkrank
   sends); longer completions with them are refused with HTTP 400 rather than half-served.
 * vLLM's extras: ``stop_reason`` in each choice (the matched stop string, None for
@@ -159,9 +159,10 @@ class EngineServer:
             if max_tokens != 1:
                 raise _Refused(400, "this test server supports logprobs/logit_bias on one-token completions only")
             return self._one_token(prompt, body, stop, temperature, seed)
+        filters = _filters(body)
         if body.get("skip_special_tokens", True):
-            return self._complete_skipping(prompt, max_tokens, stop, temperature, seed)
-        request = GenerationRequest(prompt, max_tokens, tuple(stop), temperature, seed)
+            return self._complete_skipping(prompt, max_tokens, stop, temperature, seed, filters)
+        request = GenerationRequest(prompt, max_tokens, tuple(stop), temperature, seed, **filters)
         with self._lock:
             gen = self.engine.generate([request])[0]
         matched = None
@@ -175,7 +176,8 @@ class EngineServer:
         return choice, _usage(gen.prompt_tokens, gen.num_tokens)
 
     def _complete_skipping(
-        self, prompt: str, max_tokens: int, stop: list[str], temperature: float, seed: int | None
+        self, prompt: str, max_tokens: int, stop: list[str], temperature: float, seed: int | None,
+        filters: dict[str, Any],
     ) -> tuple[dict[str, Any], dict[str, int]]:
         """vLLM's default: the text leaves special tokens out and stop strings are matched in
         that text. Stops that hold a special token can never match there, so the engine gets
@@ -183,7 +185,7 @@ class EngineServer:
         specials = [t.content for t in self.engine.tokenizer.hf.added_tokens_decoder.values() if t.special]
         plain = tuple(s for s in stop if not any(t in s for t in specials))
         with self._lock:
-            gen = self.engine.generate([GenerationRequest(prompt, max_tokens, plain, temperature, seed)])[0]
+            gen = self.engine.generate([GenerationRequest(prompt, max_tokens, plain, temperature, seed, **filters)])[0]
         text = self.engine.tokenizer.hf.decode(gen.token_ids, skip_special_tokens=True)
         finish, matched = ("length" if gen.stop_reason == "length" else "stop"), None
         found = [(text.find(s), s) for s in stop if s in text]
@@ -288,6 +290,21 @@ def main(argv: list[str] | None = None) -> None:
             threading.Event().wait()
         except KeyboardInterrupt:
             pass
+
+
+def _filters(body: dict[str, Any]) -> dict[str, Any]:
+    """The request's sampling filters as vLLM's server reads them (``top_k`` -1 or 0, ``top_p`` 1
+    and ``min_p`` 0 are off), refused with HTTP 400 when out of range."""
+    from thinkrank.engines.base import check_filters
+    from thinkrank.errors import InvalidInputError
+
+    top_k = body.get("top_k")
+    given = {"top_p": body.get("top_p"), "top_k": None if top_k in (-1, 0) else top_k, "min_p": body.get("min_p")}
+    try:
+        check_filters(given["top_p"], given["top_k"], given["min_p"])
+    except InvalidInputError as exc:
+        raise _Refused(400, str(exc)) from exc
+    return {k: v for k, v in given.items() if v is not None}
 
 
 if __name__ == "__main__":
