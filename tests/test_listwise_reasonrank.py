@@ -164,3 +164,26 @@ def test_qwen3_mode_and_the_released_window_plan(qwen_tok):
                        depth=plan["depth"])
         ranking = ranker.rerank("case 1", [f"d{i}" for i in range(plan["n"])])
         assert [[w.start, w.end] for w in ranking.windows] == plan["spans"], plan  # the released windows
+
+
+def test_reasonrank_8b_samples_with_its_released_filters(tiny_qwen_path, tmp_path):
+    """A checkpoint folder named reasonrank-8B (qwen3 mode): every window is sampled at the
+    released temperature 0.6, top-p 0.95, top-k 20, min-p 0, on a real engine, and the settings
+    (so cache keys) name them; greedy (temperature 0) sends and names none."""
+    folder = tmp_path / "reasonrank-8B"
+    folder.symlink_to(tiny_qwen_path, target_is_directory=True)
+    ranker = RankK(str(folder), engine="transformers", family="reasonrank", max_tokens=4, seed=1)
+    assert ranker.settings["prompt_mode"] == "qwen3"
+    assert {k: ranker.settings[k] for k in ("temperature", "top_p", "top_k", "min_p")} == {
+        "temperature": 0.6, "top_p": 0.95, "top_k": 20, "min_p": 0.0}
+    engine = ranker.engine
+    ranker.engine = rec = Recorder(engine)
+    ranker.rerank("which is red", [f"passage {i}" for i in range(3)])
+    (req,) = rec.calls[0]
+    assert (req.temperature, req.top_p, req.top_k, req.min_p, req.seed) == (0.6, 0.95, 20, 0.0, 1)
+    greedy = RankK(engine=engine, family="reasonrank", max_tokens=4, temperature=0.0)
+    assert greedy.settings["prompt_mode"] == "qwen3" and not {"top_p", "top_k", "min_p"} & set(greedy.settings)
+    greedy.engine = rec = Recorder(engine)
+    greedy.rerank("which is red", ["a", "b"])
+    (req,) = rec.calls[0]
+    assert (req.temperature, req.top_p, req.top_k, req.min_p) == (0.0, None, None, None)
