@@ -33,6 +33,11 @@ def test_top_k_one_is_greedy(tiny_qwen_engine):
     assert [g.token_ids for g in plain] != greedy
 
 
+@pytest.fixture(scope="module")
+def plain_model(tiny_qwen_path):
+    return AutoModelForCausalLM.from_pretrained(tiny_qwen_path, dtype=torch.float32).eval()
+
+
 def _reference(model, prompt_ids, temperature, seed, warpers):
     """Seeded sampling from a plain forward pass of the whole sequence at every step."""
     gen = torch.Generator().manual_seed(seed)
@@ -54,8 +59,8 @@ def _reference(model, prompt_ids, temperature, seed, warpers):
     ({"min_p": 0.6}, [MinPLogitsWarper(0.6)]),
     ({"top_k": 20, "top_p": 0.95, "min_p": 0.0}, [TopKLogitsWarper(20), TopPLogitsWarper(0.95), MinPLogitsWarper(0.0)]),
 ])
-def test_filtered_draws_equal_the_warpers_over_a_plain_forward_pass(tiny_qwen_engine, tiny_qwen_path, filters, warpers):
-    model = AutoModelForCausalLM.from_pretrained(tiny_qwen_path, dtype=torch.float32).eval()
+def test_filtered_draws_equal_the_warpers_over_a_plain_forward_pass(tiny_qwen_engine, plain_model, filters, warpers):
+    model = plain_model
     vocab = model.config.vocab_size
     prompt = PROMPTS[0]
     prompt_ids = tiny_qwen_engine.tokenizer.encode(prompt)
