@@ -144,3 +144,37 @@ def test_pyterrier_and_mteb_order_as_the_family(family, reranker, tiny_qwen_path
 
     scores = ThinkrankCrossEncoder(reranker).predict([{"text": [QUERY] * len(TEXTS)}], [{"text": TEXTS}])
     assert [TEXTS[i] for i in sorted(range(len(TEXTS)), key=lambda i: -scores[i])] == want
+
+
+def test_ray_actors_judge_every_family_as_one_process(family, reranker, tiny_qwen_engine, tmp_path, monkeypatch):
+    """RayReranker's dispatch (pair rows or whole queries, by ``judges``), its actor's judging
+    through the cache and the JSON each result travels as, run in this process: starting Ray is
+    too slow for this module (tests/test_integrations_ray.py runs real Ray, slow-marked). Only the
+    Ray Data transport is replaced, by the same chunks handed to the actor class directly."""
+    import json
+    from functools import partial
+
+    from thinkrank.integrations import ray as ray_integration
+
+    def in_process(self, units):
+        chunks = [units[i : i + self.chunk_size] for i in range(0, len(units), self.chunk_size)]
+        actor = ray_integration._ChunkJudge(self.factory, self.cache_path, self.pointwise)
+        out = actor({"chunk": list(range(len(chunks))), "payload": [json.dumps(c) for c in chunks]})
+        self._settings = json.loads(out["settings"][0])
+        self.use.cached += sum(out["cached"])
+        self.use.computed += sum(out["computed"])
+        return [v for result in out["result"] for v in json.loads(result)]
+
+    monkeypatch.setattr(ray_integration.RayReranker, "_run", in_process)
+    options, mode = FAMILIES[family]
+    extra = {} if mode == "setwise" else {"family": family}
+    factory = partial(type(reranker), engine=tiny_qwen_engine, **options, **extra)
+    requests = [(QUERY, list(TEXTS)), ("capital of France", list(TEXTS))]
+    want = [r.to_dict() for r in reranker.rerank_many(requests)]
+    first = ray_integration.RayReranker(factory, cache=tmp_path / "ray.sqlite", workers=1)
+    assert (first.kind, first.judges) == (KINDS[family], KINDS[family])
+    assert [r.to_dict() for r in first.rerank_many(requests)] == want and first.use.computed > 0
+    assert first.settings["family"] == family
+    again = ray_integration.RayReranker(factory, cache=tmp_path / "ray.sqlite", workers=1)
+    assert [r.to_dict() for r in again.rerank_many(requests)] == want
+    assert (again.use.computed, again.use.cached) == (0, first.use.computed)
