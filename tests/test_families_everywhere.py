@@ -178,3 +178,23 @@ def test_ray_actors_judge_every_family_as_one_process(family, reranker, tiny_qwe
     again = ray_integration.RayReranker(factory, cache=tmp_path / "ray.sqlite", workers=1)
     assert [r.to_dict() for r in again.rerank_many(requests)] == want
     assert (again.use.computed, again.use.cached) == (0, first.use.computed)
+
+
+def test_compare_takes_any_family_against_a_pair_family(family, reranker, tiny_qwen_path, tiny_qwen_engine):
+    from scipy.stats import spearmanr
+
+    from thinkrank.evaluation.compare import Cost, Measured, compare
+
+    collection, run = _toy()
+    pair = build_reranker(RerankerSpec(family="qwen3-reranker", model=str(tiny_qwen_path)), engine=tiny_qwen_engine)
+    base, cand = (evaluate(collection, run, top_k=4, reranker=r) for r in (pair, reranker))
+    cost = Cost(str(tiny_qwen_path), None, 0, "cpu rss", 0.0, 0.0, 0, None)
+    out = compare(Measured(base, cost), Measured(cand, cost), "nDCG@10")
+    assert out["difference"] == pytest.approx(
+        cand.reranked_metrics.aggregate["nDCG@10"] - base.reranked_metrics.aggregate["nDCG@10"])
+    rhos = []
+    for q in base.qids:
+        a, b = ({j.doc_id: j.score for j in e.rankings[q]} for e in (base, cand))
+        rhos.append(spearmanr([a[d] for d in sorted(a)], [b[d] for d in sorted(a)]).statistic)
+    assert out["agreement"]["pairs"] == 8 and out["agreement"]["top10_overlap"] == 1.0
+    assert out["agreement"]["spearman_mean"] == pytest.approx(sum(rhos) / len(rhos), abs=1e-4)
