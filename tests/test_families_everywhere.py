@@ -7,6 +7,7 @@ fallbacks, which the report and metrics must show."""
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import re
 
@@ -88,6 +89,13 @@ def test_evaluate_caches_every_family_and_the_report_shows_its_work(family, rera
                 assert f"Comparison {c.step + 1}: shown {', '.join(ids[i] for i in c.shown)}, " in page
                 # the random model answers no [k]: the parent is kept, and the page names it
                 assert c.chosen is None and f"unexpected answer, kept the parent {ids[c.indices[0]]}" in page
+        # an answered comparison names the one chosen (a trained model's case, set by hand here)
+        ranking = first.rankings["q1"]
+        answered = dataclasses.replace(ranking.comparisons[0], chosen=ranking.comparisons[0].indices[-1], fallback=None)
+        ranking.comparisons[0] = answered
+        ids = {j.index: j.doc_id for j in ranking}
+        page = html.unescape(re.sub(r"<[^>]+>", "", render_report(first)))
+        assert f"Comparison 1: shown {', '.join(ids[i] for i in answered.shown)}, chose {ids[answered.chosen]}, " in page
     else:
         assert "comparisons" not in metrics and "setwise comparisons" not in page
     if KINDS[family] == "query":
