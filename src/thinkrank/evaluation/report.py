@@ -27,6 +27,7 @@ from thinkrank.io import write_text_atomic
 
 if TYPE_CHECKING:
     from thinkrank.evaluation.runner import Evaluation
+    from thinkrank.types import Ranking
 
 PASSAGE_CHARS = 600  # longer passages show this much, the rest behind "full passage"
 
@@ -73,6 +74,7 @@ class QueryView:
     found_first: int
     rows: list[DocRow]
     windows: list[dict[str, Any]] = field(default_factory=list)
+    comparisons: list[dict[str, Any]] = field(default_factory=list)  # setwise calls, candidates as doc ids
 
     @property
     def delta(self) -> float | None:
@@ -183,7 +185,16 @@ def _query_view(result: Evaluation, qid: str, main: str) -> QueryView:
         value(result.reranked_metrics), sum(g > 0 for g in labels.values()),
         sum(labels.get(d, 0) > 0 for d in first_ids), rows,
         [w.to_dict() for w in ranking.windows] if ranking is not None else [],
+        _comparison_rows(ranking) if ranking is not None else [],
     )
+
+
+def _comparison_rows(ranking: Ranking) -> list[dict[str, Any]]:
+    """A setwise ranking's comparisons with the candidates named by doc id, in the order the
+    model saw them, the parent (kept on an unexpected answer) first in ``parent``."""
+    ids = {j.index: j.doc_id for j in ranking}
+    return [{**c.to_dict(), "shown_ids": [ids[i] for i in c.shown], "parent": ids[c.indices[0]],
+             "chosen_id": None if c.chosen is None else ids[c.chosen]} for c in ranking.comparisons]
 
 
 def _chart(queries: list[QueryView]) -> dict[str, Any] | None:

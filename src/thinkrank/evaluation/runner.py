@@ -180,6 +180,7 @@ def metrics_dict(result: Evaluation) -> dict[str, Any]:
         "reranked": scores(result.reranked_metrics),
         "paired_tests": {m: vars(t) for m, t in result.tests.items()},
         **({"windows": window_counts(result)} if any(r.windows for r in result.rankings.values()) else {}),
+        **({"comparisons": comparison_counts(result)} if any(r.comparisons for r in result.rankings.values()) else {}),
         **({"cascade": cascade_counts(result)} if (result.settings or {}).get("cascade") else {}),
         **({"calibration": result.calibration} if result.calibration is not None else {}),
         **({"selection": result.selection} if result.selection is not None else {}),
@@ -219,6 +220,14 @@ def window_counts(result: Evaluation) -> dict[str, Any]:
     unparsed = {q: r.unparsed_windows for q, r in result.rankings.items() if r.unparsed_windows}
     return {"total": sum(len(r.windows) for r in result.rankings.values()), "unparsed": sum(unparsed.values()),
             "unparsed_by_query": unparsed}
+
+
+def comparison_counts(result: Evaluation) -> dict[str, Any]:
+    """Setwise comparisons run and those whose answer was unexpected (they kept the parent), with
+    the queries they belong to; like :func:`window_counts` for windows."""
+    unexpected = {q: r.unexpected_comparisons for q, r in result.rankings.items() if r.unexpected_comparisons}
+    return {"total": sum(len(r.comparisons) for r in result.rankings.values()), "unexpected": sum(unexpected.values()),
+            "unexpected_by_query": unexpected}
 
 
 def cascade_counts(result: Evaluation) -> dict[str, Any]:

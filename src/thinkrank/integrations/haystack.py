@@ -27,12 +27,11 @@ from thinkrank.integrations._common import (
     require_calibration,
     rerank_selected,
 )
+from thinkrank.rerankers.spec import MODES
 
 require("haystack", "haystack")
 
 from haystack import Document, component, default_from_dict, default_to_dict  # noqa: E402
-
-MODES = ("pointwise", "listwise")
 
 
 @component
@@ -42,11 +41,12 @@ class ThinkrankRanker:
     Args:
         model: hub id, local directory, ``.gguf`` file or adapter directory (default: the mode's
             released model).
-        mode: ``"pointwise"`` (Rank1) or ``"listwise"`` (Rank-K).
+        mode: ``"pointwise"`` (Rank1 and the pair families), ``"listwise"`` (Rank-K, ReasonRank) or
+            ``"setwise"`` (Rank-R1).
         top_k: most documents returned; ``score_threshold``: drop documents scoring below it.
         meta_fields_to_embed: meta fields put before the content (``embedding_separator`` between).
         include_reasoning: put the model's reasoning in ``meta["reasoning"]``.
-        reranker_options: keyword arguments of ``Rank1``/``RankK`` (``engine``, ``think_budget``,
+        reranker_options: keyword arguments of ``Rank1``/``RankK``/``RankR1`` (``family``, ``engine``, ``think_budget``,
             ``device``, ``calibration`` …); JSON values so the component serialises.
         select: keep only the documents a calibrated selection keeps (``{"recall": 0.9, "alpha":
             0.1}`` or ``{"probability": 0.5}``, see docs/calibration.md; ``top_k`` and
@@ -87,16 +87,15 @@ class ThinkrankRanker:
         """Load the model (once)."""
         if self._reranker is not None:
             return
-        if self.mode == "listwise":
-            from thinkrank.rerankers.listwise import DEFAULT_MODEL as LISTWISE_MODEL
-            from thinkrank.rerankers.listwise import RankK
-
-            self._reranker = RankK(self.model or LISTWISE_MODEL, **self.reranker_options)
+        if self.mode == "setwise":
+            from thinkrank.rerankers.setwise import RankR1 as cls
+        elif self.mode == "listwise":
+            from thinkrank.rerankers.listwise import RankK as cls  # type: ignore[assignment]
         else:
-            from thinkrank.engines.loading import DEFAULT_MODEL
-            from thinkrank.rerankers.pointwise import Rank1
-
-            self._reranker = Rank1(self.model or DEFAULT_MODEL, **self.reranker_options)
+            from thinkrank.rerankers.pointwise import Rank1 as cls  # type: ignore[assignment]
+        # None: the class's own default model.
+        model = () if self.model is None else (self.model,)
+        self._reranker = cls(*model, **self.reranker_options)
         if self._select is not None:
             require_calibration(self._reranker)
 
