@@ -82,12 +82,13 @@ class ScriptedEngine:
         self.calls.append(list(requests))
         out = []
         for req in requests:
-            query = re.search(r'Given the query: "(.*?)", which', req.prompt).group(1)
-            shown = tuple(int(x) for x in re.findall(r"^\[\d+\] Passage (\d+) ", req.prompt, re.MULTILINE))
+            prompt = self._tok.prompt_text(req)  # the chat as the model reads it
+            query = re.search(r'Given the query: "(.*?)", which', prompt).group(1)
+            shown = tuple(int(x) for x in re.findall(r"^\[\d+\] Passage (\d+) ", prompt, re.MULTILINE))
             position = self.judge(query, shown)
             text = ("The answer is [1], I think." if position is None
                     else f"<think>Passage {shown[position]} answers it.</think>\n<answer>[{position + 1}]</answer>")
-            out.append(Generation(text, "eos", len(self._tok.encode(text)), len(self._tok.encode(req.prompt))))
+            out.append(Generation(text, "eos", len(self._tok.encode(text)), len(self._tok.encode(prompt))))
         if progress:
             progress(len(out))
         if on_batch:
@@ -172,7 +173,7 @@ def test_comparisons_of_all_queries_share_each_generate_call(hub_cache, tiny_qwe
             chat = rank_r1.build_input(ranking.query, [docs[i]["text"] for i in trace.shown])
             expected = qwen_tok.apply_chat_template(list(chat.messages), tokenize=False, add_generation_prompt=True)
             req = prompts[ranking.query, trace.step]
-            assert req.prompt == expected
+            assert req.messages == chat.messages and rec.tokenizer.prompt_text(req) == expected
             assert (req.max_tokens, req.temperature, req.seed) == (3, 0.0, None)
             # a random model writes no answer tags: each answer is unexpected, flagged, the parent kept
             assert trace.chosen is None and trace.fallback == "unexpected" and "parent is kept" in trace.detail
@@ -279,7 +280,8 @@ def test_passages_are_cut_as_released_and_flagged(qwen_tok):
     engine = ScriptedEngine(qwen_tok, _first_shown)
     ranking = RankR1(engine=engine, max_passage_tokens=12).rerank("heaps", [_passages(1)[0], long])
     cut = qwen_tok.convert_tokens_to_string(qwen_tok.tokenize(long["text"])[:12])
-    assert f"] {cut}\n" in engine.calls[0][0].prompt and long["text"] not in engine.calls[0][0].prompt
+    prompt = engine.tokenizer.prompt_text(engine.calls[0][0])
+    assert f"] {cut}\n" in prompt and long["text"] not in prompt
     assert ranking["long"].truncated and not ranking["p0"].truncated
     settings = RankR1(engine=engine).settings
     assert (settings["mode"], settings["family"], settings["seed"], RankR1.kind) == ("setwise", "rank-r1", 0, "set")

@@ -58,8 +58,7 @@ def _prompt(family: str, query: str, docs: Path, instruction: str | None, model:
         if given.assistant_prefix:
             line["assistant_prefix"] = given.assistant_prefix
         if tokenizer is not None:
-            text = given.prompt if given.messages is None else (
-                tokenizer.apply_chat_template(given.messages) + given.assistant_prefix)
+            text = given.render(tokenizer.apply_chat_template)
             line["text"] = text
             line["tokens"] = len(tokenizer.encode_prompt(text))
         typer.echo(json.dumps(line, ensure_ascii=False))

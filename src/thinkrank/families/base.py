@@ -17,8 +17,9 @@ Three kinds of family, by what one model call judges (:data:`Kind`):
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Kind = Literal["pair", "query", "set"]
 """What one model call judges: a pair, a window of one query's documents, or a set to pick from."""
@@ -50,6 +51,20 @@ class ModelInput:
     def __post_init__(self) -> None:
         if (self.prompt is None) == (self.messages is None):
             raise ValueError("a ModelInput has exactly one of prompt and messages")
+
+    def render(self, apply_chat_template: Callable[[Sequence[dict[str, str]]], str]) -> str:
+        """The text the model continues: the raw prompt, or the messages through
+        ``apply_chat_template`` (the model's chat template, ready for the assistant's turn)
+        followed by the assistant prefix."""
+        if self.prompt is not None:
+            return self.prompt
+        return apply_chat_template(list(self.messages or ())) + self.assistant_prefix
+
+    def request_fields(self) -> dict[str, Any]:
+        """This input as a ``GenerationRequest``'s ``prompt``/``messages``/``assistant_prefix``:
+        chat turns travel as messages, so each engine renders them its own way (a chat API
+        receives them as turns)."""
+        return {"prompt": self.prompt or "", "messages": self.messages, "assistant_prefix": self.assistant_prefix}
 
 
 @dataclass(frozen=True)

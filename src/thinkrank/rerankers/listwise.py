@@ -21,11 +21,12 @@ from typing import Any, ClassVar
 
 from thinkrank.engines import Engine, Generation, GenerationRequest, load_engine
 from thinkrank.errors import InvalidInputError
-from thinkrank.families.base import Kind, ModelInput
+from thinkrank.families.base import Kind
 from thinkrank.families.window import WindowFamily, window_family
 from thinkrank.prompts.rankk import DEPTH, PASSAGE_TOKENS, STRIDE, WINDOW, check_template
 from thinkrank.rerankers.base import ProgressTracker, RequestLike, Reranker, RerankRequest, as_request
 from thinkrank.rerankers.parsing import THINK_OPEN
+from thinkrank.rerankers.truncation import widest_prompt
 from thinkrank.types import Document, Judgment, Ranking, WindowTrace, as_documents, check_instruction, check_query
 from thinkrank.validation import check_optional_str, check_sampling, check_top_n
 
@@ -228,28 +229,24 @@ class RankK(Reranker):
         context = getattr(self.engine, "context_length", None)
         if context is None:
             return
-        tok = self.engine.tokenizer
-        frame = len(tok.encode(self._render(self.window_family.build(query, [""] * min(self.window, len(shown))))))
-        longest = sorted((len(tok.encode(text)) for text in shown), reverse=True)[: self.window]
-        need = frame + sum(longest) + len(longest) + self.max_tokens  # +1 a passage: tokens merging at its edges
+        frame = self.window_family.build(query, [""] * min(self.window, len(shown))).render(
+            self.engine.apply_chat_template)
+        prompt, n = widest_prompt(self.engine.tokenizer, frame, shown, self.window)
+        need = prompt + n + self.max_tokens  # +1 a passage: tokens merging at its edges
         if need > context:
             raise InvalidInputError(
-                f"a window of query {query[:60]!r} may need {need} tokens (prompt {frame + sum(longest)} with its "
-                f"{len(longest)} longest passages, plus max_tokens {self.max_tokens}), more than the model's context of "
+                f"a window of query {query[:60]!r} may need {need} tokens (prompt {prompt} with its "
+                f"{n} longest passages, plus max_tokens {self.max_tokens}), more than the model's context of "
                 f"{context}: lower max_passage_tokens, window or max_tokens"
             )
-
-    def _render(self, given: ModelInput) -> str:
-        return self.engine.apply_chat_template(list(given.messages or ())) + given.assistant_prefix
 
     def _request(self, p: _Pass, step: int) -> GenerationRequest:
         """Window ``step`` of ``p`` as the family's chat, for the engine's chat template or chat API."""
         start, end = p.spans[step]
         given = self.window_family.build(p.query, [p.passages[i][0] for i in p.order[start:end]])
         seed = None if self.seed is None else self.seed + p.seed_base + step
-        return GenerationRequest(prompt="", max_tokens=self.max_tokens, temperature=self.temperature, seed=seed,
-                                 messages=given.messages, assistant_prefix=given.assistant_prefix,
-                                 top_p=self.top_p, top_k=self.top_k, min_p=self.min_p)
+        return GenerationRequest(**given.request_fields(), max_tokens=self.max_tokens, temperature=self.temperature,
+                                 seed=seed, top_p=self.top_p, top_k=self.top_k, min_p=self.min_p)
 
     def _filters(self) -> dict[str, float | int]:
         """The sampling filters in use, by name: only those set, so settings without them

@@ -84,10 +84,7 @@ class FamilyRunner:
     def render(self, model_input: ModelInput) -> str:
         """The text ``model_input`` stands for: the raw prompt, or the model's chat template over
         the messages followed by the assistant prefix."""
-        if model_input.prompt is not None:
-            return model_input.prompt
-        assert model_input.messages is not None
-        return self.engine.apply_chat_template(list(model_input.messages)) + model_input.assistant_prefix
+        return model_input.render(self.engine.apply_chat_template)
 
     def frame(self, query: str, instruction: str | None) -> tuple[str, str]:
         """The text before and after the document in this query's prompts.
@@ -199,16 +196,13 @@ class FamilyRunner:
             # Only reached for families that force an answer, where a text always exists.
             return text if text is not None else gen.text
 
-        chat = framed.model_input.messages is not None
         return GenerationRequest(
-            prompt="" if chat else framed.text,
-            messages=framed.model_input.messages,
-            assistant_prefix=framed.model_input.assistant_prefix,
+            **framed.model_input.request_fields(),
             max_tokens=self.max_tokens,
             stop=generation.stop,
             temperature=self.temperature,
             seed=None if self.seed is None else self.seed + position,
             answer_token_ids=tuple(self.after_stop.values()),
             close=close if family_close is not None else None,
-            shared_prefix="" if chat else framed.head,
+            shared_prefix="" if framed.model_input.messages is not None else framed.head,
         )

@@ -20,11 +20,12 @@ from typing import Any, ClassVar
 from thinkrank.engines import Engine, Generation, GenerationRequest, load_engine, resolve_engine_name
 from thinkrank.errors import InvalidInputError
 from thinkrank.families import rank_r1
-from thinkrank.families.base import Kind, ModelInput
+from thinkrank.families.base import Kind
 from thinkrank.families.rank_r1 import Comparison, SetwiseSort
 from thinkrank.families.truncation import token_truncation
 from thinkrank.rerankers.base import RequestLike, Reranker, RerankRequest, as_request
 from thinkrank.rerankers.parsing import split_reasoning
+from thinkrank.rerankers.truncation import widest_prompt
 from thinkrank.types import ComparisonTrace, Document, Judgment, Ranking, as_documents, check_instruction, check_query
 from thinkrank.validation import check_bool, check_int, check_optional_str, check_sampling, check_top_n
 
@@ -186,30 +187,22 @@ class RankR1(Reranker):
         context = getattr(self.engine, "context_length", None)
         if context is None:
             return
-        tok = self.engine.tokenizer
         size = min(self.num_child + 1, len(q.passages))
-        frame = len(tok.encode(self.render(rank_r1.build_input(q.query, [""] * size, instruction=q.instruction))))
-        longest = sorted((len(tok.encode(text)) for text in q.passages), reverse=True)[:size]
-        need = frame + sum(longest) + len(longest) + self.max_tokens  # +1 a passage: tokens merging at its edges
+        frame = rank_r1.build_input(q.query, [""] * size, instruction=q.instruction).render(
+            self.engine.apply_chat_template)
+        prompt, n = widest_prompt(self.engine.tokenizer, frame, q.passages, size)
+        need = prompt + n + self.max_tokens  # +1 a passage: tokens merging at its edges
         if need > context:
             raise InvalidInputError(
-                f"a comparison of query {q.query[:60]!r} may need {need} tokens (prompt {frame + sum(longest)} "
+                f"a comparison of query {q.query[:60]!r} may need {need} tokens (prompt {prompt} "
                 f"with its {size} longest passages, plus max_tokens {self.max_tokens}), more than the model's "
                 f"context of {context}: lower max_passage_tokens, num_child or max_tokens"
             )
 
-    def render(self, model_input: ModelInput) -> str:
-        """The text the engine continues for ``model_input``: its messages through the model's
-        chat template, then the assistant prefix (the one place that turns a family's input into
-        an engine prompt)."""
-        if model_input.prompt is not None:
-            return model_input.prompt
-        return self.engine.apply_chat_template(list(model_input.messages or ())) + model_input.assistant_prefix
-
     def _request(self, q: _Query, comparison: Comparison) -> GenerationRequest:
         chat = rank_r1.comparison_input(q.query, q.passages, comparison, instruction=q.instruction)
         seed = self.seed + len(q.traces) if self.temperature > 0 else None
-        return GenerationRequest(prompt=self.render(chat), max_tokens=self.max_tokens,
+        return GenerationRequest(**chat.request_fields(), max_tokens=self.max_tokens,
                                  temperature=self.temperature, seed=seed)
 
     def _read(self, q: _Query, comparison: Comparison, gen: Generation) -> int | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from thinkrank.engines.base import Tokenizer
 
 
@@ -20,3 +22,11 @@ def truncate_passage(tokenizer: Tokenizer, passage: str, max_tokens: int | None)
     if len(ids) <= max_tokens and len(head) == len(passage):
         return passage, False
     return tokenizer.decode(ids[:max_tokens]).rstrip("\ufffd"), True
+
+
+def widest_prompt(tokenizer: Tokenizer, frame: str, passages: Sequence[str], size: int) -> tuple[int, int]:
+    """The prompt tokens of the largest call that shows ``size`` of ``passages`` (the ``frame``,
+    the call's prompt with empty passages, around its ``size`` longest passages), and how many
+    passages that is: callers add one token a passage for tokens merging at its edges."""
+    longest = sorted((len(tokenizer.encode(text)) for text in passages), reverse=True)[:size]
+    return len(tokenizer.encode(frame)) + sum(longest), len(longest)
