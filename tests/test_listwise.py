@@ -15,6 +15,7 @@ from thinkrank.engines.transformers import TransformersEngine
 from thinkrank.errors import InvalidInputError
 from thinkrank.prompts.rankk import build_rankk_prompt
 from thinkrank.rerankers.listwise import plan_windows
+from tests.engines import Recorder
 
 pytestmark = pytest.mark.slow
 
@@ -26,30 +27,6 @@ TOPICS = ["cats", "stocks", "rain", "chess", "bread"]
 
 def _docs(n: int, tag: str) -> list[dict]:
     return [{"id": f"{tag}{i}", "text": f"Note {i} is about {TOPICS[i % 5]} and item {i}."} for i in range(n)]
-
-
-class Recorder:
-    """A real engine, delegated to, that records each generate call: (requests, generations)."""
-
-    def __init__(self, engine):
-        self.inner, self.calls = engine, []
-        self.name, self.model_name = engine.name, engine.model_name
-
-    @property
-    def tokenizer(self):
-        return self.inner.tokenizer
-
-    def apply_chat_template(self, messages):
-        return self.inner.apply_chat_template(messages)
-
-    def next_token_logprobs(self, prompts, token_ids, progress=None, *, on_batch=None, shared_prefixes=None):
-        return self.inner.next_token_logprobs(prompts, token_ids, progress, on_batch=on_batch,
-                                              shared_prefixes=shared_prefixes)
-
-    def generate(self, requests, progress=None, *, on_batch=None):
-        gens = self.inner.generate(requests, progress, on_batch=on_batch)
-        self.calls.append((list(requests), gens))
-        return gens
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +86,7 @@ def test_windows_of_different_queries_share_generate_calls(smollm2_engine, hf_to
     docs_a, docs_b = _docs(25, "a"), _docs(8, "b")
     rankings = ranker.rerank_many([RerankRequest("notes about cats", docs_a, "qa"), ("rain today", docs_b)])
     # 25 candidates: 4 windows; 8 candidates: 1 window; step 0 of both in one batch
-    assert [len(reqs) for reqs, _ in rec.calls] == [2, 1, 1, 1]
+    assert [len(reqs) for reqs in rec.calls] == [2, 1, 1, 1]
     assert seen[-1] == (5, 5)
     for ranking, docs in zip(rankings, (docs_a, docs_b)):
         _check(ranking, docs, 10, 5, 100)
@@ -118,8 +95,8 @@ def test_windows_of_different_queries_share_generate_calls(smollm2_engine, hf_to
     windows = [rankings[0].windows[0], rankings[1].windows[0]] + rankings[0].windows[1:]
     queries = ["notes about cats", "rain today", "notes about cats", "notes about cats", "notes about cats"]
     sources = [docs_a, docs_b, docs_a, docs_a, docs_a]
-    requests = [r for reqs, _ in rec.calls for r in reqs]
-    generations = [g for _, gens in rec.calls for g in gens]
+    requests = [r for reqs in rec.calls for r in reqs]
+    generations = [g for gens in rec.generations for g in gens]
     for req, gen, w, q, docs in zip(requests, generations, windows, queries, sources):
         assert req.messages == ({"role": "user", "content": build_rankk_prompt(q, [docs[i]["text"] for i in w.indices])},)
         assert smollm2_engine.tokenizer.prompt_text(req) == _chat(hf_tok, req.messages[0]["content"])
@@ -135,7 +112,7 @@ def test_orderings_the_model_writes_are_applied_window_by_window(smollm2_engine)
     docs = _docs(15, "d")
     ranking = RankK(engine=rec, window=10, stride=5, max_tokens=24, prompt=STATES_AN_ORDER).rerank("cats", docs)
     _check(ranking, docs, 10, 5, 100)
-    said = [g.text for _, gs in rec.calls for g in gs]
+    said = [g.text for gs in rec.generations for g in gs]
     assert all(t.startswith("The ranking is [10] > [2] = [7] > [1]") for t in said), said
     for w, text in zip(ranking.windows, said):
         x = w.indices  # [10] > [2] = [7] > [1], then the rest in window order
@@ -161,7 +138,7 @@ def test_a_tie_keeps_the_order_the_model_wrote_and_a_trec_file_ranks_the_same(sm
     # a tie written against input order: [7] = [2], so d6 before d1
     prompt = "What is the ranking? The ranking is [10] > [7] = [2] > [1].\n\n{query}\n{docs}"
     ranking = RankK(engine=rec, window=10, stride=5, max_tokens=24, prompt=prompt).rerank("cats", docs, query_id="q1")
-    said = rec.calls[0][1][0].text
+    said = rec.generations[0][0].text
     assert said.startswith("The ranking is [10] > [7] = [2] > [1]"), said
     assert ranking.windows[0].order[:3] == [[9], [6, 1], [0]] and ranking.windows[0].parsed
     # written order inside the tie: [7] before [2], i.e. d6 before d1
@@ -188,7 +165,7 @@ def test_budget_out_before_an_ordering_keeps_the_order(smollm2_engine, hf_tok):
     docs[4]["text"] = docs[11]["text"] = long_text  # 11 is below the depth: never shown, never cut
     ranker = RankK(engine=rec, window=10, stride=5, depth=10, max_tokens=1, max_passage_tokens=16)
     ranking = ranker.rerank("notes", docs)
-    assert [len(reqs) for reqs, _ in rec.calls] == [1]
+    assert [len(reqs) for reqs in rec.calls] == [1]
     (w,) = ranking.windows
     assert (w.start, w.end, w.forced, w.ordering, w.parsed) == (0, 10, True, "", False)
     assert ranking.doc_ids == [d["id"] for d in docs]  # head kept its order; tail follows
@@ -198,8 +175,8 @@ def test_budget_out_before_an_ordering_keeps_the_order(smollm2_engine, hf_tok):
     # the cut passage keeps its number and every other passage and instruction is intact
     cut = hf_tok.decode(hf_tok.encode(long_text, add_special_tokens=False)[:16])
     shown = [cut if i == 4 else docs[i]["text"] for i in range(10)]
-    assert rec.calls[0][0][0].messages == ({"role": "user", "content": build_rankk_prompt("notes", shown)},)
-    assert f"[5] {cut}\n\n[6] " in rec.calls[0][0][0].messages[0]["content"]
+    assert rec.calls[0][0].messages == ({"role": "user", "content": build_rankk_prompt("notes", shown)},)
+    assert f"[5] {cut}\n\n[6] " in rec.calls[0][0].messages[0]["content"]
     assert len(ranker.rerank("notes", docs, top_n=3)) == 3
 
 
@@ -208,7 +185,7 @@ def test_sampling_is_reproducible_with_a_seed_and_seeds_differ_per_window(smollm
         rec = Recorder(smollm2_engine)
         ranker = RankK(engine=rec, window=4, stride=2, max_tokens=6, temperature=1.5, seed=seed, prompt="{query}\n{docs}")
         rankings = ranker.rerank_many([("cats", _docs(6, "a")), ("rain", _docs(6, "b"))])
-        return [[r.seed for r in reqs] for reqs, _ in rec.calls], [w.to_dict() for r in rankings for w in r.windows]
+        return [[r.seed for r in reqs] for reqs in rec.calls], [w.to_dict() for r in rankings for w in r.windows]
 
     seeds, first = run(7)
     assert seeds == [[7, 9], [8, 10]]  # window k of the call (query by query) gets seed + k
@@ -230,7 +207,7 @@ def test_a_template_that_opens_the_chain(smollm2_engine, smollm2_path):
         rec = Recorder(engine)
         ranker = RankK(engine=rec, window=10, max_tokens=max_tokens, prompt=STATES_AN_ORDER)
         (traces[max_tokens],) = ranker.rerank("cats", _docs(5, "d")).windows
-        (req,), (gen,) = rec.calls[0]
+        (req,), (gen,) = rec.calls[0], rec.generations[0]
         assert engine.tokenizer.prompt_text(req).endswith("<|im_start|>assistant\n<think>\n")
         assert gen.text == said, gen.text
     cut, ended = traces[budget], traces[budget + 4]

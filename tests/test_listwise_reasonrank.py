@@ -22,35 +22,10 @@ from thinkrank.engines import Engine, Generation
 from thinkrank.engines.transformers import HFTokenizer
 from thinkrank.errors import InvalidInputError
 from thinkrank.families import reasonrank
+from tests.engines import Recorder
 
 FIXTURES = json.loads((Path(__file__).parent / "fixtures" / "families" / "reasonrank_released.json").read_text())
 UNCUT = [c for c in FIXTURES["inputs"] if c["truncation"] is None]
-
-
-class Recorder:
-    """A real engine, delegated to, that keeps every generate call's requests."""
-
-    def __init__(self, engine):
-        self.inner, self.calls = engine, []
-        self.name, self.model_name = engine.name, engine.model_name
-
-    @property
-    def tokenizer(self):
-        return self.inner.tokenizer
-
-    @property
-    def context_length(self):
-        return self.inner.context_length
-
-    def apply_chat_template(self, messages):
-        return self.inner.apply_chat_template(messages)
-
-    def next_token_logprobs(self, *args, **kwargs):
-        raise AssertionError("a listwise reranker never asks next-token log-probabilities")
-
-    def generate(self, requests, progress=None, *, on_batch=None):
-        self.calls.append(list(requests))
-        return self.inner.generate(requests, progress, on_batch=on_batch)
 
 
 class ScriptedEngine:
@@ -97,7 +72,7 @@ def test_the_model_sees_the_released_prompts_and_fallbacks_are_recorded(tiny_qwe
     cases = [c for c in UNCUT if c["mode"] == "reasoning"]
     ranker = RankK(engine=tiny_qwen_engine, family="reasonrank", max_tokens=4)
     assert (ranker.max_tokens, ranker.temperature) == (4, 0.0)
-    ranker.engine = rec = Recorder(tiny_qwen_engine)
+    ranker.engine = rec = Recorder(tiny_qwen_engine, scores=False)
     requests = [RerankRequest(c["query"], c["passages"], f"q{i}", c["instruction"]) for i, c in enumerate(cases)]
     with caplog.at_level(logging.WARNING, logger="thinkrank.rerankers.listwise"):
         rankings = ranker.rerank_many(requests)
@@ -177,13 +152,13 @@ def test_reasonrank_8b_samples_with_its_released_filters(tiny_qwen_path, tmp_pat
     assert {k: ranker.settings[k] for k in ("temperature", "top_p", "top_k", "min_p")} == {
         "temperature": 0.6, "top_p": 0.95, "top_k": 20, "min_p": 0.0}
     engine = ranker.engine
-    ranker.engine = rec = Recorder(engine)
+    ranker.engine = rec = Recorder(engine, scores=False)
     ranker.rerank("which is red", [f"passage {i}" for i in range(3)])
     (req,) = rec.calls[0]
     assert (req.temperature, req.top_p, req.top_k, req.min_p, req.seed) == (0.6, 0.95, 20, 0.0, 1)
     greedy = RankK(engine=engine, family="reasonrank", max_tokens=4, temperature=0.0)
     assert greedy.settings["prompt_mode"] == "qwen3" and not {"top_p", "top_k", "min_p"} & set(greedy.settings)
-    greedy.engine = rec = Recorder(engine)
+    greedy.engine = rec = Recorder(engine, scores=False)
     greedy.rerank("which is red", ["a", "b"])
     (req,) = rec.calls[0]
     assert (req.temperature, req.top_p, req.top_k, req.min_p) == (0.0, None, None, None)

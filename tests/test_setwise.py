@@ -18,6 +18,7 @@ from thinkrank.engines import Engine, Generation
 from thinkrank.engines.transformers import HFTokenizer
 from thinkrank.errors import InvalidInputError
 from thinkrank.families import rank_r1
+from tests.engines import Recorder
 
 HERE = Path(__file__).parent / "fixtures/families"
 FIXTURES = json.loads((HERE / "rank_r1_released.json").read_text("utf-8"))
@@ -31,25 +32,6 @@ TOPICS = ["cats", "stocks", "rain", "chess", "bread"]
 
 def _docs(n: int, tag: str) -> list[dict]:
     return [{"id": f"{tag}{i}", "text": f"Note {i} is about {TOPICS[i % 5]}."} for i in range(n)]
-
-
-class Recorder:
-    """A real engine, delegated to, that keeps each generate call's requests."""
-
-    def __init__(self, engine):
-        self.inner, self.calls = engine, []
-        self.name, self.model_name = engine.name, engine.model_name
-        self.tokenizer, self.context_length = engine.tokenizer, engine.context_length
-
-    def apply_chat_template(self, messages):
-        return self.inner.apply_chat_template(messages)
-
-    def next_token_logprobs(self, prompts, token_ids, progress=None, *, on_batch=None, shared_prefixes=None):
-        raise AssertionError("a setwise reranker never asks next-token log-probabilities")
-
-    def generate(self, requests, progress=None, *, on_batch=None):
-        self.calls.append(list(requests))
-        return self.inner.generate(requests, progress, on_batch=on_batch)
 
 
 class ScriptedEngine:
@@ -153,7 +135,7 @@ def _passages(n: int) -> list[dict]:
 def test_comparisons_of_all_queries_share_each_generate_call(hub_cache, tiny_qwen_path, qwen_tok):
     ranker = RankR1(ADAPTER_ID, engine="transformers", device="cpu", k=3, num_child=3, max_tokens=3)
     assert ranker.engine.model_name == f"{tiny_qwen_path}+{hub_cache}"  # base + the released adapter
-    ranker.engine = rec = Recorder(ranker.engine)
+    ranker.engine = rec = Recorder(ranker.engine, scores=False)
     docs_a, docs_b = _docs(7, "a"), _docs(4, "b")
     rankings = ranker.rerank_many([RerankRequest("notes about cats", docs_a, "qa"), ("rain today", docs_b)])
     # one call per round: each holds the pending comparison of every query still sorting
