@@ -112,13 +112,22 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         InvalidInputError: ``file:line`` of a line that is not a JSON object.
     """
     for number, line in iter_lines(path):
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InvalidInputError(f"{path}:{number}: not valid JSON ({exc.msg}); expected one JSON object per line") from exc
-        if not isinstance(obj, dict):
-            raise InvalidInputError(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
-        yield number, obj
+        yield number, json_object_line(line, f"{path}:{number}")
+
+
+def json_object_line(line: str, where: str) -> dict[str, Any]:
+    """One line of a JSON-lines file, which must hold a JSON object; ``where`` is ``file:line``.
+
+    Raises:
+        InvalidInputError: ``where`` and what is wrong with the line.
+    """
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"{where}: not valid JSON ({exc.msg}); expected one JSON object per line") from exc
+    if not isinstance(obj, dict):
+        raise InvalidInputError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    return obj
 
 
 def field(obj: dict[str, Any], keys: tuple[str, ...], where: str, *, required: bool = True) -> Any:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from thinkrank.errors import InvalidInputError
+from thinkrank.io import json_object_line
 from thinkrank.types import id_text
 
 
@@ -101,13 +101,7 @@ def _is_jsonl(path: Path, lines: list[tuple[int, str]]) -> bool:
 
 
 def _record(path: Path, n: int, line: str) -> dict[str, Any]:
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"{_name(path)}:{n}: not valid JSON ({exc.msg}); expected one JSON object per line") from exc
-    if not isinstance(obj, dict):
-        raise InvalidInputError(f"{_name(path)}:{n}: expected a JSON object, got {type(obj).__name__}")
-    return obj
+    return json_object_line(line, f"{_name(path)}:{n}")
 
 
 def read_docs(path: Path) -> DocsInput:
