@@ -82,11 +82,11 @@ def test_an_engine_option_range_is_declared_once(monkeypatch):
     assert code == 2 and lines == ["error: --concurrency must be >= 1, got 0"], lines
 
 
-def test_vllm_dtype_is_a_flag():
+def test_dtype_is_a_flag_of_the_local_engines():
     out = CliRunner().invoke(app, ["rerank", "--help"], env={"COLUMNS": "300"}).output
-    assert "--dtype" in out and "vllm engine: weights and activations" in out
-    code, lines = invoke("rerank", "--engine", "transformers", "--dtype", "float16")
-    assert code == 2 and "--dtype is an option of the vllm engine" in lines[0], lines
+    assert "--dtype" in out and "vllm/transformers engine: weights and activations" in out
+    code, lines = invoke("rerank", "--engine", "openai", "--dtype", "float16")
+    assert code == 2 and "--dtype is an option of the vllm and transformers engine" in lines[0], lines
 
 
 def test_engine_flag_help_keeps_its_bracketed_notes():

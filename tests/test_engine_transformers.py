@@ -69,6 +69,29 @@ def test_next_token_logprobs_are_exact_full_softmax_values(smollm2_engine, hf):
             assert lp[t] == pytest.approx(float(ref[t]), abs=LAYOUT_LOGPROB_TOL)
 
 
+def test_dtype_bfloat16_loads_bfloat16_weights_and_scores_like_a_bfloat16_forward_pass(smollm2_path, hf):
+    from thinkrank.engines.transformers import TransformersEngine
+
+    tok, _ = hf
+    engine = TransformersEngine(str(smollm2_path), device="cpu", dtype="bfloat16")
+    assert {p.dtype for p in engine.model.parameters()} == {torch.bfloat16}
+    reference = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.bfloat16).eval()
+    ids = [tok.encode(w, add_special_tokens=False)[0] for w in (" Paris", " London")]
+    with torch.no_grad():
+        ref = torch.log_softmax(reference(tok(PROMPTS[0], return_tensors="pt").input_ids).logits[0, -1].float(), dim=-1)
+    got = engine.next_token_logprobs(PROMPTS[:1], ids)[0]
+    for t in ids:
+        assert got[t] == pytest.approx(float(ref[t]), abs=0.05)  # bfloat16 rounding, not a different model
+    assert TransformersEngine(str(smollm2_path), device="cpu", dtype="auto").model.dtype == torch.float32
+
+
+def test_an_unknown_dtype_names_the_choices(smollm2_path):
+    from thinkrank.engines.transformers import TransformersEngine
+
+    with pytest.raises(InvalidInputError, match="dtype must be auto, bfloat16, float16, float32; got 'fp8'"):
+        TransformersEngine(str(smollm2_path), device="cpu", dtype="fp8")
+
+
 def test_zero_budget_and_bad_budget(smollm2_engine):
     gen = smollm2_engine.generate([GenerationRequest("Hello", 0)])[0]
     assert (gen.text, gen.stop_reason, gen.num_tokens) == ("", "length", 0)

@@ -196,3 +196,15 @@ def test_a_second_run_skips_every_stage_and_other_settings_are_refused(mini, smo
     with pytest.raises(InvalidInputError, match="other settings .*pairs"):
         run_recipe(_config(smollm2_path, data_dir, config.output, pairs=9))
     print(f"miniature recipe: {first_seconds:.1f}s")
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"dtype": "fp8"}, "dtype must be auto, bfloat16 or float32, got 'fp8'"),
+    ({"depths": (0,)}, "depths must be >= 1"),
+    ({"arms": ("direct", "rl")}, "arms must be some of direct, chains"),
+])
+def test_a_bad_setting_is_refused_before_anything_runs(smollm2_path, data_dir, tmp_path, change, message):
+    config = _config(smollm2_path, data_dir, tmp_path / "run", **change)
+    with pytest.raises(InvalidInputError, match=message):
+        run_recipe(config)
+    assert not (tmp_path / "run").exists()

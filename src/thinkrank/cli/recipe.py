@@ -60,6 +60,8 @@ def scifact(
     test_queries: Annotated[int | None, typer.Option(help="Evaluate only the first N test claims (default: all).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cpu).")] = None,
+    dtype: Annotated[str, typer.Option(help="auto (bfloat16 on a GPU, float32 on CPU), bfloat16 or float32, in every stage; "
+                                       "bfloat16 is several times faster on a CPU with AMX (amx_bf16 in lscpu).")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     _scifact(**locals())
@@ -83,7 +85,7 @@ def _scifact(**o: Any) -> None:
         epochs=o["epochs"], max_steps=o["max_steps"], batch_size=o["batch_size"],
         micro_batch_size=o["micro_batch_size"], lora_rank=o["lora_rank"], lora_alpha=2 * o["lora_rank"],
         passage_tokens=o["passage_tokens"], depths=tuple(int(d) for d in _floats(o["depths"], "--depths")),
-        test_queries=o["test_queries"], seed=o["seed"], device=o["device"], progress=not o["quiet"],
+        test_queries=o["test_queries"], seed=o["seed"], dtype=o["dtype"], device=o["device"], progress=not o["quiet"],
     )
     result = run_recipe(config, say=lambda m: typer.echo(m, err=True))
     if result.results:

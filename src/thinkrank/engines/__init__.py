@@ -78,6 +78,9 @@ class EngineOption:
 
 
 _TOKENIZER = EngineOption("tokenizer", str, "local tokenizer dir or hub id, when the served model name is not loadable")
+_DTYPE = EngineOption("dtype", str, "weights and activations: auto, bfloat16, float16 or float32 (auto: vllm takes the "
+                      "checkpoint's; transformers bfloat16 on a GPU, float32 on CPU, where bfloat16 pays only on "
+                      "CPUs with AMX)")
 ENGINE_OPTIONS: dict[str, tuple[EngineOption, ...]] = {
     "openai": (
         EngineOption("base_url", str, "server URL, e.g. http://localhost:8000/v1 [env OPENAI_BASE_URL]"),
@@ -97,13 +100,14 @@ ENGINE_OPTIONS: dict[str, tuple[EngineOption, ...]] = {
         EngineOption("tensor_parallel_size", int, "GPUs per model", minimum=1),
         EngineOption("gpu_memory_utilization", float, "share of GPU memory to use", positive=True, maximum=1.0),
         EngineOption("max_model_len", int, "context length", minimum=1),
-        EngineOption("dtype", str, "weights and activations: auto (the checkpoint's), bfloat16, float16 or float32"),
+        _DTYPE,
     ),
     "transformers": (
         EngineOption("device", str, "cpu, cuda, cuda:1, …"),
         EngineOption("batch_size", int, "sequences decoded together", minimum=1),
         EngineOption("static_cache", bool, "decode with fixed-size KV buffers (same outputs; every step one shape)"),
         EngineOption("compile", bool, "torch.compile the decode step (CUDA graphs on a GPU); implies --static-cache"),
+        _DTYPE,
     ),
 }
 """The options each engine declares, by engine name: what a :class:`~thinkrank.rerankers.spec.RerankerSpec`

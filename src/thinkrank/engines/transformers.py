@@ -87,9 +87,7 @@ class TransformersEngine:
 
         self._torch = torch
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        torch_dtype = getattr(torch, dtype) if dtype else (
-            torch.bfloat16 if self.device.startswith("cuda") else torch.float32
-        )
+        torch_dtype = _torch_dtype(torch, dtype, self.device)
         if isinstance(model, (str, os.PathLike)):
             ref: ModelRef = resolve_model(model)
             self.model_name = ref.display  # the GGUF file's name, also when its converted copy is loaded
@@ -311,3 +309,16 @@ class TransformersEngine:
             step = torch.tensor([[rows[i].out[-1]] for i in live], device=self.device)
             mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
             logits = self._forward(step, mask, cache)
+
+
+_DTYPES = ("bfloat16", "float16", "float32")
+
+
+def _torch_dtype(torch: Any, name: str | None, device: str) -> Any:
+    """``None``/``auto``: bfloat16 on a GPU, float32 on CPU (a CPU with AMX or AVX512-BF16 runs
+    bfloat16 several times faster, but older CPUs emulate it slowly, so it is asked for, not assumed)."""
+    if name in (None, "", "auto"):
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    if name not in _DTYPES:
+        raise InvalidInputError(f"dtype must be auto, {', '.join(_DTYPES)}; got {name!r}")
+    return getattr(torch, name)

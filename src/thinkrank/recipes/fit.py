@@ -24,7 +24,8 @@ def train_config(config: RecipeConfig, arm: str, data: Path, lr: float, output: 
                        lora_rank=config.lora_rank, lora_alpha=config.lora_alpha, think_tokens=False,
                        learning_rate=lr, batch_size=config.batch_size, micro_batch_size=config.micro_batch_size,
                        epochs=config.epochs, max_steps=config.max_steps, cutoff_len=config.cutoff_len,
-                       save_steps=25, seed=config.seed, device=config.device, merge=False)
+                       save_steps=25, seed=config.seed, device=config.device, merge=False,
+                       dtype=config.dtype)
 
 
 def fit_arm(config: RecipeConfig, arm: str, data: Path, folder: Path, dev: Collection, dev_run: Run) -> dict[str, Any]:

@@ -69,7 +69,8 @@ def build_targets(config: RecipeConfig, pairs: Sequence[LabeledPair], folder: Pa
     from thinkrank.engines import load_engine
 
     folder.mkdir(parents=True, exist_ok=True)
-    engine = load_engine(config.model, "transformers", device=config.device or "cpu")
+    engine = load_engine(config.model, "transformers", device=config.device or "cpu",
+                         dtype=config.engine_dtype())
     pairs = cut_passages(pairs, engine.tokenizer, config.passage_tokens)
     summary: dict[str, Any] = {}
     if "direct" in config.arms:
