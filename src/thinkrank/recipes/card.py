@@ -12,21 +12,25 @@ def model_card(config: RecipeConfig, selection: dict[str, Any], results: dict[st
     lr = f"{chosen['chosen_lr']:g}"
     cand = chosen["candidates"][lr]
     split = selection["split"]
+    # A bfloat16 run's figures are bfloat16 scores; loading in float32 changes them by rounding only.
+    dtype, dtype_flag = ("", "") if config.dtype == "auto" else (f", dtype=\"{config.dtype}\"", f" --dtype {config.dtype}")
     lines = [
         "---", "library_name: transformers", "tags: [reranker, rank1, thinkrank, scifact]", "---", "",
         f"# Rank1-style reranker from {config.model} (SciFact recipe, `{arm}` arm)", "",
         ("Made by `thinkrank recipe scifact` (docs/training.md). It was trained and measured with reasoning off "
          f"and passages cut to {config.passage_tokens} tokens; load it the same way: "
-         f"`Rank1(model=\"<this folder>\", reasoning=False, max_passage_tokens={config.passage_tokens})`, "
-         f"`thinkrank evaluate --model <this folder> --reasoning off --max-passage-tokens {config.passage_tokens}` "
-         "or `thinkrank serve --model <this folder>`."), "",
+         f"`Rank1(model=\"<this folder>\", reasoning=False, max_passage_tokens={config.passage_tokens}{dtype})`, "
+         f"`thinkrank evaluate --model <this folder> --reasoning off --max-passage-tokens {config.passage_tokens}{dtype_flag}` "
+         f"or `thinkrank serve --model <this folder> --reasoning off --max-passage-tokens {config.passage_tokens}{dtype_flag}`."),
+        "",
         "## Data",
         (f"- SciFact training claims (BEIR `scifact/train`): {len(split['train'])} for training, {len(split['dev'])} "
         f"held out by query as the dev split; {len(split['dropped_same_text_as_test'])} dropped because their text "
         "is a test claim's. No test claim or test judgment was used before the evaluation."),
         (f"- Pairs: {config.pairs} drawn with the mix {config.shares} (positives from the qrels, hard negatives from "
         "BM25 over the same corpus)."),
-        f"- Passages cut to {config.passage_tokens} tokens in training and in scoring.", "",
+        f"- Passages cut to {config.passage_tokens} tokens in training and in scoring.",
+        f"- Precision: {config.dtype} (`auto`: float32 on CPU, bfloat16 on a GPU) in generation, training and scoring.", "",
         "## Recipe",
         f"- Arm `{arm}`: " + ("the label as the answer after a closed chain (reasoning off)." if arm == "direct" else
                               "the base model's own chains, kept when their answer agrees with the label."),
