@@ -208,3 +208,16 @@ def test_a_bad_setting_is_refused_before_anything_runs(smollm2_path, data_dir, t
     with pytest.raises(InvalidInputError, match=message):
         run_recipe(config)
     assert not (tmp_path / "run").exists()
+
+
+def test_dtype_reaches_every_stage_that_loads_the_model(smollm2_path, data_dir, tmp_path):
+    import torch
+
+    from thinkrank.recipes.fit import train_config
+    from thinkrank.recipes.scoring import reranker
+
+    config = _config(smollm2_path, data_dir, tmp_path / "run", dtype="bfloat16")
+    assert reranker(smollm2_path, config).engine.model.dtype == torch.bfloat16
+    assert train_config(config, "direct", tmp_path / "d.jsonl", 1e-3, tmp_path / "t").dtype == "bfloat16"
+    assert config.engine_dtype() == "bfloat16"
+    assert _config(smollm2_path, data_dir, tmp_path / "run", dtype="auto").engine_dtype() is None
