@@ -103,22 +103,14 @@ def _p(test: dict[str, Any]) -> str:
 
 
 def write_model(config: RecipeConfig, selection: dict[str, Any], results: dict[str, Any], output: Path) -> Path:
-    """Merge the arm the dev split ranks best into ``output`` (``model/``, the format every
-    thinkrank loader reads) with its model card (``README.md``), and the same card beside it
+    """Copy the merged weights of the arm the dev split ranks best into ``output`` (``model/``, the
+    format every thinkrank loader reads) with its model card (``README.md``), and the same card beside it
     as ``model-card.md``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from thinkrank.errors import require
-
-    peft = require("peft", "train")
     arms = selection["arms"]
     arm = max(arms, key=lambda a: arms[a]["candidates"][f"{arms[a]['chosen_lr']:g}"]["dev"]["nDCG@10"])
-    adapter = Path(arms[arm]["model"])
     tmp = output.with_name(output.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    base = AutoModelForCausalLM.from_pretrained(config.model)
-    peft.PeftModel.from_pretrained(base, str(adapter)).merge_and_unload().save_pretrained(str(tmp))
-    AutoTokenizer.from_pretrained(str(adapter)).save_pretrained(str(tmp))
+    shutil.copytree(arms[arm]["model"], tmp)  # the merged weights the evaluation scored
     card = model_card(config, selection, results, arm)
     (tmp / "README.md").write_text(card)
     shutil.rmtree(output, ignore_errors=True)
