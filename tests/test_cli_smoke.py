@@ -236,21 +236,39 @@ def test_ctrl_c_prints_one_line(smollm2_path, data_dir, tmp_path):
     import subprocess
     import sys
 
+    import sqlite3
+    import time
+
+    # Chunks of 4 pairs: judgments are committed as each chunk finishes, long before the last one.
+    cache = tmp_path / "eval" / "judgments.sqlite"
     proc = subprocess.Popen(
         [sys.executable, "-m", "thinkrank", "evaluate", "--dataset", str(data_dir / "dl19"), "--run", "bm25",
-         "--queries", "2", "--top-k", "20", "--model", str(smollm2_path), "--think-budget", "64", "--output",
-         str(tmp_path / "eval")], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+         "--queries", "2", "--top-k", "20", "--model", str(smollm2_path), "--think-budget", "64", "--chunk-size", "4",
+         "--output", str(tmp_path / "eval")], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"})
     lines = []
     for line in proc.stderr:  # the cache is open (what the message reports) once this line is out
         lines.append(line)
         if line.startswith("judgment cache"):
             break
+
+    def committed() -> int:
+        with sqlite3.connect(f"file:{cache}?mode=ro", uri=True, timeout=10) as db:
+            return int(db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+
+    # Interrupt while judging, not while third-party code imports or loads the model (a signal
+    # landing there can be swallowed or end the process by the signal itself).
+    deadline = time.monotonic() + 300
+    while committed() == 0 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the evaluation finished before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     lines += proc.stderr.readlines()
     assert proc.wait(120) == 130
     said = [line for line in lines if "interrupted" in line]
     assert len(said) == 1 and "judgments are saved in" in said[0] and "rerun the same command" in said[0], lines
+    saved = int(said[0].split("interrupted: ")[1].split(" judgments")[0])
+    assert saved >= 1 and saved == committed(), (saved, committed())
 
 
 def test_version_and_help(app):
