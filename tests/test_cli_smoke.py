@@ -245,7 +245,10 @@ def test_ctrl_c_prints_one_line(smollm2_path, data_dir, tmp_path):
         [sys.executable, "-m", "thinkrank", "evaluate", "--dataset", str(data_dir / "dl19"), "--run", "bm25",
          "--queries", "2", "--top-k", "20", "--model", str(smollm2_path), "--think-budget", "64", "--chunk-size", "4",
          "--output", str(tmp_path / "eval")], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        # As a terminal's foreground process: a test run started in the background inherits SIGINT
+        # ignored (POSIX shells do that to background jobs), and Python then never raises KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     for line in proc.stderr:  # the cache is open (what the message reports) once this line is out
         lines.append(line)
