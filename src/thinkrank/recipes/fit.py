@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -60,16 +61,19 @@ def merge_adapter(base: str, adapter: Path, output: Path) -> Path:
     330-token sequence; the cause was not found), and the chosen run's folder becomes ``model/``."""
     if (output / "config.json").exists():
         return output
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import torch
+    from transformers import AutoTokenizer
 
-    from thinkrank.errors import require
+    from thinkrank.engines.loading import load_causal_lm, resolve_model
 
-    peft = require("peft", "train")
     tmp = output.with_name(output.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model = AutoModelForCausalLM.from_pretrained(base)
-    peft.PeftModel.from_pretrained(model, str(adapter)).merge_and_unload().save_pretrained(str(tmp))
-    AutoTokenizer.from_pretrained(str(adapter)).save_pretrained(str(tmp))
+    tokenizer = AutoTokenizer.from_pretrained(str(adapter))
+    # The engines' own loader: base + adapter merged, the embedding table grown to the adapter's tokenizer.
+    model = load_causal_lm(replace(resolve_model(base), adapter=str(adapter)), device="cpu", dtype=torch.float32,
+                           vocab_size=len(tokenizer))
+    model.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
     shutil.rmtree(output, ignore_errors=True)
     tmp.rename(output)
     return output
