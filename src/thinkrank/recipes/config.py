@@ -106,10 +106,6 @@ class RecipeConfig:
             raise InvalidInputError(f"{self.data} is not a SciFact folder: no train/queries.jsonl in it "
                                     "(expected queries.jsonl, qrels.trec, corpus.jsonl and train/)")
 
-    def engine_dtype(self) -> str | None:
-        """The transformers engine's ``dtype`` (None: its own default, which ``auto`` means)."""
-        return None if self.dtype == "auto" else self.dtype
-
     def mix(self) -> MixConfig:
         return MixConfig(total=self.pairs, shares=dict(self.shares), seed=self.seed)
 

@@ -21,7 +21,7 @@ def reranker(model: str | Path, config: RecipeConfig) -> Any:
     from thinkrank.rerankers.pointwise import Rank1
 
     return Rank1(str(model), "transformers", reasoning=False, max_passage_tokens=config.passage_tokens,
-                 device=config.device or "cpu", dtype=config.engine_dtype())
+                 device=config.device or "cpu", dtype=config.dtype)
 
 
 def rerank(model: str | Path, collection: Collection, run: Run, qids: Sequence[str], depths: Sequence[int],

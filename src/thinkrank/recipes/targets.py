@@ -70,7 +70,7 @@ def build_targets(config: RecipeConfig, pairs: Sequence[LabeledPair], folder: Pa
 
     folder.mkdir(parents=True, exist_ok=True)
     engine = load_engine(config.model, "transformers", device=config.device or "cpu",
-                         dtype=config.engine_dtype())
+                         dtype=config.dtype)
     pairs = cut_passages(pairs, engine.tokenizer, config.passage_tokens)
     summary: dict[str, Any] = {}
     if "direct" in config.arms:
