@@ -38,12 +38,14 @@ class ServerProcess:
         return self.proc.wait(timeout)
 
 
-def start_server(*args: str, startup_timeout: float = 180) -> ServerProcess:
-    """``thinkrank serve ARGS --port 0``, once it answers ``/readyz``."""
+def start_server(*args: str, startup_timeout: float = 180, python: str = sys.executable,
+                 env: dict[str, str] | None = None) -> ServerProcess:
+    """``thinkrank serve ARGS --port 0``, run by ``python`` (with ``env`` added to this process's
+    environment), once it answers ``/readyz``."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "thinkrank", "serve", "--port", "0", *args],
+        [python, "-m", "thinkrank", "serve", "--port", "0", *args],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
     )
     lines: list[str] = []
     found: list[str] = []

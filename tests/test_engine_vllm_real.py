@@ -115,21 +115,29 @@ def test_vllm_forces_the_released_answer_on_a_chain_cut_by_the_budget(think_vllm
             assert j.score == pytest.approx(ref.score(text), abs=1e-4)
 
 
-def test_thinkrank_serve_on_vllm_answers_the_cohere_sdk(vllm_worker, smol_vllm, smollm2_path, smollm2_engine):
+def test_thinkrank_serve_on_vllm_answers_the_cohere_sdk(smollm2_path, smollm2_engine):
+    """`thinkrank serve --engine vllm` as users start it: its own process, which builds vLLM itself
+    (main guard, engine core processes), answers the cohere SDK with the transformers engine's
+    scores, and shuts vLLM down on SIGTERM."""
     import cohere
-
-    from thinkrank.rerankers.spec import RerankerSpec
-    from thinkrank.server.settings import ServerSettings
+    from conftest import require_vllm_python, vllm_env
+    from server_process import start_server
 
     key, name, texts = "test-key-0123456789", "smol-rank1", [d["text"] for d in DOCS]
-    spec = RerankerSpec(model=str(smollm2_path), engine="vllm", think_budget=16,
-                        engine_options={"max_model_len": CONTEXT})
-    url = vllm_worker.serve(smol_vllm, spec, ServerSettings(api_key=key, served_model_name=name))
-    response = cohere.ClientV2(base_url=url, api_key=key).rerank(model=name, query=QUERIES[0], documents=texts)
+    server = start_server("--model", str(smollm2_path), "--engine", "vllm", "--dtype", "float32",
+                          "--max-model-len", str(CONTEXT), "--think-budget", "16", "--api-key", key,
+                          "--served-model-name", name, python=str(require_vllm_python()), env=vllm_env(),
+                          startup_timeout=900)
+    try:
+        response = cohere.ClientV2(base_url=server.url, api_key=key).rerank(model=name, query=QUERIES[0],
+                                                                           documents=texts)
+    finally:
+        code = server.stop(timeout=120)
     want = {j.index: j.score for j in Rank1(engine=smollm2_engine, think_budget=16).rerank(QUERIES[0], texts)}
     assert sorted(r.index for r in response.results) == list(range(len(texts)))
     for r in response.results:
         assert r.relevance_score == pytest.approx(want[r.index], abs=1e-4)
+    assert code == 0, server.log[-3000:]
 
 
 def test_openai_engine_on_vllm_serve_writes_the_transformers_chains(vllm_server, smollm2_path, smollm2_engine):

@@ -8,7 +8,7 @@ one worker process started from the vLLM environment's Python::
     python -m thinkrank.testing.engine_worker      # prints "READY <port>", then serves
 
 The worker loads engines on request (``load_engine`` with the same options the CLI passes),
-runs their calls, and serves ``thinkrank serve``'s app on a loaded engine; :class:`RemoteEngine` is the Engine protocol on the caller's side, so Rank1,
+and runs their calls; :class:`RemoteEngine` is the Engine protocol on the caller's side, so Rank1,
 Rank-K and the evaluate runner run unchanged in the caller against the real engine in the
 worker. Only requests and results cross (pickled over a local socket with a random key);
 ``progress``/``on_batch`` callbacks stay on the caller's side (results are reported when a call
@@ -63,11 +63,6 @@ def _serve() -> None:
                             engines[key] = VLLMEngine(engines[base].llm, **options)
                         e = engines[key]
                         value = {"name": e.name, "model_name": e.model_name, "context_length": e.context_length}
-                    elif op == "serve":
-                        key, spec, settings = args
-                        from thinkrank.rerankers.spec import RerankerSpec
-
-                        value = _serve_app(engines[key], RerankerSpec(**spec), settings)
                     else:
                         raise ValueError(f"unknown worker operation {op!r}")
                     conn.send(("ok", value))
@@ -81,26 +76,6 @@ def _portable(exc: Exception) -> Exception:
     if type(exc).__module__.split(".")[0] in ("thinkrank", "builtins"):
         return exc
     return EngineError(f"{type(exc).__module__}.{type(exc).__name__}: {exc}")
-
-
-def _serve_app(engine: Any, spec: Any, settings: Any) -> str:
-    """``thinkrank serve``'s app for ``spec`` under ``settings``, its reranker built on the
-    worker's loaded ``engine``, served on 127.0.0.1 by uvicorn in a thread; returns its URL."""
-    import threading
-    import time
-
-    import uvicorn
-
-    from thinkrank.rerankers.spec import build_reranker
-    from thinkrank.server.app import create_app
-
-    app = create_app(spec, settings, reranker=build_reranker(spec, engine=engine))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 @dataclass
@@ -143,15 +118,6 @@ class Worker:
         key = repr((base.key, sorted(options.items())))
         info = self.request("share", key, base.key, options)
         return RemoteEngine(self, key, info, base.tokenizer_source)
-
-    def serve(self, engine: RemoteEngine, spec: Any, settings: Any) -> str:
-        """Serve ``thinkrank serve``'s app for ``spec`` (a ``RerankerSpec``) under ``settings``
-        (``ServerSettings``) from the worker, on ``engine``; returns the server's URL."""
-        import dataclasses
-
-        fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.init}  # options: read-only
-        fields["engine_options"] = dict(fields["engine_options"])
-        return self.request("serve", engine.key, fields, settings)
 
     def close(self) -> None:
         try:
