@@ -15,7 +15,12 @@ Routes, on the same ``vllm.LLM``, model, DL19 pairs and think budget, greedy:
   count generated tokens (it calls through unchanged);
 * ``thinkrank-transformers``: ``Rank1(engine=TransformersEngine(model))`` (float32, CPU);
 * ``cascade``: ``thinkrank-vllm`` with ``cascade="top=6"`` (reasons about 6 of each query's
-  candidates; judged against the full run's time).
+  candidates; judged against the full run's time; ``--cascade`` sets another);
+* ``stage1``: ``thinkrank-vllm`` with ``reasoning=False`` over every pair: the cascade's first
+  stage alone, which every cascade pays;
+* ``generate-chosen``: plain ``LLM.generate`` (as ``generate``) of only the pairs the cascade
+  chose to reason about (needs ``cascade`` before it in the first repetition): with ``stage1``,
+  the floor under any cascade's time on this vLLM.
 
 Routes are interleaved and repeated (order rotated); the table gives the median wall time.
 Agreement with the released code is counted on the pairs where both follow the same rule: the
@@ -121,7 +126,9 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=24, help="candidates per query")
     ap.add_argument("--budget", type=int, default=48)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--routes", default="generate,thinkrank-vllm,released,thinkrank-transformers,cascade")
+    ap.add_argument("--routes",
+                    default="generate,thinkrank-vllm,released,thinkrank-transformers,cascade,stage1,generate-chosen")
+    ap.add_argument("--cascade", default="top=6", help="the cascade route's setting")
     ap.add_argument("--block-size", type=int, default=None, help="vLLM KV block size (default: thinkrank's)")
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
@@ -152,13 +159,15 @@ def main() -> None:
 
         transformers = TransformersEngine(model, device="cpu")
     results = {r: Result(r) for r in routes}
+    chosen_by_cascade: list[int] = []
     plain = SamplingParams(temperature=0, max_tokens=args.budget, stop=["</think>"], skip_special_tokens=False)
 
     def run(route: str) -> None:
         res = results[route]
         t = time.perf_counter()
-        if route == "generate":
-            outs = llm.generate(prompts, plain, use_tqdm=False)
+        if route in ("generate", "generate-chosen"):
+            chosen = chosen_by_cascade if route == "generate-chosen" else range(len(prompts))
+            outs = llm.generate([prompts[i] for i in chosen], plain, use_tqdm=False)
             res.seconds.append(time.perf_counter() - t)
             res.tokens = sum(len(o.outputs[0].token_ids) for o in outs)
             res.notes["chains"] = [list(o.outputs[0].token_ids) for o in outs]
@@ -174,17 +183,25 @@ def main() -> None:
             res.notes["second pass"] = counted.calls[1] if len(counted.calls) > 1 else 0
         else:
             eng = transformers if route == "thinkrank-transformers" else engine
-            cascade = "top=6" if route == "cascade" else None
-            rankings = Rank1(engine=eng, think_budget=args.budget, cascade=cascade).rerank_many(requests)
+            cascade = args.cascade if route == "cascade" else None
+            rankings = Rank1(engine=eng, think_budget=args.budget, cascade=cascade,
+                             reasoning=route != "stage1").rerank_many(requests)
             res.seconds.append(time.perf_counter() - t)
             js = [j for r in rankings for j in sorted(r, key=lambda j: j.index)]
             res.scores = [j.score for j in js]
             res.tokens = sum(j.reasoning_tokens for j in js)
             res.notes["forced"] = sum(j.forced for j in js)
+            if route == "cascade":
+                chosen_by_cascade[:] = [i for i, j in enumerate(js) if j.reasoned]
+                res.notes["reasoned"] = len(chosen_by_cascade)
 
     Rank1(engine=engine, think_budget=4).rerank_many([(requests[0][0], requests[0][1][:2])])  # warm-up
     for rep in range(args.reps):
-        for route in routes[rep % len(routes):] + routes[: rep % len(routes)]:
+        order = routes[rep % len(routes):] + routes[: rep % len(routes)]
+        if "generate-chosen" in order and "cascade" in order and not chosen_by_cascade:
+            order.remove("generate-chosen")
+            order.insert(order.index("cascade") + 1, "generate-chosen")
+        for route in order:
             run(route)
             res = results[route]
             print(f"# rep {rep} {route}: {res.seconds[-1]:.2f} s, {res.tokens} tokens, "
@@ -235,7 +252,13 @@ def report(results: dict[str, Result], args: Any, block: int) -> None:
         runs = " ".join(f"{s:.1f}" for s in res.seconds)
         print(f"| {r} | {med[r]:.2f} | {runs} | {ratio} | {res.tokens} | {json.dumps(notes)} |")
     if "cascade" in med and "thinkrank-vllm" in med:
-        print(f"\ncascade top=6 / full run: {med['cascade'] / med['thinkrank-vllm']:.2f}")
+        print(f"\ncascade {args.cascade} / full run: {med['cascade'] / med['thinkrank-vllm']:.2f}")
+    if "stage1" in med and "thinkrank-vllm" in med:
+        print(f"stage 1 alone (no reasoning, every pair) / full run: {med['stage1'] / med['thinkrank-vllm']:.2f}")
+        if "generate-chosen" in med:
+            floor = med["stage1"] + med["generate-chosen"]
+            print(f"floor under any cascade (stage 1 + plain generation of the chosen chains) / full run: "
+                  f"{floor / med['thinkrank-vllm']:.2f}")
     tr, rel, gen = results.get("thinkrank-vllm"), results.get("released"), results.get("generate")
     if tr and rel and rel.scores:
         eos = gen.notes.get("eos") if gen else [False] * len(rel.scores)
