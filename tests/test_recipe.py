@@ -195,7 +195,33 @@ def test_a_second_run_skips_every_stage_and_other_settings_are_refused(mini, smo
     assert all(before[p] == t for p, t in after.items())
     with pytest.raises(InvalidInputError, match="other settings .*pairs"):
         run_recipe(_config(smollm2_path, data_dir, config.output, pairs=9))
+    with pytest.raises(InvalidInputError, match="dev at BM25 depth 2; .* --depths 2,4"):
+        run_recipe(_config(smollm2_path, data_dir, config.output, depths=(3, 4)))
     print(f"miniature recipe: {first_seconds:.1f}s")
+
+
+def test_more_depths_later_score_only_the_new_pairs_and_rewrite_the_tables(smollm2_path, data_dir, tmp_path):
+    """A finished run asked for one more depth evaluates again from its judgment cache: the new
+    depth's extra pairs are the only ones scored, and results, tables and model card name it."""
+    import sqlite3
+
+    config = _config(smollm2_path, data_dir, tmp_path / "run", depths=(2,), arms=("direct",))
+    run_recipe(config)
+
+    def cached():
+        with sqlite3.connect(config.output / "eval" / "judgments.sqlite") as db:
+            return db.execute("select count(*) from entries").fetchone()[0]
+
+    before = cached()
+    assert before == 2 * 2 * 2  # untrained and direct, 2 test claims x top 2
+    train = {p: p.stat().st_mtime_ns for p in (config.output / "train").rglob("*") if p.is_file()}
+    again = run_recipe(_config(smollm2_path, data_dir, config.output, depths=(2, 4), arms=("direct",)))
+    assert again.ran == ["evaluate", "model"] and again.skipped == ["data", "targets", "train"]
+    assert cached() == 2 * 2 * 4  # only the pairs at ranks 3-4 were added
+    assert {p: p.stat().st_mtime_ns for p in (config.output / "train").rglob("*") if p.is_file()} == train
+    results = json.loads((config.output / "eval" / "results.json").read_text())
+    assert results["depths"] == [2, 4] and set(results["table"]) == {"top2", "top4"}
+    assert "top4" in (config.output / "model" / "README.md").read_text()
 
 
 @pytest.mark.parametrize(("change", "message"), [

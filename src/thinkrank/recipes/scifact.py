@@ -2,7 +2,8 @@
 last file exists, so the same command continues an interrupted run::
 
     runs/scifact/
-      recipe.json                 the settings (a rerun with other settings is refused)
+      recipe.json                 the settings (a rerun with other settings is refused, except
+                                  other evaluation depths after the same first, dev, depth)
       data/      split.json       train/dev claims (by query), the test-leak check, the mix counts
                  bm25-train.trec  BM25 over the training claims (hard negatives, dev candidates)
                  pairs.jsonl      the drawn training pairs
@@ -107,6 +108,12 @@ def run_recipe(config: RecipeConfig, *, say: Callable[[str], None] | None = None
 
     stage("train", train)
     selection = json.loads(done["train"].read_text())
+    if done["evaluate"].exists() and json.loads(done["evaluate"].read_text())["depths"] != list(config.depths):
+        # Other evaluation depths: evaluate again (pairs scored before come from eval/judgments.sqlite),
+        # and write the model card again with the new tables.
+        say(f"evaluate: depths are now {list(config.depths)}; evaluating again (scored pairs come from the cache)")
+        done["evaluate"].unlink()
+        done["model"].unlink(missing_ok=True)
 
     def evaluate() -> None:
         from thinkrank.recipes.results import evaluate_all
@@ -139,6 +146,14 @@ def _check_same_recipe(config: RecipeConfig, out: Path) -> None:
         return
     before, now = json.loads(saved.read_text()), json.loads(json.dumps(config.to_dict()))
     changed = sorted(k for k in now if k not in _FREE and before.get(k) != now[k])
+    old_depths = before.get("depths") or []
+    if changed == ["depths"] and old_depths and now["depths"] and old_depths[0] == now["depths"][0]:
+        return  # evaluation depths only: the dev depth that chose the models is the same
+    if "depths" in changed and old_depths and now["depths"] and old_depths[0] != now["depths"][0]:
+        raise InvalidInputError(
+            f"{out} chose its models on dev at BM25 depth {old_depths[0]}; the first of --depths is that dev "
+            f"depth, so keep it first (e.g. --depths {','.join(map(str, [old_depths[0], *now['depths'][1:]]))}) "
+            "or use a new --output folder")
     if changed:
         raise InvalidInputError(f"{out} holds a recipe run with other settings ({', '.join(changed)}); "
                                 "finished stages would be mixed with new ones. Use a new --output folder")
