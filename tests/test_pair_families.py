@@ -83,6 +83,7 @@ def test_qwen3_reranker_prompts_and_scores_are_the_released_ones(tiny_qwen_engin
         # README compute_logits: log_softmax over [no, yes] logits, exp of the "yes" entry.
         expected = math.exp(lp["yes"]) / (math.exp(lp["yes"]) + math.exp(lp["no"]))
         assert judgment.score == pytest.approx(expected, abs=LAYOUT_TOL)
+        assert judgment.answer == ("yes" if lp["yes"] >= lp["no"] else "no")
         assert judgment.fallback is None and judgment.reasoned is False
     assert ranker.settings["family"] == "qwen3-reranker" and ranker.settings["think_budget"] == 0
 
@@ -96,7 +97,7 @@ def test_tfrank_prompts_are_the_released_ones_and_no_grade_is_flagged(tiny_qwen_
     assert engine.scored[: len(prompts)] == prompts  # P(yes) is read at the end of the prompt itself
     for judgment in (j for r in rankings for j in r):
         # The random model writes no "yes(" / "no(": the released deal() defaults, flagged.
-        assert judgment.fallback == "no-grade" and judgment.stop_reason == "length"
+        assert judgment.fallback == "no-grade" and judgment.stop_reason == "length" and judgment.answer is None
         assert judgment.score == (0.5 / 4 + 0.5) / 2
         assert judgment.to_dict()["parts"] == {"grade": 0.5, "p_yes": 0.5, "merged": 0.3125}
 
@@ -125,6 +126,7 @@ def test_tfrank_grade_is_read_right_after_the_stop_string(tiny_qwen_engine, plai
     assert judgment.parts["grade"] == pytest.approx(grade, abs=LAYOUT_TOL)
     assert judgment.parts["p_yes"] == pytest.approx(p_yes, abs=LAYOUT_TOL)
     assert judgment.score == pytest.approx((grade / 4 + p_yes) / 2, abs=LAYOUT_TOL)
+    assert judgment.answer == ("yes" if p_yes >= 0.5 else "no")
 
 
 def test_the_cache_keeps_a_familys_scores_and_fallbacks(tmp_path, tiny_qwen_engine):

@@ -142,7 +142,9 @@ class Judgment:
             scores ranks exactly as the metrics do.
         reasoning: the model's chain of thought ("" with reasoning off). Listwise: the chain of
             the last window that placed this document.
-        answer: "true"/"false" (pointwise, the likelier answer) or None (listwise).
+        answer: pointwise, the likelier answer: "true"/"false" (Rank1), "yes"/"no" (Qwen3-Reranker,
+            TFRank); None for listwise and setwise judgments, and where a family's fallback
+            stands in for its reading (TFRank's "no-grade").
         prompt_tokens / reasoning_tokens: token counts of the prompt and of the chain.
         forced: the chain did not close within the budget, so it was cut to its last full
             sentence, closed, and the answer was read from the two answer tokens.

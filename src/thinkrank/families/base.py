@@ -82,11 +82,13 @@ class Fallback:
 class PairAnswer:
     """A pair family's reading of one judgment: the score and, where the output could not be
     read as released, the fallback applied. ``parts`` keeps named partial scores a family
-    merges (e.g. TFRank's expected grade and P(yes))."""
+    merges (e.g. TFRank's expected grade and P(yes)). ``answer`` is the likelier of the family's
+    answer tokens ("yes"/"no"), None where a fallback stands in for the reading."""
 
     score: float
     fallback: Fallback | None = None
     parts: dict[str, float] = field(default_factory=dict)
+    answer: str | None = None
 
 
 @dataclass(frozen=True)

@@ -74,8 +74,8 @@ def score(readings: Readings, text: str | None = None) -> PairAnswer:
     missing = missing_tokens(answer, ANSWER.tokens)
     if missing:
         raise ValueError(f"qwen3-reranker needs the log-probabilities of {missing} at the last prompt position")
-    p_yes, _ = softmax_share(answer, ANSWER.tokens)
-    return PairAnswer(score=p_yes)
+    p_yes, p_no = softmax_share(answer, ANSWER.tokens)
+    return PairAnswer(score=p_yes, answer="yes" if p_yes >= p_no else "no")
 
 
 FAMILY = PairFamily(

@@ -114,7 +114,9 @@ def score(readings: Readings, text: str | None = None) -> PairAnswer:
         grade = sum(int(g) * p for g, p in zip(GRADES, softmax_share(grades, GRADES)))
         fallback = None
     merged = merge(grade, p_yes)
-    return PairAnswer(score=merged, fallback=fallback, parts={"grade": grade, "p_yes": p_yes, "merged": merged})
+    answer = None if fallback is not None else ("yes" if p_yes >= 0.5 else "no")
+    return PairAnswer(score=merged, fallback=fallback, parts={"grade": grade, "p_yes": p_yes, "merged": merged},
+                      answer=answer)
 
 
 FAMILY = PairFamily(

@@ -137,6 +137,7 @@ class FamilyRunner:
             doc_id=doc_id,
             index=index,
             score=answer.score,
+            answer=answer.answer,
             reasoning=gen.text if gen is not None and reasoning else "",
             prompt_tokens=gen.prompt_tokens if gen is not None and gen.prompt_tokens else prompt_tokens,
             reasoning_tokens=gen.num_tokens if gen is not None else 0,
