@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from thinkrank.cli.common import ProgressBar, Switch, fail, friendly_errors
+from thinkrank.prompts.rank1 import THINK_BUDGET
 
 distill_app = typer.Typer(
     name="distill", no_args_is_help=True, add_completion=False,
@@ -249,7 +250,7 @@ def filter_(
     agree: Annotated[bool, typer.Option(help="Keep only traces whose answer matches the label.")] = True,
     self_filter: Annotated[str | None, typer.Option(help="A trained Rank1 model; drop traces it disagrees with.")] = None,
     self_filter_reasoning: Annotated[Switch, typer.Option(help="Self-filter model: reason (on) or answer directly (off).")] = Switch.on,
-    self_filter_budget: Annotated[int, typer.Option(help="Self-filter model: most reasoning tokens.")] = 1024,
+    self_filter_budget: Annotated[int, typer.Option(help="Self-filter model: most reasoning tokens.")] = THINK_BUDGET,
     self_filter_engine: Annotated[str, typer.Option(help="Self-filter model's engine.")] = "auto",
     balance: Annotated[float | None, typer.Option(help="Negatives per positive after filtering (e.g. 1.0).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for balancing.")] = 0,
