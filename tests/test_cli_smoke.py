@@ -233,10 +233,9 @@ def test_a_fully_cached_rerun_loads_no_model(app, smollm2_path, docs_file, data_
 def test_ctrl_c_prints_one_line(smollm2_path, data_dir, tmp_path):
     import os
     import signal
+    import sqlite3
     import subprocess
     import sys
-
-    import sqlite3
     import time
 
     # Chunks of 4 pairs: judgments are committed as each chunk finishes, long before the last one.

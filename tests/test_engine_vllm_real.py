@@ -13,7 +13,8 @@ import json
 
 import pytest
 import torch
-from conftest import REPO, VLLM_SERVE_CONTEXT
+from conftest import REPO, VLLM_SERVE_CONTEXT, require_vllm_python, vllm_env
+from server_process import start_server
 from test_think_tokens import CLOSES, DOCS as THINK_DOCS, QUERY as THINK_QUERY, Reference, released_forced, released_prompt
 
 from thinkrank import Rank1, RankK
@@ -120,8 +121,6 @@ def test_thinkrank_serve_on_vllm_answers_the_cohere_sdk(smollm2_path, smollm2_en
     (main guard, engine core processes), answers the cohere SDK with the transformers engine's
     scores, and shuts vLLM down on SIGTERM."""
     import cohere
-    from conftest import require_vllm_python, vllm_env
-    from server_process import start_server
 
     key, name, texts = "test-key-0123456789", "smol-rank1", [d["text"] for d in DOCS]
     server = start_server("--model", str(smollm2_path), "--engine", "vllm", "--dtype", "float32",

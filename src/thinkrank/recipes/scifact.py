@@ -147,13 +147,14 @@ def _check_same_recipe(config: RecipeConfig, out: Path) -> None:
     before, now = json.loads(saved.read_text()), json.loads(json.dumps(config.to_dict()))
     changed = sorted(k for k in now if k not in _FREE and before.get(k) != now[k])
     old_depths = before.get("depths") or []
-    if changed == ["depths"] and old_depths and now["depths"] and old_depths[0] == now["depths"][0]:
-        return  # evaluation depths only: the dev depth that chose the models is the same
-    if "depths" in changed and old_depths and now["depths"] and old_depths[0] != now["depths"][0]:
-        raise InvalidInputError(
-            f"{out} chose its models on dev at BM25 depth {old_depths[0]}; the first of --depths is that dev "
-            f"depth, so keep it first (e.g. --depths {','.join(map(str, [old_depths[0], *now['depths'][1:]]))}) "
-            "or use a new --output folder")
+    if "depths" in changed and old_depths:  # now["depths"] is never empty (validated)
+        if old_depths[0] != now["depths"][0]:
+            raise InvalidInputError(
+                f"{out} chose its models on dev at BM25 depth {old_depths[0]}; the first of --depths is that dev "
+                f"depth, so keep it first (e.g. --depths {','.join(map(str, [old_depths[0], *now['depths'][1:]]))}) "
+                "or use a new --output folder")
+        if changed == ["depths"]:
+            return  # evaluation depths only: the dev depth that chose the models is the same
     if changed:
         raise InvalidInputError(f"{out} holds a recipe run with other settings ({', '.join(changed)}); "
                                 "finished stages would be mixed with new ones. Use a new --output folder")
