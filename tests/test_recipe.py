@@ -10,6 +10,7 @@ import math
 import time
 
 import pytest
+import torch
 
 from thinkrank.errors import InvalidInputError
 from thinkrank.recipes import RecipeConfig, run_recipe
@@ -197,6 +198,13 @@ def test_a_second_run_skips_every_stage_and_other_settings_are_refused(mini, smo
         run_recipe(_config(smollm2_path, data_dir, config.output, pairs=9))
     with pytest.raises(InvalidInputError, match="dev at BM25 depth 2; .* --depths 2,4"):
         run_recipe(_config(smollm2_path, data_dir, config.output, depths=(3, 4)))
+    # A run folder written before a setting existed was made under that setting's default.
+    saved = json.loads((config.output / "recipe.json").read_text())
+    del saved["finetune"]
+    (config.output / "recipe.json").write_text(json.dumps(saved))
+    assert not run_recipe(config).ran
+    with pytest.raises(InvalidInputError, match="other settings .*finetune"):
+        run_recipe(_config(smollm2_path, data_dir, config.output, finetune="full"))
     print(f"miniature recipe: {first_seconds:.1f}s")
 
 
@@ -222,6 +230,22 @@ def test_more_depths_later_score_only_the_new_pairs_and_rewrite_the_tables(smoll
     results = json.loads((config.output / "eval" / "results.json").read_text())
     assert results["depths"] == [2, 4] and set(results["table"]) == {"top2", "top4"}
     assert "top4" in (config.output / "model" / "README.md").read_text()
+
+
+def test_full_fine_tuning_scores_the_trained_model_itself_and_the_card_says_so(smollm2_path, data_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    config = _config(smollm2_path, data_dir, tmp_path / "run", depths=(2,), arms=("direct",), finetune="full",
+                     max_steps=2)  # step 1 is warm-up at rate 0
+    run_recipe(config)
+    run = config.output / "train/direct/lr-0.001"
+    candidate = json.loads((config.output / "train/selection.json").read_text())["arms"]["direct"]["candidates"]["0.001"]
+    assert candidate["adapter"] is None and candidate["model"] == str(run / "model")
+    assert not (run / "adapter").exists() and not (run / "merged").exists()
+    # Every weight trained, not only those LoRA adapts: the final norm moved too.
+    base, tuned = load_file(smollm2_path / "model.safetensors"), load_file(config.output / "model/model.safetensors")
+    assert not torch.equal(base["model.norm.weight"], tuned["model.norm.weight"].to(base["model.norm.weight"].dtype))
+    assert "Full fine-tuning of every weight" in (config.output / "model/README.md").read_text()
 
 
 @pytest.mark.parametrize(("change", "message"), [

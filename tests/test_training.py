@@ -201,6 +201,90 @@ def test_resuming_with_other_settings_is_refused(trained, tmp_path):
         train(_tiny_config(config.model, config.data, run, learning_rate=5e-4), progress=False)
 
 
+def test_a_run_saved_before_a_setting_existed_resumes_under_that_settings_default(trained, tmp_path):
+    config, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(config.output, run)
+    shutil.rmtree(run / "checkpoints" / "checkpoint-3")
+    saved = json.loads((run / "train_config.json").read_text())
+    del saved["finetune"]  # train_config.json as written before full fine-tuning existed
+    (run / "train_config.json").write_text(json.dumps(saved))
+    resumed = train(_tiny_config(config.model, config.data, run), progress=False)
+    assert resumed.resumed_from.endswith("checkpoint-2") and resumed.steps == 3
+    with pytest.raises(InvalidInputError, match="finetune"):
+        shutil.rmtree(run / "checkpoints" / "checkpoint-3")
+        train(_tiny_config(config.model, config.data, run, finetune="full"), progress=False)
+
+
+# ---- full fine-tuning ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fully_trained(tiny_qwen_path, tmp_path_factory):
+    root = tmp_path_factory.mktemp("full")
+    config = _tiny_config(tiny_qwen_path, _toy_data(root / "train.jsonl"), root / "run", finetune="full",
+                          dtype="bfloat16", max_steps=2)
+    return config, train(config, progress=False)
+
+
+def _weights(folder):
+    from safetensors.torch import load_file
+
+    return {k: v for f in sorted(folder.glob("*.safetensors")) for k, v in load_file(f).items()}
+
+
+def test_full_fine_tuning_trains_every_weight_in_float32_and_writes_only_the_model(fully_trained, tiny_qwen_path):
+    config, result = fully_trained
+    assert result.adapter is None and not (config.output / "adapter").exists()
+    assert (result.model / "config.json").is_file() and (result.model / "tokenizer_config.json").is_file()
+    base, tuned = _weights(tiny_qwen_path), _weights(result.model)
+    # bfloat16 passes, float32 weights: updates of a fraction of a weight's size are kept.
+    assert {v.dtype for v in tuned.values()} == {torch.float32}
+    changed = {k for k in base if k in tuned and k != "model.embed_tokens.weight" and not torch.equal(base[k], tuned[k])}
+    # Norms and attention, not only the linear layers LoRA adapts; k_proj's bias gets no gradient
+    # (it shifts every score of a query alike, which softmax ignores).
+    assert {k for k in base if k != "model.embed_tokens.weight" and not k.endswith("k_proj.bias")} <= changed
+    assert any(k.endswith("norm.weight") for k in changed)
+    grown = tuned["model.embed_tokens.weight"]  # <think>/</think> were added: the table grew or reused padding
+    assert grown.shape[0] >= base["model.embed_tokens.weight"].shape[0]
+
+
+def test_the_fully_trained_model_loads_in_rank1_as_a_plain_forward_pass_scores_it(fully_trained):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, result = fully_trained
+    docs = ["Cats purr when happy.", "Taxes are due in April."]
+    ranking = Rank1(str(result.model), reasoning=False, device="cpu").rerank("cats", docs)
+    tok = AutoTokenizer.from_pretrained(result.model)
+    model = AutoModelForCausalLM.from_pretrained(result.model).eval()
+    true_id, false_id = (tok(t, add_special_tokens=False)["input_ids"][0] for t in (" true", " false"))
+    for judgment in ranking:
+        ids = tok(build_rank1_prompt("cats", docs[judgment.index]) + "\n</think>", return_tensors="pt")
+        with torch.no_grad():
+            logits = model(**ids).logits[0, -1]
+        expected = torch.softmax(logits[[true_id, false_id]], 0)[0].item()
+        assert judgment.score == pytest.approx(expected, abs=1e-5)
+
+
+def test_an_interrupted_full_fine_tuning_resumes_and_ends_where_an_uninterrupted_one_does(fully_trained, tmp_path):
+    config, result = fully_trained
+    run = tmp_path / "run"
+    shutil.copytree(config.output, run)
+    for leftover in ("checkpoints/checkpoint-2", "model", "result.json"):
+        shutil.rmtree(run / leftover) if (run / leftover).is_dir() else (run / leftover).unlink()
+    resumed = train(_tiny_config(config.model, config.data, run, finetune="full", dtype="bfloat16", max_steps=2),
+                    progress=False)
+    assert resumed.resumed_from.endswith("checkpoint-1") and resumed.steps == 2 and resumed.adapter is None
+    first, second = _weights(result.model), _weights(resumed.model)
+    assert first.keys() == second.keys()
+    for key in first:
+        assert torch.allclose(first[key], second[key], atol=1e-6), key
+
+
+def test_an_unknown_finetune_method_is_refused_with_the_choices(tmp_path, tiny_qwen_path):
+    config = _tiny_config(tiny_qwen_path, _toy_data(tmp_path / "d.jsonl"), tmp_path / "run", finetune="qlora")
+    with pytest.raises(InvalidInputError, match="finetune must be lora or full, got 'qlora'"):
+        train(config, progress=False)
+
+
 # ---- learning ---------------------------------------------------------------------------------
 ANIMALS = ["the elephant", "the tiger", "the dolphin", "the eagle", "the frog", "the wolf", "the rabbit",
            "the horse", "the shark", "the parrot", "the camel", "the bear"]
@@ -261,3 +345,17 @@ def test_train_cli_reports_bad_input_in_one_line(tmp_path, tiny_qwen_path):
                    "--lora-rank", "0", check=False)
     assert proc.returncode == 2 and "lora_rank must be >= 1" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()  # nothing started
+
+
+def test_train_cli_full_fine_tuning_prints_the_model_folder_and_no_adapter(tmp_path, tiny_qwen_path):
+    from tests.test_cli_rerank import run_cli
+
+    data = _toy_data(tmp_path / "d.jsonl", n=4)
+    bad = run_cli("train", "--model", str(tiny_qwen_path), "--data", str(data), "--output", str(tmp_path / "x"),
+                  "--finetune", "qlora", check=False)
+    assert bad.returncode == 2 and "finetune must be lora or full, got 'qlora'" in bad.stderr
+    proc = run_cli("train", "--model", str(tiny_qwen_path), "--data", str(data), "--output", str(tmp_path / "run"),
+                   "--finetune", "full", "--batch-size", "2", "--micro-batch-size", "2", "--max-steps", "1", "--quiet")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["adapter"] is None and result["model"] == str(tmp_path / "run" / "model")
+    assert f"model: {tmp_path / 'run' / 'model'}" in proc.stderr and "adapter:" not in proc.stderr

@@ -13,7 +13,7 @@ from thinkrank.cli.common import Switch, friendly_errors
 
 TRAIN_HELP = """Fine-tune a causal LM into a Rank1 reranker with LoRA (needs the train extra).
 
-Defaults are the Rank1 paper's: LoRA rank 32, alpha 64 on all linear layers, lr 1e-4, effective batch 128 (micro-batches + gradient accumulation), cosine schedule, 5% warmup, 2 epochs, 2,500-token cutoff, bf16 where the GPU supports it; <think>/</think> added as special tokens. The loss covers the completion only. Run the same command again to resume from the latest checkpoint. The run folder gets adapter/ (base + adapter) and model/ (merged); both load with `thinkrank rerank --model`. Example:
+Defaults are the Rank1 paper's: LoRA rank 32, alpha 64 on all linear layers, lr 1e-4, effective batch 128 (micro-batches + gradient accumulation), cosine schedule, 5% warmup, 2 epochs, 2,500-token cutoff, bf16 where the GPU supports it; <think>/</think> added as special tokens. The loss covers the completion only. Run the same command again to resume from the latest checkpoint. The run folder gets adapter/ (base + adapter) and model/ (merged); both load with `thinkrank rerank --model`. --finetune full trains every weight instead (float32 master weights) and writes model/ only. Example:
 
   thinkrank train --model Qwen/Qwen2.5-7B --data train.jsonl --output runs/rank1-7b
 
@@ -30,6 +30,8 @@ def train(
     data: Annotated[Path, typer.Option("--data", help="prompt/completion JSONL (`thinkrank distill filter`).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Run folder.")],
     reasoning: Annotated[Switch, typer.Option(help="off: train the direct reranker (answer without a chain).")] = Switch.on,
+    finetune: Annotated[str, typer.Option(help="lora (an adapter, the paper's method) or full (every weight, float32 "
+                                          "master weights; about 16 bytes per parameter).")] = "lora",
     lora_rank: Annotated[int, typer.Option(help="LoRA rank.")] = 32,
     lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 64,
     lora_dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = 0.0,
@@ -75,5 +77,5 @@ def _train(**o: Any) -> None:
         say(f"left out {result.too_long:,} examples longer than {config.cutoff_len:,} tokens")
     loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
     say(f"trained {result.steps:,} steps on {result.examples:,} examples in {result.seconds:.0f}s (last loss {loss})")
-    say(f"adapter: {result.adapter}" + (f"\nmodel:   {result.model}" if result.model else ""))
+    say("\n".join(f"{name}: {path}" for name, path in (("adapter", result.adapter), ("model", result.model)) if path))
     typer.echo(json.dumps(result.to_dict()))

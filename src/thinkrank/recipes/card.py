@@ -34,7 +34,8 @@ def model_card(config: RecipeConfig, selection: dict[str, Any], results: dict[st
         "## Recipe",
         f"- Arm `{arm}`: " + ("the label as the answer after a closed chain (reasoning off)." if arm == "direct" else
                               "the base model's own chains, kept when their answer agrees with the label."),
-        (f"- LoRA rank {config.lora_rank}, alpha {config.lora_alpha}, all linear layers; learning rate {lr} chosen on "
+        ((f"- LoRA rank {config.lora_rank}, alpha {config.lora_alpha}, all linear layers" if config.finetune == "lora"
+          else "- Full fine-tuning of every weight (float32 master weights)") + f"; learning rate {lr} chosen on "
         f"dev nDCG@10 among {list(config.learning_rates)}; effective batch {config.batch_size}, "
         f"{config.epochs:g} epoch(s){'' if config.max_steps is None else f', at most {config.max_steps} steps'}; "
         f"{cand['steps']} steps on {cand['examples']} examples in {cand['seconds']:.0f} s."),

@@ -9,6 +9,7 @@ from typing import Any
 
 from thinkrank.distill.sampling import DEFAULT_SHARES, MixConfig
 from thinkrank.errors import InvalidInputError
+from thinkrank.training.config import FINETUNE
 
 ARMS = ("direct", "chains")
 """``direct``: the label after a closed chain (reasoning off); ``chains``: the base model's own
@@ -34,6 +35,8 @@ class RecipeConfig:
             self-generated chain (the first of the drawn pairs), each chain's token budget, and
             its sampling temperature.
         learning_rates: the grid searched on the dev split (one training run each).
+        finetune: ``lora`` (an adapter, merged for scoring) or ``full`` (every weight; on SmolLM2 it
+            learns the SciFact pairs where LoRA stays at the prior, see docs/training.md).
         epochs / max_steps / batch_size / micro_batch_size / lora_rank / lora_alpha / cutoff_len: training.
         passage_tokens: passages are cut to this many tokens, in training and in scoring alike.
         depths: BM25 depths reranked in the evaluation (the first is also the dev depth).
@@ -57,6 +60,7 @@ class RecipeConfig:
     chain_tokens: int = 128
     chain_temperature: float = 0.3
     learning_rates: tuple[float, ...] = (1e-4, 3e-4)
+    finetune: str = "lora"
     epochs: float = 1.0
     max_steps: int | None = None
     batch_size: int = 16
@@ -86,6 +90,7 @@ class RecipeConfig:
             (0 < self.dev_fraction < 1, f"dev_fraction must be in (0, 1), got {self.dev_fraction}"),
             (self.dev_queries is None or self.dev_queries >= 2, f"dev_queries must be >= 2, got {self.dev_queries}"),
             (self.train_queries is None or self.train_queries >= 4, f"train_queries must be >= 4, got {self.train_queries}"),
+            (self.finetune in FINETUNE, f"finetune must be {' or '.join(FINETUNE)}, got {self.finetune!r}"),
             (bool(self.learning_rates) and all(lr > 0 for lr in self.learning_rates),
              f"learning_rates must be > 0, got {list(self.learning_rates)}"),
             (bool(self.depths) and all(d >= 1 for d in self.depths), f"depths must be >= 1, got {list(self.depths)}"),

@@ -1,4 +1,4 @@
-"""Stage 3, training: one LoRA run per arm and learning rate (the existing trainer, resumable,
+"""Stage 3, training: one run (LoRA or full fine-tuning) per arm and learning rate (the existing trainer, resumable,
 with its progress bar), each scored on the dev split; the dev split alone picks the learning
 rate. Every run folder gets its loss curve as ``loss.csv`` and ``loss.svg``."""
 
@@ -23,7 +23,7 @@ def train_config(config: RecipeConfig, arm: str, data: Path, lr: float, output: 
     # think_tokens=False keeps the base vocabulary, so the untrained and trained models read
     # the same tokens and the comparison is of training alone.
     return TrainConfig(model=config.model, data=data, output=output, reasoning=arm == "chains",
-                       lora_rank=config.lora_rank, lora_alpha=config.lora_alpha, think_tokens=False,
+                       finetune=config.finetune, lora_rank=config.lora_rank, lora_alpha=config.lora_alpha, think_tokens=False,
                        learning_rate=lr, batch_size=config.batch_size, micro_batch_size=config.micro_batch_size,
                        epochs=config.epochs, max_steps=config.max_steps, cutoff_len=config.cutoff_len,
                        save_steps=25, seed=config.seed, device=config.device, merge=False,
@@ -42,13 +42,15 @@ def fit_arm(config: RecipeConfig, arm: str, data: Path, folder: Path, dev: Colle
             train(train_config(config, arm, data, lr, out), progress=config.progress)
         write_loss_curve(out)
         result = json.loads((out / "result.json").read_text())
-        merged = merge_adapter(config.model, out / "adapter", out / "merged")
+        # Full fine-tuning writes the whole model: nothing to merge.
+        adapter = out / "adapter" if config.finetune == "lora" else None
+        merged = merge_adapter(config.model, adapter, out / "merged") if adapter else out / "model"
         scored = rerank(merged, dev, dev_run, list(dev.queries), [depth], config, folder / "dev-judgments.sqlite")[depth]
         assert scored.reranked is not None and scored.reranked_metrics is not None
         write_trec_run(scored.reranked, out / f"dev-top{depth}.trec")
         candidates[f"{lr:g}"] = {"lr": lr, "dev": scored.reranked_metrics.aggregate, "steps": result["steps"],
                                  "examples": result["examples"], "seconds": round(result["seconds"], 1),
-                                 "final_loss": result["final_loss"], "model": str(merged), "adapter": str(out / "adapter")}
+                                 "final_loss": result["final_loss"], "model": str(merged), "adapter": str(adapter) if adapter else None}
     best = max(candidates.values(), key=lambda c: (c["dev"]["nDCG@10"], -c["lr"]))
     return {"chosen_lr": best["lr"], "model": best["model"], "dev_depth": depth, "candidates": candidates}
 

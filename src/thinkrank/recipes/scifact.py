@@ -10,7 +10,7 @@ last file exists, so the same command continues an interrupted run::
       targets/   direct.jsonl     label after a closed chain (reasoning off)
                  chains.jsonl     self-generated chains that agree with the label (+ traces.sqlite)
                  targets.json     counts, and the filter's stage table for the chains
-      train/     <arm>/lr-<lr>/   one LoRA run per learning rate: loss.jsonl/csv/svg, adapter/, model/
+      train/     <arm>/lr-<lr>/   one run per learning rate: loss.jsonl/csv/svg, adapter/ (LoRA), model/
                  selection.json   dev nDCG@10 of every run, the chosen learning rate per arm
       eval/      top<k>/<system>/ report.html (per-query delta chart), metrics.json, reranked.trec
                  results.json/md  nDCG@10, R@10, paired tests vs BM25 and vs the untrained model
@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +145,9 @@ def _check_same_recipe(config: RecipeConfig, out: Path) -> None:
     if not saved.exists():
         return
     before, now = json.loads(saved.read_text()), json.loads(json.dumps(config.to_dict()))
-    changed = sorted(k for k in now if k not in _FREE and before.get(k) != now[k])
+    # A setting added after a run was saved had its default then.
+    defaults = json.loads(json.dumps({f.name: f.default for f in fields(RecipeConfig) if f.default is not MISSING}))
+    changed = sorted(k for k in now if k not in _FREE and before.get(k, defaults.get(k)) != now[k])
     old_depths = before.get("depths") or []
     if "depths" in changed and old_depths:  # now["depths"] is never empty (validated)
         if old_depths[0] != now["depths"][0]:

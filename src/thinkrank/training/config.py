@@ -8,6 +8,8 @@ from typing import Any
 
 from thinkrank.errors import InvalidInputError
 
+FINETUNE = ("lora", "full")
+
 
 @dataclass
 class TrainConfig:
@@ -19,6 +21,10 @@ class TrainConfig:
         output: run folder: ``checkpoints/``, ``adapter/``, ``model/`` (merged), ``loss.jsonl``.
         reasoning: False trains the direct (no-chain) reranker: every completion becomes
             ``"\\n</think> true|false"``, what Rank1 scores after the prompt with reasoning off.
+        finetune: ``lora`` trains a LoRA adapter (the paper's method); ``full`` trains every weight,
+            kept in float32 (``dtype`` then sets only the mixed precision of the passes), and
+            writes only ``model/``. Full fine-tuning fits small models: it holds the weights, their
+            gradients and two Adam moments, about 16 bytes per parameter.
         lora_rank / lora_alpha / lora_dropout / target_modules: the adapter; ``"all-linear"``
             puts it on every linear layer but the output head.
         think_tokens: add ``<think>``/``</think>`` as special tokens, resize the embeddings and
@@ -37,6 +43,7 @@ class TrainConfig:
     data: Path
     output: Path
     reasoning: bool = True
+    finetune: str = "lora"
     lora_rank: int = 32
     lora_alpha: int = 64
     lora_dropout: float = 0.0
@@ -66,6 +73,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Raises :class:`InvalidInputError` naming the first bad value."""
         checks = [
+            (self.finetune in FINETUNE, f"finetune must be {' or '.join(FINETUNE)}, got {self.finetune!r}"),
             (self.lora_rank >= 1, f"lora_rank must be >= 1, got {self.lora_rank}"),
             (self.lora_alpha > 0, f"lora_alpha must be > 0, got {self.lora_alpha}"),
             (0 <= self.lora_dropout < 1, f"lora_dropout must be in [0, 1), got {self.lora_dropout}"),

@@ -1,13 +1,14 @@
-"""LoRA SFT of a causal LM on Rank1 traces, with the Hugging Face ``Trainer``.
+"""SFT of a causal LM on Rank1 traces (LoRA, or every weight), with the Hugging Face ``Trainer``.
 
 A run folder holds everything needed to continue or use the result::
 
     output/
       train_config.json   the TrainConfig of the run
-      checkpoints/        Trainer checkpoints (adapter, optimiser, scheduler, RNG); resume reads the latest
+      checkpoints/        Trainer checkpoints (adapter or weights, optimiser, scheduler, RNG); resume reads the latest
       loss.jsonl          one line per logged step: step, epoch, loss, learning_rate, grad_norm
-      adapter/            the LoRA adapter + tokenizer: Rank1(model="output/adapter") loads base + adapter
-      model/              the merged model + tokenizer (config.merge): Rank1(model="output/model")
+      adapter/            LoRA: the adapter + tokenizer: Rank1(model="output/adapter") loads base + adapter
+      model/              the merged model + tokenizer (LoRA with config.merge; always after full
+                          fine-tuning, where it is the only output): Rank1(model="output/model")
       result.json         what the run did (examples used / left out, steps, final loss, seconds)
 """
 
@@ -17,7 +18,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ class TrainResult:
     """What a training run produced."""
 
     output: Path
-    adapter: Path
+    adapter: Path | None
     model: Path | None
     examples: int
     too_long: int
@@ -62,7 +63,8 @@ def latest_checkpoint(output: Path) -> str | None:
 
 def train(config: TrainConfig, *, resume: bool = True, progress: bool = True,
           on_log: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
-    """Train a LoRA adapter on ``config.data`` and save it (and the merged model) under ``config.output``.
+    """Train on ``config.data`` and save the result under ``config.output``: a LoRA adapter (and the
+    merged model), or with ``config.finetune == "full"`` the whole fine-tuned model.
 
     Args:
         resume: continue from the latest checkpoint in ``output/checkpoints`` when there is one
@@ -91,10 +93,16 @@ def train(config: TrainConfig, *, resume: bool = True, progress: bool = True,
     if not config.reasoning:
         examples = [without_reasoning(e) for e in examples]
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    full = config.finetune == "full"
     prec = precision(config.dtype, on_gpu=device.startswith("cuda"))
+    if full and prec.load != torch.float32:
+        # Adam's updates at fine-tuning rates (~1e-5 of a weight) vanish in 16-bit weights: keep
+        # float32 master weights and run the passes in the chosen 16-bit type.
+        prec = replace(prec, load=torch.float32)
     model, tokenizer, think_ids = load_base(config, prec.load)
     data = tokenize_all(tokenizer, examples, config.cutoff_len)
-    model = add_lora(model, config, think_ids)
+    if not full:
+        model = add_lora(model, config, think_ids)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -142,15 +150,19 @@ def train(config: TrainConfig, *, resume: bool = True, progress: bool = True,
                       data_collator=PadCollator(tokenizer.pad_token_id), callbacks=[LossLog()])
     state = trainer.train(resume_from_checkpoint=checkpoint)
 
-    adapter = output / "adapter"
-    model.save_pretrained(str(adapter))
-    tokenizer.save_pretrained(str(adapter))
-    merged_path = None
-    if config.merge:
+    adapter, merged_path = None, None
+    if full:
         merged_path = output / "model"
-        merged = model.merge_and_unload()
-        merged.save_pretrained(str(merged_path))
+        model.save_pretrained(str(merged_path))
         tokenizer.save_pretrained(str(merged_path))
+    else:
+        adapter = output / "adapter"
+        model.save_pretrained(str(adapter))
+        tokenizer.save_pretrained(str(adapter))
+        if config.merge:
+            merged_path = output / "model"
+            model.merge_and_unload().save_pretrained(str(merged_path))
+            tokenizer.save_pretrained(str(merged_path))
 
     losses = [json.loads(line)["loss"] for line in log_path.read_text().splitlines()] if log_path.exists() else []
     result = TrainResult(output, adapter, merged_path, len(data.rows), data.too_long, int(state.global_step),
@@ -168,7 +180,9 @@ def _check_same_run(config: TrainConfig, output: Path, checkpoint: str | None) -
     now = config.to_dict()
     # These may change between tries (a moved folder, another machine) without changing what is learned.
     ignore = {"output", "save_steps", "save_total_limit", "logging_steps", "merge", "device", "gradient_checkpointing"}
-    changed = sorted(k for k in now if k not in ignore and before.get(k) != now[k])
+    # A setting added after a run was saved had its default then.
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+    changed = sorted(k for k in now if k not in ignore and before.get(k, defaults.get(k)) != now[k])
     if changed:
         raise InvalidInputError(
             f"{output} holds a run with other settings ({', '.join(changed)}); resuming would mix two runs. "
