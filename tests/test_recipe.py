@@ -89,8 +89,10 @@ def test_every_stage_writes_its_files(mini):
         run = out / "train" / arm / "lr-0.001"
         assert (run / "adapter" / "adapter_config.json").is_file()
         rows = (run / "loss.csv").read_text().splitlines()
-        assert rows[0].startswith("step,") and len(rows) == 2  # one step logged
-        assert "<polyline" in (run / "loss.svg").read_text()
+        assert rows[0] == "step,epoch,loss,answer_loss,learning_rate" and len(rows) == 2  # one step logged
+        assert float(rows[1].split(",")[3]) > 0  # the answer token's own loss, apart from the chain's
+        svg = (run / "loss.svg").read_text()
+        assert svg.count("<polyline") == 2 and "answer token" in svg
     report = (out / "eval/top4/direct/report.html").read_text()
     assert "<svg" in report  # the per-query delta chart against BM25
     card = (out / "model-card.md").read_text()

@@ -44,6 +44,7 @@ def test_with_a_chain_the_prompt_is_encoded_alone_and_only_the_completion_is_lea
     assert answer == [830]  # the token Rank1 scores
     assert row["input_ids"] == context + chain + answer + [qwen_tok.eos_token_id]
     assert row["labels"] == [IGNORE] * len(context) + chain + answer + [qwen_tok.eos_token_id]
+    assert row["answer_at"] == len(context) + len(chain)  # where " true" sits: its loss is logged apart
 
 
 def test_with_reasoning_off_the_close_joins_the_input_as_rank1_encodes_it(qwen_tok):
@@ -54,6 +55,8 @@ def test_with_reasoning_off_the_close_joins_the_input_as_rank1_encodes_it(qwen_t
     context = qwen_tok(prompt + "\n</think>")["input_ids"]  # what Rank1(reasoning=False) feeds the model
     assert row["input_ids"][: len(context)] == context
     assert row["labels"] == [IGNORE] * len(context) + [895, qwen_tok.eos_token_id]  # " false"
+    assert row["input_ids"][row["answer_at"]] == 895
+    assert tokenize(qwen_tok, SFTExample(prompt, "no answer here"))["answer_at"] == -1
 
 
 def test_examples_over_the_cutoff_are_left_out_and_counted_never_cut(qwen_tok):
@@ -191,6 +194,29 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_and_ends_where_an_uninte
     assert first.keys() == second.keys()
     for key in first:
         assert torch.allclose(first[key], second[key], atol=1e-6), key
+
+
+def test_the_answer_tokens_own_loss_is_logged_and_equals_a_plain_forward_pass(tiny_qwen_path, tmp_path):
+    """Step 1 sees every example before any update, so its answer_loss is the base model's mean
+    cross-entropy on the answer token, computed here from a plain forward pass."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    data = _toy_data(tmp_path / "d.jsonl", n=6)
+    train(_tiny_config(tiny_qwen_path, data, tmp_path / "run", think_tokens=False, batch_size=6,
+                       micro_batch_size=2, max_steps=1), progress=False)
+    logged = json.loads((tmp_path / "run" / "loss.jsonl").read_text().splitlines()[0])
+    tok = AutoTokenizer.from_pretrained(tiny_qwen_path)
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen_path).eval()
+    losses = []
+    for row in map(json.loads, data.read_text().splitlines()):
+        chain, answer = row["completion"].rsplit(" ", 1)
+        ids = tok(row["prompt"])["input_ids"] + tok(chain, add_special_tokens=False)["input_ids"]
+        target = tok(" " + answer, add_special_tokens=False)["input_ids"][0]
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits[0, -1]
+        losses.append(torch.nn.functional.cross_entropy(logits[None], torch.tensor([target])).item())
+    assert logged["answer_loss"] == pytest.approx(sum(losses) / len(losses), abs=1e-4)
+    assert logged["answer_loss"] != pytest.approx(logged["loss"], abs=1e-3)  # not the all-token loss
 
 
 def test_resuming_with_other_settings_is_refused(trained, tmp_path):

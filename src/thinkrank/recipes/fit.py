@@ -5,6 +5,7 @@ rate. Every run folder gets its loss curve as ``loss.csv`` and ``loss.svg``."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -82,18 +83,26 @@ def merge_adapter(base: str, adapter: Path, output: Path) -> Path:
 
 
 def write_loss_curve(run: Path) -> None:
-    """``loss.csv`` (step, loss) and a small ``loss.svg`` from the trainer's ``loss.jsonl``."""
+    """``loss.csv`` (step, loss, the answer token's own loss) and a small ``loss.svg`` from the
+    trainer's ``loss.jsonl``."""
     log = run / "loss.jsonl"
     points = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-    (run / "loss.csv").write_text("step,epoch,loss,learning_rate\n" + "".join(
-        f"{p['step']},{p['epoch']},{p['loss']},{p.get('learning_rate', '')}\n" for p in points))
-    (run / "loss.svg").write_text(loss_svg([(p["step"], p["loss"]) for p in points], run.name))
+    (run / "loss.csv").write_text("step,epoch,loss,answer_loss,learning_rate\n" + "".join(
+        f"{p['step']},{p['epoch']},{p['loss']},{p.get('answer_loss', '')},{p.get('learning_rate', '')}\n" for p in points))
+    series = {"loss": [(p["step"], p["loss"]) for p in points],
+              "answer token": [(p["step"], p["answer_loss"]) for p in points if "answer_loss" in p]}
+    (run / "loss.svg").write_text(loss_svg({k: v for k, v in series.items() if v}, run.name))
 
 
-def loss_svg(points: list[tuple[int, float]], title: str, width: int = 480, height: int = 240) -> str:
-    """A line chart of loss by step, as a standalone SVG (no plotting library needed)."""
+COLOURS = ("#2a6fdb", "#d9480f")
+
+
+def loss_svg(series: dict[str, list[tuple[int, float]]], title: str, width: int = 480, height: int = 240) -> str:
+    """A line chart of each loss by step on one scale, as a standalone SVG (no plotting library
+    needed), with ln 2 marked: the answer token's loss of a 50/50 guess."""
     pad = 40
     head = f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">'
+    points = [p for line in series.values() for p in line]
     if not points:
         return head + f'<text x="{pad}" y="{height / 2}">no loss logged</text></svg>\n'
     xs, ys = [p[0] for p in points], [p[1] for p in points]
@@ -105,9 +114,17 @@ def loss_svg(points: list[tuple[int, float]], title: str, width: int = 480, heig
     def sy(y: float) -> float:
         return height - pad - (y - y0) / ((y1 - y0) or 1) * (height - 2 * pad)
 
-    line = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points)
-    return (head + f'<text x="{pad}" y="16">training loss: {title}</text>'
-            f'<polyline fill="none" stroke="#2a6fdb" stroke-width="1.5" points="{line}"/>'
-            f'<text x="4" y="{sy(y1) + 4:.1f}">{y1:.3f}</text><text x="4" y="{sy(y0) + 4:.1f}">{y0:.3f}</text>'
-            f'<text x="{pad}" y="{height - 12}">step {x0}</text>'
-            f'<text x="{width - pad - 50}" y="{height - 12}">step {x1}</text></svg>\n')
+    out = [head, f'<text x="{pad}" y="16">training loss: {title}</text>']
+    if y0 <= math.log(2) <= y1:
+        out.append(f'<line x1="{pad}" x2="{width - pad}" y1="{sy(math.log(2)):.1f}" y2="{sy(math.log(2)):.1f}" '
+                   'stroke="#999" stroke-dasharray="4 3"/>'
+                   f'<text x="{width - pad + 2}" y="{sy(math.log(2)) + 4:.1f}">ln 2</text>')
+    for i, (name, line) in enumerate(series.items()):
+        colour = COLOURS[i % len(COLOURS)]
+        drawn = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in line)
+        out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{drawn}"/>'
+                   f'<text x="{width - pad - 90}" y="{16 + 14 * i}" fill="{colour}">{name}</text>')
+    out.append(f'<text x="4" y="{sy(y1) + 4:.1f}">{y1:.3f}</text><text x="4" y="{sy(y0) + 4:.1f}">{y0:.3f}</text>'
+               f'<text x="{pad}" y="{height - 12}">step {x0}</text>'
+               f'<text x="{width - pad - 50}" y="{height - 12}">step {x1}</text></svg>\n')
+    return "".join(out)

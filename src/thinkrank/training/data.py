@@ -67,8 +67,10 @@ def without_reasoning(example: SFTExample) -> SFTExample:
     return SFTExample(example.prompt, f"{FORCED_CLOSE} {example.answer}", example.answer)
 
 
-def tokenize(tokenizer: Any, example: SFTExample, add_eos: bool = True) -> dict[str, list[int]]:
-    """``{"input_ids", "labels"}`` for one example; labels are ``IGNORE`` on the input part."""
+def tokenize(tokenizer: Any, example: SFTExample, add_eos: bool = True) -> dict[str, Any]:
+    """``{"input_ids", "labels", "answer_at"}`` for one example; labels are ``IGNORE`` on the input
+    part. ``answer_at`` is the index of the answer's first token, the one Rank1 scores (-1 when the
+    completion has no true/false answer): the trainer reports its loss apart from the rest."""
     completion = example.completion
     cut = completion.rfind(THINK_CLOSE)
     body, tail = (completion[: cut + len(THINK_CLOSE)], completion[cut + len(THINK_CLOSE):]) if cut >= 0 else ("", completion)
@@ -79,16 +81,19 @@ def tokenize(tokenizer: Any, example: SFTExample, add_eos: bool = True) -> dict[
     else:
         context = tokenizer(example.prompt, add_special_tokens=True)["input_ids"]
         target = encode(body) + encode(tail)
+    answered = (example.answer or answer_of(completion)) in ("true", "false")
+    answer_at = len(context) + len(target) - len(encode(tail)) if answered else -1
     if add_eos and tokenizer.eos_token_id is not None:
         target = target + [tokenizer.eos_token_id]
-    return {"input_ids": list(context) + list(target), "labels": [IGNORE] * len(context) + list(target)}
+    return {"input_ids": list(context) + list(target), "labels": [IGNORE] * len(context) + list(target),
+            "answer_at": answer_at}
 
 
 @dataclass
 class TokenizedData:
     """Tokenized examples and how many were left out for exceeding ``cutoff_len``."""
 
-    rows: list[dict[str, list[int]]]
+    rows: list[dict[str, Any]]
     too_long: int
     longest: int
 
@@ -113,12 +118,13 @@ def tokenize_all(tokenizer: Any, examples: Sequence[SFTExample], cutoff_len: int
 
 
 class PadCollator:
-    """Right-pads a batch: ``input_ids`` with the pad id, ``labels`` with ``IGNORE``, plus the mask."""
+    """Right-pads a batch: ``input_ids`` with the pad id, ``labels`` with ``IGNORE``, plus the mask
+    and each row's ``answer_at``."""
 
     def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
 
-    def __call__(self, rows: Sequence[dict[str, list[int]]]) -> dict[str, Any]:
+    def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
         width = max(len(r["input_ids"]) for r in rows)
@@ -130,4 +136,5 @@ class PadCollator:
             ids[i, :n] = torch.tensor(r["input_ids"])
             labels[i, :n] = torch.tensor(r["labels"])
             mask[i, :n] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        answer_at = torch.tensor([r.get("answer_at", -1) for r in rows], dtype=torch.long)
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels, "answer_at": answer_at}

@@ -5,7 +5,7 @@ A run folder holds everything needed to continue or use the result::
     output/
       train_config.json   the TrainConfig of the run
       checkpoints/        Trainer checkpoints (adapter or weights, optimiser, scheduler, RNG); resume reads the latest
-      loss.jsonl          one line per logged step: step, epoch, loss, learning_rate, grad_norm
+      loss.jsonl          one line per logged step: step, epoch, loss, answer_loss, learning_rate, grad_norm
       adapter/            LoRA: the adapter + tokenizer: Rank1(model="output/adapter") loads base + adapter
       model/              the merged model + tokenizer (LoRA with config.merge; always after full
                           fine-tuning, where it is the only output): Rank1(model="output/model")
@@ -116,7 +116,7 @@ def train(config: TrainConfig, *, resume: bool = True, progress: bool = True,
             if not logs or "loss" not in logs:
                 return
             record: dict[str, Any] = {"step": state.global_step, "epoch": round(float(state.epoch or 0), 4),
-                      **{k: float(logs[k]) for k in ("loss", "learning_rate", "grad_norm") if k in logs}}
+                      **{k: float(logs[k]) for k in ("loss", "answer_loss", "learning_rate", "grad_norm") if k in logs}}
             with log_path.open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
             if on_log is not None:
@@ -146,8 +146,8 @@ def train(config: TrainConfig, *, resume: bool = True, progress: bool = True,
         dataloader_num_workers=0,
         **config.extra,
     )
-    trainer = Trainer(model=model, args=args, train_dataset=data.rows,
-                      data_collator=PadCollator(tokenizer.pad_token_id), callbacks=[LossLog()])
+    trainer = answer_loss_trainer(Trainer)(model=model, args=args, train_dataset=data.rows,
+                                           data_collator=PadCollator(tokenizer.pad_token_id), callbacks=[LossLog()])
     state = trainer.train(resume_from_checkpoint=checkpoint)
 
     adapter, merged_path = None, None
@@ -169,6 +169,44 @@ def train(config: TrainConfig, *, resume: bool = True, progress: bool = True,
                          losses[-1] if losses else None, time.monotonic() - started, checkpoint)
     (output / "result.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     return result
+
+
+def answer_loss_trainer(base: type) -> type:
+    """``base`` (the ``Trainer``) that also logs ``answer_loss``: the mean cross-entropy of the
+    answer token alone (the token Rank1 scores) over the steps since the last log.
+
+    The training loss averages every completion token, so with reasoning off it mixes the answer
+    with a near-certain EOS, and with chains it is dominated by the chain. The answer's own loss
+    says whether the model learns to judge: ln 2 = 0.693 is a 50/50 guess on balanced pairs.
+    """
+    import torch
+
+    class AnswerLossTrainer(base):  # type: ignore[misc, valid-type]
+        _answer_sum, _answer_count = 0.0, 0
+
+        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            inputs = dict(inputs)
+            answer_at = inputs.pop("answer_at", None)
+            loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+            if answer_at is not None and model.training:
+                rows = torch.nonzero(answer_at > 0).flatten()
+                if len(rows):
+                    at = answer_at[rows].to(outputs.logits.device)
+                    with torch.no_grad():  # position t is predicted by the logits at t - 1
+                        logits = outputs.logits[rows, at - 1].float()
+                        ce = torch.nn.functional.cross_entropy(logits, inputs["labels"][rows, at], reduction="sum")
+                    self._answer_sum += float(ce)
+                    self._answer_count += len(rows)
+            return (loss, outputs) if return_outputs else loss
+
+        def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+            if "loss" in logs and self._answer_count:
+                logs["answer_loss"] = self._answer_sum / self._answer_count
+                self._answer_sum, self._answer_count = 0.0, 0
+            super().log(logs, *args, **kwargs)
+
+    return AnswerLossTrainer
 
 
 def _check_same_run(config: TrainConfig, output: Path, checkpoint: str | None) -> None:
