@@ -143,3 +143,15 @@ def field(obj: dict[str, Any], keys: tuple[str, ...], where: str, *, required: b
     if required:
         raise InvalidInputError(f"{where}: missing field {' or '.join(repr(k) for k in keys)} (keys: {sorted(obj)})")
     return None
+
+
+def changed_settings(saved: dict[str, Any], now: dict[str, Any], config_type: type, ignore: set[str]) -> list[str]:
+    """The settings of ``now`` (a dataclass's ``to_dict``) that differ from ``saved`` (the same,
+    read back from a run folder's JSON), ``ignore`` left out, sorted. A setting ``saved`` lacks
+    was added after it was written, so it ran under that setting's default. Both sides are
+    compared as JSON (tuples as lists)."""
+    import dataclasses
+
+    defaults = {f.name: f.default for f in dataclasses.fields(config_type) if f.default is not dataclasses.MISSING}
+    now, defaults = json.loads(json.dumps(now)), json.loads(json.dumps(defaults))
+    return sorted(k for k in now if k not in ignore and saved.get(k, defaults.get(k)) != now[k])

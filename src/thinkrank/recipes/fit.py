@@ -45,13 +45,13 @@ def fit_arm(config: RecipeConfig, arm: str, data: Path, folder: Path, dev: Colle
         result = json.loads((out / "result.json").read_text())
         # Full fine-tuning writes the whole model: nothing to merge.
         adapter = out / "adapter" if config.finetune == "lora" else None
-        merged = merge_adapter(config.model, adapter, out / "merged") if adapter else out / "model"
-        scored = rerank(merged, dev, dev_run, list(dev.queries), [depth], config, folder / "dev-judgments.sqlite")[depth]
+        model = merge_adapter(config.model, adapter, out / "merged") if adapter else out / "model"
+        scored = rerank(model, dev, dev_run, list(dev.queries), [depth], config, folder / "dev-judgments.sqlite")[depth]
         assert scored.reranked is not None and scored.reranked_metrics is not None
         write_trec_run(scored.reranked, out / f"dev-top{depth}.trec")
         candidates[f"{lr:g}"] = {"lr": lr, "dev": scored.reranked_metrics.aggregate, "steps": result["steps"],
                                  "examples": result["examples"], "seconds": round(result["seconds"], 1),
-                                 "final_loss": result["final_loss"], "model": str(merged), "adapter": str(adapter) if adapter else None}
+                                 "final_loss": result["final_loss"], "model": str(model), "adapter": str(adapter) if adapter else None}
     best = max(candidates.values(), key=lambda c: (c["dev"]["nDCG@10"], -c["lr"]))
     return {"chosen_lr": best["lr"], "model": best["model"], "dev_depth": depth, "candidates": candidates}
 

@@ -23,11 +23,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from thinkrank.errors import InvalidInputError
+from thinkrank.io import changed_settings
 from thinkrank.recipes import data as data_stage
 from thinkrank.recipes.config import RecipeConfig
 
@@ -145,9 +146,7 @@ def _check_same_recipe(config: RecipeConfig, out: Path) -> None:
     if not saved.exists():
         return
     before, now = json.loads(saved.read_text()), json.loads(json.dumps(config.to_dict()))
-    # A setting added after a run was saved had its default then.
-    defaults = json.loads(json.dumps({f.name: f.default for f in fields(RecipeConfig) if f.default is not MISSING}))
-    changed = sorted(k for k in now if k not in _FREE and before.get(k, defaults.get(k)) != now[k])
+    changed = changed_settings(before, now, RecipeConfig, _FREE)
     old_depths = before.get("depths") or []
     if "depths" in changed and old_depths:  # now["depths"] is never empty (validated)
         if old_depths[0] != now["depths"][0]:

@@ -18,11 +18,12 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import MISSING, asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from thinkrank.errors import InvalidInputError, require
+from thinkrank.io import changed_settings
 from thinkrank.training.config import TrainConfig
 from thinkrank.training.data import PadCollator, read_sft, tokenize_all, without_reasoning
 from thinkrank.training.model import add_lora, load_base, precision
@@ -214,13 +215,9 @@ def _check_same_run(config: TrainConfig, output: Path, checkpoint: str | None) -
     saved = output / "train_config.json"
     if checkpoint is None or not saved.exists():
         return
-    before = json.loads(saved.read_text())
-    now = config.to_dict()
     # These may change between tries (a moved folder, another machine) without changing what is learned.
     ignore = {"output", "save_steps", "save_total_limit", "logging_steps", "merge", "device", "gradient_checkpointing"}
-    # A setting added after a run was saved had its default then.
-    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
-    changed = sorted(k for k in now if k not in ignore and before.get(k, defaults.get(k)) != now[k])
+    changed = changed_settings(json.loads(saved.read_text()), config.to_dict(), TrainConfig, ignore)
     if changed:
         raise InvalidInputError(
             f"{output} holds a run with other settings ({', '.join(changed)}); resuming would mix two runs. "
