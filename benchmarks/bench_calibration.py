@@ -17,6 +17,11 @@ For each run folder (``thinkrank evaluate --model ... --output DIR``):
    smallest k whose coverage reaches the adaptive cut's coverage). This k is chosen on the test
    queries' own labels, an oracle no user has, so it favours the fixed top-k.
 
+Two adaptive rules are measured: ``score`` (one raw-score threshold, under ``adaptive``) and
+``recall-probability`` (the default, under ``recall_probability``). For the second, each split
+fits its own Platt map on its calibration queries alone (as ``thinkrank calibrate`` would on
+them), so the test queries' labels touch neither the map nor the level.
+
     python benchmarks/bench_calibration.py runs/scifact-off runs/dl19-off:2 --recall 0.9 --alpha 0.1
 
 ``DIR:T`` counts grades ``>= T`` relevant (DL19: 2).
@@ -31,9 +36,17 @@ import math
 
 import numpy as np
 
-from thinkrank.calibration import METHODS, conformal_threshold, conformal_top_k, ece, load_labelled_run
+from thinkrank.calibration import (
+    METHODS,
+    Calibration,
+    conformal_cut,
+    conformal_threshold,
+    conformal_top_k,
+    ece,
+    load_labelled_run,
+)
 from thinkrank.calibration.fit import conformal_queries, held_out, query_folds
-from thinkrank.calibration.maps import feature
+from thinkrank.calibration.maps import feature, fit_map
 from thinkrank.calibration.metrics import summary
 
 
@@ -84,6 +97,8 @@ def conformal_rows(run, target: float, alpha: float, splits: int, seed: int, fra
     n = len(labelled)
     adaptive_cov, fixed_cov, adaptive_kept, fixed_kept, adaptive_recall, fixed_recall = [], [], [], [], [], []
     equal_recall_k, equal_coverage_k = [], []
+    by_probability: dict[str, list[float]] = {"coverage": [], "kept": [], "recall": [], "k_same_recall": [],
+                                              "k_same_coverage": []}
     for _ in range(splits):
         order = rng.permutation(n)
         cut = int(round(n * fraction))
@@ -104,6 +119,18 @@ def conformal_rows(run, target: float, alpha: float, splits: int, seed: int, fra
                                          adaptive_recall[-1]))
         equal_coverage_k.append(smallest_k(tests, lambda c, d: sum(r <= d for r, _ in c.relevant) / len(c.relevant)
                                            >= target - 1e-12, adaptive_cov[-1]))
+        fitted = split_calibration(run, [labelled[i] for i in cal_idx], cal)
+        cut_ = conformal_cut(fitted, target, alpha, "recall-probability")
+        depths = [len(cut_.keep(c.scores, fitted.probabilities(c.scores), target)) for c, _ in tests]
+        shares = [sum(r <= d for r, _ in c.relevant) / len(c.relevant) for (c, _), d in zip(tests, depths)]
+        by_probability["coverage"].append(float(np.mean([s >= target - 1e-12 for s in shares])))
+        by_probability["kept"].append(float(np.mean(depths)))
+        by_probability["recall"].append(float(np.mean(shares)))
+        by_probability["k_same_recall"].append(smallest_k(
+            tests, lambda c, d: sum(r <= d for r, _ in c.relevant) / len(c.relevant), by_probability["recall"][-1]))
+        by_probability["k_same_coverage"].append(smallest_k(
+            tests, lambda c, d: sum(r <= d for r, _ in c.relevant) / len(c.relevant) >= target - 1e-12,
+            by_probability["coverage"][-1]))
     cut = int(round(n * fraction))
     k = math.floor((cut + 1) * alpha)
     return {
@@ -120,8 +147,30 @@ def conformal_rows(run, target: float, alpha: float, splits: int, seed: int, fra
                            "fixed_k_same_coverage": round(float(np.mean(equal_coverage_k)), 3),
                            "splits_adaptive_keeps_fewer_than_same_recall_k":
                                round(float(np.mean(np.array(adaptive_kept) < np.array(equal_recall_k))), 4)},
+        "recall_probability": {
+            "coverage": round(float(np.mean(by_probability["coverage"])), 4),
+            "coverage_sd": round(float(np.std(by_probability["coverage"])), 4),
+            "mean_kept": round(float(np.mean(by_probability["kept"])), 3),
+            "mean_recall": round(float(np.mean(by_probability["recall"])), 4),
+            "fixed_k_same_mean_recall": round(float(np.mean(by_probability["k_same_recall"])), 3),
+            "fixed_k_same_coverage": round(float(np.mean(by_probability["k_same_coverage"])), 3),
+            "splits_keeps_fewer_than_same_recall_k": round(float(np.mean(
+                np.array(by_probability["kept"]) < np.array(by_probability["k_same_recall"]))), 4),
+            "splits_keeps_fewer_than_same_coverage_k": round(float(np.mean(
+                np.array(by_probability["kept"]) < np.array(by_probability["k_same_coverage"]))), 4),
+            "splits_keeps_fewer_than_conformal_top_k": round(float(np.mean(
+                np.array(by_probability["kept"]) < np.array(fixed_kept))), 4)},
         "candidates": run.top_k,
     }
+
+
+def split_calibration(run, queries, conformal) -> Calibration:
+    """A calibration fitted on one split's calibration queries alone: a Platt map of their pairs
+    and their conformal queries."""
+    scores = np.array([s for q in queries for s in q.scores])
+    labels = np.array([label for q in queries for label in q.labels], dtype=float)
+    mapping = fit_map("platt", feature(scores, run.family), labels)
+    return Calibration(mapping, run.family, run.settings, run.relevance_threshold, conformal=list(conformal))
 
 
 def smallest_k(tests, measure, reached: float) -> int:

@@ -4,6 +4,8 @@ counting over many random query splits."""
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import math
 
@@ -18,6 +20,7 @@ from thinkrank.calibration import (
     brier,
     conformal_threshold,
     conformal_top_k,
+    recall_probabilities,
     ece,
     fit_calibration,
     load_calibration,
@@ -189,7 +192,7 @@ def test_file_round_trip_and_setting_check(tmp_path):
     cal = fit_calibration(synthetic_run(50, 10, seed=9), method="platt")
     path = cal.save(tmp_path / "cal.json")
     data = json.loads(path.read_text())
-    assert data["format"] == "thinkrank-calibration" and data["version"] == 1
+    assert data["format"] == "thinkrank-calibration" and data["version"] == 2
     assert {"ece_before", "ece_after", "brier_before", "brier_after"} <= set(data["metrics"])
     assert data["relevance_threshold"] == 1 and data["settings"] == SETTINGS
     back = load_calibration(path)
@@ -283,14 +286,106 @@ def test_select_modes_report_what_they_kept():
     assert chosen.expected_recall == pytest.approx(kept_mass / sum(probs))
     if chosen.kept:
         assert chosen.expected_precision == pytest.approx(kept_mass / len(chosen.kept))
-    conf = select(ranking, cal, recall=0.8, alpha=0.1)
+    conf = select(ranking, cal, recall=0.8, alpha=0.1, rule="score")
     lam = conformal_threshold(cal.conformal, 0.8, 0.1)
     assert conf.doc_ids == [j.doc_id for j in ranking if j.score >= lam] and conf.candidates == 20
-    assert conf.to_dict()["kept"] == len(conf.kept)
+    assert conf.to_dict()["kept"] == len(conf.kept) and conf.to_dict()["score_threshold"] == lam
+    top = select(ranking, cal, recall=0.8, alpha=0.1, rule="top-k")
+    assert top.doc_ids == [j.doc_id for j in ranking][: conformal_top_k(cal.conformal, 0.8, 0.1)]
+    by_probability = ranking.select(cal, recall=0.8, alpha=0.1)  # the default rule
+    assert by_probability.rule == "recall-probability"
+    level = by_probability.recall_probability_level
+    reach = recall_probabilities(probs, 0.8)
+    kept = len(by_probability.kept)
+    assert by_probability.doc_ids == [j.doc_id for j in ranking][:kept]
+    assert reach[kept] > level and (kept == 0 or reach[kept - 1] <= level)  # the shortest top above the level
+    assert by_probability.to_dict()["recall_probability_level"] == level
     with pytest.raises(InvalidInputError, match="exactly one"):
         select(ranking, cal)
     with pytest.raises(InvalidInputError, match="alpha"):
         select(ranking, cal, recall=0.9, alpha=1.5)
+
+
+def test_recall_probabilities_match_enumerating_every_labelling():
+    rng = np.random.default_rng(21)
+    for target in (0.5, 0.75, 0.9, 1.0):
+        p = rng.uniform(0.02, 0.9, 8)
+        reached, some = np.zeros(9), 0.0
+        for labels in itertools.product((0, 1), repeat=8):  # all 256 labellings, by their probability
+            y = np.array(labels)
+            weight = float(np.prod(np.where(y == 1, p, 1 - p)))
+            if y.sum() == 0:
+                continue
+            some += weight
+            for k in range(9):
+                reached[k] += weight * (y[:k].sum() / y.sum() >= target - 1e-12)
+        assert recall_probabilities(p, target) == pytest.approx(reached / some, abs=1e-12)
+    assert list(recall_probabilities([0.0, 0.0], 0.9)) == pytest.approx([0.0, 0.5, 1.0])  # no signal: a coin
+
+
+def _reach_depth(query: ConformalQuery, target: float) -> int:
+    return query.relevant[max(1, math.ceil(target * len(query.relevant) - 1e-9)) - 1][0]
+
+
+def _kept_by_level(cal, scores, target: float, level: float | None) -> int:
+    if level is None:
+        return len(scores)
+    return int(np.flatnonzero(recall_probabilities(cal.probabilities(scores), target) > level)[0])
+
+
+def test_recall_probability_level_by_direct_counting():
+    from thinkrank.calibration import conformal_cut
+
+    run = synthetic_run(99, 20, seed=22)
+    cal = fit_calibration(run, method="platt")
+    target, alpha = 0.9, 0.1
+    level = conformal_cut(cal, target, alpha).recall_probability_level
+    queries = cal.conformal
+    covered = [_kept_by_level(cal, q.scores, target, level) >= _reach_depth(q, target) for q in queries]
+    n = len(queries)
+    assert sum(covered) >= math.ceil((n + 1) * (1 - alpha))
+    # Any lower level (the next value below it among the queries' own) covers too few.
+    lower = max(float(recall_probabilities(cal.probabilities(q.scores), target)[_reach_depth(q, target) - 1])
+                for q in queries
+                if recall_probabilities(cal.probabilities(q.scores), target)[_reach_depth(q, target) - 1] < level)
+    assert sum(_kept_by_level(cal, q.scores, target, lower) >= _reach_depth(q, target) for q in queries) \
+        < math.ceil((n + 1) * (1 - alpha))
+    assert conformal_cut(cal, target, alpha) is conformal_cut(cal, target, alpha)  # computed once
+
+
+def test_recall_probability_coverage_over_random_splits_is_within_the_guarantee():
+    from thinkrank.calibration import conformal_cut
+
+    pool = synthetic_run(400, 20, seed=23)
+    mapping = fit_calibration(synthetic_run(300, 20, seed=24), method="platt")  # fitted on other queries
+    full = fit_calibration(pool, method="platt")
+    rng = np.random.default_rng(25)
+    target, alpha, n_cal = 0.9, 0.1, 99
+    hits = total = 0
+    for _ in range(200):
+        order = rng.permutation(len(full.conformal))
+        cal = dataclasses.replace(mapping, conformal=[full.conformal[i] for i in order[:n_cal]])
+        level = conformal_cut(cal, target, alpha).recall_probability_level
+        for i in order[n_cal:]:
+            q = full.conformal[i]
+            hits += _kept_by_level(mapping, q.scores, target, level) >= _reach_depth(q, target)
+            total += 1
+    # Marginal coverage is in [0.90, 0.91] up to ties; 200 splits leave a Monte Carlo error of about 0.007.
+    assert 0.90 - 0.02 <= hits / total <= 0.91 + 0.02
+
+
+def test_a_version_1_file_still_selects_by_score_and_names_the_refit(tmp_path):
+    run = synthetic_run(60, 10, seed=26)
+    cal = fit_calibration(run, method="platt")
+    data = json.loads(cal.save(tmp_path / "cal.json").read_text())
+    data["version"] = 1
+    data["conformal"]["queries"] = [q[:2] for q in data["conformal"]["queries"]]  # as version 1 wrote them
+    (tmp_path / "v1.json").write_text(json.dumps(data))
+    old = load_calibration(tmp_path / "v1.json")
+    ranking = Ranking("q", [Judgment(doc_id=f"d{i}", index=i, score=float(s)) for i, s in enumerate(run.queries[0].scores)])
+    assert select(ranking, old, recall=0.9, rule="score").doc_ids == select(ranking, cal, recall=0.9, rule="score").doc_ids
+    with pytest.raises(InvalidInputError, match="refit it with `thinkrank calibrate"):
+        select(ranking, old, recall=0.9)
 
 
 # ---- the report's pictures --------------------------------------------------------------------------
@@ -341,12 +436,13 @@ def test_report_figures_by_hand():
 def test_select_options_are_parsed_and_checked():
     from thinkrank.calibration.selection import parse_selection, selection_options
 
-    assert parse_selection("recall=0.9") == {"recall": 0.9, "alpha": 0.1}
-    assert parse_selection("recall=0.8, alpha=0.05") == {"recall": 0.8, "alpha": 0.05}
+    assert parse_selection("recall=0.9") == {"recall": 0.9, "alpha": 0.1, "rule": "recall-probability"}
+    assert parse_selection("recall=0.8, alpha=0.05,rule=top-k") == {"recall": 0.8, "alpha": 0.05, "rule": "top-k"}
     assert parse_selection("p=0.5") == {"probability": 0.5}
     for bad, message in [("recall=0.9,probability=0.5", "give recall"), ("alpha=0.1", "give recall"),
                          ("recall=abc", "not a number"), ("k=3", "expected recall"), ("probability=2", r"\[0, 1\]"),
-                         ("recall=1.5", "recall target")]:
+                         ("recall=1.5", "recall target"), ("recall=0.9,rule=best", "one of recall-probability"),
+                         ("probability=0.5,rule=score", "give recall")]:
         with pytest.raises(InvalidInputError, match=message):
             parse_selection(bad)
     for kwargs, message in [({"recall": True}, "must be a number"), ({"recall": "0.9"}, "must be a number"),

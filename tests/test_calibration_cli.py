@@ -83,9 +83,12 @@ def test_calibrate_apply_and_select(run_dir, tmp_path, data_dir, smollm2_path):
     metrics = json.loads((calibrated / "metrics.json").read_text())
     assert metrics["calibration"]["method"] == "platt"
     sel = metrics["selection"]
-    assert sel["recall"] == 0.5 and sel["queries"] == 4
+    assert sel["recall"] == 0.5 and sel["queries"] == 4 and sel["rule"] == "recall-probability"
+    ranked = {json.loads(line)["query_id"]: [r["doc_id"] for r in json.loads(line)["results"]]
+              for line in (calibrated / "rankings.jsonl").read_text().splitlines()}
     for qid, q in sel["per_query"].items():
         assert q["kept"] == len(q["doc_ids"]) <= q["candidates"] == 6
+        assert q["doc_ids"] == ranked[qid][: q["kept"]]  # the rule keeps a top of the ranking
 
     # Another setting is refused before anything is judged.
     other = thinkrank("evaluate", "--dataset", str(data_dir / "dl19"), "--run", "bm25", "--queries", "4", "--top-k", "6",

@@ -16,8 +16,8 @@ TEXTS = list(CORPUS.values())
 
 @pytest.fixture(scope="module")
 def calibrated(smollm2_engine, tmp_path_factory):
-    """A reasoning-off reranker with a calibration whose conformal cut (recall 1, alpha 0.1: the
-    smallest of ten calibration scores) falls between its 2nd and 3rd best document here, its
+    """A reasoning-off reranker with a calibration whose conformal cut by score (recall 1, alpha
+    0.1: the smallest of ten calibration scores) falls between its 2nd and 3rd best document here, its
     ranking, and the calibration's file."""
     plain = Rank1(engine=smollm2_engine, reasoning=False)
     ranking = plain.rerank(QUERY, TEXTS)
@@ -52,14 +52,14 @@ def test_select_keeps_the_calibrated_selection_in_each_framework(calibrated, smo
     threshold = _expected(ranking, cal, lambda j, p: p >= p_cut)
     assert len(conformal[0]) == 2 and len(threshold[0]) == 1
 
-    lc = ThinkrankCompressor(reranker=reranker, top_n=None, select={"recall": 1.0, "alpha": 0.1})
+    lc = ThinkrankCompressor(reranker=reranker, top_n=None, select={"recall": 1.0, "alpha": 0.1, "rule": "score"})
     kept = lc.compress_documents([Document(page_content=t) for t in TEXTS], QUERY)
     assert [d.page_content for d in kept] == conformal[0]
     summary = kept[0].metadata["selection"]
     assert summary["mode"] == "conformal" and summary["kept"] == 2 and summary["candidates"] == len(TEXTS)
     assert (summary["expected_recall"], summary["expected_precision"]) == pytest.approx(conformal[1:], abs=1e-12)
     # top_n applies to the kept documents
-    assert len(ThinkrankCompressor(reranker=reranker, top_n=1, select={"recall": 1.0})
+    assert len(ThinkrankCompressor(reranker=reranker, top_n=1, select={"recall": 1.0, "rule": "score"})
                .compress_documents([Document(page_content=t) for t in TEXTS], QUERY)) == 1
 
     li = ThinkrankRerank(reranker=reranker, top_n=None, select={"probability": p_cut})
@@ -70,10 +70,11 @@ def test_select_keeps_the_calibrated_selection_in_each_framework(calibrated, smo
 
     options = {"engine": reranker.engine, "reasoning": False, "calibration": str(path)}  # the loaded model, shared
     hs = ThinkrankRanker(str(smollm2_path), top_k=5, include_reasoning=False, reranker_options=options,
-                         select={"recall": 1.0})
+                         select={"recall": 1.0, "rule": "score"})
     docs = hs.run(QUERY, [HaystackDocument(content=t) for t in TEXTS])["documents"]
     assert [d.content for d in docs] == conformal[0]
-    assert docs[0].meta["selection"]["kept"] == 2 and hs.to_dict()["init_parameters"]["select"] == {"recall": 1.0}
+    assert docs[0].meta["selection"]["kept"] == 2 and hs.to_dict()["init_parameters"]["select"] == {"recall": 1.0,
+                                                                                                      "rule": "score"}
 
 
 def test_select_is_refused_without_a_calibration_or_with_bad_values(calibrated, smollm2_engine):

@@ -82,21 +82,25 @@ def test_select_keeps_only_the_chosen_documents_with_their_summary(smollm2_engin
     with serving(app) as url, serving(bare) as bare_url:
         client = cohere.ClientV2(base_url=url, api_key="unused")
         conformal = client.rerank(model="m", query=QUERY, documents=DOCS, request_options={
-            "additional_body_parameters": {"select": {"recall": 1.0, "alpha": 0.1}}})
+            "additional_body_parameters": {"select": {"recall": 1.0, "alpha": 0.1, "rule": "score"}}})
         threshold = httpx.post(url + "/v1/rerank", json={"query": QUERY, "documents": DOCS,
                                                          "select": {"probability": p_cut}}, timeout=120).json()
-        tei = httpx.post(url + "/rerank", json={"query": QUERY, "texts": DOCS, "select": {"recall": 1.0}}, timeout=120)
+        tei = httpx.post(url + "/rerank", json={"query": QUERY, "texts": DOCS, "select": {"recall": 1.0, "rule": "score"}},
+                         timeout=120)
         errors = {name: httpx.post(u + "/v2/rerank", json={"query": QUERY, "documents": DOCS, **extra}, timeout=120)
                   for name, u, extra in [
                       ("uncalibrated", bare_url, {"select": {"probability": 0.5}}),
                       ("other setting", url, {"select": {"probability": 0.5}, "reasoning": True, "think_budget": 2}),
                       ("two modes", url, {"select": {"recall": 0.9, "probability": 0.5}}),
                       ("alpha alone", url, {"select": {"alpha": 0.1}}),
-                      ("unknown key", url, {"select": {"threshold": 0.5}})]}
+                      ("unknown key", url, {"select": {"threshold": 0.5}}),
+                      ("unknown rule", url, {"select": {"recall": 0.9, "rule": "best"}}),
+                      # the hand-built calibration holds no candidate scores, as a version 1 file
+                      ("no scores", url, {"select": {"recall": 0.9}})]}
     assert [r.index for r in conformal.results] == [j.index for j in want[:2]]
     summary = conformal.model_extra["selection"]  # the real SDK parses the response and keeps the extension
     assert summary["mode"] == "conformal" and summary["kept"] == 2 and summary["candidates"] == len(DOCS)
-    assert summary["score_threshold"] == pytest.approx(cut)
+    assert summary["score_threshold"] == pytest.approx(cut) and summary["rule"] == "score"
     assert summary["expected_recall"] == pytest.approx(probs[:2].sum() / probs.sum(), abs=1e-12)
     assert summary["expected_precision"] == pytest.approx(probs[:2].mean(), abs=1e-12)
     assert [r["index"] for r in threshold["results"]] == [want[0].index]
@@ -109,3 +113,5 @@ def test_select_keeps_only_the_chosen_documents_with_their_summary(smollm2_engin
     assert "fitted for another reranker setting" in errors["other setting"].json()["message"]
     assert "give recall" in errors["two modes"].json()["message"]
     assert "give recall" in errors["alpha alone"].json()["message"]
+    assert "recall-probability" in errors["unknown rule"].json()["message"]
+    assert "refit it with `thinkrank calibrate" in errors["no scores"].json()["message"]

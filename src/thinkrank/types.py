@@ -354,13 +354,15 @@ class Ranking:
         return Ranking(self.query, self.judgments[:top_n], self.query_id, self.windows, self.comparisons)
 
     def select(self, calibration: Any, *, recall: float | None = None, alpha: float = 0.1,
-               probability: float | None = None) -> Any:
+               probability: float | None = None, rule: str | None = None) -> Any:
         """Which documents to keep: conformal mode (``recall`` reached with confidence
-        ``1 - alpha``) or threshold mode (calibrated ``probability`` at least this); see
+        ``1 - alpha``, by ``rule``: ``recall-probability`` when None, ``score`` or ``top-k``) or
+        threshold mode (calibrated ``probability`` at least this); see
         :func:`thinkrank.calibration.select`. Returns a :class:`~thinkrank.calibration.Selection`."""
-        from thinkrank.calibration.selection import select
+        from thinkrank.calibration.selection import DEFAULT_RULE, select
 
-        return select(self, calibration, recall=recall, alpha=alpha, probability=probability)
+        return select(self, calibration, recall=recall, alpha=alpha, probability=probability,
+                      rule=rule or DEFAULT_RULE)
 
     @property
     def unparsed_windows(self) -> int:

@@ -18,7 +18,7 @@ def calibration_info(cal: Calibration) -> dict[str, Any]:
 
 
 def selection_summary(rankings: dict[str, Ranking], qrels: dict[str, dict[str, int]], cal: Calibration,
-                      selection: dict[str, float]) -> dict[str, Any]:
+                      selection: dict[str, Any]) -> dict[str, Any]:
     """Select on every ranking; per query and overall: kept, expected and achieved recall and
     precision. ``coverage`` counts the queries with a relevant candidate whose achieved recall
     reaches the target (conformal mode). On the queries the calibration was fitted on this is

@@ -24,18 +24,22 @@ from thinkrank.io import write_text_atomic
 from thinkrank.types import Judgment, Ranking
 
 FORMAT = "thinkrank-calibration"
-VERSION = 1
+VERSION = 2
+"""2: each conformal query also holds every candidate's raw score (the recall-probability rule
+needs them); version 1 files are read, and work with the other rules."""
 SCORE_NEUTRAL = ("engine",)
 """Settings that do not change a score, so a calibration carries over between them."""
 
 
 @dataclass(frozen=True)
 class ConformalQuery:
-    """A labelled calibration query as conformal selection reads it: its number of candidates
-    and the 1-based rank and raw score of each relevant candidate, best first."""
+    """A labelled calibration query as conformal selection reads it: its number of candidates,
+    the 1-based rank and raw score of each relevant candidate, best first, and every candidate's
+    raw score in ranking order (empty in files of version 1)."""
 
     candidates: int
     relevant: tuple[tuple[int, float], ...]
+    scores: tuple[float, ...] = ()
 
 
 @dataclass
@@ -51,7 +55,8 @@ class Calibration:
         fitted_on: dataset, run, queries and pairs of the fit; ``cross_validation``: folds,
             seed and each method's held-out metrics.
         conformal: the labelled queries with at least one relevant candidate, for
-            :func:`~thinkrank.calibration.selection.select`.
+            :func:`~thinkrank.calibration.selection.select`; ``cuts``: the conformal cuts
+            computed from them so far.
     """
 
     map: CalibrationMap
@@ -62,6 +67,8 @@ class Calibration:
     fitted_on: dict[str, Any] = field(default_factory=dict)
     cross_validation: dict[str, Any] = field(default_factory=dict)
     conformal: list[ConformalQuery] = field(default_factory=list)
+    cuts: dict[tuple[str, float, float], Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """Conformal cuts already computed from ``conformal`` (by rule, target, alpha)."""
 
     @property
     def method(self) -> str:
@@ -113,7 +120,8 @@ class Calibration:
             "settings": self.settings, "settings_digest": digest(self.settings),
             "relevance_threshold": self.relevance_threshold,
             "metrics": self.metrics, "fitted_on": self.fitted_on, "cross_validation": self.cross_validation,
-            "conformal": {"queries": [[q.candidates, [list(r) for r in q.relevant]] for q in self.conformal]},
+            "conformal": {"queries": [[q.candidates, [list(r) for r in q.relevant], list(q.scores)]
+                                      for q in self.conformal]},
         }
 
     def save(self, path: str | Path) -> Path:
@@ -148,13 +156,21 @@ def load_calibration(source: str | Path | Calibration) -> Calibration:
             settings=dict(data["settings"]), relevance_threshold=int(data["relevance_threshold"]),
             metrics=dict(data.get("metrics", {})), fitted_on=dict(data.get("fitted_on", {})),
             cross_validation=dict(data.get("cross_validation", {})),
-            conformal=[ConformalQuery(int(n), tuple((int(r), float(s)) for r, s in rel))
-                       for n, rel in data.get("conformal", {}).get("queries", [])],
+            conformal=[_conformal_query(*q) for q in data.get("conformal", {}).get("queries", [])],
         )
         cal.probabilities(np.array([0.5]))  # a map that cannot be evaluated fails here, not mid-rerank
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidInputError(f"{path} is a damaged calibration file ({type(exc).__name__}: {exc})") from None
     return cal
+
+
+def _conformal_query(candidates: Any, relevant: Any, scores: Any = ()) -> ConformalQuery:
+    """One saved conformal query (version 1: no scores)."""
+    query = ConformalQuery(int(candidates), tuple((int(r), float(s)) for r, s in relevant),
+                           tuple(float(s) for s in scores))
+    if query.scores and len(query.scores) != query.candidates:
+        raise ValueError(f"a conformal query holds {len(query.scores)} scores for {query.candidates} candidates")
+    return query
 
 
 def _scoring(settings: dict[str, Any]) -> dict[str, Any]:

@@ -95,6 +95,8 @@ def fit_calibration(run: LabelledRun, *, method: str = DEFAULT_METHOD, folds: in
 
 
 def conformal_queries(run: LabelledRun) -> list[ConformalQuery]:
-    """The queries with a relevant candidate: candidates and (rank, score) of the relevant ones."""
-    return [ConformalQuery(len(q.scores), tuple((r, s) for r, (s, label) in enumerate(zip(q.scores, q.labels), 1) if label))
+    """The queries with a relevant candidate: candidates, (rank, score) of the relevant ones, and
+    every candidate's score."""
+    return [ConformalQuery(len(q.scores), tuple((r, s) for r, (s, label) in enumerate(zip(q.scores, q.labels), 1) if label),
+                           tuple(q.scores))
             for q in run.queries if q.relevant]

@@ -2,24 +2,30 @@
 threshold on calibrated probability.
 
 **Conformal mode** (split conformal prediction over queries). The calibration holds ``n``
-labelled queries with at least one relevant candidate. For query ``i`` with ``R_i`` relevant
-candidates, let ``m_i = ceil(target * R_i)`` and ``lambda_i`` the raw score of its ``m_i``-th best
-relevant candidate: keeping every candidate with score ``>= lambda`` reaches recall ``>= target``
-exactly when ``lambda <= lambda_i``. The threshold is ``lambda_hat``, the ``k``-th smallest
-``lambda_i`` with ``k = floor((n + 1) * alpha)``. If a new query is exchangeable with the
-calibration queries (drawn from the same distribution, reranked with the same setting, with
-at least one relevant candidate), then
+labelled queries with at least one relevant candidate. A *rule* turns each query's ranking into
+a nested family of cuts (keep the top 1, 2, … of its ranking, indexed by a level); for query
+``i`` let ``k_i`` be the depth at which its kept candidates first hold a share ``target`` of its
+relevant ones, and ``s_i`` the level that cut needs. The level used is the ``j``-th smallest
+``s_i``, ``j = ceil((n + 1)(1 - alpha))`` (everything is kept when ``j > n``). If a new query is
+exchangeable with the calibration queries (drawn from the same distribution, reranked with the
+same setting, with at least one relevant candidate), then
 
     P(recall of the kept candidates >= target) >= 1 - alpha,
 
-over the draw of the calibration queries and the new query; without ties among the
-``lambda_i`` it is also ``<= 1 - alpha + 1 / (n + 1)``. The cut is one score threshold for all
-queries, so how many documents are kept adapts to each query's scores. With
-``k = 0`` (``n < 1/alpha - 1``) no threshold is safe and every candidate is kept.
+over the draw of the calibration queries and the new query; without ties among the ``s_i`` it
+is also ``<= 1 - alpha + 1 / (n + 1)``. The rules:
 
-:func:`conformal_top_k` is the same guarantee for a fixed number of documents per query
-(the ``ceil((n + 1)(1 - alpha))``-th smallest rank at which a query reaches the target), the
-baseline an adaptive cut should beat.
+* ``recall-probability`` (the default): keep the shortest top of the ranking whose probability
+  of holding a share ``target`` of the query's relevant candidates, given that it has one, is
+  above the level. The probability is computed from the calibrated probabilities of *all* the
+  query's candidates, as if their relevance were independent (:func:`recall_probabilities`), so
+  a query whose candidates look alike keeps more, and one with a few clear favourites keeps
+  fewer. The calibration only makes this efficient: the guarantee holds whatever the map.
+* ``score``: keep every candidate whose raw score is at least one threshold for all queries
+  (the ``(n + 1 - j)``-th smallest raw score of a query's ``ceil(target * R_i)``-th best relevant
+  candidate). It keeps too many when score levels differ between queries.
+* ``top-k``: the same number for every query (:func:`conformal_top_k`), the baseline an
+  adaptive rule should beat.
 
 **Threshold mode**: keep the candidates whose calibrated probability is ``>= probability``
 (no guarantee beyond the calibration's).
@@ -33,10 +39,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
 
 from thinkrank.calibration.file import Calibration, ConformalQuery, load_calibration
 from thinkrank.errors import InvalidInputError
 from thinkrank.types import Judgment, Ranking
+
+RULES = ("recall-probability", "score", "top-k")
+"""Conformal mode's rules (the module's docstring says what each keeps)."""
+DEFAULT_RULE = "recall-probability"
 
 
 @dataclass
@@ -45,8 +58,10 @@ class Selection:
 
     Attributes:
         kept: the judgments kept, best first; ``candidates``: how many there were.
-        mode: ``"conformal"`` or ``"threshold"``; ``score_threshold``: the raw-score cut of
-            conformal mode (-inf: everything kept), ``probability_threshold`` that of threshold mode.
+        mode: ``"conformal"`` or ``"threshold"``; ``rule``: conformal mode's rule, and its cut:
+            ``recall_probability_level`` (None: everything kept), ``score_threshold`` (-inf:
+            everything kept) or ``top_k`` (None: everything kept); ``probability_threshold``:
+            threshold mode's cut.
         expected_recall / expected_precision: estimated from calibrated probabilities (None
             when nothing is kept, or the probabilities sum to 0).
     """
@@ -61,6 +76,9 @@ class Selection:
     probability_threshold: float | None = None
     target_recall: float | None = None
     alpha: float | None = None
+    rule: str | None = None
+    recall_probability_level: float | None = None
+    top_k: int | None = None
     doc_ids: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -70,20 +88,29 @@ class Selection:
         """The summary written beside a ranking (no judgments: their ids)."""
         return {"mode": self.mode, "kept": len(self.kept), "candidates": self.candidates, "doc_ids": self.doc_ids,
                 "expected_recall": self.expected_recall, "expected_precision": self.expected_precision,
-                **({"target_recall": self.target_recall, "alpha": self.alpha,
-                    "score_threshold": _json_float(self.score_threshold)} if self.mode == "conformal"
+                **({"target_recall": self.target_recall, "alpha": self.alpha, "rule": self.rule,
+                    **self._cut()} if self.mode == "conformal"
                    else {"probability_threshold": self.probability_threshold})}
+
+    def _cut(self) -> dict[str, object]:
+        if self.rule == "score":
+            return {"score_threshold": _json_float(self.score_threshold)}
+        if self.rule == "top-k":
+            return {"top_k": self.top_k}
+        return {"recall_probability_level": self.recall_probability_level}
 
 
 def _json_float(value: float | None) -> float | None | str:
     return "-inf" if value == -math.inf else value
 
 
-def _check(target: float, alpha: float) -> None:
+def _check(target: float, alpha: float, rule: str = DEFAULT_RULE) -> None:
     if not (isinstance(target, (int, float)) and 0 < target <= 1):
         raise InvalidInputError(f"the recall target must be in (0, 1], got {target!r}")
     if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
         raise InvalidInputError(f"alpha must be in (0, 1), got {alpha!r}")
+    if rule not in RULES:
+        raise InvalidInputError(f"the conformal rule must be one of {', '.join(RULES)}, got {rule!r}")
 
 
 def _needed(query: ConformalQuery, target: float) -> int:
@@ -111,14 +138,115 @@ def conformal_top_k(queries: Sequence[ConformalQuery], target: float, alpha: flo
     return None if k > len(ranks) else ranks[k - 1]
 
 
-def select(ranking: Ranking, calibration: Calibration | str, *, recall: float | None = None, alpha: float = 0.1,
-           probability: float | None = None) -> Selection:
-    """Choose which of ``ranking``'s documents to keep: conformal mode with ``recall`` (and
-    ``alpha``), or threshold mode with ``probability``. Judgments without a ``probability``
-    get one from ``calibration`` (the ranking itself is not changed).
+def recall_probabilities(probabilities: Sequence[float], target: float) -> np.ndarray:
+    """``P[k]`` for ``k = 0 … n``: the probability that the top ``k`` of a ranking hold at least
+    a share ``target`` of its relevant candidates, given that it has at least one, when
+    candidate ``j`` (in ranking order) is relevant with probability ``probabilities[j]``,
+    independently of the others. Non-decreasing in ``k``; ``P[0] = 0``, ``P[n] = 1``.
+
+    Computed exactly from the Poisson-binomial distributions of the relevant counts above
+    (``a``) and below (``b``) each depth: recall ``a / (a + b) >= target`` exactly when
+    ``b <= a (1 - target) / target``.
+    """
+    p = np.clip(np.asarray(probabilities, dtype=float), 1e-12, 1.0)  # 0 everywhere would leave nothing to condition on
+    n = len(p)
+    above = np.zeros((n + 1, n + 1))  # above[k, a]: P(a relevant among the top k)
+    above[0, 0] = 1.0
+    for k in range(n):
+        above[k + 1] = above[k] * (1 - p[k])
+        above[k + 1, 1:] += above[k, :-1] * p[k]
+    below = np.zeros((n + 1, n + 1))  # below[k, b]: P(b relevant below the top k)
+    below[n, 0] = 1.0
+    for k in range(n - 1, -1, -1):
+        below[k] = below[k + 1] * (1 - p[k])
+        below[k, 1:] += below[k + 1, :-1] * p[k]
+    a = np.arange(1, n + 1)
+    most_below = np.minimum(np.floor(a * (1 - target) / target + 1e-9), n).astype(int)
+    reached = (above[:, 1:] * np.cumsum(below, axis=1)[:, most_below]).sum(axis=1)
+    out = np.maximum.accumulate(np.clip(reached / above[n, 1:].sum(), 0.0, 1.0))  # given one is relevant
+    out[n] = 1.0
+    return out
+
+
+def recall_probability_level(queries: Sequence[ConformalQuery], calibration: Calibration, target: float,
+                             alpha: float) -> float | None:
+    """The level of the ``recall-probability`` rule: a query keeps the shortest top whose
+    :func:`recall_probabilities` value is above it (None: every candidate is kept).
 
     Raises:
-        InvalidInputError: neither or both of ``recall`` and ``probability``, values out of range.
+        InvalidInputError: no calibration query, or a calibration file without its queries'
+            scores (version 1).
+    """
+    _check(target, alpha)
+    if not queries:
+        raise InvalidInputError("the calibration holds no labelled query with a relevant candidate: no conformal selection")
+    if any(not q.scores for q in queries):
+        raise InvalidInputError(
+            "this calibration file does not hold its queries' scores (it was written by an older thinkrank), and the "
+            "recall-probability rule needs them: refit it with `thinkrank calibrate RUN_DIR`, or choose rule=score"
+        )
+    levels = sorted(
+        float(recall_probabilities(calibration.probabilities(q.scores), target)[q.relevant[_needed(q, target) - 1][0] - 1])
+        for q in queries
+    )
+    j = math.ceil((len(levels) + 1) * (1 - alpha))
+    return None if j > len(levels) else levels[j - 1]
+
+
+@dataclass(frozen=True)
+class ConformalCut:
+    """Conformal mode's cut for one rule, target and alpha (only the rule's own field is set)."""
+
+    rule: str
+    recall_probability_level: float | None = None
+    score_threshold: float | None = None
+    top_k: int | None = None
+
+    def keep(self, scores: Sequence[float], probabilities: Sequence[float], target: float) -> list[int]:
+        """The positions (in ranking order) a ranking with these scores and probabilities keeps."""
+        if self.rule == "score":
+            assert self.score_threshold is not None
+            return [i for i, s in enumerate(scores) if s >= self.score_threshold]
+        if self.rule == "top-k":
+            return list(range(len(scores) if self.top_k is None else min(self.top_k, len(scores))))
+        if self.recall_probability_level is None or not len(scores):
+            return list(range(len(scores)))
+        above = np.flatnonzero(recall_probabilities(probabilities, target) > self.recall_probability_level)
+        return list(range(int(above[0]) if len(above) else len(scores)))
+
+
+def conformal_cut(calibration: Calibration | str, target: float, alpha: float = 0.1,
+                  rule: str = DEFAULT_RULE) -> ConformalCut:
+    """Conformal mode's cut from ``calibration``'s labelled queries (computed once per rule,
+    target and alpha, then kept on the calibration).
+
+    Raises:
+        InvalidInputError: a value out of range, an unknown rule, no labelled query, or a rule
+            the file cannot serve.
+    """
+    cal = load_calibration(calibration)
+    _check(target, alpha, rule)
+    key = (rule, float(target), float(alpha))
+    if key not in cal.cuts:
+        if rule == "score":
+            cut = ConformalCut(rule, score_threshold=conformal_threshold(cal.conformal, target, alpha))
+        elif rule == "top-k":
+            cut = ConformalCut(rule, top_k=conformal_top_k(cal.conformal, target, alpha))
+        else:
+            cut = ConformalCut(rule, recall_probability_level=recall_probability_level(cal.conformal, cal, target, alpha))
+        cal.cuts[key] = cut
+    return cal.cuts[key]  # type: ignore[no-any-return]
+
+
+def select(ranking: Ranking, calibration: Calibration | str, *, recall: float | None = None, alpha: float = 0.1,
+           probability: float | None = None, rule: str = DEFAULT_RULE) -> Selection:
+    """Choose which of ``ranking``'s documents to keep: conformal mode with ``recall`` (and
+    ``alpha``, ``rule``), or threshold mode with ``probability``. Judgments without a
+    ``probability`` get one from ``calibration`` (the ranking itself is not changed).
+
+    Raises:
+        InvalidInputError: neither or both of ``recall`` and ``probability``, values out of range,
+            an unknown rule.
     """
     cal = load_calibration(calibration)
     if (recall is None) == (probability is None):
@@ -128,10 +256,12 @@ def select(ranking: Ranking, calibration: Calibration | str, *, recall: float | 
     probs = [p for p in given if p is not None]
     if len(probs) < len(given):
         probs = cal.probabilities([j.score for j in judgments])
+    extra: dict[str, object]
     if recall is not None:
-        lam = conformal_threshold(cal.conformal, recall, alpha)
-        keep = [i for i, j in enumerate(judgments) if j.score >= lam]
-        extra = {"score_threshold": lam, "target_recall": recall, "alpha": alpha}
+        cut = conformal_cut(cal, recall, alpha, rule)
+        keep = cut.keep([j.score for j in judgments], probs, recall)
+        extra = {"target_recall": recall, "alpha": alpha, "rule": rule, "score_threshold": cut.score_threshold,
+                 "recall_probability_level": cut.recall_probability_level, "top_k": cut.top_k}
         mode = "conformal"
     else:
         if not (isinstance(probability, (int, float)) and 0 <= probability <= 1):
@@ -143,31 +273,34 @@ def select(ranking: Ranking, calibration: Calibration | str, *, recall: float | 
     return Selection(
         query_id=ranking.query_id, mode=mode, kept=[judgments[i] for i in keep], candidates=len(judgments),
         expected_recall=kept_mass / total if total > 0 else None,
-        expected_precision=kept_mass / len(keep) if keep else None, **extra,
+        expected_precision=kept_mass / len(keep) if keep else None, **extra,  # type: ignore[arg-type]
     )
 
 
 def selection_options(recall: float | None = None, alpha: float | None = None,
-                      probability: float | None = None, *, where: str = "select") -> dict[str, float]:
+                      probability: float | None = None, rule: str | None = None, *,
+                      where: str = "select") -> dict[str, Any]:
     """Checked keyword arguments for :func:`select`: ``recall`` (with an optional ``alpha``,
-    default 0.1) for conformal mode, or ``probability`` for threshold mode. The one check shared
-    by the CLI's ``--select``, the server's ``select`` field and the integrations' option.
+    default 0.1, and ``rule``, default ``recall-probability``) for conformal mode, or
+    ``probability`` for threshold mode. The one check shared by the CLI's ``--select``, the
+    server's ``select`` field and the integrations' option.
 
     Raises:
         InvalidInputError: a mix of modes, neither, or a value out of range (the message starts
             with ``where``).
     """
-    hint = "give recall=R[,alpha=A] (conformal mode) or probability=P (threshold mode)"
+    hint = "give recall=R[,alpha=A][,rule=RULE] (conformal mode) or probability=P (threshold mode)"
     values = {"recall": recall, "alpha": alpha, "probability": probability}
     for name, value in values.items():
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise InvalidInputError(f"{where}: {name} must be a number, got {value!r}")
-    if (recall is None) == (probability is None) or (alpha is not None and recall is None):
+    if (recall is None) == (probability is None) or ((alpha is not None or rule is not None) and recall is None):
         raise InvalidInputError(f"{where}: {hint}")
     if recall is not None:
-        out = {"recall": float(recall), "alpha": 0.1 if alpha is None else float(alpha)}
+        out: dict[str, Any] = {"recall": float(recall), "alpha": 0.1 if alpha is None else float(alpha),
+                               "rule": DEFAULT_RULE if rule is None else rule}
         try:
-            _check(out["recall"], out["alpha"])
+            _check(out["recall"], out["alpha"], out["rule"])
         except InvalidInputError as exc:
             raise InvalidInputError(f"{where}: {exc}") from None
         return out
@@ -177,23 +310,28 @@ def selection_options(recall: float | None = None, alpha: float | None = None,
     return {"probability": float(probability)}
 
 
-def parse_selection(text: str) -> dict[str, float]:
-    """``"recall=0.9"``, ``"recall=0.9,alpha=0.05"`` or ``"probability=0.5"`` (``p=0.5``) as
-    :func:`select`'s keyword arguments.
+def parse_selection(text: str) -> dict[str, Any]:
+    """``"recall=0.9"``, ``"recall=0.9,alpha=0.05,rule=score"`` or ``"probability=0.5"``
+    (``p=0.5``) as :func:`select`'s keyword arguments.
 
     Raises:
         InvalidInputError: an unknown key, a value that is not a number, or a mix of modes.
     """
-    names = {"recall": "recall", "alpha": "alpha", "probability": "probability", "p": "probability"}
-    out: dict[str, float] = {}
+    names = {"recall": "recall", "alpha": "alpha", "probability": "probability", "p": "probability", "rule": "rule"}
+    out: dict[str, Any] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, _, value = part.partition("=")
         if key.strip() not in names or not value:
             raise InvalidInputError(
-                f"--select {text!r}: expected recall=R[,alpha=A] (conformal) or probability=P (threshold), got {part!r}"
+                f"--select {text!r}: expected recall=R[,alpha=A][,rule=RULE] (conformal) or probability=P (threshold), "
+                f"got {part!r}"
             )
+        name = names[key.strip()]
+        if name == "rule":
+            out[name] = value.strip()
+            continue
         try:
-            out[names[key.strip()]] = float(value)
+            out[name] = float(value)
         except ValueError:
             raise InvalidInputError(f"--select {text!r}: {value!r} is not a number") from None
     return selection_options(**out, where=f"--select {text!r}")

@@ -13,12 +13,13 @@ CalibrationFile = Annotated[
 ]
 Select = Annotated[
     str | None, typer.Option("--select", help="Choose how many documents to keep per query (needs --calibration): "
-                             "recall=R[,alpha=A] keeps, with confidence 1-A (default 0.1), at least a fraction R of the "
-                             "relevant candidates (conformal); probability=P keeps those with calibrated probability >= P.")
+                             "recall=R[,alpha=A][,rule=RULE] keeps, with confidence 1-A (default 0.1), at least a fraction R of the "
+                             "relevant candidates (conformal; RULE: recall-probability, the default, score or top-k); "
+                             "probability=P keeps those with calibrated probability >= P.")
 ]
 
 
-def load(opts: dict[str, Any]) -> tuple[Any, dict[str, float] | None]:
+def load(opts: dict[str, Any]) -> tuple[Any, dict[str, Any] | None]:
     """The calibration and selection the options ask for, read and checked before a model loads.
 
     Raises:
@@ -38,7 +39,7 @@ def load(opts: dict[str, Any]) -> tuple[Any, dict[str, float] | None]:
 
         cal = load_calibration(opts["calibration"])
         if sel is not None and "recall" in sel:
-            from thinkrank.calibration.selection import conformal_threshold
+            from thinkrank.calibration.selection import conformal_cut
 
-            conformal_threshold(cal.conformal, sel["recall"], sel.get("alpha", 0.1))  # bad values fail now
+            conformal_cut(cal, sel["recall"], sel["alpha"], sel["rule"])  # fails now, not after the reranking
     return cal, sel

@@ -9,7 +9,7 @@ from thinkrank.errors import InvalidInputError
 from thinkrank.rerankers.base import Reranker
 from thinkrank.types import Document, Judgment, Ranking
 
-SELECT_KEYS = ("recall", "alpha", "probability")
+SELECT_KEYS = ("recall", "alpha", "probability", "rule")
 
 
 def rerank_texts(reranker: Reranker, query: str, texts: Sequence[str], top_n: int | None) -> Ranking:
@@ -34,8 +34,9 @@ def check_reranker(reranker: object) -> None:
         )
 
 
-def check_select(select: Mapping[str, float] | None) -> dict[str, float] | None:
-    """The adapters' ``select`` option, ``{"recall": R, "alpha": A}`` or ``{"probability": P}``, as
+def check_select(select: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The adapters' ``select`` option, ``{"recall": R, "alpha": A, "rule": RULE}`` (alpha and
+    rule optional) or ``{"probability": P}``, as
     :func:`thinkrank.calibration.select`'s checked keywords (None: no selection).
 
     Raises:
@@ -45,7 +46,7 @@ def check_select(select: Mapping[str, float] | None) -> dict[str, float] | None:
         return None
     from thinkrank.calibration.selection import selection_options
 
-    example = "{'recall': 0.9, 'alpha': 0.1} or {'probability': 0.5}"
+    example = "{'recall': 0.9, 'alpha': 0.1, 'rule': 'recall-probability'} or {'probability': 0.5}"
     if not isinstance(select, Mapping):
         raise InvalidInputError(f"select must be a dict such as {example}, got {select!r}")
     unknown = sorted(set(select) - set(SELECT_KEYS))
@@ -71,7 +72,7 @@ def require_calibration(reranker: object) -> Any:
 
 
 def rerank_selected(reranker: Reranker, query: str, texts: Sequence[str], top_n: int | None,
-                    select: dict[str, float] | None) -> tuple[list[Judgment], dict[str, Any] | None]:
+                    select: dict[str, Any] | None) -> tuple[list[Judgment], dict[str, Any] | None]:
     """The judgments to return, best first, and what ``select`` kept (None without it). A
     selection sees every candidate (its cut and expected recall depend on all of them); ``top_n``
     then applies to the kept ones.

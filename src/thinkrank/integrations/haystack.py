@@ -69,7 +69,7 @@ class ThinkrankRanker:
         embedding_separator: str = "\n",
         include_reasoning: bool = True,
         reranker_options: dict[str, Any] | None = None,
-        select: dict[str, float] | None = None,
+        select: dict[str, Any] | None = None,
     ) -> None:
         if mode not in MODES:
             raise InvalidInputError(f"mode must be one of {MODES}, got {mode!r}")

@@ -54,7 +54,7 @@ class ThinkrankCompressor(BaseDocumentCompressor):
     reranker: Any
     top_n: int | None = 3
     include_reasoning: bool = False
-    select: dict[str, float] | None = None
+    select: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> ThinkrankCompressor:

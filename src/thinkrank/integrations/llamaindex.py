@@ -53,7 +53,7 @@ class ThinkrankRerank(BaseNodePostprocessor):
     reranker: Any = Field(exclude=True, description="a thinkrank reranker")
     top_n: int | None = Field(default=2, description="nodes to keep (None: all)")
     include_reasoning: bool = Field(default=False, description="put the reasoning in the metadata")
-    select: dict[str, float] | None = Field(default=None, description="keep a calibrated selection")
+    select: dict[str, Any] | None = Field(default=None, description="keep a calibrated selection")
 
     @model_validator(mode="after")
     def _check(self) -> ThinkrankRerank:

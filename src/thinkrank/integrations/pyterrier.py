@@ -85,7 +85,7 @@ class ThinkrankReranker(pt.Transformer):
 
     def __init__(self, model: str | os.PathLike[str] | Reranker | None = None, *,
                  cache: str | Path | JudgmentCache | None = None, text_field: str = "text",
-                 chunk_size: int | None = None, select: dict[str, float] | None = None, **options: Any) -> None:
+                 chunk_size: int | None = None, select: dict[str, Any] | None = None, **options: Any) -> None:
         if not isinstance(text_field, str) or not text_field:
             raise InvalidInputError(f"text_field must be a column name, got {text_field!r}")
         self.spec: RerankerSpec | None = None

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from thinkrank.calibration.selection import selection_options
+from thinkrank.calibration.selection import conformal_cut, selection_options
 from thinkrank.errors import InvalidInputError, require
 from thinkrank.rerankers.base import Reranker, RerankRequest
 from thinkrank.rerankers.pointwise import Pair
@@ -351,14 +351,14 @@ async def _check_with_library(service: RerankService, p: Prepared) -> None:
         raise ApiError(413, f"{field}: {exc}") from None
 
 
-async def _check_select(service: RerankService, p: Prepared) -> dict[str, float] | None:
+async def _check_select(service: RerankService, p: Prepared) -> dict[str, Any] | None:
     """``select``'s keywords, once the server is known to have a calibration for the request's
     setting (a selection of uncalibrated scores would have no meaning)."""
     if p.body.select is None:
         return None
     sel = p.body.select
     try:
-        options = selection_options(sel.recall, sel.alpha, sel.probability, where="select")
+        options = selection_options(sel.recall, sel.alpha, sel.probability, sel.rule, where="select")
     except InvalidInputError as exc:
         raise ApiError(422, f"{exc} (as {{\"recall\": 0.9, \"alpha\": 0.1}} or {{\"probability\": 0.5}})") from None
     cal = service.calibration
@@ -375,6 +375,12 @@ async def _check_select(service: RerankService, p: Prepared) -> dict[str, float]
     if "recall" in options and not cal.conformal:
         raise ApiError(422, "select: the server's calibration holds no labelled query with a relevant candidate, "
                             "so conformal mode (recall) cannot run; use {\"probability\": P}")
+    if "recall" in options:  # the cut is computed once per rule, target and alpha, then kept on the calibration
+        try:
+            await loop.run_in_executor(service.checker, lambda: conformal_cut(
+                cal, options["recall"], options["alpha"], options["rule"]))
+        except InvalidInputError as exc:
+            raise ApiError(422, f"select: {exc}") from None
     return options
 
 

@@ -35,7 +35,7 @@ class Prepared:
     tei: bool
     variant: Variant
     pointwise: bool
-    select: dict[str, float] | None = None  # checked ``select`` keywords (the server has a calibration)
+    select: dict[str, Any] | None = None  # checked ``select`` keywords (the server has a calibration)
 
     @property
     def model_docs(self) -> list[Document]:

@@ -48,6 +48,10 @@ class SelectIn(BaseModel):
     recall: float | None = Field(None, gt=0, le=1, description="Conformal mode: keep enough documents that, at "
                                  "confidence 1 - alpha over queries, recall of the relevant candidates is >= this.")
     alpha: float | None = Field(None, gt=0, lt=1, description="Conformal mode: the miss rate allowed (default 0.1).")
+    rule: Literal["recall-probability", "score", "top-k"] | None = Field(
+        None, description="Conformal mode: how the cut adapts to each query (default recall-probability: the shortest "
+        "top whose probability of reaching the recall is above a calibrated level; score: one raw-score threshold; "
+        "top-k: the same number for every query). See docs/calibration.md.")
     probability: float | None = Field(None, ge=0, le=1, description="Threshold mode: keep the documents whose "
                                       "calibrated probability is >= this.")
 
@@ -158,8 +162,13 @@ class SelectionOut(BaseModel):
                                              "null when none is kept.")
     target_recall: float | None = None
     alpha: float | None = None
-    score_threshold: float | str | None = Field(None, description="Conformal mode: the raw-score cut (\"-inf\": "
-                                                "too few calibration queries for the alpha, everything kept).")
+    rule: str | None = Field(None, description="Conformal mode: the rule that chose the cut.")
+    recall_probability_level: float | None = Field(
+        None, description="Conformal mode, rule recall-probability: the level the kept top's probability of reaching "
+        "the recall exceeds (null: too few calibration queries for the alpha, everything kept).")
+    score_threshold: float | str | None = Field(None, description="Conformal mode, rule score: the raw-score cut "
+                                                "(\"-inf\": too few calibration queries for the alpha, everything kept).")
+    top_k: int | None = Field(None, description="Conformal mode, rule top-k: documents kept per query (null: all).")
     probability_threshold: float | None = None
 
 
