@@ -415,6 +415,14 @@ def test_report_figures_by_hand():
     top = [float(v) for p in fig["kept"]["top_k"].split() for v in p.split(",")]
     # Top 1: recall (1/2 + 0) / 2; top 2: (1/2 + 1) / 2; top 3: 1.
     assert top == pytest.approx([0, SIZE, SIZE / 3, 0.75 * SIZE, 2 * SIZE / 3, 0.25 * SIZE, SIZE, 0], abs=0.06)
+    # The recall-probability rule's curve: every point is (mean kept, mean recall) of some depths
+    # (k1, k2), rising in both, from nothing kept to everything.
+    combos = {(round((k1 + k2) / 2 / 3 * SIZE, 1), round((1 - ([0, 0.5, 0.5, 1][k1] + [0, 0, 1, 1][k2]) / 2) * SIZE, 1))
+              for k1 in range(4) for k2 in range(4)}
+    curve = [tuple(float(v) for v in p.split(",")) for p in fig["kept"]["by_probability"].split()]
+    assert curve[0] == (0.0, SIZE) and curve[-1] == (SIZE, 0.0) and set(curve) <= combos
+    assert all(a[0] <= b[0] and a[1] >= b[1] for a, b in zip(curve, curve[1:]))
+    assert fig["kept"]["target"] == 0.9  # no selection: the default target
     # Histograms: relevant scores 0.9, 0.2, 0.6 (one each in bins 18, 4, 12), non-relevant 0.5, 0.8, 0.1.
     shares = [b["share"] for b in fig["histogram"]["relevant"]]
     assert [i for i, s in enumerate(shares) if s] == [4, 12, 18] and sum(shares) == pytest.approx(1)
@@ -428,7 +436,7 @@ def test_report_figures_by_hand():
                           "metrics": {"ece_before": 0.2, "ece_after": 0.03, "brier_before": 0.3, "brier_after": 0.2}}
     page = render_report(result)
     assert 'aria-label="reliability diagram"' in page and "held-out ECE 0.200 → 0.030" in page
-    assert f'points="{fig["kept"]["cut"]}"' in page
+    assert f'points="{fig["kept"]["cut"]}"' in page and f'points="{fig["kept"]["by_probability"]}"' in page
     result.calibration = None
     assert "reliability diagram" not in render_report(result)
 

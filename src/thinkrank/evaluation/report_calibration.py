@@ -1,6 +1,7 @@
 """The report's calibration pictures, as SVG coordinates: a reliability diagram of the raw scores
 and of the calibrated probabilities, the score histograms of relevant and non-relevant
-candidates, and documents kept against recall reached (a score cut against a fixed top-k).
+candidates, and documents kept against recall reached (the recall-probability rule at every
+level, one score cut for all queries at every score, and every fixed top-k).
 
 All are drawn from this evaluation's own queries and qrels: when the calibration was fitted on
 the same queries they are in-sample pictures (docs/calibration.md has held-out figures)."""
@@ -9,13 +10,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from thinkrank.calibration.metrics import reliability_bins
+from thinkrank.calibration.selection import recall_probabilities
 
 if TYPE_CHECKING:
     from thinkrank.evaluation.runner import Evaluation
 
 SIZE = 200  # every plot is SIZE x SIZE viewBox units, y upwards from the bottom edge
 HISTOGRAM_BINS = 20
+CURVE_LEVELS = 200  # the recall-probability curve is drawn at this many levels (quantiles of the queries' own)
+DEFAULT_TARGET = 0.9  # the recall target of that curve when the evaluation selected with none
 
 
 def _labelled(result: Evaluation, threshold: int) -> list[list[tuple[float, float | None, int]]]:
@@ -52,7 +58,14 @@ def calibration_figures(result: Evaluation) -> dict[str, Any] | None:
     histogram = _histograms(scores, labels)
     return {"size": SIZE, "reliability": reliability,
             "reliability_lines": {k: " ".join(b["at"] for b in v) for k, v in reliability.items()},
-            "histogram": histogram, "kept": _kept_curves(queries), "pairs": len(pairs), "queries": len(queries)}
+            "histogram": histogram, "kept": _kept_curves(queries, _target(result)), "pairs": len(pairs),
+            "queries": len(queries)}
+
+
+def _target(result: Evaluation) -> float:
+    """The recall target of the evaluation's conformal selection, else :data:`DEFAULT_TARGET`."""
+    chosen = (result.selection or {}).get("recall")
+    return float(chosen) if isinstance(chosen, (int, float)) else DEFAULT_TARGET
 
 
 def _histograms(scores: list[float], labels: list[int]) -> dict[str, Any]:
@@ -75,12 +88,13 @@ def _histograms(scores: list[float], labels: list[int]) -> dict[str, Any]:
     return {**bars, "tallest": tallest}
 
 
-def _kept_curves(queries: list[list[tuple[float, float | None, int]]]) -> dict[str, Any]:
+def _kept_curves(queries: list[list[tuple[float, float | None, int]]], target: float) -> dict[str, Any]:
     """Mean documents kept per query against mean recall, over the queries with a relevant
-    candidate: one global score cut at every distinct score, and every fixed top-k."""
+    candidate: the recall-probability rule for ``target`` at levels spread over its queries' own
+    values, one global score cut at every distinct score, and every fixed top-k."""
     judged = [q for q in queries if any(y for _, _, y in q)]
     if not judged:
-        return {"cut": "", "top_k": "", "depth": 0}
+        return {"cut": "", "top_k": "", "by_probability": "", "depth": 0, "target": target}
     depth = max(len(q) for q in judged)
 
     def mean_recall(kept: list[int]) -> float:
@@ -93,4 +107,22 @@ def _kept_curves(queries: list[list[tuple[float, float | None, int]]]) -> dict[s
         cut_points.append((sum(kept) / len(judged) / depth, mean_recall(kept)))
     top_points = [(k / depth, mean_recall([min(k, len(q)) for q in judged])) for k in range(1, depth + 1)]
     return {"cut": " ".join(_point(x, y) for x, y in [(0.0, 0.0)] + cut_points),
-            "top_k": " ".join(_point(x, y) for x, y in [(0.0, 0.0)] + top_points), "depth": depth}
+            "top_k": " ".join(_point(x, y) for x, y in [(0.0, 0.0)] + top_points),
+            "by_probability": " ".join(_point(x, y) for x, y in _probability_points(judged, target, depth, mean_recall)),
+            "depth": depth, "target": target}
+
+
+def _probability_points(judged: list[list[tuple[float, float | None, int]]], target: float, depth: int,
+                        mean_recall: Any) -> list[tuple[float, float]]:
+    """The recall-probability rule's (mean kept / depth, mean recall) as its level rises (empty
+    when a judgment has no probability)."""
+    if any(p is None for q in judged for _, p, _ in q):
+        return []
+    reach = [recall_probabilities([float(p or 0.0) for _, p, _ in q], target) for q in judged]
+    levels = np.unique(np.quantile(np.concatenate(reach), np.linspace(0, 1, CURVE_LEVELS)))
+    # A query keeps min{k : P_k > level}: how many of its P_k are <= level, P_0 = 0 included.
+    kept = np.array([np.minimum(np.searchsorted(r, levels, side="right"), len(r) - 1) for r in reach])  # queries x levels
+    points = [(0.0, 0.0)]
+    for column in kept.T:
+        points.append((float(column.mean()) / depth, mean_recall([int(k) for k in column])))
+    return points
