@@ -237,6 +237,22 @@ def profile(engine: Any, requests: Any, budget: int) -> None:
           f"({', '.join(f'{n} requests {s:.2f} s' for n, s in calls)})")
     print(f"- outside LLM.generate (prompts, tokenising, scoring ids, judgments): {total - inside:.2f} s")
     print(f"- prefix cache: {h1 - h0:.0f} of {q1 - q0:.0f} prompt tokens hit ({(h1 - h0) / max(q1 - q0, 1):.0%})")
+    # The floor under any second pass on this backend: one new token after each of the same
+    # prompts, every prompt token already in the prefix cache (the second call of two).
+    from vllm import SamplingParams
+
+    from thinkrank.prompts.rank1 import build_rank1_prompt
+
+    prompts = [build_rank1_prompt(q, p) for q, ps in requests for p in ps]
+    one = SamplingParams(max_tokens=1, temperature=0)
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        engine.llm.generate(prompts, one, use_tqdm=False)
+        times.append(time.perf_counter() - t)
+    print(f"- a one-token pass over the same {len(prompts)} prompts, all of their tokens cached: "
+          f"{statistics.median(times[1:]):.2f} s (runs {' '.join(f'{x:.2f}' for x in times)}): the fixed cost "
+          "of one more generate call with these requests on this backend")
 
 
 def report(results: dict[str, Result], args: Any, block: int) -> None:
