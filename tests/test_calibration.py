@@ -20,11 +20,12 @@ from thinkrank.calibration import (
     brier,
     conformal_threshold,
     conformal_top_k,
-    recall_probabilities,
     ece,
     fit_calibration,
     load_calibration,
     log_loss,
+    recall_probabilities,
+    reliability_bins,
     select,
 )
 from thinkrank.calibration.fit import query_folds
@@ -62,6 +63,14 @@ def test_ece_by_hand_on_a_tiny_example():
     # Bins are by probability, not by input order.
     shuffled = [5, 0, 3, 1, 4, 2]
     assert ece([p[i] for i in shuffled], [y[i] for i in shuffled], bins=3) == pytest.approx(ece(p, y, bins=3))
+    # Equal probabilities share a bin, so the order of tied pairs cannot change the result: a
+    # flat 0.25 over labels with a 25% base rate is calibrated, however the labels are listed.
+    flat, labels = [0.25] * 8, [1, 1, 0, 0, 0, 0, 0, 0]
+    assert ece(flat, labels, bins=4) == 0 and ece(flat, labels[::-1], bins=4) == 0
+    # Ties straddling a boundary join the bin of their first member: bins {0.1, 0.5, 0.5, 0.5}, {0.9, 0.9}.
+    tied = [0.1, 0.5, 0.5, 0.5, 0.9, 0.9]
+    by_bin = [(b.mean_probability, b.fraction_relevant, b.count) for b in reliability_bins(tied, [0, 1, 0, 0, 1, 1], 2)]
+    assert by_bin == [pytest.approx((0.4, 0.25, 4)), pytest.approx((0.9, 1.0, 2))]
 
 
 def test_brier_and_log_loss_match_scikit_learn():

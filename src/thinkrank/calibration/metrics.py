@@ -1,8 +1,8 @@
 """How good probabilities are: expected calibration error (equal-mass bins), Brier score, log loss.
 
 All take probabilities ``p`` and 0/1 labels ``y`` of the same length. ECE uses equal-mass bins:
-the pairs sorted by probability are cut into ``bins`` groups of (nearly) equal size, so that
-every bin holds enough pairs to estimate its frequency (equal-width bins leave most of the
+the pairs sorted by probability are cut into ``bins`` groups of (nearly) equal size (ties kept
+together), so that every bin holds enough pairs to estimate its frequency (equal-width bins leave most of the
 mass of a polarised reranker in the two end bins).
 """
 
@@ -40,13 +40,20 @@ def _arrays(p: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
 
 def reliability_bins(p: ArrayLike, y: ArrayLike, bins: int = 10) -> list[ReliabilityBin]:
     """The equal-mass bins of a reliability diagram (fewer when there are fewer pairs than bins).
-    Pairs are ordered by probability, ties by their input order (stable)."""
+    Pairs are ordered by probability and cut into ``bins`` groups of (nearly) equal size, except
+    that equal probabilities always share a bin (the one their first member falls in): a bin
+    boundary inside a tie would make the result depend on the pairs' input order (a flat map,
+    or an isotonic step, would be scored by how its labels happen to be listed)."""
     p, y = _arrays(p, y)
     if bins < 1:
         raise InvalidInputError(f"bins must be >= 1, got {bins}")
     order = np.argsort(p, kind="stable")
-    groups = [g for g in np.array_split(order, min(bins, len(p))) if len(g)]
-    return [ReliabilityBin(float(p[g].mean()), float(y[g].mean()), len(g)) for g in groups]
+    count = min(bins, len(p))
+    sizes = [len(g) for g in np.array_split(order, count)]
+    bin_at = np.repeat(np.arange(count), sizes)  # the bin of each sorted position
+    which = bin_at[np.searchsorted(p[order], p[order], side="left")]  # a tie goes with its first member
+    groups = [order[which == b] for b in range(count)]
+    return [ReliabilityBin(float(p[g].mean()), float(y[g].mean()), len(g)) for g in groups if len(g)]
 
 
 def ece(p: ArrayLike, y: ArrayLike, bins: int = 10) -> float:
