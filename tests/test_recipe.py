@@ -210,9 +210,10 @@ def test_a_second_run_skips_every_stage_and_other_settings_are_refused(mini, smo
     print(f"miniature recipe: {first_seconds:.1f}s")
 
 
-def test_more_depths_later_score_only_the_new_pairs_and_rewrite_the_tables(smollm2_path, data_dir, tmp_path):
+def test_more_depths_or_learning_rates_later_redo_only_what_they_change(smollm2_path, data_dir, tmp_path):
     """A finished run asked for one more depth evaluates again from its judgment cache: the new
-    depth's extra pairs are the only ones scored, and results, tables and model card name it."""
+    depth's extra pairs are the only ones scored, and results, tables and model card name it.
+    Asked for one more learning rate, it trains that one alone and chooses again."""
     import sqlite3
 
     config = _config(smollm2_path, data_dir, tmp_path / "run", depths=(2,), arms=("direct",))
@@ -232,6 +233,20 @@ def test_more_depths_later_score_only_the_new_pairs_and_rewrite_the_tables(smoll
     results = json.loads((config.output / "eval" / "results.json").read_text())
     assert results["depths"] == [2, 4] and set(results["table"]) == {"top2", "top4"}
     assert "top4" in (config.output / "model" / "README.md").read_text()
+
+    # One more learning rate later: only it is trained; the dev choice, evaluation and model are
+    # redone, and the first run's files are left as they were.
+    first = {p: p.stat().st_mtime_ns for p in (config.output / "train" / "direct" / "lr-0.001").rglob("*")
+             if p.is_file() and p.suffix not in (".csv", ".svg", ".trec")}  # curve and dev run are redrawn from the log and cache
+    more = run_recipe(_config(smollm2_path, data_dir, config.output, depths=(2, 4), arms=("direct",),
+                              learning_rates=(1e-3, 2e-3)))
+    assert more.ran == ["train", "evaluate", "model"] and more.skipped == ["data", "targets"]
+    assert {p: p.stat().st_mtime_ns for p in first} == first
+    assert (config.output / "train" / "direct" / "lr-0.002" / "result.json").exists()
+    chosen = json.loads((config.output / "train" / "selection.json").read_text())["arms"]["direct"]
+    assert set(chosen["candidates"]) == {"0.001", "0.002"}
+    assert cached() == 2 * 2 * 4  # both runs are the base model after one warm-up step: the same choice, no new pair
+    assert json.loads((config.output / "recipe.json").read_text())["learning_rates"] == [1e-3, 2e-3]
 
 
 def test_full_fine_tuning_scores_the_trained_model_itself_and_the_card_says_so(smollm2_path, data_dir, tmp_path):

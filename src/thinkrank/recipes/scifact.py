@@ -3,7 +3,8 @@ last file exists, so the same command continues an interrupted run::
 
     runs/scifact/
       recipe.json                 the settings (a rerun with other settings is refused, except
-                                  other evaluation depths after the same first, dev, depth)
+                                  other evaluation depths after the same first, dev, depth, and
+                                  other learning rates: only the new ones are trained)
       data/      split.json       train/dev claims (by query), the test-leak check, the mix counts
                  bm25-train.trec  BM25 over the training claims (hard negatives, dev candidates)
                  pairs.jsonl      the drawn training pairs
@@ -107,6 +108,14 @@ def run_recipe(config: RecipeConfig, *, say: Callable[[str], None] | None = None
         selection = {"arms": arms, "skipped": skipped, "dev_depth": config.depths[0], "split": split.to_dict()}
         (folders["train"] / "selection.json").write_text(json.dumps(selection, indent=2) + "\n")
 
+    if done["train"].exists() and _trained_rates(done["train"]) != set(config.learning_rates):
+        # Other learning rates: train only the new ones (a finished run is kept, fit_arm skips it),
+        # choose again on dev among the rates now asked for, then evaluate and write the model again.
+        say(f"train: learning rates are now {list(config.learning_rates)}; training the new ones and choosing "
+            "again on dev (finished runs are kept)")
+        for name in ("train", "evaluate", "model"):
+            done[name].unlink(missing_ok=True)
+
     stage("train", train)
     selection = json.loads(done["train"].read_text())
     if done["evaluate"].exists() and json.loads(done["evaluate"].read_text())["depths"] != list(config.depths):
@@ -134,6 +143,12 @@ def run_recipe(config: RecipeConfig, *, say: Callable[[str], None] | None = None
     return result
 
 
+def _trained_rates(selection: Path) -> set[float]:
+    """The learning rates a saved dev selection chose among."""
+    arms = json.loads(selection.read_text())["arms"]
+    return {float(c["lr"]) for arm in arms.values() for c in arm["candidates"].values()}
+
+
 def _dev(config: RecipeConfig, folder: Path, split: data_stage.Split) -> tuple[Any, Any]:
     """The dev claims (training judgments only) and their BM25 candidates."""
     dev = data_stage.load_train(config).subset(split.dev)
@@ -154,8 +169,8 @@ def _check_same_recipe(config: RecipeConfig, out: Path) -> None:
                 f"{out} chose its models on dev at BM25 depth {old_depths[0]}; the first of --depths is that dev "
                 f"depth, so keep it first (e.g. --depths {','.join(map(str, [old_depths[0], *now['depths'][1:]]))}) "
                 "or use a new --output folder")
-        if changed == ["depths"]:
-            return  # evaluation depths only: the dev depth that chose the models is the same
+    if changed and set(changed) <= {"depths", "learning_rates"}:
+        return  # evaluation depths after the same dev depth, or other learning rates: run_recipe redoes what they change
     if changed:
         raise InvalidInputError(f"{out} holds a recipe run with other settings ({', '.join(changed)}); "
                                 "finished stages would be mixed with new ones. Use a new --output folder")
