@@ -87,6 +87,8 @@ def test_select_keeps_only_the_chosen_documents_with_their_summary(smollm2_engin
                                                          "select": {"probability": p_cut}}, timeout=120).json()
         tei = httpx.post(url + "/rerank", json={"query": QUERY, "texts": DOCS, "select": {"recall": 1.0, "rule": "score"}},
                          timeout=120)
+        schemas = {name: httpx.get(u + "/openapi.json", timeout=60).json()["components"]["schemas"]
+                   for name, u in (("calibrated", url), ("bare", bare_url))}
         errors = {name: httpx.post(u + "/v2/rerank", json={"query": QUERY, "documents": DOCS, **extra}, timeout=120)
                   for name, u, extra in [
                       ("uncalibrated", bare_url, {"select": {"probability": 0.5}}),
@@ -115,3 +117,9 @@ def test_select_keeps_only_the_chosen_documents_with_their_summary(smollm2_engin
     assert "give recall" in errors["alpha alone"].json()["message"]
     assert "recall-probability" in errors["unknown rule"].json()["message"]
     assert "refit it with `thinkrank calibrate" in errors["no scores"].json()["message"]
+    # The schema says what each server takes: no select without a calibration; with this one (no
+    # candidate scores, as a version 1 file) one mode, and conformal mode with an explicit rule.
+    assert schemas["bare"]["RerankBody"]["properties"]["select"]["type"] == "null"
+    conformal, threshold = schemas["calibrated"]["SelectIn"]["oneOf"]
+    assert conformal["required"] == ["recall", "rule"] and conformal["properties"]["rule"] == {"enum": ["score", "top-k"]}
+    assert threshold["required"] == ["probability"] and threshold["properties"]["recall"] == {"type": "null"}

@@ -140,6 +140,7 @@ def _openapi(app: Any, service: RerankService) -> dict[str, Any]:
     else:
         for name in ("think_budget", "raw_scores"):
             props.pop(name)
+    _select_schema(props, schemas["SelectIn"], s.calibration)
     if s.api_key:
         from thinkrank.server.edge import OPEN_PATHS
 
@@ -153,6 +154,32 @@ def _openapi(app: Any, service: RerankService) -> dict[str, Any]:
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}})
     app.openapi_schema = schema
     return schema
+
+
+def _select_schema(props: dict[str, Any], select: dict[str, Any], calibration: Any) -> None:
+    """``select`` as this server takes it: only null without a calibration; with one, exactly one
+    mode (``alpha`` and ``rule`` only with ``recall``), conformal mode only when the calibration
+    holds labelled queries, and an explicit ``score`` or ``top-k`` rule when its file is too old
+    for the default rule."""
+    if calibration is None:
+        props["select"] = {"type": "null", "description": props["select"]["description"]
+                           + " This server has no calibration, so it takes none."}
+        return
+    from thinkrank.calibration.file import load_calibration
+
+    try:
+        cal = load_calibration(calibration)
+    except InvalidInputError:
+        return  # the server reports the unreadable file itself
+    null = {"type": "null"}
+    threshold = {"required": ["probability"], "properties": {"probability": {"type": "number"}, "recall": null,
+                                                             "alpha": null, "rule": null}}
+    conformal: dict[str, Any] = {"required": ["recall"], "properties": {"recall": {"type": "number"},
+                                                                        "probability": null}}
+    if any(not q.scores for q in cal.conformal):  # a version 1 file: no recall-probability rule
+        conformal = {"required": ["recall", "rule"], "properties": {**conformal["properties"],
+                                                                    "rule": {"enum": ["score", "top-k"]}}}
+    select["oneOf"] = [conformal, threshold] if cal.conformal else [threshold]
 
 
 def _add_routes(app: Any, service: RerankService) -> None:
