@@ -20,7 +20,9 @@ is also ``<= 1 - alpha + 1 / (n + 1)``. The rules:
   above the level. The probability is computed from the calibrated probabilities of *all* the
   query's candidates, as if their relevance were independent (:func:`recall_probabilities`), so
   a query whose candidates look alike keeps more, and one with a few clear favourites keeps
-  fewer. The calibration only makes this efficient: the guarantee holds whatever the map.
+  fewer. The map only makes this efficient: the guarantee holds for any map fixed before the
+  calibration queries' outcomes are seen (``thinkrank calibrate`` fits it on the same run; the
+  measured coverage is at its exact value, docs/calibration.md).
 * ``score``: keep every candidate whose raw score is at least one threshold for all queries
   (the ``(n + 1 - j)``-th smallest raw score of a query's ``ceil(target * R_i)``-th best relevant
   candidate). It keeps too many when score levels differ between queries.
