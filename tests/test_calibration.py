@@ -303,12 +303,13 @@ def test_select_modes_report_what_they_kept():
     assert top.doc_ids == [j.doc_id for j in ranking][: conformal_top_k(cal.conformal, 0.8, 0.1)]
     by_probability = ranking.select(cal, recall=0.8, alpha=0.1)  # the default rule
     assert by_probability.rule == "recall-probability"
-    level = by_probability.recall_probability_level
-    reach = recall_probabilities(probs, 0.8)
+    level = (by_probability.recall_probability_level, -by_probability.tie_score)
+    keys = _keys(cal, [j.score for j in ranking], 0.8)
     kept = len(by_probability.kept)
     assert by_probability.doc_ids == [j.doc_id for j in ranking][:kept]
-    assert reach[kept] > level and (kept == 0 or reach[kept - 1] <= level)  # the shortest top above the level
-    assert by_probability.to_dict()["recall_probability_level"] == level
+    assert keys[kept] > level and all(k <= level for k in keys[:kept])  # the shortest top above the level
+    assert by_probability.to_dict()["recall_probability_level"] == level[0]
+    assert by_probability.to_dict()["tie_score"] == -level[1]
     with pytest.raises(InvalidInputError, match="exactly one"):
         select(ranking, cal)
     with pytest.raises(InvalidInputError, match="alpha"):
@@ -336,10 +337,21 @@ def _reach_depth(query: ConformalQuery, target: float) -> int:
     return query.relevant[max(1, math.ceil(target * len(query.relevant) - 1e-9)) - 1][0]
 
 
-def _kept_by_level(cal, scores, target: float, level: float | None) -> int:
+def _keys(cal, scores, target: float) -> list[tuple[float, float]]:
+    """Keeping the top k, k = 0..n: (P_k, minus the next candidate's score), -inf after the last."""
+    reach = recall_probabilities(cal.probabilities(scores), target)
+    following = [*scores, -math.inf]
+    return [(float(reach[k]), -min(following[: k + 1])) for k in range(len(scores) + 1)]
+
+
+def _kept_by_level(cal, scores, target: float, level: tuple[float, float] | None) -> int:
     if level is None:
         return len(scores)
-    return int(np.flatnonzero(recall_probabilities(cal.probabilities(scores), target) > level)[0])
+    return next(k for k, key in enumerate(_keys(cal, scores, target)) if key > level)
+
+
+def _level(cut) -> tuple[float, float] | None:
+    return None if cut.recall_probability_level is None else (cut.recall_probability_level, -cut.tie_score)
 
 
 def test_recall_probability_level_by_direct_counting():
@@ -348,15 +360,14 @@ def test_recall_probability_level_by_direct_counting():
     run = synthetic_run(99, 20, seed=22)
     cal = fit_calibration(run, method="platt")
     target, alpha = 0.9, 0.1
-    level = conformal_cut(cal, target, alpha).recall_probability_level
+    level = _level(conformal_cut(cal, target, alpha))
     queries = cal.conformal
     covered = [_kept_by_level(cal, q.scores, target, level) >= _reach_depth(q, target) for q in queries]
     n = len(queries)
     assert sum(covered) >= math.ceil((n + 1) * (1 - alpha))
     # Any lower level (the next value below it among the queries' own) covers too few.
-    lower = max(float(recall_probabilities(cal.probabilities(q.scores), target)[_reach_depth(q, target) - 1])
-                for q in queries
-                if recall_probabilities(cal.probabilities(q.scores), target)[_reach_depth(q, target) - 1] < level)
+    own = [_keys(cal, q.scores, target)[_reach_depth(q, target) - 1] for q in queries]
+    lower = max(key for key in own if key < level)
     assert sum(_kept_by_level(cal, q.scores, target, lower) >= _reach_depth(q, target) for q in queries) \
         < math.ceil((n + 1) * (1 - alpha))
     assert conformal_cut(cal, target, alpha) is conformal_cut(cal, target, alpha)  # computed once
@@ -374,13 +385,42 @@ def test_recall_probability_coverage_over_random_splits_is_within_the_guarantee(
     for _ in range(200):
         order = rng.permutation(len(full.conformal))
         cal = dataclasses.replace(mapping, conformal=[full.conformal[i] for i in order[:n_cal]])
-        level = conformal_cut(cal, target, alpha).recall_probability_level
+        level = _level(conformal_cut(cal, target, alpha))
         for i in order[n_cal:]:
             q = full.conformal[i]
             hits += _kept_by_level(mapping, q.scores, target, level) >= _reach_depth(q, target)
             total += 1
     # Marginal coverage is in [0.90, 0.91] up to ties; 200 splits leave a Monte Carlo error of about 0.007.
     assert 0.90 - 0.02 <= hits / total <= 0.91 + 0.02
+
+
+def test_with_a_flat_map_the_next_candidates_score_breaks_ties_and_coverage_stays_exact():
+    """A map that says the base rate to every pair gives all queries of one length the same P_k
+    curve: without the score to tell them apart the cut could only be a fixed top-k, which
+    over-covers (its depths tie). With it, coverage is at its exact value and fewer are kept."""
+    from thinkrank.calibration import ConformalCut, conformal_cut
+    from thinkrank.calibration.maps import CalibrationMap
+
+    flat = CalibrationMap("platt", {"a": 0.0, "b": -1.7})
+    base_rate = [1 / (1 + math.exp(1.7))] * 3
+    reach = recall_probabilities(base_rate, 0.9)
+    cut = ConformalCut("recall-probability", recall_probability_level=float(reach[1]), tie_score=0.5)
+    assert cut.keep([0.9, 0.6, 0.4], base_rate, 0.9) == [0, 1]  # at the level, the next scores 0.6 >= 0.5: go on
+    assert cut.keep([0.9, 0.4, 0.3], base_rate, 0.9) == [0]  # the next scores 0.4 < 0.5: stop
+    pool = fit_calibration(synthetic_run(400, 10, seed=27), method="platt").conformal
+    rng = np.random.default_rng(28)
+    target, alpha, n_cal = 0.9, 0.1, 99
+    hits = top_hits = total = kept = top_kept = 0
+    for _ in range(200):
+        order = rng.permutation(len(pool))
+        cal = Calibration(flat, "pointwise", dict(SETTINGS), 1, conformal=[pool[i] for i in order[:n_cal]])
+        level, k = _level(conformal_cut(cal, target, alpha)), conformal_top_k(cal.conformal, target, alpha)
+        for i in order[n_cal:]:
+            depth, need = _kept_by_level(cal, pool[i].scores, target, level), _reach_depth(pool[i], target)
+            hits, kept, total = hits + (depth >= need), kept + depth, total + 1
+            top_hits, top_kept = top_hits + ((k or 10) >= need), top_kept + (k or 10)
+    assert 0.90 - 0.02 <= hits / total <= 0.91 + 0.02  # exact, as without ties
+    assert top_hits / total > hits / total + 0.02 and top_kept > kept  # the fixed top-k over-covers
 
 
 def test_a_version_1_file_still_selects_by_score_and_names_the_refit(tmp_path):

@@ -16,11 +16,12 @@ from thinkrank.calibration.labelled import LabelledQuery, LabelledRun, load_labe
 from thinkrank.calibration.maps import METHODS, CalibrationMap
 from thinkrank.calibration.metrics import brier, ece, log_loss, reliability_bins
 from thinkrank.calibration.selection import (
-    RULES, ConformalCut, Selection, conformal_cut, conformal_threshold, conformal_top_k, recall_probabilities, select,
+    RULES, ConformalCut, Selection, conformal_cut, conformal_threshold, conformal_top_k, cut_keys, recall_probabilities,
+    select,
 )
 
 __all__ = [
     "METHODS", "RULES", "Calibration", "CalibrationMap", "ConformalCut", "ConformalQuery", "LabelledQuery", "LabelledRun",
-    "Selection", "brier", "conformal_cut", "conformal_threshold", "conformal_top_k", "ece", "fit_calibration", "load_calibration",
+    "Selection", "brier", "conformal_cut", "conformal_threshold", "conformal_top_k", "cut_keys", "ece", "fit_calibration", "load_calibration",
     "load_labelled_run", "log_loss", "recall_probabilities", "reliability_bins", "select",
 ]

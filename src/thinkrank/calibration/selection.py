@@ -20,7 +20,9 @@ is also ``<= 1 - alpha + 1 / (n + 1)``. The rules:
   above the level. The probability is computed from the calibrated probabilities of *all* the
   query's candidates, as if their relevance were independent (:func:`recall_probabilities`), so
   a query whose candidates look alike keeps more, and one with a few clear favourites keeps
-  fewer. The map only makes this efficient: the guarantee holds for any map fixed before the
+  fewer. Queries at exactly the level (equal probabilities give every query of the same length
+  the same curve) are told apart by the raw score of the next candidate: a query at the level
+  stops before a candidate scoring below the level's ``tie_score``. The map only makes this efficient: the guarantee holds for any map fixed before the
   calibration queries' outcomes are seen (``thinkrank calibrate`` fits it on the same run; the
   measured coverage is at its exact value, docs/calibration.md).
 * ``score``: keep every candidate whose raw score is at least one threshold for all queries
@@ -61,7 +63,7 @@ class Selection:
     Attributes:
         kept: the judgments kept, best first; ``candidates``: how many there were.
         mode: ``"conformal"`` or ``"threshold"``; ``rule``: conformal mode's rule, and its cut:
-            ``recall_probability_level`` (None: everything kept), ``score_threshold`` (-inf:
+            ``recall_probability_level`` and ``tie_score`` (None: everything kept), ``score_threshold`` (-inf:
             everything kept) or ``top_k`` (None: everything kept); ``probability_threshold``:
             threshold mode's cut.
         expected_recall / expected_precision: estimated from calibrated probabilities (None
@@ -80,6 +82,7 @@ class Selection:
     alpha: float | None = None
     rule: str | None = None
     recall_probability_level: float | None = None
+    tie_score: float | None = None
     top_k: int | None = None
     doc_ids: list[str] = field(init=False)
 
@@ -99,7 +102,7 @@ class Selection:
             return {"score_threshold": _json_float(self.score_threshold)}
         if self.rule == "top-k":
             return {"top_k": self.top_k}
-        return {"recall_probability_level": self.recall_probability_level}
+        return {"recall_probability_level": self.recall_probability_level, "tie_score": _json_float(self.tie_score)}
 
 
 def _json_float(value: float | None) -> float | None | str:
@@ -170,10 +173,26 @@ def recall_probabilities(probabilities: Sequence[float], target: float) -> np.nd
     return out
 
 
+Level = tuple[float, float]
+"""A recall-probability level: ``(P, -score)``, compared in that order (see :func:`cut_keys`)."""
+
+
+def cut_keys(probabilities: Sequence[float], scores: Sequence[float], target: float) -> list[Level]:
+    """The key of keeping the top ``k`` of a ranking, ``k = 0 … n``: ``(P_k, -s)`` with ``P_k``
+    from :func:`recall_probabilities` and ``s`` the raw score of the next candidate (the running
+    minimum of the scores, so keys rise with ``k`` even in a ranking not sorted by score; ``-inf``
+    after the last). The recall-probability rule keeps the shortest top whose key is above the
+    level; the score only separates tops whose probabilities are equal."""
+    reach = recall_probabilities(probabilities, target)
+    following = np.minimum.accumulate(np.append(np.asarray(scores, dtype=float), -math.inf))
+    return [(float(p), float(-s)) for p, s in zip(reach, following)]
+
+
 def recall_probability_level(queries: Sequence[ConformalQuery], calibration: Calibration, target: float,
-                             alpha: float) -> float | None:
-    """The level of the ``recall-probability`` rule: a query keeps the shortest top whose
-    :func:`recall_probabilities` value is above it (None: every candidate is kept).
+                             alpha: float) -> Level | None:
+    """The level of the ``recall-probability`` rule (None: every candidate is kept): the
+    ``ceil((n + 1)(1 - alpha))``-th smallest key of the calibration queries' tops one short of
+    the target.
 
     Raises:
         InvalidInputError: no calibration query, or a calibration file without its queries'
@@ -188,7 +207,7 @@ def recall_probability_level(queries: Sequence[ConformalQuery], calibration: Cal
             "recall-probability rule needs them: refit it with `thinkrank calibrate RUN_DIR`, or choose rule=score"
         )
     levels = sorted(
-        float(recall_probabilities(calibration.probabilities(q.scores), target)[q.relevant[_needed(q, target) - 1][0] - 1])
+        cut_keys(calibration.probabilities(q.scores), q.scores, target)[q.relevant[_needed(q, target) - 1][0] - 1]
         for q in queries
     )
     j = math.ceil((len(levels) + 1) * (1 - alpha))
@@ -201,6 +220,7 @@ class ConformalCut:
 
     rule: str
     recall_probability_level: float | None = None
+    tie_score: float | None = None
     score_threshold: float | None = None
     top_k: int | None = None
 
@@ -211,10 +231,11 @@ class ConformalCut:
             return [i for i, s in enumerate(scores) if s >= self.score_threshold]
         if self.rule == "top-k":
             return list(range(len(scores) if self.top_k is None else min(self.top_k, len(scores))))
-        if self.recall_probability_level is None or not len(scores):
+        if self.recall_probability_level is None or self.tie_score is None or not len(scores):
             return list(range(len(scores)))
-        above = np.flatnonzero(recall_probabilities(probabilities, target) > self.recall_probability_level)
-        return list(range(int(above[0]) if len(above) else len(scores)))
+        level = (self.recall_probability_level, -self.tie_score)
+        keys = cut_keys(probabilities, scores, target)
+        return list(range(next((k for k, key in enumerate(keys) if key > level), len(scores))))
 
 
 def conformal_cut(calibration: Calibration | str, target: float, alpha: float = 0.1,
@@ -235,7 +256,8 @@ def conformal_cut(calibration: Calibration | str, target: float, alpha: float = 
         elif rule == "top-k":
             cut = ConformalCut(rule, top_k=conformal_top_k(cal.conformal, target, alpha))
         else:
-            cut = ConformalCut(rule, recall_probability_level=recall_probability_level(cal.conformal, cal, target, alpha))
+            level = recall_probability_level(cal.conformal, cal, target, alpha)
+            cut = ConformalCut(rule, *(level[0], -level[1]) if level is not None else (None, None))
         cal.cuts[key] = cut
     return cal.cuts[key]  # type: ignore[no-any-return]
 
@@ -263,7 +285,8 @@ def select(ranking: Ranking, calibration: Calibration | str, *, recall: float | 
         cut = conformal_cut(cal, recall, alpha, rule)
         keep = cut.keep([j.score for j in judgments], probs, recall)
         extra = {"target_recall": recall, "alpha": alpha, "rule": rule, "score_threshold": cut.score_threshold,
-                 "recall_probability_level": cut.recall_probability_level, "top_k": cut.top_k}
+                 "recall_probability_level": cut.recall_probability_level, "tie_score": cut.tie_score,
+                 "top_k": cut.top_k}
         mode = "conformal"
     else:
         if not (isinstance(probability, (int, float)) and 0 <= probability <= 1):

@@ -8,12 +8,13 @@ the same queries they are in-sample pictures (docs/calibration.md has held-out f
 
 from __future__ import annotations
 
+import bisect
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from thinkrank.calibration.metrics import reliability_bins
-from thinkrank.calibration.selection import recall_probabilities
+from thinkrank.calibration.selection import cut_keys
 
 if TYPE_CHECKING:
     from thinkrank.evaluation.runner import Evaluation
@@ -118,11 +119,12 @@ def _probability_points(judged: list[list[tuple[float, float | None, int]]], tar
     when a judgment has no probability)."""
     if any(p is None for q in judged for _, p, _ in q):
         return []
-    reach = [recall_probabilities([float(p or 0.0) for _, p, _ in q], target) for q in judged]
-    levels = np.unique(np.quantile(np.concatenate(reach), np.linspace(0, 1, CURVE_LEVELS)))
-    # A query keeps min{k : P_k > level}: how many of its P_k are <= level, P_0 = 0 included.
-    kept = np.array([np.minimum(np.searchsorted(r, levels, side="right"), len(r) - 1) for r in reach])  # queries x levels
+    keys = [cut_keys([float(p or 0.0) for _, p, _ in q], [s for s, _, _ in q], target) for q in judged]
+    ordered = sorted(k for q in keys for k in q)
+    levels = [ordered[round(i)] for i in np.linspace(0, len(ordered) - 1, CURVE_LEVELS)]
     points = [(0.0, 0.0)]
-    for column in kept.T:
-        points.append((float(column.mean()) / depth, mean_recall([int(k) for k in column])))
+    for level in dict.fromkeys(levels):
+        # A query keeps the shortest top whose key is above the level: as many as its keys at or below it.
+        kept = [min(bisect.bisect_right(q, level), len(q) - 1) for q in keys]
+        points.append((sum(kept) / len(kept) / depth, mean_recall(kept)))
     return points

@@ -166,6 +166,9 @@ class SelectionOut(BaseModel):
     recall_probability_level: float | None = Field(
         None, description="Conformal mode, rule recall-probability: the level the kept top's probability of reaching "
         "the recall exceeds (null: too few calibration queries for the alpha, everything kept).")
+    tie_score: float | str | None = Field(
+        None, description="Conformal mode, rule recall-probability: a query exactly at the level stops before a "
+        "candidate whose raw score is below this (null: everything kept).")
     score_threshold: float | str | None = Field(None, description="Conformal mode, rule score: the raw-score cut "
                                                 "(\"-inf\": too few calibration queries for the alpha, everything kept).")
     top_k: int | None = Field(None, description="Conformal mode, rule top-k: documents kept per query (null: all).")
