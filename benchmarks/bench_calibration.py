@@ -111,26 +111,21 @@ def conformal_rows(run, target: float, alpha: float, splits: int, seed: int, fra
         adaptive_kept.append(np.mean([kept_by_threshold(q.scores, lam) for _, q in tests]))
         adaptive_recall.append(np.mean([sum(s >= lam for _, s in c.relevant) / len(c.relevant) for c, _ in tests]))
         depth = [min(k or c.candidates, c.candidates) for c, _ in tests]
-        fixed_cov.append(np.mean([sum(r <= d for r, _ in c.relevant) / len(c.relevant) >= target - 1e-12
-                                  for (c, _), d in zip(tests, depth)]))
+        fixed_cov.append(np.mean([share_within(c, d) >= target - 1e-12 for (c, _), d in zip(tests, depth)]))
         fixed_kept.append(np.mean(depth))
-        fixed_recall.append(np.mean([sum(r <= d for r, _ in c.relevant) / len(c.relevant) for (c, _), d in zip(tests, depth)]))
-        equal_recall_k.append(smallest_k(tests, lambda c, d: sum(r <= d for r, _ in c.relevant) / len(c.relevant),
-                                         adaptive_recall[-1]))
-        equal_coverage_k.append(smallest_k(tests, lambda c, d: sum(r <= d for r, _ in c.relevant) / len(c.relevant)
-                                           >= target - 1e-12, adaptive_cov[-1]))
+        fixed_recall.append(np.mean([share_within(c, d) for (c, _), d in zip(tests, depth)]))
+        equal_recall_k.append(smallest_k(tests, share_within, adaptive_recall[-1]))
+        equal_coverage_k.append(smallest_k(tests, lambda c, d: share_within(c, d) >= target - 1e-12, adaptive_cov[-1]))
         fitted = split_calibration(run, [labelled[i] for i in cal_idx], cal)
         cut_ = conformal_cut(fitted, target, alpha, "recall-probability")
         depths = [len(cut_.keep(c.scores, fitted.probabilities(c.scores), target)) for c, _ in tests]
-        shares = [sum(r <= d for r, _ in c.relevant) / len(c.relevant) for (c, _), d in zip(tests, depths)]
+        shares = [share_within(c, d) for (c, _), d in zip(tests, depths)]
         by_probability["coverage"].append(float(np.mean([s >= target - 1e-12 for s in shares])))
         by_probability["kept"].append(float(np.mean(depths)))
         by_probability["recall"].append(float(np.mean(shares)))
-        by_probability["k_same_recall"].append(smallest_k(
-            tests, lambda c, d: sum(r <= d for r, _ in c.relevant) / len(c.relevant), by_probability["recall"][-1]))
+        by_probability["k_same_recall"].append(smallest_k(tests, share_within, by_probability["recall"][-1]))
         by_probability["k_same_coverage"].append(smallest_k(
-            tests, lambda c, d: sum(r <= d for r, _ in c.relevant) / len(c.relevant) >= target - 1e-12,
-            by_probability["coverage"][-1]))
+            tests, lambda c, d: share_within(c, d) >= target - 1e-12, by_probability["coverage"][-1]))
     cut = int(round(n * fraction))
     k = math.floor((cut + 1) * alpha)
     return {
@@ -162,6 +157,11 @@ def conformal_rows(run, target: float, alpha: float, splits: int, seed: int, fra
                 np.array(by_probability["kept"]) < np.array(fixed_kept))), 4)},
         "candidates": run.top_k,
     }
+
+
+def share_within(query, depth: int) -> float:
+    """The share of a conformal query's relevant candidates in its top ``depth``."""
+    return sum(r <= depth for r, _ in query.relevant) / len(query.relevant)
 
 
 def split_calibration(run, queries, conformal) -> Calibration:

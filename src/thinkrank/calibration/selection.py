@@ -118,9 +118,10 @@ def _check(target: float, alpha: float, rule: str = DEFAULT_RULE) -> None:
         raise InvalidInputError(f"the conformal rule must be one of {', '.join(RULES)}, got {rule!r}")
 
 
-def _needed(query: ConformalQuery, target: float) -> int:
-    """How many of the query's relevant candidates reach recall ``target`` (at least 1)."""
-    return max(1, math.ceil(target * len(query.relevant) - 1e-9))
+def _reaching(query: ConformalQuery, target: float) -> tuple[int, float]:
+    """The 1-based rank and raw score of the relevant candidate with which the query's top first
+    holds a share ``target`` of its relevant candidates (at least one)."""
+    return query.relevant[max(1, math.ceil(target * len(query.relevant) - 1e-9)) - 1]
 
 
 def conformal_threshold(queries: Sequence[ConformalQuery], target: float, alpha: float) -> float:
@@ -128,7 +129,7 @@ def conformal_threshold(queries: Sequence[ConformalQuery], target: float, alpha:
     _check(target, alpha)
     if not queries:
         raise InvalidInputError("the calibration holds no labelled query with a relevant candidate: no conformal selection")
-    lambdas = sorted(q.relevant[_needed(q, target) - 1][1] for q in queries)
+    lambdas = sorted(_reaching(q, target)[1] for q in queries)
     k = math.floor((len(lambdas) + 1) * alpha)
     return -math.inf if k < 1 else lambdas[k - 1]
 
@@ -138,7 +139,7 @@ def conformal_top_k(queries: Sequence[ConformalQuery], target: float, alpha: flo
     _check(target, alpha)
     if not queries:
         raise InvalidInputError("the calibration holds no labelled query with a relevant candidate: no conformal selection")
-    ranks = sorted(q.relevant[_needed(q, target) - 1][0] for q in queries)
+    ranks = sorted(_reaching(q, target)[0] for q in queries)
     k = math.ceil((len(ranks) + 1) * (1 - alpha))
     return None if k > len(ranks) else ranks[k - 1]
 
@@ -207,7 +208,7 @@ def recall_probability_level(queries: Sequence[ConformalQuery], calibration: Cal
             "recall-probability rule needs them: refit it with `thinkrank calibrate RUN_DIR`, or choose rule=score"
         )
     levels = sorted(
-        cut_keys(calibration.probabilities(q.scores), q.scores, target)[q.relevant[_needed(q, target) - 1][0] - 1]
+        cut_keys(calibration.probabilities(q.scores), q.scores, target)[_reaching(q, target)[0] - 1]
         for q in queries
     )
     j = math.ceil((len(levels) + 1) * (1 - alpha))
@@ -257,7 +258,8 @@ def conformal_cut(calibration: Calibration | str, target: float, alpha: float = 
             cut = ConformalCut(rule, top_k=conformal_top_k(cal.conformal, target, alpha))
         else:
             level = recall_probability_level(cal.conformal, cal, target, alpha)
-            cut = ConformalCut(rule, *(level[0], -level[1]) if level is not None else (None, None))
+            cut = ConformalCut(rule) if level is None else ConformalCut(
+                rule, recall_probability_level=level[0], tie_score=-level[1])
         cal.cuts[key] = cut
     return cal.cuts[key]  # type: ignore[no-any-return]
 
