@@ -19,10 +19,14 @@ Routes, on the same ``vllm.LLM``, model, DL19 pairs and think budget, greedy:
 * ``stage1``: ``thinkrank-vllm`` with ``reasoning=False`` over every pair: the cascade's first
   stage alone, which every cascade pays;
 * ``generate-chosen``: plain ``LLM.generate`` (as ``generate``) of only the pairs the cascade
-  chose to reason about (needs ``cascade`` before it in the first repetition): with ``stage1``,
-  the floor under any cascade's time on this vLLM.
+  chose to reason about (needs ``cascade`` before it in the first repetition), their prompts
+  cached first (untimed), as stage 1 leaves them in a cascade: with ``stage1``, the floor under
+  any cascade's time on this vLLM.
 
-Routes are interleaved and repeated (order rotated); the table gives the median wall time.
+Routes are interleaved and repeated (order rotated); the table gives the median wall time. Each
+route starts with vLLM's prefix cache emptied (``--cache cold``, the default: new pairs, as a
+user's next query) or holding the prompts alone (``--cache prompts``), so none reuses the chains,
+answer prompts or forced prompts an earlier route or repetition left there.
 Agreement with the released code is counted on the pairs where both follow the same rule: the
 released code did not fall back to 0.5, and its chain did not end with end-of-sequence (it then
 reads the answer at that position without closing ``</think>``; thinkrank forces the close).
@@ -30,8 +34,9 @@ reads the answer at that position without closing ``</think>``; thinkrank forces
     python benchmarks/bench_reference.py --rank1-py /path/to/rank1/rank1.py --pairs 24 --budget 48 --reps 3
 
 The profile (``--profile``) times thinkrank's vLLM calls: generate calls per ``rerank_many``,
-seconds inside them (generation pass, answer pass), the rest (Python per request), and vLLM's
-prefix-cache hit rate from its metrics.
+seconds, prompt tokens and prefix-cache hits (vLLM's metrics) of each (generation pass, answer
+pass), the rest (Python per request), and splits what the answer pass prefills into the prompts'
+partial KV blocks and the chain tokens the released rule changes, timing the partial blocks alone.
 """
 
 from __future__ import annotations
@@ -108,6 +113,18 @@ class Counting:
         return getattr(self.llm, name)
 
 
+def start_cache(llm: Any, mode: str, prompts: list[str]) -> None:
+    """Empty vLLM's prefix cache before a route, so no route reuses what an earlier one (or its
+    own earlier repetition) left there: its chains, answer prompts or forced prompts. With
+    ``prompts`` the prompts alone are then cached again (untimed)."""
+    if not llm.reset_prefix_cache():
+        raise RuntimeError("vLLM did not reset its prefix cache (a request still running?)")
+    if mode == "prompts":
+        from vllm import SamplingParams
+
+        llm.generate(prompts, SamplingParams(max_tokens=1, temperature=0), use_tqdm=False)
+
+
 def prefix_cache(llm: Any) -> tuple[float, float]:
     """vLLM's cumulative prefix-cache (queries, hits) in tokens, from its metrics."""
     queries = hits = 0.0
@@ -130,6 +147,9 @@ def main() -> None:
                     default="generate,thinkrank-vllm,released,thinkrank-transformers,cascade,stage1,generate-chosen")
     ap.add_argument("--cascade", default="top=6", help="the cascade route's setting")
     ap.add_argument("--block-size", type=int, default=None, help="vLLM KV block size (default: thinkrank's)")
+    ap.add_argument("--cache", choices=("cold", "prompts"), default="cold",
+                    help="what vLLM's prefix cache holds when a route starts: nothing (cold: new pairs, as a "
+                         "user's next query), or the prompts alone (prompts: a query reranked again)")
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
 
@@ -202,64 +222,81 @@ def main() -> None:
             order.remove("generate-chosen")
             order.insert(order.index("cascade") + 1, "generate-chosen")
         for route in order:
+            start_cache(llm, args.cache, prompts)
+            if route == "generate-chosen":  # as in the cascade, where stage 1 has just cached these prompts
+                llm.generate([prompts[i] for i in chosen_by_cascade], SamplingParams(max_tokens=1, temperature=0),
+                             use_tqdm=False)
             run(route)
             res = results[route]
             print(f"# rep {rep} {route}: {res.seconds[-1]:.2f} s, {res.tokens} tokens, "
                   f"{ {k: v for k, v in res.notes.items() if k not in ('chains', 'eos')} }", file=sys.stderr, flush=True)
     report(results, args, block)
     if args.profile:
-        profile(engine, requests, args.budget)
+        profile(engine, requests, args.budget, block, args.cache, prompts)
 
 
-def profile(engine: Any, requests: Any, budget: int) -> None:
-    """Where thinkrank's time goes on vLLM: calls into ``LLM.generate`` and the rest."""
+def profile(engine: Any, requests: Any, budget: int, block: int, cache: str, prompts: list[str]) -> None:
+    """Where thinkrank's time goes on vLLM: calls into ``LLM.generate`` (seconds, prompt tokens,
+    prefix-cache hits), the rest, and what the answer pass prefills and why."""
+    from vllm import SamplingParams
+
     from thinkrank import Rank1
 
-    calls: list[tuple[int, float]] = []
+    calls: list[dict[str, Any]] = []
     run = engine._run
 
     def timed(prompts: list[Any], kwargs: list[dict[str, Any]]) -> list[Any]:
+        q0, h0 = prefix_cache(engine.llm)
         t = time.perf_counter()
         out = run(prompts, kwargs)
-        calls.append((len(prompts), time.perf_counter() - t))
+        seconds = time.perf_counter() - t
+        q1, h1 = prefix_cache(engine.llm)
+        calls.append({"prompts": prompts, "seconds": seconds, "tokens": q1 - q0, "hits": h1 - h0})
         return out
 
     engine._run = timed
-    q0, h0 = prefix_cache(engine.llm)
+    start_cache(engine.llm, cache, prompts)
     t = time.perf_counter()
     Rank1(engine=engine, think_budget=budget).rerank_many(requests)
     total = time.perf_counter() - t
-    q1, h1 = prefix_cache(engine.llm)
     engine._run = run
-    inside = sum(s for _, s in calls)
+    inside = sum(c["seconds"] for c in calls)
     print("\n## profile (thinkrank-vllm, one rerank_many)\n")
-    print(f"- total {total:.2f} s; LLM.generate calls: {len(calls)} "
-          f"({', '.join(f'{n} requests {s:.2f} s' for n, s in calls)})")
+    print(f"- total {total:.2f} s; LLM.generate calls: {len(calls)} ("
+          + ", ".join(f"{len(c['prompts'])} requests {c['seconds']:.2f} s, {c['tokens']:.0f} prompt tokens of which "
+                      f"{c['tokens'] - c['hits']:.0f} prefilled" for c in calls) + ")")
     print(f"- outside LLM.generate (prompts, tokenising, scoring ids, judgments): {total - inside:.2f} s")
-    print(f"- prefix cache: {h1 - h0:.0f} of {q1 - q0:.0f} prompt tokens hit ({(h1 - h0) / max(q1 - q0, 1):.0%})")
-    # The floor under any second pass on this backend: one new token after each of the same
-    # prompts, every prompt token already in the prefix cache (the second call of two).
-    from vllm import SamplingParams
-
-    from thinkrank.prompts.rank1 import build_rank1_prompt
-
-    prompts = [build_rank1_prompt(q, p) for q, ps in requests for p in ps]
+    if len(calls) < 2:
+        return
+    # The answer pass prefills what the prefix cache cannot give back: the tail of every prompt
+    # that does not fill a KV block (vLLM caches whole blocks only), and the chain tokens the
+    # released rule rewrites (the cut, and "\n" + the stripped chain after <think>).
+    answer = calls[-1]["prompts"]
+    ids = [list(p["prompt_token_ids"]) for p in answer]
+    tails = sum(len(x) % block or 1 for x in ids)  # a whole-block prompt still computes its last token
     one = SamplingParams(max_tokens=1, temperature=0)
-    times = []
+    rerun: list[tuple[float, float]] = []  # (seconds, tokens prefilled)
     for _ in range(3):
+        q0, h0 = prefix_cache(engine.llm)
         t = time.perf_counter()
-        engine.llm.generate(prompts, one, use_tqdm=False)
-        times.append(time.perf_counter() - t)
-    print(f"- a one-token pass over the same {len(prompts)} prompts, all of their tokens cached: "
-          f"{statistics.median(times[1:]):.2f} s (runs {' '.join(f'{x:.2f}' for x in times)}): the fixed cost "
-          "of one more generate call with these requests on this backend")
+        engine.llm.generate(answer, one, use_tqdm=False)
+        seconds = time.perf_counter() - t
+        q1, h1 = prefix_cache(engine.llm)
+        rerun.append((seconds, (q1 - q0) - (h1 - h0)))
+    missed = calls[-1]["tokens"] - calls[-1]["hits"]
+    print(f"- answer pass: {missed:.0f} tokens prefilled: {tails} are the prompts' last partial {block}-token "
+          f"blocks, which vLLM never caches, and {missed - tails:.0f} are chain tokens the released rule "
+          "changes (the cut, and the newline that replaces the chain's own leading whitespace)")
+    print(f"- the same answer prompts again, every whole block now cached: {rerun[1][1]:.0f} tokens prefilled, "
+          f"{statistics.median(s for s, _ in rerun):.2f} s (runs {' '.join(f'{s:.2f}' for s, _ in rerun)}): "
+          "the partial blocks alone")
 
 
 def report(results: dict[str, Result], args: Any, block: int) -> None:
     med = {r: statistics.median(res.seconds) for r, res in results.items() if res.seconds}
     base = med.get("generate")
     print(f"\n# {args.queries * args.pairs} DL19 pairs, budget {args.budget}, SmolLM2-135M float32, vLLM CPU "
-          f"block_size {block}, {args.reps} reps, {platform.processor() or platform.machine()}\n")
+          f"block_size {block}, prefix cache at each route's start: {args.cache}, {args.reps} reps, {platform.processor() or platform.machine()}\n")
     print("| route | seconds (median) | runs | × generate | generated tokens | notes |")
     print("|---|---|---|---|---|---|")
     for r, res in results.items():
