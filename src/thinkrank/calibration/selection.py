@@ -42,8 +42,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -51,9 +51,10 @@ from thinkrank.calibration.file import Calibration, ConformalQuery, load_calibra
 from thinkrank.errors import InvalidInputError
 from thinkrank.types import Judgment, Ranking
 
-RULES = ("recall-probability", "score", "top-k")
+Rule = Literal["recall-probability", "score", "top-k"]
 """Conformal mode's rules (the module's docstring says what each keeps)."""
-DEFAULT_RULE = "recall-probability"
+RULES: tuple[str, ...] = get_args(Rule)
+DEFAULT_RULE: Rule = "recall-probability"
 
 
 @dataclass
@@ -118,6 +119,13 @@ def _check(target: float, alpha: float, rule: str = DEFAULT_RULE) -> None:
         raise InvalidInputError(f"the conformal rule must be one of {', '.join(RULES)}, got {rule!r}")
 
 
+def _checked(queries: Sequence[ConformalQuery], target: float, alpha: float) -> None:
+    """The checks every conformal cut starts with: values in range, and a query to calibrate on."""
+    _check(target, alpha)
+    if not queries:
+        raise InvalidInputError("the calibration holds no labelled query with a relevant candidate: no conformal selection")
+
+
 def _reaching(query: ConformalQuery, target: float) -> tuple[int, float]:
     """The 1-based rank and raw score of the relevant candidate with which the query's top first
     holds a share ``target`` of its relevant candidates (at least one)."""
@@ -126,9 +134,7 @@ def _reaching(query: ConformalQuery, target: float) -> tuple[int, float]:
 
 def conformal_threshold(queries: Sequence[ConformalQuery], target: float, alpha: float) -> float:
     """The raw-score threshold ``lambda_hat`` of conformal mode (-inf: keep everything)."""
-    _check(target, alpha)
-    if not queries:
-        raise InvalidInputError("the calibration holds no labelled query with a relevant candidate: no conformal selection")
+    _checked(queries, target, alpha)
     lambdas = sorted(_reaching(q, target)[1] for q in queries)
     k = math.floor((len(lambdas) + 1) * alpha)
     return -math.inf if k < 1 else lambdas[k - 1]
@@ -136,9 +142,7 @@ def conformal_threshold(queries: Sequence[ConformalQuery], target: float, alpha:
 
 def conformal_top_k(queries: Sequence[ConformalQuery], target: float, alpha: float) -> int | None:
     """The fixed number of documents per query with the same guarantee (None: all of them)."""
-    _check(target, alpha)
-    if not queries:
-        raise InvalidInputError("the calibration holds no labelled query with a relevant candidate: no conformal selection")
+    _checked(queries, target, alpha)
     ranks = sorted(_reaching(q, target)[0] for q in queries)
     k = math.ceil((len(ranks) + 1) * (1 - alpha))
     return None if k > len(ranks) else ranks[k - 1]
@@ -199,9 +203,7 @@ def recall_probability_level(queries: Sequence[ConformalQuery], calibration: Cal
         InvalidInputError: no calibration query, or a calibration file without its queries'
             scores (version 1).
     """
-    _check(target, alpha)
-    if not queries:
-        raise InvalidInputError("the calibration holds no labelled query with a relevant candidate: no conformal selection")
+    _checked(queries, target, alpha)
     if any(not q.scores for q in queries):
         raise InvalidInputError(
             "this calibration file does not hold its queries' scores (it was written by an older thinkrank), and the "
@@ -286,9 +288,7 @@ def select(ranking: Ranking, calibration: Calibration | str, *, recall: float | 
     if recall is not None:
         cut = conformal_cut(cal, recall, alpha, rule)
         keep = cut.keep([j.score for j in judgments], probs, recall)
-        extra = {"target_recall": recall, "alpha": alpha, "rule": rule, "score_threshold": cut.score_threshold,
-                 "recall_probability_level": cut.recall_probability_level, "tie_score": cut.tie_score,
-                 "top_k": cut.top_k}
+        extra = {"target_recall": recall, "alpha": alpha, **asdict(cut)}  # the cut's rule and fields
         mode = "conformal"
     else:
         if not (isinstance(probability, (int, float)) and 0 <= probability <= 1):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+from thinkrank.calibration.selection import Rule
 from thinkrank.errors import require
 
 require("pydantic", "server")
@@ -48,7 +49,7 @@ class SelectIn(BaseModel):
     recall: float | None = Field(None, gt=0, le=1, description="Conformal mode: keep enough documents that, at "
                                  "confidence 1 - alpha over queries, recall of the relevant candidates is >= this.")
     alpha: float | None = Field(None, gt=0, lt=1, description="Conformal mode: the miss rate allowed (default 0.1).")
-    rule: Literal["recall-probability", "score", "top-k"] | None = Field(
+    rule: Rule | None = Field(
         None, description="Conformal mode: how the cut adapts to each query (default recall-probability: the shortest "
         "top whose probability of reaching the recall is above a calibrated level; score: one raw-score threshold; "
         "top-k: the same number for every query). See docs/calibration.md.")
