@@ -36,7 +36,8 @@ reads the answer at that position without closing ``</think>``; thinkrank forces
 The profile (``--profile``) times thinkrank's vLLM calls: generate calls per ``rerank_many``,
 seconds, prompt tokens and prefix-cache hits (vLLM's metrics) of each (generation pass, answer
 pass), the rest (Python per request), and splits what the answer pass prefills into the prompts'
-partial KV blocks and the chain tokens the released rule changes, timing the partial blocks alone.
+last KV blocks (which vLLM never caches) and the chain tokens the released rule changes, timing the
+last blocks alone.
 """
 
 from __future__ import annotations
@@ -120,9 +121,14 @@ def start_cache(llm: Any, mode: str, prompts: list[str]) -> None:
     if not llm.reset_prefix_cache():
         raise RuntimeError("vLLM did not reset its prefix cache (a request still running?)")
     if mode == "prompts":
-        from vllm import SamplingParams
+        cache_prompts(llm, prompts)
 
-        llm.generate(prompts, SamplingParams(max_tokens=1, temperature=0), use_tqdm=False)
+
+def cache_prompts(llm: Any, prompts: list[Any]) -> None:
+    """One new token after each prompt: the prompts' whole KV blocks are then in the prefix cache."""
+    from vllm import SamplingParams
+
+    llm.generate(prompts, SamplingParams(max_tokens=1, temperature=0), use_tqdm=False)
 
 
 def prefix_cache(llm: Any) -> tuple[float, float]:
@@ -224,8 +230,7 @@ def main() -> None:
         for route in order:
             start_cache(llm, args.cache, prompts)
             if route == "generate-chosen":  # as in the cascade, where stage 1 has just cached these prompts
-                llm.generate([prompts[i] for i in chosen_by_cascade], SamplingParams(max_tokens=1, temperature=0),
-                             use_tqdm=False)
+                cache_prompts(llm, [prompts[i] for i in chosen_by_cascade])
             run(route)
             res = results[route]
             print(f"# rep {rep} {route}: {res.seconds[-1]:.2f} s, {res.tokens} tokens, "
@@ -238,7 +243,6 @@ def main() -> None:
 def profile(engine: Any, requests: Any, budget: int, block: int, cache: str, prompts: list[str]) -> None:
     """Where thinkrank's time goes on vLLM: calls into ``LLM.generate`` (seconds, prompt tokens,
     prefix-cache hits), the rest, and what the answer pass prefills and why."""
-    from vllm import SamplingParams
 
     from thinkrank import Rank1
 
@@ -268,28 +272,28 @@ def profile(engine: Any, requests: Any, budget: int, block: int, cache: str, pro
     print(f"- outside LLM.generate (prompts, tokenising, scoring ids, judgments): {total - inside:.2f} s")
     if len(calls) < 2:
         return
-    # The answer pass prefills what the prefix cache cannot give back: the tail of every prompt
-    # that does not fill a KV block (vLLM caches whole blocks only), and the chain tokens the
-    # released rule rewrites (the cut, and "\n" + the stripped chain after <think>).
+    # The answer pass prefills what the prefix cache cannot give back: the last KV block of every
+    # prompt (vLLM caches whole blocks only; a prompt ending on a block boundary computes that
+    # whole block again), and the chain tokens the released rule rewrites (the cut, and "\n" +
+    # the stripped chain after <think>). Rerunning the same prompts, every whole block cached,
+    # measures the first part; the rest of the answer pass's prefill is the second.
     answer = calls[-1]["prompts"]
-    ids = [list(p["prompt_token_ids"]) for p in answer]
-    tails = sum(len(x) % block or 1 for x in ids)  # a whole-block prompt still computes its last token
-    one = SamplingParams(max_tokens=1, temperature=0)
     rerun: list[tuple[float, float]] = []  # (seconds, tokens prefilled)
     for _ in range(3):
         q0, h0 = prefix_cache(engine.llm)
         t = time.perf_counter()
-        engine.llm.generate(answer, one, use_tqdm=False)
+        cache_prompts(engine.llm, answer)
         seconds = time.perf_counter() - t
         q1, h1 = prefix_cache(engine.llm)
         rerun.append((seconds, (q1 - q0) - (h1 - h0)))
     missed = calls[-1]["tokens"] - calls[-1]["hits"]
-    print(f"- answer pass: {missed:.0f} tokens prefilled: {tails} are the prompts' last partial {block}-token "
-          f"blocks, which vLLM never caches, and {missed - tails:.0f} are chain tokens the released rule "
-          "changes (the cut, and the newline that replaces the chain's own leading whitespace)")
-    print(f"- the same answer prompts again, every whole block now cached: {rerun[1][1]:.0f} tokens prefilled, "
+    last_blocks = rerun[-1][1]
+    print(f"- answer pass: {missed:.0f} tokens prefilled: {last_blocks:.0f} are the prompts' last {block}-token "
+          f"blocks, which vLLM never caches (measured by the rerun below), and {missed - last_blocks:.0f} are chain "
+          "tokens the released rule changes (the cut, and the newline that replaces the chain's own leading whitespace)")
+    print(f"- the same answer prompts again, every whole block now cached: {last_blocks:.0f} tokens prefilled, "
           f"{statistics.median(s for s, _ in rerun):.2f} s (runs {' '.join(f'{s:.2f}' for s, _ in rerun)}): "
-          "the partial blocks alone")
+          "the last blocks alone")
 
 
 def report(results: dict[str, Result], args: Any, block: int) -> None:
